@@ -1,0 +1,1 @@
+"""The Dash dashboard: nurse station overview, room pages, review pages, JSON API."""

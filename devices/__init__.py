@@ -1,0 +1,1 @@
+"""Device edge: protocol parsers, transports, adapters and simulators."""

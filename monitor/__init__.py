@@ -1,0 +1,1 @@
+"""VitalWatch core: readings, Redis streams, alert engine, sessions, archive, config, CLI."""

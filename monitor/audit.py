@@ -1,0 +1,41 @@
+"""The audit log: who did what, when. Written to a Redis stream, archived durably.
+
+Every login, acknowledge, pause, limit change, session event, sign-off and export goes
+through `record()`. Details must never carry patient names (patient ids only where the
+action is about a session, and never into the process logs).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+from monitor.keys import Keys
+
+
+def audit_fields(user: str, action: str, ts_ms: int, **details: Any) -> dict[str, str]:
+    """Encode one audit entry (pure)."""
+    return {
+        "ts": str(ts_ms),
+        "user": user or "unknown",
+        "action": action,
+        "details": json.dumps(details, sort_keys=True, default=str),
+    }
+
+
+def record(client: redis.Redis, keys: Keys, user: str, action: str, **details: Any) -> str:
+    """Append an audit entry now; returns its stream id. Audit entries are never trimmed."""
+    ts_ms = time.time_ns() // 1_000_000
+    return client.xadd(keys.audit, audit_fields(user, action, ts_ms, **details))  # type: ignore[return-value]
+
+
+def entries(client: redis.Redis, keys: Keys, count: int = 200) -> list[dict[str, Any]]:
+    """The newest audit entries, newest first, decoded."""
+    out = []
+    for entry_id, f in client.xrevrange(keys.audit, count=count):
+        out.append({"id": entry_id, "ts": int(f["ts"]), "user": f["user"], "action": f["action"],
+                    "details": json.loads(f.get("details") or "{}")})
+    return out

@@ -1,0 +1,206 @@
+"""`vitalwatch` — the one console command. Parses arguments, loads config, dispatches.
+
+Exit codes (CONTRACT.md): 0 success, 2 bad usage or bad config (the message names the file,
+the field path and the problem), 1 runtime failure. Each subcommand lives in its own module
+as `run(args, cfg) -> int`; this file only wires them up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import importlib
+import logging
+import os
+import sys
+from typing import Callable, Sequence
+
+from monitor.config import Config, ConfigError, config_path, load_config
+from monitor.logs import setup_logging
+from monitor.runtime import RuntimeFailure
+
+log = logging.getLogger("vitalwatch")
+
+EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+
+# subcommand → "module:function" implementing it
+HANDLERS: dict[str, str] = {
+    "demo": "monitor.demo:run",
+    "check-config": "monitor.cli:check_config",
+    "ingest": "devices.ingest:run",
+    "alerts": "monitor.alarms.engine:run",
+    "dashboard": "dashboard.app:run",
+    "simulate": "devices.simulators.cli:run",
+    "session": "monitor.sessions_cli:run",
+    "export": "monitor.export:run",
+    "user": "monitor.users_cli:run",
+    "run": "monitor.supervise:run",
+    "archive": "monitor.archive_cli:run",
+}
+
+
+def _default_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (also used by docs and tests)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("-c", "--config", metavar="FILE",
+                        help="config file (default: $VITALWATCH_CONFIG, else config/vitalwatch.toml)")
+    acting = argparse.ArgumentParser(add_help=False)
+    acting.add_argument("--user", default=None, metavar="NAME",
+                        help="who is acting, for the audit log (default: the OS user)")
+
+    p = argparse.ArgumentParser(prog="vitalwatch", description="Vital-sign monitoring for ketamine clinics.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    d = sub.add_parser("demo", parents=[common], help="everything on one machine, zero set-up")
+    d.add_argument("--rooms", type=int, default=4)
+    d.add_argument("--port", type=int, default=8050)
+    d.add_argument("--seed", type=int, default=1)
+    d.add_argument("--no-browser", action="store_true")
+    d.add_argument("--speed", type=float, default=1.0, help=argparse.SUPPRESS)
+    d.add_argument("--data-dir", default=None, help="where the demo keeps its files (default: a new temp dir)")
+
+    sub.add_parser("check-config", parents=[common], help="validate the config and summarise it")
+
+    i = sub.add_parser("ingest", parents=[common], help="run the device adapters")
+    i.add_argument("--room", action="append", default=[], metavar="R")
+    i.add_argument("--device", action="append", default=[], metavar="D")
+
+    sub.add_parser("alerts", parents=[common], help="run an alert engine worker")
+
+    db = sub.add_parser("dashboard", parents=[common], help="serve the dashboard")
+    db.add_argument("--host", default=None)
+    db.add_argument("--port", type=int, default=None)
+
+    s = sub.add_parser("simulate", parents=[common], help="simulate every configured device")
+    s.add_argument("--scenario", default="routine")
+    s.add_argument("--speed", type=float, default=1.0)
+    s.add_argument("--seed", type=int, default=1)
+    s.add_argument("--duration", type=float, default=None, metavar="SEC")
+    s.add_argument("--truth", default=None, metavar="FILE", help="ground-truth log (JSON lines)")
+
+    se = sub.add_parser("session", help="dosing session events")
+    ses = se.add_subparsers(dest="action", metavar="ACTION", required=True)
+    st = ses.add_parser("start", parents=[common, acting])
+    st.add_argument("--room", required=True)
+    st.add_argument("--patient", required=True)
+    st.add_argument("--route", required=True, choices=["iv", "im", "intranasal"])
+    st.add_argument("--dose-mg", type=float)
+    st.add_argument("--weight-kg", type=float)
+    st.add_argument("--protocol")
+    sd = ses.add_parser("dose", parents=[common, acting])
+    sd.add_argument("--session", required=True)
+    sd.add_argument("--at", metavar="ISO")
+    sd.add_argument("--dose-mg", type=float)
+    sd.add_argument("--note")
+    sb = ses.add_parser("bp", parents=[common, acting])
+    sb.add_argument("--session", required=True)
+    sb.add_argument("--sbp", type=int, required=True)
+    sb.add_argument("--dbp", type=int, required=True)
+    sn = ses.add_parser("note", parents=[common, acting])
+    sn.add_argument("--session", required=True)
+    sn.add_argument("text")
+    so = ses.add_parser("observe", parents=[common, acting])
+    so.add_argument("--session", required=True)
+    obs = so.add_mutually_exclusive_group(required=True)
+    for flag in ("sedation", "dissociation", "respiratory-depression", "nausea", "ready-to-leave"):
+        obs.add_argument(f"--{flag}", dest="observation", action="store_const", const=flag.replace("-", "_"))
+    se_end = ses.add_parser("end", parents=[common, acting])
+    se_end.add_argument("--session", required=True)
+    ses.add_parser("list", parents=[common, acting])
+
+    ex = sub.add_parser("export", parents=[common, acting], help="post-session export")
+    ex.add_argument("--session", required=True)
+    ex.add_argument("--format", required=True, choices=["csv", "pdf", "png"])
+    ex.add_argument("-o", dest="output", required=True, metavar="FILE")
+
+    u = sub.add_parser("user", help="manage accounts")
+    us = u.add_subparsers(dest="action", metavar="ACTION", required=True)
+    ua = us.add_parser("add", parents=[common, acting])
+    ua.add_argument("name")
+    ua.add_argument("--role", required=True, choices=["station", "nurse", "director", "admin"])
+    for action in ("passwd", "disable", "enable", "token"):
+        x = us.add_parser(action, parents=[common, acting])
+        x.add_argument("name")
+    ur = us.add_parser("role", parents=[common, acting])
+    ur.add_argument("name")
+    ur.add_argument("role", choices=["station", "nurse", "director", "admin"])
+    us.add_parser("list", parents=[common, acting])
+
+    sub.add_parser("run", parents=[common], help="supervise ingest + alerts + dashboard")
+
+    ar = sub.add_parser("archive", help="archive maintenance: backup and purge")
+    ars = ar.add_subparsers(dest="action", metavar="ACTION", required=True)
+    bk = ars.add_parser("backup", parents=[common, acting])
+    bk.add_argument("-o", dest="output", required=True, metavar="FILE")
+    ars.add_parser("purge", parents=[common, acting])
+    return p
+
+
+def check_config(args: argparse.Namespace, cfg: Config) -> int:
+    """`vitalwatch check-config`: print a summary of the validated config."""
+    print(f"{cfg.source}: OK — clinic {cfg.clinic.id!r} ({cfg.clinic.name or 'unnamed'}), "
+          f"{len(cfg.rooms)} room(s), {len(cfg.devices())} device(s)")
+    print(f"  redis: {cfg.redis.url}   mqtt: {cfg.mqtt.url} (v{cfg.mqtt.version})   archive: {cfg.archive.url}")
+    for room in cfg.rooms:
+        print(f"  {room.id}  {room.name}")
+        for dev in room.devices:
+            where = dev.port if dev.transport == "serial" else dev.topic
+            extra = f" @{dev.default_baudrate}" if dev.transport == "serial" else ""
+            print(f"    - {dev.id:<12} {dev.protocol:<13} {dev.transport:<6} {where}{extra}")
+    return EXIT_OK
+
+
+def _handler(name: str) -> Callable[[argparse.Namespace, Config], int] | None:
+    module_name, func = HANDLERS[name].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and module_name.startswith(e.name):
+            return None  # the module itself does not exist yet
+        raise
+    return getattr(module, func)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `vitalwatch` command."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "user", "absent") is None:
+        args.user = _default_user()
+    path = config_path(getattr(args, "config", None), os.environ)
+    if args.command == "demo" and not getattr(args, "config", None):
+        cfg = None  # the demo writes its own config
+    else:
+        try:
+            cfg = load_config(path)
+        except ConfigError as e:
+            print(f"vitalwatch: bad config: {e}", file=sys.stderr)
+            return EXIT_USAGE
+    if cfg is not None:
+        setup_logging(args.command, cfg.logging.level, cfg.logging.format)
+    else:
+        setup_logging(args.command)
+    handler = _handler(args.command)
+    if handler is None:
+        print(f"vitalwatch {args.command}: not yet available in this version", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        return int(handler(args, cfg) or 0)  # type: ignore[arg-type]
+    except ConfigError as e:
+        print(f"vitalwatch: bad config: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except RuntimeFailure as e:
+        print(f"vitalwatch {args.command}: {e}", file=sys.stderr)
+        return EXIT_FAIL
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""Pure stream codecs: Reading ↔ vitals-stream fields, Refusal → rejects-stream fields."""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Mapping
+
+from monitor.keys import F_DEV, F_FLAGS, F_TS, REJECT_RAW_MAX
+from monitor.readings import METRICS, Reading, Refusal
+
+
+class CodecError(ValueError):
+    """A stream entry that is not a valid reading."""
+
+
+def fmt_value(v: float) -> str:
+    """Shortest decimal text for a metric value: 72 → "72", 36.6 → "36.6"."""
+    f = float(v)
+    return str(int(f)) if f.is_integer() else repr(f)
+
+
+def to_fields(r: Reading) -> dict[str, str]:
+    """Encode a Reading as vitals-stream fields (CONTRACT.md)."""
+    fields = {F_TS: str(r.ts_ms), F_DEV: r.device}
+    for metric, value in r.values.items():
+        fields[metric] = fmt_value(value)
+    if r.flags:
+        fields[F_FLAGS] = ",".join(sorted(r.flags))
+    return fields
+
+
+def from_fields(room: str, fields: Mapping[str, str]) -> Reading:
+    """Decode vitals-stream fields into a Reading; raise CodecError if malformed."""
+    try:
+        ts_ms = int(fields[F_TS])
+        device = fields[F_DEV]
+        values = {m: float(fields[m]) for m in METRICS if m in fields}
+    except (KeyError, ValueError) as e:
+        raise CodecError(f"bad vitals entry {dict(fields)!r}") from e
+    flags_text = fields.get(F_FLAGS, "")
+    flags = frozenset(flags_text.split(",")) if flags_text else frozenset()
+    return Reading(room, device, ts_ms, MappingProxyType(values), flags)
+
+
+def escape_raw(raw: bytes) -> str:
+    """At most REJECT_RAW_MAX bytes of `raw`, made printable (\\xNN for non-UTF-8)."""
+    cut = raw[:REJECT_RAW_MAX]
+    text = cut.decode("utf-8", "backslashreplace")
+    # control characters would make logs and the rejects view unreadable
+    text = "".join(c if c.isprintable() or c == " " else f"\\x{ord(c):02x}" for c in text)
+    return text + ("…" if len(raw) > REJECT_RAW_MAX else "")
+
+
+def reject_fields(ref: Refusal, ts_ms: int) -> dict[str, str]:
+    """Encode a Refusal as rejects-stream fields (CONTRACT.md)."""
+    return {
+        "ts": str(ts_ms),
+        "source": ref.source,
+        "reason": ref.reason,
+        "detail": ref.detail[:1024],
+        "raw": escape_raw(ref.raw),
+    }

@@ -1,0 +1,493 @@
+"""Load and validate the one TOML configuration file, once, at the edge.
+
+`load_config(path)` returns a frozen `Config` or raises `ConfigError` naming the file, the
+field path (e.g. `rooms[0].devices[1].port`) and what is wrong. Nothing else in VitalWatch
+reads the environment: `apply_env()` folds the contract's overrides in here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Mapping
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from monitor.readings import METRICS
+
+DEFAULT_PATH = "config/vitalwatch.toml"
+PROTOCOLS_SERIAL = ("masimo-ascii", "nonin-df7", "nibp-un300", "ansar-b")
+PROTOCOLS_MQTT = ("json", "senml")
+PRIORITIES = ("high", "medium", "low")
+ID_RE = r"^[a-z0-9][a-z0-9-]*$"
+
+
+class ConfigError(Exception):
+    """Bad configuration: which file, which field, what is wrong."""
+
+    def __init__(self, file: str, path: str, problem: str) -> None:
+        self.file, self.path, self.problem = file, path, problem
+        where = f"{file}: {path}" if path else file
+        super().__init__(f"{where}: {problem}")
+
+
+class _Model(BaseModel):
+    # strict: "9600" is not a baud rate; forbid: a typo'd key is an error, not ignored.
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+Id = Annotated[str, Field(pattern=ID_RE, max_length=64)]
+
+
+class ClinicConfig(_Model):
+    """[clinic]"""
+
+    id: Id
+    name: str = ""
+    timezone: str = "UTC"
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as e:
+            raise ValueError(f"unknown time zone {v!r}") from e
+        return v
+
+
+class RedisConfig(_Model):
+    """[redis] — `url = "embedded"` starts a local server owned by the app."""
+
+    url: str = "embedded"
+    retention_hours: float = Field(default=168, gt=0)
+    # Writer tuning: how many accepted readings to hold in memory while Redis is away,
+    # before spilling to the on-disk spool.
+    buffer_max: int = Field(default=100_000, gt=0)
+    tls_ca_file: str | None = None
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v != "embedded" and not re.match(r"^(redis|rediss|unix)://", v):
+            raise ValueError("must be 'embedded' or a redis://, rediss:// or unix:// URL")
+        return v
+
+
+class MqttConfig(_Model):
+    """[mqtt] — broker URL, client identity and protocol version."""
+
+    url: str = "embedded"
+    client_id: str = ""  # default: vitalwatch-<role>-<host>-<pid-stable suffix>
+    version: Literal["5", "3.1.1"] = "5"
+    shared_group: str = ""  # non-empty: subscribe via $share/<group>/<topic> (MQTT v5)
+    session_expiry_s: int = Field(default=3600, ge=0)
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+    alerts_topic: str = "vitalwatch/alerts"  # outbound alert events for pagers
+    silence_s: float = Field(default=10, gt=0)  # an MQTT device silent this long is offline
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if v != "embedded" and not re.match(r"^(mqtt|mqtts|tcp|ssl)://[^/]+", v):
+            raise ValueError("must be 'embedded' or an mqtt:// or mqtts:// URL")
+        return v
+
+
+class ArchiveConfig(_Model):
+    """[archive] — durable store of finished sessions and the audit log."""
+
+    url: str = "sqlite:///data/archive.db"
+    retention_days: int = Field(default=3650, gt=0)
+
+
+class DataConfig(_Model):
+    """[data] — where embedded servers, spools and logs keep their files."""
+
+    dir: str = "data"
+
+
+class LoggingConfig(_Model):
+    """[logging]"""
+
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["text", "json"] = "text"
+
+
+class DashboardConfig(_Model):
+    """[dashboard]"""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8050, ge=0, le=65535)
+    idle_logoff_min: float = Field(default=15, gt=0)
+    secure_cookies: bool = False  # set true behind the TLS proxy
+    secret_file: str = ""  # default: <data.dir>/dashboard-secret
+    lockout_failures: int = Field(default=5, gt=0)
+    lockout_min: float = Field(default=15, gt=0)
+
+
+class DeviceConfig(_Model):
+    """[[rooms.devices]]"""
+
+    id: Id
+    protocol: str
+    transport: Literal["serial", "mqtt"]
+    port: str | None = None
+    baudrate: int | None = Field(default=None, gt=0)
+    bytesize: Literal[5, 6, 7, 8] = 8
+    parity: Literal["N", "E", "O", "M", "S"] = "N"
+    stopbits: Literal[1, 1.5, 2] = 1
+    cycle_s: float | None = Field(default=None, gt=0)
+    # Optional cycle per session phase for nibp-un300, e.g. {dosing = 300, observation = 900}.
+    cycle_by_phase_s: dict[str, Annotated[float, Field(gt=0)]] | None = None
+    topic: str | None = None
+    status_topic: str | None = None  # device-provided online/offline (last will) topic
+    silence_s: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _transport_fields(self) -> "DeviceConfig":
+        if self.transport == "serial":
+            if self.protocol not in PROTOCOLS_SERIAL:
+                raise _field_error(
+                    "protocol",
+                    f"unknown serial protocol {self.protocol!r}; "
+                    f"expected one of {', '.join(PROTOCOLS_SERIAL)}",
+                )
+            if not self.port:
+                raise _field_error("port", "a serial device needs a port")
+            if self.topic is not None:
+                raise _field_error("topic", "a serial device has no topic")
+        else:
+            if self.protocol not in PROTOCOLS_MQTT:
+                raise _field_error(
+                    "protocol",
+                    f"unknown MQTT protocol {self.protocol!r}; "
+                    f"expected one of {', '.join(PROTOCOLS_MQTT)}",
+                )
+            if not self.topic:
+                raise _field_error("topic", "an MQTT device needs a topic")
+            if any(c in self.topic for c in "+#"):
+                raise _field_error("topic", "a device topic may not contain wildcards")
+            if self.port is not None:
+                raise _field_error("port", "an MQTT device has no serial port")
+        if self.protocol != "nibp-un300" and (self.cycle_s or self.cycle_by_phase_s):
+            raise _field_error("cycle_s", "only a nibp-un300 device has a measurement cycle")
+        return self
+
+    @property
+    def default_baudrate(self) -> int:
+        """The configured baud rate, or the protocol's documented one."""
+        return self.baudrate or (4800 if self.protocol == "nibp-un300" else 9600)
+
+    @property
+    def nibp_cycle_s(self) -> float:
+        """NIBP measurement cycle (protocol default 300 s)."""
+        return self.cycle_s or 300.0
+
+
+class RoomConfig(_Model):
+    """[[rooms]]"""
+
+    id: Id
+    name: str = ""
+    devices: list[DeviceConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_devices(self) -> "RoomConfig":
+        _no_duplicates([d.id for d in self.devices], "devices")
+        return self
+
+
+class AlarmSpec(_Model):
+    """Limits for one metric: low/high, priority, condition delay, clear hysteresis."""
+
+    low: float | None = None
+    high: float | None = None
+    priority: str | None = None
+    delay_s: float | None = Field(default=None, ge=0, le=300)
+    hysteresis: float | None = Field(default=None, ge=0)
+    latching: bool | None = None
+
+    @field_validator("priority")
+    @classmethod
+    def _priority(cls, v: str | None) -> str | None:
+        if v is not None and v not in PRIORITIES:
+            raise ValueError(f"unknown priority {v!r}; expected high, medium or low")
+        return v
+
+    @model_validator(mode="after")
+    def _order(self) -> "AlarmSpec":
+        if self.low is not None and self.high is not None and self.low >= self.high:
+            raise _field_error("low", f"low ({self.low:g}) must be below high ({self.high:g})")
+        return self
+
+    def merged(self, over: "AlarmSpec | None") -> "AlarmSpec":
+        """This spec with `over`'s set fields laid on top, field by field."""
+        if over is None:
+            return self
+        data = self.model_dump()
+        data.update({k: v for k, v in over.model_dump().items() if v is not None})
+        # construct, not validate: the caller checks low < high and names the right path
+        return AlarmSpec.model_construct(**data)
+
+
+MetricAlarms = dict[str, AlarmSpec]
+
+
+class ReminderProtocol(_Model):
+    """A dosing protocol's reminder timeline, minutes from the first dose event."""
+
+    bp_checks_min: list[float] = Field(default_factory=lambda: [40.0])
+    observe_min: float = Field(default=120, gt=0)
+    bp_tolerance_min: float = Field(default=5, ge=0)
+
+
+class AlertsConfig(_Model):
+    """[alerts] — engine behaviour beyond the limits themselves."""
+
+    latching: dict[str, bool] = Field(
+        default_factory=lambda: {"high": True, "medium": False, "low": False}
+    )
+    escalate_after_s: float = Field(default=120, gt=0)
+    pause_max_s: float = Field(default=120, gt=0, le=120)
+    owner_ttl_s: float = Field(default=5, gt=0)
+    heartbeat_stale_s: float = Field(default=10, gt=0)
+    webhook_url: str = ""
+    protocols: dict[str, ReminderProtocol] = Field(
+        default_factory=lambda: {
+            "esketamine": ReminderProtocol(bp_checks_min=[40.0], observe_min=120),
+            "iv-ketamine": ReminderProtocol(bp_checks_min=[10, 20, 30, 40, 55, 70], observe_min=120),
+        }
+    )
+
+
+DEFAULT_ALARMS: dict[str, dict[str, Any]] = {
+    "hr": {"low": 50, "high": 120, "priority": "medium", "delay_s": 6, "hysteresis": 3},
+    "spo2": {"low": 90, "priority": "high", "delay_s": 15, "hysteresis": 1},
+    "sbp": {"low": 90, "high": 180, "priority": "high", "delay_s": 0, "hysteresis": 5},
+    "dbp": {"low": 50, "high": 110, "priority": "medium", "delay_s": 0, "hysteresis": 3},
+    "map": {"low": 60, "high": 130, "priority": "medium", "delay_s": 0, "hysteresis": 3},
+    "rr": {"low": 8, "high": 30, "priority": "medium", "delay_s": 15, "hysteresis": 1},
+}
+
+
+class AlarmsConfig(_Model):
+    """[alarms] — clinic defaults and per-room overrides, per metric."""
+
+    defaults: MetricAlarms = Field(default_factory=dict)
+    rooms: dict[str, MetricAlarms] = Field(default_factory=dict)
+
+    @field_validator("defaults")
+    @classmethod
+    def _known_metrics(cls, v: MetricAlarms) -> MetricAlarms:
+        _known(v)
+        return v
+
+    @field_validator("rooms")
+    @classmethod
+    def _known_room_metrics(cls, v: dict[str, MetricAlarms]) -> dict[str, MetricAlarms]:
+        for room, specs in v.items():
+            _known(specs, prefix=f"{room}.")
+        return v
+
+
+class Config(_Model):
+    """The whole validated configuration."""
+
+    clinic: ClinicConfig
+    redis: RedisConfig = RedisConfig()
+    mqtt: MqttConfig = MqttConfig()
+    archive: ArchiveConfig = ArchiveConfig()
+    data: DataConfig = DataConfig()
+    logging: LoggingConfig = LoggingConfig()
+    dashboard: DashboardConfig = DashboardConfig()
+    alerts: AlertsConfig = AlertsConfig()
+    rooms: list[RoomConfig] = Field(default_factory=list)
+    alarms: AlarmsConfig = AlarmsConfig()
+    source: str = Field(default="", exclude=True)  # the file it came from
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> "Config":
+        _no_duplicates([r.id for r in self.rooms], "rooms")
+        devices = [d.id for r in self.rooms for d in r.devices]
+        if len(set(devices)) != len(devices):
+            dup = next(d for d in devices if devices.count(d) > 1)
+            for ri, r in enumerate(self.rooms):
+                for di, d in enumerate(r.devices):
+                    if d.id == dup:
+                        raise _path_error(
+                            f"rooms[{ri}].devices[{di}].id",
+                            f"duplicate device id {dup!r} (device ids are clinic-wide)",
+                        )
+        topics = [d.topic for r in self.rooms for d in r.devices if d.topic]
+        if len(set(topics)) != len(topics):
+            dup = next(t for t in topics if topics.count(t) > 1)
+            raise _path_error("rooms", f"two devices share the MQTT topic {dup!r}")
+        room_ids = {r.id for r in self.rooms}
+        for room in self.alarms.rooms:
+            if room not in room_ids:
+                raise _path_error(f"alarms.rooms.{room}", f"no room with id {room!r}")
+        for room in room_ids:  # a room override must still give low < high after merging
+            for metric in METRICS:
+                spec = self.alarm_spec(room, metric)
+                if spec and spec.low is not None and spec.high is not None and spec.low >= spec.high:
+                    raise _path_error(
+                        f"alarms.rooms.{room}.{metric}",
+                        f"low ({spec.low:g}) must be below high ({spec.high:g}) after merging",
+                    )
+        return self
+
+    # --- convenience -------------------------------------------------------------------
+    def room(self, room_id: str) -> RoomConfig:
+        """The room with this id (KeyError if none)."""
+        for r in self.rooms:
+            if r.id == room_id:
+                return r
+        raise KeyError(room_id)
+
+    def devices(self) -> list[tuple[RoomConfig, DeviceConfig]]:
+        """Every (room, device) pair in config order."""
+        return [(r, d) for r in self.rooms for d in r.devices]
+
+    def alarm_spec(self, room: str, metric: str) -> AlarmSpec | None:
+        """Built-in default ← [alarms.defaults] ← [alarms.rooms.<room>], field by field."""
+        base = DEFAULT_ALARMS.get(metric)
+        spec = AlarmSpec.model_validate(base) if base else None
+        for layer in (self.alarms.defaults.get(metric), self.alarms.rooms.get(room, {}).get(metric)):
+            if layer is not None:
+                spec = layer if spec is None else spec.merged(layer)
+        return spec
+
+    @property
+    def data_dir(self) -> Path:
+        """The data directory, relative paths resolved against the working directory."""
+        return Path(self.data.dir)
+
+
+class _FieldError(ValueError):
+    """A validation error located at a sub-field of the model being validated."""
+
+    def __init__(self, path: str, msg: str) -> None:
+        super().__init__(msg)
+        self.path = path
+
+
+def _field_error(field_name: str, msg: str) -> _FieldError:
+    return _FieldError(field_name, msg)
+
+
+def _path_error(path: str, msg: str) -> _FieldError:
+    return _FieldError("@" + path, msg)  # "@" = absolute path from the root
+
+
+def _no_duplicates(ids: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for i, x in enumerate(ids):
+        if x in seen:
+            raise _FieldError(f"{what}[{i}].id", f"duplicate id {x!r}")
+        seen.add(x)
+
+
+def _known(specs: Mapping[str, Any], prefix: str = "") -> None:
+    for metric in specs:
+        if metric not in METRICS:
+            raise _FieldError(
+                f"{prefix}{metric}", f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}"
+            )
+
+
+def _format_loc(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _describe(err: Mapping[str, Any]) -> tuple[str, str]:
+    """(field path, problem) for one pydantic error, our located errors included."""
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    # pydantic puts union/literal branch names into loc; keep only real field names
+    loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p or p in ("str", "int", "float", "bool", "none"))))
+    path = _format_loc(loc)
+    ctx = err.get("ctx") or {}
+    inner = ctx.get("error")
+    if isinstance(inner, _FieldError):
+        if inner.path.startswith("@"):
+            return inner.path[1:], str(inner)
+        return (f"{path}.{inner.path}" if path else inner.path), str(inner)
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        return path, "unknown key"
+    if kind == "missing":
+        return path, "required key is missing"
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if "input" in err and kind.endswith("_type"):
+        got = type(err["input"]).__name__
+        return path, f"wrong type: {msg.lower()} (got {got} {err['input']!r})"
+    return path, msg
+
+
+def parse_config(data: Mapping[str, Any], source: str = "<config>") -> Config:
+    """Validate a parsed TOML mapping; raise ConfigError on the first problem."""
+    try:
+        return Config.model_validate({**data, "source": source})
+    except ValidationError as e:
+        errs = e.errors()
+        path, problem = _describe(errs[0])
+        more = f" (and {len(errs) - 1} more problem(s))" if len(errs) > 1 else ""
+        raise ConfigError(source, path, problem + more) from None
+
+
+def apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """CONTRACT.md's environment overrides, applied to the raw mapping before validation."""
+    out = dict(data)
+    for var, section in (
+        ("VITALWATCH_REDIS_URL", "redis"),
+        ("VITALWATCH_MQTT_URL", "mqtt"),
+        ("VITALWATCH_ARCHIVE_URL", "archive"),
+    ):
+        if env.get(var):
+            sect = dict(out.get(section) or {})
+            sect["url"] = env[var]
+            out[section] = sect
+    return out
+
+
+def config_path(explicit: str | None, env: Mapping[str, str]) -> str:
+    """-c/--config, else $VITALWATCH_CONFIG, else config/vitalwatch.toml."""
+    return explicit or env.get("VITALWATCH_CONFIG") or DEFAULT_PATH
+
+
+def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
+    """Read, override from the environment and validate one config file."""
+    env = os.environ if env is None else env
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise ConfigError(path, "", f"cannot read: {e.strerror or e}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(path, "", "not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, "", f"not valid TOML: {e}") from None
+    return parse_config(apply_env(data, env), source=path)

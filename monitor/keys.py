@@ -1,0 +1,118 @@
+"""Every Redis key and stream field name VitalWatch uses, in one place.
+
+All of one clinic's keys share the hash tag `{<clinic>}` so they live on one cluster shard.
+Keys named by CONTRACT.md are marked (contract); the rest are ours and documented in
+docs/redis-keys.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Stream fields of a vitals entry (contract).
+F_TS = "ts"
+F_DEV = "dev"
+F_FLAGS = "flags"
+
+# Stream fields of a rejects entry (contract).
+REJECT_FIELDS = ("ts", "source", "reason", "detail", "raw")
+REJECT_RAW_MAX = 512
+
+# Stream fields of an alert event (contract).
+ALERT_FIELDS = (
+    "ts", "room", "alert", "event", "kind", "priority", "metric", "dev", "value", "limit",
+    "message", "user",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """Key names for one clinic."""
+
+    clinic: str
+
+    @property
+    def prefix(self) -> str:
+        """`vw:{<clinic>}:` — the common prefix and cluster hash tag."""
+        return f"vw:{{{self.clinic}}}:"
+
+    def vitals(self, room: str) -> str:
+        """(contract) Stream of readings for one room."""
+        return f"{self.prefix}vitals:{room}"
+
+    @property
+    def alerts(self) -> str:
+        """(contract) Stream of alert events."""
+        return f"{self.prefix}alerts"
+
+    @property
+    def rejects(self) -> str:
+        """(contract) Stream of refused inputs."""
+        return f"{self.prefix}rejects"
+
+    def device_status(self, device: str) -> str:
+        """Hash: one device's connection state and counters (see monitor/status.py)."""
+        return f"{self.prefix}device:{device}"
+
+    @property
+    def heartbeats(self) -> str:
+        """Hash: `<role>:<instance>` → last heartbeat, ms since epoch."""
+        return f"{self.prefix}heartbeats"
+
+    @property
+    def audit(self) -> str:
+        """Stream: audit log (user, action, details); archived durably by the archive."""
+        return f"{self.prefix}audit"
+
+    def active_alerts(self, room: str) -> str:
+        """Hash: alert id → JSON of the active alert's state, for one room."""
+        return f"{self.prefix}active:{room}"
+
+    def alarm_state(self, room: str) -> str:
+        """Hash: the alert engine's per room/device/metric evaluation state."""
+        return f"{self.prefix}alarmstate:{room}"
+
+    def room_owner(self, room: str) -> str:
+        """String with TTL: which alert worker owns a room's evaluation."""
+        return f"{self.prefix}owner:{room}"
+
+    def session(self, session_id: str) -> str:
+        """Hash: one dosing session's header."""
+        return f"{self.prefix}session:{session_id}"
+
+    def session_events(self, session_id: str) -> str:
+        """Stream: one session's events (dose, bp, note, observe, end)."""
+        return f"{self.prefix}session-events:{session_id}"
+
+    @property
+    def open_sessions(self) -> str:
+        """Hash: room → id of its open session."""
+        return f"{self.prefix}open-sessions"
+
+    @property
+    def sessions_index(self) -> str:
+        """Sorted set: session id scored by start time."""
+        return f"{self.prefix}sessions"
+
+    def session_limits(self, session_id: str) -> str:
+        """Hash: a session's temporary alarm-limit overrides (metric → JSON)."""
+        return f"{self.prefix}session-limits:{session_id}"
+
+    @property
+    def users(self) -> str:
+        """Hash: user name → JSON account record (hashed password, role, state)."""
+        return f"{self.prefix}users"
+
+    @property
+    def tokens(self) -> str:
+        """Hash: sha256(token) → user name."""
+        return f"{self.prefix}tokens"
+
+    def nibp_requests(self, device: str) -> str:
+        """List: "measure now" requests for an NIBP device."""
+        return f"{self.prefix}nibp-requests:{device}"
+
+    @property
+    def screens(self) -> str:
+        """Hash: station screen id → JSON {ts, sound_on}; who is watching right now."""
+        return f"{self.prefix}screens"

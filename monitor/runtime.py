@@ -1,0 +1,99 @@
+"""Turn a validated Config into live endpoints: Redis URL, MQTT URL and version.
+
+`redis.url = "embedded"` / `mqtt.url = "embedded"`: the process that owns the embedded
+servers (`vitalwatch run` or `demo`) starts them with `start_embedded=True` and writes
+their URLs into the data directory; every other role finds them there. A role started on
+its own while no embedded server runs gets a clear error instead of a silent wait.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+
+from monitor.config import Config
+from monitor.embedded import Server, start_broker, start_redis
+from monitor.keys import Keys
+
+log = logging.getLogger(__name__)
+
+
+class RuntimeFailure(RuntimeError):
+    """The environment is not as the config says (exit code 1)."""
+
+
+@dataclass
+class Endpoints:
+    """Where this process reaches Redis and MQTT, and the servers it owns."""
+
+    redis_url: str
+    mqtt_url: str
+    mqtt_version: str
+    keys: Keys
+    servers: list[Server] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Stop the servers this process started (last started, first stopped)."""
+        for s in reversed(self.servers):
+            s.stop()
+        self.servers.clear()
+
+
+def _embedded_file(cfg: Config) -> Path:
+    return cfg.data_dir / "embedded.json"
+
+
+def resolve(cfg: Config, *, start_embedded: bool = False) -> Endpoints:
+    """Endpoints for `cfg`; start the embedded servers when asked to and configured so."""
+    keys = Keys(cfg.clinic.id)
+    servers: list[Server] = []
+    known: dict[str, str] = {}
+    path = _embedded_file(cfg)
+    if not start_embedded and path.exists():
+        try:
+            known = json.loads(path.read_text())
+        except (OSError, ValueError):
+            known = {}
+    redis_url, mqtt_url, mqtt_version = cfg.redis.url, cfg.mqtt.url, cfg.mqtt.version
+    if redis_url == "embedded":
+        if start_embedded:
+            srv = start_redis(cfg.data_dir)
+            servers.append(srv)
+            redis_url = srv.url
+        elif known.get("redis_url") and _redis_answers(known["redis_url"]):
+            redis_url = known["redis_url"]
+        else:
+            raise RuntimeFailure(
+                f"{cfg.source}: redis.url is 'embedded' but no embedded Redis is running for "
+                f"data directory {cfg.data_dir}; start `vitalwatch run` (or `demo`) first, or set "
+                "redis.url / VITALWATCH_REDIS_URL"
+            )
+    if mqtt_url == "embedded":
+        if start_embedded:
+            srv = start_broker(cfg.data_dir)
+            servers.append(srv)
+            mqtt_url, mqtt_version = srv.url, srv.version
+        elif known.get("mqtt_url"):
+            mqtt_url, mqtt_version = known["mqtt_url"], known.get("mqtt_version", "3.1.1")
+        else:
+            raise RuntimeFailure(
+                f"{cfg.source}: mqtt.url is 'embedded' but no embedded broker is running for "
+                f"data directory {cfg.data_dir}; start `vitalwatch run` (or `demo`) first, or set "
+                "mqtt.url / VITALWATCH_MQTT_URL"
+            )
+    if start_embedded and servers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"redis_url": redis_url, "mqtt_url": mqtt_url,
+                                    "mqtt_version": mqtt_version}))
+    return Endpoints(redis_url, mqtt_url, mqtt_version, keys, servers)
+
+
+def _redis_answers(url: str) -> bool:
+    try:
+        return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping())
+    except (redis.RedisError, OSError):
+        return False

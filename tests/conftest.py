@@ -1,0 +1,93 @@
+"""Shared fixtures: real Redis and Mosquitto, a unique clinic per test, config files.
+
+- `redis_url`: the machine's Redis on 127.0.0.1:6379 when it answers (CI starts it), else
+  one we start for the session. Tests isolate by clinic id (key prefix), so they can share it.
+- `redis_proc` / `mosquitto_proc`: servers of our own on free ports, for tests that kill
+  or restart them.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import redis
+
+from monitor.config import Config, parse_config
+from monitor.keys import Keys
+from tests.servers import MosquittoProc, RedisProc
+
+SHARED_REDIS = os.environ.get("VITALWATCH_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    try:
+        redis.Redis.from_url(SHARED_REDIS, socket_connect_timeout=0.5).ping()
+        yield SHARED_REDIS
+        return
+    except redis.ConnectionError:
+        pass
+    proc = RedisProc(tmp_path_factory.mktemp("redis-shared")).start()
+    yield proc.url
+    proc.stop()
+
+
+@pytest.fixture
+def clinic_id() -> str:
+    return "t-" + uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def keys(clinic_id: str) -> Keys:
+    return Keys(clinic_id)
+
+
+@pytest.fixture
+def rclient(redis_url: str, keys: Keys) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    for k in client.scan_iter(match=keys.prefix.replace("{", "\\{").replace("}", "\\}") + "*", count=1000):
+        client.delete(k)
+    client.close()
+
+
+@pytest.fixture
+def redis_proc(tmp_path: Path) -> Iterator[RedisProc]:
+    proc = RedisProc(tmp_path / "redis").start()
+    yield proc
+    proc.kill()
+
+
+@pytest.fixture
+def mosquitto_proc(tmp_path: Path) -> Iterator[MosquittoProc]:
+    proc = MosquittoProc(tmp_path / "mqtt").start()
+    yield proc
+    proc.kill()
+
+
+def base_config(clinic_id: str = "test", **overrides: Any) -> dict[str, Any]:
+    """A small valid config mapping (one room, one serial device) to modify in tests."""
+    data: dict[str, Any] = {
+        "clinic": {"id": clinic_id, "name": "Test"},
+        "rooms": [{"id": "room-1", "devices": [
+            {"id": "oxi-1", "protocol": "masimo-ascii", "transport": "serial", "port": "/dev/null"}]}],
+    }
+    data.update(overrides)
+    return data
+
+
+@pytest.fixture
+def make_config(clinic_id: str, redis_url: str, tmp_path: Path):
+    """Build a validated Config for this test's clinic, on the test Redis, data in tmp."""
+    def _make(**overrides: Any) -> Config:
+        data = base_config(clinic_id)
+        data["redis"] = {"url": redis_url}
+        data["data"] = {"dir": str(tmp_path / "data")}
+        data["archive"] = {"url": f"sqlite:///{tmp_path / 'archive.db'}"}
+        data.update(overrides)
+        return parse_config(data, source="test.toml")
+    return _make
