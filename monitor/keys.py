@@ -116,3 +116,7 @@ class Keys:
     def screens(self) -> str:
         """Hash: station screen id → JSON {ts, sound_on}; who is watching right now."""
         return f"{self.prefix}screens"
+
+    def web_session(self, session_id: str) -> str:
+        """String with TTL: a dashboard sign-in → JSON {user, role, created_ms, last_ms}."""
+        return f"{self.prefix}web-session:{session_id}"
