@@ -1,0 +1,82 @@
+"""What page modules receive from the app: the signed-in user, the config, the data reader.
+
+Kept apart from dashboard/app.py so a page module imports these without importing the app.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+from monitor.config import Config
+from monitor.keys import Keys
+from monitor.users import has_role
+
+if TYPE_CHECKING:
+    from dashboard.data import Data
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """The signed-in user of one request (from the session cookie or an API token)."""
+
+    name: str
+    role: str
+    via: str = "cookie"  # "cookie" | "token"
+    session_id: str = ""
+
+    def can(self, min_role: str) -> bool:
+        """True when this user's role is at least `min_role`."""
+        return has_role(self.role, min_role)
+
+
+# Set by the auth middleware for every request; Dash runs callbacks in a copy of this context.
+CURRENT_USER: contextvars.ContextVar[User | None] = contextvars.ContextVar("vw_user", default=None)
+
+
+def current_user() -> User | None:
+    """The user of the request being served (None outside a request)."""
+    return CURRENT_USER.get()
+
+
+def wall_ms() -> int:
+    """Now, ms since epoch (the default clock)."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class AppContext:
+    """Shared by all pages for the app's lifetime (given to `register_callbacks`)."""
+
+    cfg: Config
+    keys: Keys
+    data: "Data"
+    clock_ms: Callable[[], int] = wall_ms
+    current_user: Callable[[], User | None] = current_user
+
+
+@dataclass
+class PageContext:
+    """One page request (given to `layout`)."""
+
+    app: AppContext
+    user: User | None
+    now_ms: int
+    query: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def cfg(self) -> Config:
+        """The validated config."""
+        return self.app.cfg
+
+    @property
+    def data(self) -> "Data":
+        """The Redis reader (dashboard/data.py)."""
+        return self.app.data
+
+    @property
+    def keys(self) -> Keys:
+        """Key names of this clinic."""
+        return self.app.keys
