@@ -257,6 +257,39 @@ class ReminderProtocol(_Model):
     bp_tolerance_min: float = Field(default=5, ge=0)
 
 
+TECHNICAL_CONDITIONS = (
+    "sensor_off", "no_sensor", "poor_signal", "measurement_failed", "device_alarm",
+    "low_battery", "silent", "offline", "degraded",
+)
+
+
+class TechnicalSpec(_Model):
+    """A technical alarm condition's priority and condition delay."""
+
+    priority: str | None = None
+    delay_s: float | None = Field(default=None, ge=0, le=300)
+
+    @field_validator("priority")
+    @classmethod
+    def _priority(cls, v: str | None) -> str | None:
+        if v is not None and v not in PRIORITIES:
+            raise ValueError(f"unknown priority {v!r}; expected high, medium or low")
+        return v
+
+
+TECHNICAL_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sensor_off": {"priority": "medium", "delay_s": 5},
+    "no_sensor": {"priority": "medium", "delay_s": 5},
+    "poor_signal": {"priority": "low", "delay_s": 10},
+    "measurement_failed": {"priority": "low", "delay_s": 0},
+    "device_alarm": {"priority": "low", "delay_s": 0},
+    "low_battery": {"priority": "low", "delay_s": 0},
+    "silent": {"priority": "medium", "delay_s": 0},
+    "offline": {"priority": "medium", "delay_s": 0},
+    "degraded": {"priority": "high", "delay_s": 0},
+}
+
+
 class AlertsConfig(_Model):
     """[alerts] — engine behaviour beyond the limits themselves."""
 
@@ -268,12 +301,56 @@ class AlertsConfig(_Model):
     owner_ttl_s: float = Field(default=5, gt=0)
     heartbeat_stale_s: float = Field(default=10, gt=0)
     webhook_url: str = ""
+    webhook_timeout_s: float = Field(default=3, gt=0)
+    # A continuous device (oximeter, multi-parameter monitor) with no reading this long is
+    # silent; an NIBP device gets its longest cycle plus nibp_grace_s; DeviceConfig.silence_s wins.
+    quiet_s: float = Field(default=10, gt=0)
+    nibp_grace_s: float = Field(default=60, ge=0)
+    # A station screen whose last report is older than this is not connected.
+    screen_stale_s: float = Field(default=10, gt=0)
+    # A stale heartbeat older than this is forgotten (its process is not coming back).
+    heartbeat_forget_s: float = Field(default=600, gt=0)
+    # Per technical condition: priority and condition delay; merged over TECHNICAL_DEFAULTS.
+    technical: dict[str, "TechnicalSpec"] = Field(default_factory=dict)
+    reminder_priority: str = "low"
     protocols: dict[str, ReminderProtocol] = Field(
         default_factory=lambda: {
             "esketamine": ReminderProtocol(bp_checks_min=[40.0], observe_min=120),
             "iv-ketamine": ReminderProtocol(bp_checks_min=[10, 20, 30, 40, 55, 70], observe_min=120),
         }
     )
+
+    @field_validator("technical")
+    @classmethod
+    def _known_technical(cls, v: dict[str, "TechnicalSpec"]) -> dict[str, "TechnicalSpec"]:
+        for name in v:
+            if name not in TECHNICAL_CONDITIONS:
+                raise _FieldError(name, f"unknown technical condition {name!r}; expected one of "
+                                        f"{', '.join(TECHNICAL_CONDITIONS)}")
+        return v
+
+    @field_validator("latching")
+    @classmethod
+    def _latching_priorities(cls, v: dict[str, bool]) -> dict[str, bool]:
+        for name in v:
+            if name not in PRIORITIES:
+                raise _FieldError(name, f"unknown priority {name!r}; expected high, medium or low")
+        return v
+
+    @field_validator("reminder_priority")
+    @classmethod
+    def _reminder_priority(cls, v: str) -> str:
+        if v not in PRIORITIES:
+            raise ValueError(f"unknown priority {v!r}; expected high, medium or low")
+        return v
+
+    def technical_spec(self, condition: str) -> tuple[str, float]:
+        """(priority, delay_s) of a technical condition: TECHNICAL_DEFAULTS ← [alerts.technical]."""
+        base = TECHNICAL_DEFAULTS[condition]
+        over = self.technical.get(condition)
+        priority = (over.priority if over and over.priority else None) or base["priority"]
+        delay_s = over.delay_s if over and over.delay_s is not None else base["delay_s"]
+        return priority, float(delay_s)
 
 
 DEFAULT_ALARMS: dict[str, dict[str, Any]] = {
