@@ -401,16 +401,15 @@ class Config(_Model):
     @model_validator(mode="after")
     def _cross_checks(self) -> "Config":
         _no_duplicates([r.id for r in self.rooms], "rooms")
-        devices = [d.id for r in self.rooms for d in r.devices]
-        if len(set(devices)) != len(devices):
-            dup = next(d for d in devices if devices.count(d) > 1)
-            for ri, r in enumerate(self.rooms):
-                for di, d in enumerate(r.devices):
-                    if d.id == dup:
-                        raise _path_error(
-                            f"rooms[{ri}].devices[{di}].id",
-                            f"duplicate device id {dup!r} (device ids are clinic-wide)",
-                        )
+        seen_devices: set[str] = set()
+        for ri, r in enumerate(self.rooms):
+            for di, d in enumerate(r.devices):
+                if d.id in seen_devices:  # name the second occurrence: that is the mistake
+                    raise _path_error(
+                        f"rooms[{ri}].devices[{di}].id",
+                        f"duplicate device id {d.id!r} (device ids are clinic-wide)",
+                    )
+                seen_devices.add(d.id)
         topics = [d.topic for r in self.rooms for d in r.devices if d.topic]
         if len(set(topics)) != len(topics):
             dup = next(t for t in topics if topics.count(t) > 1)

@@ -54,6 +54,24 @@ class Spool:
         os.fsync(self._fh.fileno())
         self.count += len(entries)
 
+    def prepend(self, entries: list[Entry]) -> None:
+        """Put entries *before* everything pending (they are older), atomically."""
+        if not entries:
+            return
+        rest, _ = self.peek(self.count)
+        self._fh.close()
+        tmp = self.path.with_suffix(".rewrite")
+        with open(tmp, "wb") as fh:
+            for k, f, d in entries + rest:
+                fh.write(json.dumps({"key": k, "fields": f, "dedup": d}, separators=(",", ":")).encode() + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)
+        self._offset_path.unlink(missing_ok=True)
+        self._read_offset = 0
+        self.count = len(entries) + len(rest)
+        self._fh = open(self.path, "ab")
+
     def peek(self, max_entries: int) -> tuple[list[Entry], int]:
         """Up to `max_entries` oldest entries and the offset just past them."""
         out: list[Entry] = []

@@ -158,7 +158,8 @@ class StreamWriter:
         self._thread.join(timeout_s + 5)
         with self._cond:
             if self._mem:
-                self._spool.append([e for e, _ in self._mem])
+                # memory holds the oldest entries: they go before anything already spooled
+                self._spool.prepend([e for e, _ in self._mem])
                 log.warning("writer closed with Redis unreachable: %d entries spooled to %s",
                             len(self._mem), self._spool.path)
                 self._mem.clear()

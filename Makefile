@@ -1,0 +1,33 @@
+# The README's commands. `make demo` and `make test` set up everything they need first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup demo test test-fast system-deps lint bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+demo: setup
+	$(BIN)/vitalwatch demo $(ARGS)
+
+# redis-server, mosquitto, chromium + chromedriver, pdftotext: the real parts the tests run.
+system-deps:
+	bash scripts/install-system-deps.sh
+
+test: setup system-deps
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check monitor devices dashboard tests benchmarks
+
+bench: setup
+	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .hypothesis
