@@ -31,6 +31,12 @@ class EmbeddedError(RuntimeError):
     """An embedded server could not be started."""
 
 
+# Server settings VitalWatch recommends for any Redis it uses (embedded, compose, managed):
+# larger stream nodes amortise per-node overhead — a 1 Hz oximeter reading costs ~38 bytes
+# instead of ~46 (benchmarks/stream_write.py); MINID ~ then trims in ~8-minute steps at 1 Hz.
+REDIS_TUNING = ["--stream-node-max-entries", "500", "--stream-node-max-bytes", "16384"]
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that is free right now."""
     with socket.socket() as s:
@@ -93,6 +99,7 @@ def start_redis(data_dir: Path, *, tcp_port: int | None = None, binary: str | No
         "--daemonize", "no",
         "--logfile", str(rdir / "redis.log"),
         "--protected-mode", "yes",
+        *REDIS_TUNING,
     ]
     if port == 0:
         args += ["--unixsocket", str(sock), "--unixsocketperm", "700"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from monitor.embedded import free_port, redis_binary
+from monitor.embedded import REDIS_TUNING, free_port, redis_binary
 
 
 def wait_port(port: int, timeout_s: float = 10.0) -> None:
@@ -50,7 +50,7 @@ class RedisProc:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
              "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-             "--logfile", str(self.dir / "redis.log")],
+             "--logfile", str(self.dir / "redis.log"), *REDIS_TUNING],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         client = redis.Redis(port=self.port, socket_connect_timeout=0.2)

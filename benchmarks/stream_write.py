@@ -1,0 +1,85 @@
+"""Benchmark: readings/s one process writes to Redis through StreamWriter, and Redis memory
+per reading (MEMORY USAGE) of a 1 Hz room stream.
+
+Runs its own redis-server on a free port (AOF on, appendfsync always — as the embedded and
+compose servers run), so the numbers include durability. Usage:
+    .venv/bin/python benchmarks/stream_write.py [--readings 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from monitor.codec import to_fields  # noqa: E402
+from monitor.keys import Keys  # noqa: E402
+from monitor.readings import Reading  # noqa: E402
+from monitor.streams import StreamWriter  # noqa: E402
+from tests.servers import RedisProc  # noqa: E402
+
+
+def throughput(url: str, n: int, rooms: int, tmp: Path) -> float:
+    keys = Keys("bench")
+    w = StreamWriter(url, keys, retention_ms=168 * 3600_000, spool_path=tmp / "spool.jsonl", buffer_max=n + 1)
+    base = int(time.time() * 1000)
+    readings = [Reading(f"room-{i % rooms}", f"oxi-{i % rooms}", base + i, {"hr": 60 + i % 40, "spo2": 95 + i % 5, "pi": 2.5})
+                for i in range(n)]
+    t0 = time.perf_counter()
+    for r in readings:
+        w.write(r)
+    assert w.flush(300)
+    dt = time.perf_counter() - t0
+    w.close()
+    return n / dt
+
+
+def bytes_per_reading(client: redis.Redis, n: int) -> tuple[float, float]:
+    """A 1 Hz stream of n readings: ids 1 s apart as XADD * gives at 1 Hz (ids set explicitly
+    so the benchmark needn't wait n seconds). Two shapes: oximeter (hr, spo2, pi) and a
+    multi-parameter monitor (hr, spo2, rr, temp)."""
+    keys = Keys("mem")
+    out = []
+    for shape in (lambda i: {"hr": 60 + i % 30, "spo2": 95 + i % 5, "pi": round(1 + (i % 50) / 10, 1)},
+                  lambda i: {"hr": 60 + i % 30, "spo2": 95 + i % 5, "rr": 12 + i % 6, "temp": 36.6}):
+        key = keys.vitals("room-mem")
+        client.delete(key)
+        base = 1_795_813_200_000
+        pipe = client.pipeline(transaction=False)
+        for i in range(n):
+            r = Reading("room-mem", "oxi-1", base + i * 1000, shape(i))
+            pipe.xadd(key, to_fields(r), id=f"{base + i * 1000 + 7}-0")
+            if i % 1000 == 999:
+                pipe.execute()
+        pipe.execute()
+        out.append(client.memory_usage(key, samples=0) / n)
+    return out[0], out[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--readings", type=int, default=200_000)
+    ap.add_argument("--rooms", type=int, default=20)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as d:
+        proc = RedisProc(Path(d) / "redis").start()
+        try:
+            client = redis.Redis.from_url(proc.url)
+            version = client.info("server")["redis_version"]
+            rates = [throughput(proc.url, args.readings, args.rooms, Path(d)) for _ in range(3)]
+            oxi, mon = bytes_per_reading(client, 86_400)
+        finally:
+            proc.kill()
+    print(f"redis {version}, AOF appendfsync always, {args.rooms} room streams")
+    print(f"stream_write: {max(rates):,.0f} readings/s from one process (runs: {', '.join(f'{r:,.0f}' for r in rates)})")
+    print(f"memory: {oxi:.1f} bytes/reading (oximeter hr+spo2+pi), {mon:.1f} bytes/reading (monitor hr+spo2+rr+temp), 1 Hz, 24 h stream")
+
+
+if __name__ == "__main__":
+    main()
