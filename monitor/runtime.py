@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +37,9 @@ class Endpoints:
     mqtt_version: str
     keys: Keys
     servers: list[Server] = field(default_factory=list)
+    # MQTT credentials, from VITALWATCH_MQTT_USERNAME / VITALWATCH_MQTT_PASSWORD (see resolve)
+    mqtt_username: str = ""
+    mqtt_password: str = field(default="", repr=False)
 
     def stop(self) -> None:
         """Stop the servers this process started (last started, first stopped)."""
@@ -47,8 +52,13 @@ def _embedded_file(cfg: Config) -> Path:
     return cfg.data_dir / "embedded.json"
 
 
-def resolve(cfg: Config, *, start_embedded: bool = False) -> Endpoints:
-    """Endpoints for `cfg`; start the embedded servers when asked to and configured so."""
+def resolve(
+    cfg: Config, *, start_embedded: bool = False, env: Mapping[str, str] | None = None
+) -> Endpoints:
+    """Endpoints for `cfg`; start the embedded servers when asked to and configured so.
+
+    MQTT credentials come from `env` (default: the process environment; this is the edge).
+    """
     keys = Keys(cfg.clinic.id)
     servers: list[Server] = []
     known: dict[str, str] = {}
@@ -89,7 +99,10 @@ def resolve(cfg: Config, *, start_embedded: bool = False) -> Endpoints:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"redis_url": redis_url, "mqtt_url": mqtt_url,
                                     "mqtt_version": mqtt_version}))
-    return Endpoints(redis_url, mqtt_url, mqtt_version, keys, servers)
+    env = os.environ if env is None else env
+    return Endpoints(redis_url, mqtt_url, mqtt_version, keys, servers,
+                     mqtt_username=env.get("VITALWATCH_MQTT_USERNAME", ""),
+                     mqtt_password=env.get("VITALWATCH_MQTT_PASSWORD", ""))
 
 
 def _redis_answers(url: str) -> bool:
