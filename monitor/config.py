@@ -100,6 +100,10 @@ class MqttConfig(_Model):
     key_file: str | None = None
     alerts_topic: str = "vitalwatch/alerts"  # outbound alert events for pagers
     silence_s: float = Field(default=10, gt=0)  # an MQTT device silent this long is offline
+    # Filters watched for topics no device owns (→ rejects `unknown_topic`); None = the first
+    # level of each device topic + "/#" when one process runs all MQTT devices; [] = off.
+    watch_topics: list[Annotated[str, Field(min_length=1)]] | None = None
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)  # unacked deliveries in flight
 
     @field_validator("url")
     @classmethod
