@@ -143,6 +143,7 @@ class DashboardConfig(_Model):
     secret_file: str = ""  # default: <data.dir>/dashboard-secret
     lockout_failures: int = Field(default=5, gt=0)
     lockout_min: float = Field(default=15, gt=0)
+    stale_s: float = Field(default=5, gt=0)  # a non-BP value older than this looks stale on screen
 
 
 class DeviceConfig(_Model):
