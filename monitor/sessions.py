@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -88,7 +88,7 @@ def now_ms() -> int:
 # --- pure helpers --------------------------------------------------------------------
 def new_session_id(room: str, ts_ms: int) -> str:
     """A URL-safe, sortable, unique id: `<room>-<YYYYmmdd-HHMMSS>-<4 hex>` (UTC)."""
-    stamp = datetime.fromtimestamp(ts_ms / 1000, tz=timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.fromtimestamp(ts_ms / 1000, tz=UTC).strftime("%Y%m%d-%H%M%S")
     return f"{room}-{stamp}-{secrets.token_hex(2)}"
 
 

@@ -1,0 +1,532 @@
+"""The durable archive of finished sessions and the audit log (SQLAlchemy 2 Core).
+
+SQLite by default (`archive.url = "sqlite:///data/archive.db"`, parent directories are
+created), PostgreSQL by URL (`postgresql://…`, driven by psycopg 3). The schema is versioned
+by monitor/archive_schema.py (a small migrations table, applied on open).
+
+Archiving a session copies, from Redis: its header, every session event, every reading of
+the room's stream whose ts falls between start and end, the room's alert events in that
+span (acknowledgements included) and the audit log (clinic-wide, incrementally). It is
+idempotent and resumable: rows have unique keys and are inserted with "on conflict do
+nothing"; each batch commits together with a per-(session, part) progress marker, so an
+interrupted archive resumes after the last committed batch and a rerun adds nothing.
+
+A signed session is locked: archiving it again changes nothing; later changes are addenda.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import redis
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
+
+from monitor.archive_schema import (
+    alert_events,
+    audit_log,
+    migrate,
+    progress,
+    readings,
+    session_events,
+    sessions,
+)
+from monitor.config import Config
+from monitor.keys import ALERT_FIELDS, F_DEV, F_FLAGS, F_TS, Keys
+from monitor.readings import METRICS
+
+if TYPE_CHECKING:
+    from monitor.review import SessionRecord
+
+log = logging.getLogger(__name__)
+
+BATCH_SIZE = 2000
+# Stream ids are insertion times; a device clock may run up to 5 min ahead (CONTRACT.md),
+# and a writer that held readings through a short outage stores them late. Scan this much
+# around the session's span and filter by the reading's own ts.
+SCAN_MARGIN_MS = 10 * 60 * 1000
+READING_METRICS = tuple(METRICS)
+
+OnBatch = Callable[[str, int], None]
+# A row builder's answer for an entry that is fine but outside the session (not counted).
+OUT_OF_SPAN: dict[str, Any] = {}
+
+
+class ArchiveError(Exception):
+    """An archive request that cannot be done (unknown session, session still open…)."""
+
+
+class NotArchived(ArchiveError, KeyError):
+    """No archived session with this id."""
+
+    def __str__(self) -> str:
+        return f"no archived session {self.args[0]!r}"
+
+
+class Locked(ArchiveError):
+    """The session is signed off; only addenda may be added."""
+
+
+# --- opening ----------------------------------------------------------------------------
+@dataclass
+class Archive:
+    """An opened, migrated archive database."""
+
+    url: str
+    engine: Engine
+
+    @property
+    def dialect(self) -> str:
+        """"sqlite" or "postgresql"."""
+        return self.engine.dialect.name
+
+
+_open: dict[str, Archive] = {}
+_open_lock = threading.Lock()
+
+
+def engine_url(url: str) -> sa.URL:
+    """The SQLAlchemy URL for a configured archive URL (postgresql:// → psycopg 3)."""
+    u = sa.make_url(url)
+    if u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    return u
+
+
+def open_archive(url: str) -> Archive:
+    """The archive at `url`, created and migrated on first use (cached per URL per process)."""
+    with _open_lock:
+        arch = _open.get(url)
+        if arch is not None:
+            return arch
+        u = engine_url(url)
+        if u.drivername.startswith("sqlite"):
+            if u.database and u.database != ":memory:":
+                Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+            engine = sa.create_engine(u, connect_args={"timeout": 30})
+            sa.event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = sa.create_engine(u, pool_pre_ping=True)
+        migrate(engine)
+        arch = Archive(url, engine)
+        _open[url] = arch
+        return arch
+
+
+def close_archive(url: str) -> None:
+    """Dispose of a cached archive engine (tests, purge of a dropped database)."""
+    with _open_lock:
+        arch = _open.pop(url, None)
+    if arch is not None:
+        arch.engine.dispose()
+
+
+def _sqlite_pragmas(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+    # WAL: the dashboard reads while `session end` writes; NORMAL sync is durable in WAL.
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _insert(conn: Connection, table: sa.Table) -> Any:
+    return pg_insert(table) if conn.dialect.name == "postgresql" else sqlite_insert(table)
+
+
+def insert_ignore(conn: Connection, table: sa.Table, rows: list[dict[str, Any]]) -> None:
+    """Insert rows, skipping any whose unique key already exists (the idempotence)."""
+    if rows:
+        conn.execute(_insert(conn, table).on_conflict_do_nothing(), rows)
+
+
+def _upsert(conn: Connection, table: sa.Table, row: dict[str, Any], keys: list[str],
+            update: Iterable[str]) -> None:
+    stmt = _insert(conn, table).values(**row)
+    cols = {c: getattr(stmt.excluded, c) for c in update}
+    conn.execute(stmt.on_conflict_do_update(index_elements=keys, set_=cols) if cols
+                 else stmt.on_conflict_do_nothing())
+
+
+# --- pure row builders ------------------------------------------------------------------
+def reading_row(sid: str, entry_id: str, fields: dict[str, str]) -> dict[str, Any] | None:
+    """A vitals-stream entry as a `readings` row, or None if malformed (pure)."""
+    try:
+        row: dict[str, Any] = {"session_id": sid, "stream_id": entry_id, "ts_ms": int(fields[F_TS]),
+                               "dev": fields[F_DEV], "flags": fields.get(F_FLAGS) or None}
+        for m in READING_METRICS:
+            row[m] = float(fields[m]) if m in fields else None
+    except (KeyError, ValueError):
+        return None
+    return row
+
+
+def alert_row(sid: str, entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    """An alerts-stream entry as an `alert_events` row (pure)."""
+    row: dict[str, Any] = {"session_id": sid, "stream_id": entry_id, "ts_ms": int(fields.get("ts") or 0)}
+    for f in ALERT_FIELDS:
+        if f == "ts":
+            continue
+        col = "limit_value" if f == "limit" else f
+        row[col] = fields.get(f)
+    return row
+
+
+def audit_row(clinic: str, entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    """An audit-stream entry as an `audit_log` row, with the session it is about (pure)."""
+    details = fields.get("details") or "{}"
+    try:
+        sid = json.loads(details).get("session")
+    except (ValueError, AttributeError):
+        sid = None
+    return {"clinic": clinic, "stream_id": entry_id, "ts_ms": int(fields.get("ts") or 0),
+            "user": fields.get("user") or "unknown", "action": fields.get("action") or "",
+            "details": details, "session_id": sid if isinstance(sid, str) else None}
+
+
+def event_row(sid: str, entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    """A session-event entry as a `session_events` row: common columns + JSON data (pure)."""
+    data = {k: v for k, v in fields.items() if k not in ("ts", "type", "user")}
+    return {"session_id": sid, "event_id": entry_id, "ts_ms": int(fields["ts"]), "type": fields["type"],
+            "user": fields.get("user") or "unknown", "data": json.dumps(data, sort_keys=True)}
+
+
+# --- archiving ----------------------------------------------------------------------------
+def _progress(conn: Connection, scope: str, part: str) -> tuple[str | None, bool]:
+    row = conn.execute(sa.select(progress.c.last_id, progress.c.done)
+                       .where(progress.c.scope == scope, progress.c.part == part)).first()
+    return (row.last_id or None, bool(row.done)) if row else (None, False)
+
+
+def _copy_stream(
+    arch: Archive, client: redis.Redis, scope: str, part: str, key: str, start_id: str, end_id: str,
+    table: sa.Table, to_rows: Callable[[str, dict[str, str]], dict[str, Any] | None],
+    batch_size: int, on_batch: OnBatch | None, finishes: bool = True,
+) -> dict[str, int]:
+    """Copy a stream range into `table` in committed batches, resuming from the marker."""
+    with arch.engine.connect() as conn:
+        cursor, done = _progress(conn, scope, part)
+    stats = {"entries": 0, "rows": 0, "skipped": 0, "batches": 0}
+    if done:
+        return stats
+    while True:
+        lo = f"({cursor}" if cursor else start_id
+        chunk = client.xrange(key, min=lo, max=end_id, count=batch_size)
+        rows = []
+        for entry_id, fields in chunk:  # type: ignore[union-attr]
+            row = to_rows(entry_id, fields)
+            if row is None:
+                stats["skipped"] += 1
+            elif row is not OUT_OF_SPAN:
+                rows.append(row)
+        last = chunk[-1][0] if chunk else cursor  # type: ignore[index]
+        finished = len(chunk) < batch_size  # type: ignore[arg-type]
+        with arch.engine.begin() as conn:
+            insert_ignore(conn, table, rows)
+            _upsert(conn, progress, {"scope": scope, "part": part, "last_id": last or "",
+                                     "done": finished and finishes, "updated_ms": _now_ms()},
+                    ["scope", "part"], ["last_id", "done", "updated_ms"])
+        stats["entries"] += len(chunk)  # type: ignore[arg-type]
+        stats["rows"] += len(rows)
+        stats["batches"] += 1
+        if on_batch is not None:
+            on_batch(part, stats["batches"])  # tests inject a crash here
+        if finished:
+            return stats
+        cursor = last
+
+
+def archive_audit(client: redis.Redis, keys: Keys, arch: Archive, batch_size: int = BATCH_SIZE,
+                  on_batch: OnBatch | None = None) -> dict[str, int]:
+    """Copy new audit entries (all of keys.audit since the last run) into the archive."""
+    return _copy_stream(arch, client, f"audit:{keys.clinic}", "audit", keys.audit, "-", "+", audit_log,
+                        lambda i, f: audit_row(keys.clinic, i, f), batch_size, on_batch, finishes=False)
+
+
+def _header_row(keys: Keys, head: dict[str, Any], cfg: Config, state: str) -> dict[str, Any]:
+    from monitor.review import base_limits  # pure
+
+    return {
+        "id": head["id"], "clinic": keys.clinic, "room": head.get("room"), "patient": head.get("patient"),
+        "route": head.get("route"), "protocol": head.get("protocol"),
+        "dose_mg": float(head["dose_mg"]) if head.get("dose_mg") else None,
+        "weight_kg": float(head["weight_kg"]) if head.get("weight_kg") else None,
+        "state": state, "started_ms": int(head["started_ms"]),
+        "first_dose_ms": _int_or_none(head.get("first_dose_ms")),
+        "ready_ms": _int_or_none(head.get("ready_ms")), "ended_ms": _int_or_none(head.get("ended_ms")),
+        "started_by": head.get("started_by"), "ended_by": head.get("ended_by"),
+        "limits": json.dumps(base_limits(cfg, head["room"]), sort_keys=True),
+        "header": json.dumps({k: str(v) for k, v in head.items()}, sort_keys=True),
+    }
+
+
+def archive_session(client: redis.Redis, keys: Keys, cfg: Config, sid: str, *,
+                    batch_size: int = BATCH_SIZE, on_batch: OnBatch | None = None) -> dict[str, Any]:
+    """Copy an ended session from Redis into the archive; resumable and idempotent.
+
+    Returns {"session", "state", "readings", "events", "alert_events", "audit", "skipped"}.
+    `on_batch(part, n)` is called after each committed batch (a test hook for crashes).
+    """
+    from monitor.sessions import get_session
+
+    arch = open_archive(cfg.archive.url)
+    head = get_session(client, keys, sid)
+    with arch.engine.connect() as conn:
+        existing = conn.execute(sa.select(sessions.c.state, sessions.c.signed_by)
+                                .where(sessions.c.id == sid)).first()
+    if head is None:
+        if existing is not None:
+            return {"session": sid, "state": existing.state, "note": "not in Redis; archive kept as is"}
+        raise NotArchived(sid)
+    if head.get("state") == "open":
+        raise ArchiveError(f"session {sid} is still open; end it first")
+    if existing is not None and existing.signed_by:
+        return {"session": sid, "state": "locked", "note": f"signed by {existing.signed_by}; unchanged"}
+    room = head["room"]
+    start_ms, end_ms = int(head["started_ms"]), int(head["ended_ms"])
+    with arch.engine.begin() as conn:
+        row = _header_row(keys, head, cfg, "archiving")
+        _upsert(conn, sessions, row, ["id"], [c for c in row if c not in ("id", "state")])
+    out: dict[str, Any] = {"session": sid}
+    ev = _copy_stream(arch, client, sid, "events", keys.session_events(sid), "-", "+", session_events,
+                      lambda i, f: event_row(sid, i, f), batch_size, on_batch)
+
+    def reading_in_span(i: str, f: dict[str, str]) -> dict[str, Any] | None:
+        r = reading_row(sid, i, f)
+        if r is None:
+            return None
+        return r if start_ms <= r["ts_ms"] <= end_ms else OUT_OF_SPAN
+
+    lo, hi = str(max(0, start_ms - SCAN_MARGIN_MS)), str(end_ms + SCAN_MARGIN_MS)
+    rd = _copy_stream(arch, client, sid, "readings", keys.vitals(room), lo, hi, readings,
+                      reading_in_span, batch_size, on_batch)
+
+    def alert_in_span(i: str, f: dict[str, str]) -> dict[str, Any] | None:
+        if f.get("room") != room:
+            return OUT_OF_SPAN
+        r = alert_row(sid, i, f)
+        return r if start_ms - 1000 <= r["ts_ms"] <= end_ms + 1000 else OUT_OF_SPAN
+
+    al = _copy_stream(arch, client, sid, "alerts", keys.alerts, lo, hi, alert_events,
+                      alert_in_span, batch_size, on_batch)
+    au = archive_audit(client, keys, arch, batch_size, on_batch)
+    archived_ms = _now_ms()
+    with arch.engine.begin() as conn:
+        counts = _alert_counts(conn, sid)
+        n = conn.execute(sa.select(sa.func.count()).select_from(readings)
+                         .where(readings.c.session_id == sid)).scalar_one()
+        conn.execute(sessions.update().where(sessions.c.id == sid).values(
+            state="archived", archived_ms=archived_ms, n_readings=n, alerts_high=counts.get("high", 0),
+            alerts_medium=counts.get("medium", 0), alerts_low=counts.get("low", 0)))
+    pipe = client.pipeline(transaction=False)
+    pipe.hset(keys.session(sid), mapping={"state": "archived", "archived_ms": str(archived_ms)})
+    # Redis keeps live copies only as long as it keeps readings; the archive is the record.
+    ttl_s = int(cfg.redis.retention_hours * 3600)
+    pipe.expire(keys.session(sid), ttl_s)
+    pipe.expire(keys.session_events(sid), ttl_s)
+    pipe.zremrangebyscore(keys.sessions_index, "-inf", archived_ms - ttl_s * 1000)
+    pipe.execute()
+    out.update(state="archived", readings=n, events=ev["rows"], alert_events=al["rows"],
+               audit=au["rows"], skipped=rd["skipped"] + al["skipped"] + ev["skipped"])
+    if out["skipped"]:
+        log.warning("archive %s: %d malformed stream entries not archived", sid, out["skipped"])
+    return out
+
+
+def _alert_counts(conn: Connection, sid: str) -> dict[str, int]:
+    q = (sa.select(alert_events.c.priority, sa.func.count(sa.distinct(alert_events.c.alert)))
+         .where(alert_events.c.session_id == sid, alert_events.c.event == "raised")
+         .group_by(alert_events.c.priority))
+    return {p or "": int(n) for p, n in conn.execute(q)}
+
+
+# --- sign-off and addenda -----------------------------------------------------------------
+def sign_off(arch: Archive, sid: str, user: str, ts_ms: int) -> dict[str, Any]:
+    """Lock an archived session with the director's name and time; raises Locked if signed."""
+    with arch.engine.begin() as conn:
+        row = conn.execute(sa.select(sessions.c.state, sessions.c.signed_by, sessions.c.signed_ms)
+                           .where(sessions.c.id == sid)).first()
+        if row is None:
+            raise NotArchived(sid)
+        if row.state != "archived":
+            raise ArchiveError(f"session {sid} is not fully archived yet (state {row.state})")
+        if row.signed_by:
+            raise Locked(f"session {sid} was signed by {row.signed_by}")
+        conn.execute(sessions.update().where(sessions.c.id == sid, sessions.c.signed_by.is_(None))
+                     .values(signed_by=user, signed_ms=ts_ms))
+        insert_ignore(conn, session_events, [{"session_id": sid, "event_id": f"signoff-{ts_ms}",
+                                              "ts_ms": ts_ms, "type": "signoff", "user": user,
+                                              "data": "{}"}])
+    return {"session": sid, "signed_by": user, "signed_ms": ts_ms}
+
+
+def add_addendum(arch: Archive, sid: str, user: str, text: str, ts_ms: int) -> dict[str, Any]:
+    """Append an addendum to an archived session (allowed before and after sign-off)."""
+    eid = f"addendum-{ts_ms}-{secrets.token_hex(3)}"
+    with arch.engine.begin() as conn:
+        if conn.execute(sa.select(sessions.c.id).where(sessions.c.id == sid)).first() is None:
+            raise NotArchived(sid)
+        insert_ignore(conn, session_events, [{"session_id": sid, "event_id": eid, "ts_ms": ts_ms,
+                                              "type": "addendum", "user": user,
+                                              "data": json.dumps({"text": text})}])
+    return {"session": sid, "event_id": eid, "ts_ms": ts_ms}
+
+
+# --- reads --------------------------------------------------------------------------------
+def list_sessions(arch: Archive, *, since_ms: int | None = None, until_ms: int | None = None,
+                  room: str | None = None, patient: str | None = None, high_only: bool = False,
+                  clinic: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
+    """Archived sessions, newest first, filtered by start time, room, patient, high alerts."""
+    cols = [c for c in sessions.c if c.name not in ("header", "limits")]
+    q = sa.select(*cols).order_by(sessions.c.started_ms.desc()).limit(limit)
+    if since_ms is not None:
+        q = q.where(sessions.c.started_ms >= since_ms)
+    if until_ms is not None:
+        q = q.where(sessions.c.started_ms <= until_ms)
+    if room:
+        q = q.where(sessions.c.room == room)
+    if patient:
+        q = q.where(sessions.c.patient == patient)
+    if high_only:
+        q = q.where(sessions.c.alerts_high > 0)
+    if clinic:
+        q = q.where(sessions.c.clinic == clinic)
+    with arch.engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(q)]
+
+
+def load_session(arch: Archive, sid: str) -> SessionRecord:
+    """Everything archived about one session, as the pure review layer's input."""
+    from monitor.review import SessionRecord
+    from monitor.sessions import decode_event
+
+    with arch.engine.connect() as conn:
+        head = conn.execute(sa.select(sessions).where(sessions.c.id == sid)).first()
+        if head is None:
+            raise NotArchived(sid)
+        evs = conn.execute(sa.select(session_events).where(session_events.c.session_id == sid)
+                           .order_by(session_events.c.ts_ms, session_events.c.event_id)).all()
+        cols = [readings.c.ts_ms, readings.c.dev, readings.c.flags, *(readings.c[m] for m in READING_METRICS)]
+        rows = conn.execute(sa.select(*cols).where(readings.c.session_id == sid)
+                            .order_by(readings.c.ts_ms, readings.c.dev)).all()
+        als = conn.execute(sa.select(alert_events).where(alert_events.c.session_id == sid)
+                           .order_by(alert_events.c.ts_ms, alert_events.c.stream_id)).all()
+        aud = conn.execute(sa.select(audit_log).where(audit_log.c.session_id == sid)
+                           .order_by(audit_log.c.ts_ms)).all()
+    header = {k: v for k, v in head._mapping.items() if k not in ("header", "limits")}
+    events = [decode_event(e.event_id, {**json.loads(e.data or "{}"), "ts": str(e.ts_ms), "type": e.type,
+                                        "user": e.user}) for e in evs]
+    alerts = []
+    for a in als:
+        d = dict(a._mapping)
+        d["limit"] = d.pop("limit_value")
+        d["ts"] = d.pop("ts_ms")
+        alerts.append(d)
+    return SessionRecord(
+        header=header, events=events,
+        readings=[(r[0], r[1], r[2], r[3:]) for r in rows],
+        alert_events=alerts,
+        audit=[{"id": a.stream_id, "ts": a.ts_ms, "user": a.user, "action": a.action,
+                "details": json.loads(a.details or "{}")} for a in aud],
+        base_limits=json.loads(head.limits or "{}"),
+    )
+
+
+def audit_entries(arch: Archive, *, clinic: str | None = None, since_ms: int | None = None,
+                  until_ms: int | None = None, user: str | None = None, action: str | None = None,
+                  limit: int = 500) -> list[dict[str, Any]]:
+    """Archived audit entries, newest first, filtered (the admin's audit view)."""
+    q = sa.select(audit_log).order_by(audit_log.c.ts_ms.desc(), audit_log.c.stream_id.desc()).limit(limit)
+    if clinic:
+        q = q.where(audit_log.c.clinic == clinic)
+    if since_ms is not None:
+        q = q.where(audit_log.c.ts_ms >= since_ms)
+    if until_ms is not None:
+        q = q.where(audit_log.c.ts_ms <= until_ms)
+    if user:
+        q = q.where(audit_log.c.user == user)
+    if action:
+        q = q.where(audit_log.c.action.like(f"{action}%"))
+    with arch.engine.connect() as conn:
+        return [{"id": a.stream_id, "ts": a.ts_ms, "user": a.user, "action": a.action,
+                 "session": a.session_id, "details": json.loads(a.details or "{}")}
+                for a in conn.execute(q)]
+
+
+# --- maintenance ----------------------------------------------------------------------------
+def purge(arch: Archive, older_than_ms: int) -> dict[str, int]:
+    """Delete sessions that ended before `older_than_ms` (all their rows) and older audit."""
+    out = {"sessions": 0, "readings": 0, "events": 0, "alert_events": 0, "audit": 0}
+    with arch.engine.begin() as conn:
+        ids = [r[0] for r in conn.execute(sa.select(sessions.c.id).where(
+            sessions.c.ended_ms.is_not(None), sessions.c.ended_ms < older_than_ms))]
+        for chunk_start in range(0, len(ids), 500):
+            chunk = ids[chunk_start:chunk_start + 500]
+            for name, table in (("readings", readings), ("events", session_events),
+                                ("alert_events", alert_events)):
+                out[name] += conn.execute(table.delete().where(table.c.session_id.in_(chunk))).rowcount
+            conn.execute(progress.delete().where(progress.c.scope.in_(chunk)))
+            out["sessions"] += conn.execute(sessions.delete().where(sessions.c.id.in_(chunk))).rowcount
+        out["audit"] = conn.execute(audit_log.delete().where(audit_log.c.ts_ms < older_than_ms)).rowcount
+    return out
+
+
+def backup(arch: Archive, dest: Path) -> dict[str, int]:
+    """Write a consistent copy of the archive to `dest` as a SQLite file (any source DB).
+
+    SQLite sources use SQLite's online backup API; other databases are copied table by
+    table. The result is itself a valid archive: point `archive.url` at it to restore.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".partial")
+    tmp.unlink(missing_ok=True)
+    counts: dict[str, int] = {}
+    if arch.dialect == "sqlite":
+        raw = arch.engine.raw_connection()
+        try:
+            target = sqlite3.connect(tmp)
+            raw.driver_connection.backup(target)  # type: ignore[union-attr]
+            target.execute("PRAGMA journal_mode=DELETE")
+            target.close()
+        finally:
+            raw.close()
+        target_engine = sa.create_engine(f"sqlite:///{tmp}")
+    else:
+        target_engine = sa.create_engine(f"sqlite:///{tmp}")
+        migrate(target_engine)
+        from monitor.archive_schema import metadata
+
+        with arch.engine.connect() as src, target_engine.begin() as dst:
+            for table in metadata.sorted_tables:
+                dst.execute(table.delete())
+                rows = src.execute(sa.select(table)).mappings()
+                while batch := rows.fetchmany(5000):
+                    dst.execute(table.insert(), [dict(r) for r in batch])
+    from monitor.archive_schema import metadata
+
+    with target_engine.connect() as conn:
+        for table in metadata.sorted_tables:
+            counts[table.name] = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()
+    target_engine.dispose()
+    tmp.replace(dest)
+    return counts
+
+
+def _int_or_none(v: Any) -> int | None:
+    return int(v) if v not in (None, "") else None
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
