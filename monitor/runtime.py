@@ -9,6 +9,7 @@ its own while no embedded server runs gets a clear error instead of a silent wai
 from __future__ import annotations
 
 import json
+from urllib.parse import quote
 import logging
 import os
 from collections.abc import Mapping
@@ -100,9 +101,22 @@ def resolve(
         path.write_text(json.dumps({"redis_url": redis_url, "mqtt_url": mqtt_url,
                                     "mqtt_version": mqtt_version}))
     env = os.environ if env is None else env
+    redis_url = _with_tls(redis_url, cfg)
     return Endpoints(redis_url, mqtt_url, mqtt_version, keys, servers,
                      mqtt_username=env.get("VITALWATCH_MQTT_USERNAME", ""),
                      mqtt_password=env.get("VITALWATCH_MQTT_PASSWORD", ""))
+
+
+def _with_tls(url: str, cfg: Config) -> str:
+    """Carry [redis] TLS files in the URL, so every client built from it uses them."""
+    if not url.startswith("rediss://"):
+        return url
+    extra = {"ssl_ca_certs": cfg.redis.tls_ca_file, "ssl_certfile": cfg.redis.tls_cert_file,
+             "ssl_keyfile": cfg.redis.tls_key_file}
+    query = "&".join(f"{k}={quote(v)}" for k, v in extra.items() if v)
+    if not query:
+        return url
+    return url + ("&" if "?" in url else "?") + query
 
 
 def _redis_answers(url: str) -> bool:
