@@ -1,0 +1,1 @@
+"""Pure protocol parsers and framers: bytes in, readings or refusals out."""

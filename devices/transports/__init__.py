@@ -1,0 +1,1 @@
+"""Transports: they only open links and move bytes."""
