@@ -1,0 +1,441 @@
+"""MQTT device adapter: broker → codecs → StreamWriter, acknowledged only once stored.
+
+`start(cfg, endpoints, writer, devices, stop_event) -> handle` runs the MQTT devices of one
+ingest process (`vitalwatch ingest` calls it). Delivery is at-least-once into Redis and,
+with the writer's (device, ts) de-duplication, each reading is stored once:
+
+- one persistent session per running copy (stable client id, clean start off, session
+  expiry), QoS 1 subscriptions, so the broker queues while we are away;
+- manual acknowledgement: a message's PUBACK goes out only after every entry it produced
+  (readings and rejects) is in Redis, and PUBACKs leave in arrival order (MQTT §4.6);
+- a redelivery after a crash carries the same device ts, so the writer skips it.
+
+Everything refused goes to `rejects` with a reason (rate-limited per source+reason to one a
+second; what is held back is counted in a summary entry and in the device's status).
+Device status hashes (monitor/status.py) are written about once a second.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import fcntl
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import redis
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from devices.mqtt_plan import Plan, Route, parse_status, plan_subscriptions, slot_client_id
+from devices.protocols import json_payload, senml
+from devices.transports.mqtt import (
+    MqttSettings,
+    connect_async,
+    is_failure,
+    make_client,
+    reason_text,
+)
+from monitor.codec import reject_fields
+from monitor.config import Config, DeviceConfig, RoomConfig
+from monitor.ratelimit import RateLimiter
+from monitor.readings import Reading, Refusal
+from monitor.redis_conn import REDIS_DOWN, connect
+from monitor.runtime import Endpoints
+from monitor.status import publish_status
+from monitor.streams import StreamWriter, now_ms
+
+log = logging.getLogger(__name__)
+
+Decoder = Callable[[bytes, int, str, str, str], tuple[list[Reading], list[Refusal]]]
+CODECS: dict[str, Decoder] = {"json": json_payload.decode, "senml": senml.decode}
+STATUS_TICK_S = 1.0
+MAX_SLOTS = 64
+
+
+def device_state(
+    *,
+    broker_up: bool,
+    reported: str | None,
+    last_valid_ms: int | None,
+    last_msg_ms: int | None,
+    up_since_ms: int | None,
+    now_ms: int,
+    silence_ms: int,
+) -> tuple[str, str]:
+    """(state, detail) of one MQTT device (pure).
+
+    connecting: broker link down, or just connected and nothing heard yet;
+    online: a valid reading within the silence timeout;
+    silent: the device is there (status topic says online, or it sends messages that are
+    refused) but no valid reading within the timeout;
+    offline: its status/last-will topic says offline, or nothing at all for the timeout.
+    """
+    silence_s = silence_ms / 1000
+    if not broker_up:
+        return "connecting", "broker not connected"
+    if reported == "offline":
+        return "offline", "device reported offline (status topic)"
+    if last_valid_ms is not None and now_ms - last_valid_ms <= silence_ms:
+        return "online", ""
+    heard = last_msg_ms is not None and now_ms - last_msg_ms <= silence_ms
+    if reported == "online" or heard:
+        return "silent", f"no valid reading for {silence_s:g} s"
+    if last_msg_ms is None and up_since_ms is not None and now_ms - up_since_ms < silence_ms:
+        return "connecting", "waiting for the first message"
+    return "offline", f"no message for {silence_s:g} s"
+
+
+class AckSequencer:
+    """Acknowledges messages in arrival order once all entries of each are stored."""
+
+    def __init__(self, send: Callable[[int, int, int], None]) -> None:
+        self._send = send
+        self._lock = threading.Lock()
+        self._queue: collections.deque[list[int]] = collections.deque()
+
+    def add(self, mid: int, qos: int, gen: int, n_entries: int) -> Callable[[], None]:
+        """Register a message with `n_entries` pending writes; returns their on_stored callback."""
+        slot = [mid, qos, gen, n_entries]
+        with self._lock:
+            self._queue.append(slot)
+            self._release()
+
+        def done() -> None:
+            with self._lock:
+                slot[3] -= 1
+                self._release()
+
+        return done
+
+    @property
+    def pending(self) -> int:
+        """Messages received and not yet acknowledged."""
+        with self._lock:
+            return len(self._queue)
+
+    def _release(self) -> None:
+        # under the lock, so PUBACKs leave in arrival order whichever thread releases them
+        while self._queue and self._queue[0][3] <= 0:
+            mid, qos, gen, _ = self._queue.popleft()
+            if qos > 0:
+                self._send(mid, qos, gen)
+
+
+@dataclasses.dataclass
+class _Device:
+    route: Route
+    silence_ms: int
+    state: str = "connecting"
+    since_ms: int = 0
+    detail: str = ""
+    last_valid_ms: int | None = None
+    last_msg_ms: int | None = None
+    last_ts: int | None = None
+    reported: str | None = None
+    sub_error: str = ""
+    frames: int = 0  # deltas not yet written to Redis
+    reconnects: int = 0
+    rejects: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+
+
+def _take_slot(data_dir: Path, base_id: str) -> tuple[int, int]:
+    """Lock the lowest free copy number for `base_id` on this data directory → (slot, fd).
+
+    The lock dies with the process (even kill -9), so a restarted copy gets its slot — and
+    its client id, and its persistent session — back.
+    """
+    lock_dir = data_dir / "mqtt-clients"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    stem = hashlib.sha256(base_id.encode()).hexdigest()[:16]
+    for slot in range(MAX_SLOTS):
+        fd = os.open(lock_dir / f"{stem}.{slot}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return slot, fd
+    raise RuntimeError(f"more than {MAX_SLOTS} ingest copies share client id {base_id}")
+
+
+class MqttAdapter:
+    """Runs the MQTT devices of one ingest process; see the module docstring."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        endpoints: Endpoints,
+        writer: StreamWriter,
+        devices: list[tuple[RoomConfig, DeviceConfig]],
+        stop_event: threading.Event,
+        *,
+        status_client: redis.Redis | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.keys = endpoints.keys
+        self.writer = writer
+        self.plan: Plan = plan_subscriptions(cfg, devices)
+        self._stop_event = stop_event
+        self._stopping = threading.Event()
+        self._slot, self._slot_fd = _take_slot(cfg.data_dir, self.plan.client_id)
+        self.client_id = slot_client_id(self.plan.client_id, self._slot)
+        self.settings = MqttSettings(
+            url=endpoints.mqtt_url, version=endpoints.mqtt_version, client_id=self.client_id,
+            username=endpoints.mqtt_username, password=endpoints.mqtt_password,
+            ca_file=cfg.mqtt.ca_file, cert_file=cfg.mqtt.cert_file, key_file=cfg.mqtt.key_file,
+            session_expiry_s=cfg.mqtt.session_expiry_s, receive_maximum=cfg.mqtt.receive_maximum)
+        self._lock = threading.Lock()  # device records, limiter
+        self._ack_lock = threading.Lock()  # connection generation vs. PUBACKs
+        self._gen = 0
+        self._broker_up = False
+        self._broker_detail = "connecting to broker"
+        self._up_since_ms: int | None = None
+        self._connected_once = False
+        started = now_ms()
+        self.devices: dict[str, _Device] = {
+            r.device: _Device(r, int((_device_cfg(devices, r.device).silence_s or cfg.mqtt.silence_s) * 1000),
+                              since_ms=started)
+            for r in self.plan.routes.values()}
+        self.limiter = RateLimiter(1.0)
+        self.unknown_topic_count = 0
+        self.acks = AckSequencer(self._ack)
+        self._redis = status_client or connect(endpoints.redis_url)
+        self.client = make_client(self.settings, persistent=True, manual_ack=True)
+        self.client.on_connect = self._on_connect
+        self.client.on_connect_fail = self._on_connect_fail
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+        self._thread = threading.Thread(target=self._run, name="mqtt-adapter", daemon=True)
+
+    # --- lifecycle ------------------------------------------------------------------
+    def start(self) -> MqttAdapter:
+        """Connect in the background and start the status loop."""
+        log.info("MQTT ingest as %r on %s (MQTT %s): %d device(s), subscribing %s",
+                 self.client_id, self.settings.url, self.settings.version, len(self.devices),
+                 ", ".join(self.plan.filters) or "nothing")
+        connect_async(self.client, self.settings, persistent=True)
+        self.client.loop_start()
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Ask the adapter to stop (unacknowledged messages stay queued at the broker)."""
+        self._stopping.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait for the adapter to have stopped."""
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            while not (self._stop_event.is_set() or self._stopping.is_set()):
+                self._tick()
+                self._stopping.wait(STATUS_TICK_S)
+        finally:
+            with self._ack_lock:
+                self._gen += 1  # no PUBACK after this point: unstored messages come back
+            self.client.disconnect()
+            self.client.loop_stop()
+            self._tick(final=True)
+            os.close(self._slot_fd)
+            log.info("MQTT ingest %r stopped", self.client_id)
+
+    # --- paho callbacks (network thread) ----------------------------------------------
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
+                    rc: mqtt.ReasonCode, properties: object = None) -> None:
+        if is_failure(rc):
+            self._broker_detail = f"broker refused the connection: {reason_text(rc)}"
+            log.error("%s", self._broker_detail)
+            return
+        with self._ack_lock:
+            self._gen += 1
+        with self._lock:
+            if self._connected_once:
+                for d in self.devices.values():
+                    d.reconnects += 1
+            self._connected_once = True
+            self._broker_up = True
+            self._broker_detail = ""
+            self._up_since_ms = now_ms()
+        log.info("connected to %s (session present: %s)", self.settings.url, flags.session_present)
+        if not self.plan.filters:
+            return
+        if self.settings.v5:
+            client.subscribe([(f, SubscribeOptions(qos=1)) for f in self.plan.filters])
+        else:
+            client.subscribe([(f, 1) for f in self.plan.filters])
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: object) -> None:
+        self._broker_detail = f"broker {self.settings.url} unreachable"
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object,
+                       rc: mqtt.ReasonCode, properties: object = None) -> None:
+        with self._ack_lock:
+            self._gen += 1
+        with self._lock:
+            self._broker_up = False
+            self._broker_detail = f"broker connection lost: {reason_text(rc)}"
+        if not (self._stopping.is_set() or self._stop_event.is_set()):
+            log.warning("MQTT %s; reconnecting", self._broker_detail)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int,
+                      rcs: list[mqtt.ReasonCode], properties: object = None) -> None:
+        for filt, rc in zip(self.plan.filters, rcs, strict=False):
+            if not is_failure(rc):
+                continue
+            why = f"broker refused subscription {filt!r}: {reason_text(rc)}"
+            log.error("%s", why)
+            bare = filt.split("/", 2)[2] if filt.startswith("$share/") else filt
+            with self._lock:
+                for d in self.devices.values():
+                    if mqtt.topic_matches_sub(bare, d.route.topic):
+                        d.sub_error = why
+
+    def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        recv_ms = now_ms()
+        gen = self._gen
+        try:
+            readings, refusals = self._classify(msg, recv_ms)
+        except Exception as e:  # noqa: BLE001 - a codec bug must not stop every room's ingest
+            log.exception("failed to handle a message on %s", msg.topic)
+            readings, refusals = [], [Refusal(msg.topic, "internal_error", repr(e)[:200], msg.payload)]
+        self._store(msg, gen, recv_ms, readings, refusals)
+
+    # --- message handling -------------------------------------------------------------
+    def _classify(self, msg: mqtt.MQTTMessage, recv_ms: int) -> tuple[list[Reading], list[Refusal]]:
+        topic, payload = msg.topic, msg.payload
+        route = self.plan.routes.get(topic)
+        if route is not None:
+            if msg.retain:
+                # a retained value is replayed on every (re)subscribe: not a live measurement
+                return [], [Refusal(topic, "retained", "retained message on a device topic", payload)]
+            readings, refusals = CODECS[route.protocol](payload, recv_ms, route.room, route.device, topic)
+            with self._lock:
+                dev = self.devices[route.device]
+                dev.last_msg_ms = recv_ms
+                if readings:
+                    dev.frames += 1
+                    dev.last_valid_ms = recv_ms
+                    if dev.reported == "offline":
+                        dev.reported = None  # it sends data: whatever said offline is outdated
+                    dev.last_ts = max(r.ts_ms for r in readings)
+            return readings, refusals
+        sroute = self.plan.status_routes.get(topic)
+        if sroute is not None:
+            state = parse_status(payload)
+            if state is None:
+                return [], [Refusal(topic, "bad_status", 'status payload must be "online", "offline" '
+                                    'or {"state": ...}', payload)]
+            with self._lock:
+                dev = self.devices[sroute.device]
+                dev.reported = state
+                if state == "online":
+                    dev.last_msg_ms = recv_ms
+            log.info("device reports %s", state, extra={"room": sroute.room, "device": sroute.device})
+            return [], []
+        if topic in self.plan.ignored:
+            return [], []  # another ingest process's device, or our own outbound topic
+        self.unknown_topic_count += 1
+        return [], [Refusal(topic, "unknown_topic", f"no device owns topic {topic!r}", payload)]
+
+    def _store(self, msg: mqtt.MQTTMessage, gen: int, recv_ms: int,
+               readings: list[Reading], refusals: list[Refusal]) -> None:
+        route = self.plan.routes.get(msg.topic) or self.plan.status_routes.get(msg.topic)
+        rejects: list[dict[str, str]] = []
+        mono = time.monotonic()
+        with self._lock:
+            for ref in refusals:
+                if route is not None:
+                    self.devices[route.device].rejects[ref.reason] += 1
+                allowed, held = self.limiter.allow((ref.source, ref.reason), mono)
+                if not allowed:
+                    continue  # counted; drain() writes the summary
+                if held:
+                    ref = dataclasses.replace(ref, detail=f"{ref.detail} (+{held} more suppressed before this)")
+                rejects.append(reject_fields(ref, recv_ms))
+        done = self.acks.add(msg.mid, msg.qos, gen, len(readings) + len(rejects))
+        try:
+            for r in readings:
+                self.writer.write(r, on_stored=done)
+            for fields in rejects:
+                self.writer.append(self.keys.rejects, fields, on_stored=done)
+        except RuntimeError as e:  # writer closed: we are stopping; the broker keeps the message
+            log.warning("message on %s not stored (%s); it will be redelivered", msg.topic, e)
+
+    def _ack(self, mid: int, qos: int, gen: int) -> None:
+        with self._ack_lock:
+            if gen == self._gen:
+                self.client.ack(mid, qos)
+            # else: delivered on an earlier connection; the broker redelivers it and the
+            # writer skips the stored copy
+
+    # --- status -----------------------------------------------------------------------
+    def _tick(self, final: bool = False) -> None:
+        now = now_ms()
+        pipe = self._redis.pipeline(transaction=False)
+        taken: list[tuple[_Device, int, int, collections.Counter[str]]] = []
+        with self._lock:
+            for d in self.devices.values():
+                state, detail = device_state(
+                    broker_up=self._broker_up, reported=d.reported, last_valid_ms=d.last_valid_ms,
+                    last_msg_ms=d.last_msg_ms, up_since_ms=self._up_since_ms, now_ms=now,
+                    silence_ms=d.silence_ms)
+                if final:
+                    state, detail = "offline", "ingest stopped"
+                elif state == "connecting" and not self._broker_up and self._broker_detail:
+                    detail = self._broker_detail
+                detail = "; ".join(x for x in (detail, d.sub_error) if x)
+                if state != d.state:
+                    log.info("%s → %s %s", d.state, state, detail,
+                             extra={"room": d.route.room, "device": d.route.device})
+                    d.state, d.since_ms = state, now
+                d.detail = detail
+                fields: dict[str, str | int] = {
+                    "room": d.route.room, "protocol": d.route.protocol, "transport": "mqtt",
+                    "state": d.state, "since_ms": d.since_ms, "updated_ms": now, "detail": d.detail,
+                    "topic": d.route.topic, "client_id": self.client_id}
+                if d.last_ts is not None:
+                    fields["last_ts"] = d.last_ts
+                counters = {"frames": d.frames, "reconnects": d.reconnects,
+                            **{f"rejects:{k}": n for k, n in d.rejects.items()}}
+                publish_status(pipe, self.keys, d.route.device, fields, counters)
+                taken.append((d, d.frames, d.reconnects, d.rejects))
+                d.frames, d.reconnects, d.rejects = 0, 0, collections.Counter()
+            drained = self.limiter.drain(time.monotonic())
+        try:
+            for (source, reason), n in drained:  # type: ignore[misc]
+                self.writer.reject(
+                    Refusal(source, reason, f"+{n} more like this suppressed (rate limit 1/s)"), now)
+        except RuntimeError as e:  # writer already closed at shutdown: say what was not written
+            log.warning("%d rate-limited reject summaries not written: %s", len(drained), e)
+        try:
+            pipe.execute()
+        except REDIS_DOWN as e:
+            with self._lock:  # keep the counts for the next tick
+                for d, frames, reconnects, rejects in taken:
+                    d.frames += frames
+                    d.reconnects += reconnects
+                    d.rejects.update(rejects)
+            log.debug("device status not written (%s); retrying", e)
+
+
+def _device_cfg(devices: list[tuple[RoomConfig, DeviceConfig]], device_id: str) -> DeviceConfig:
+    return next(d for _r, d in devices if d.id == device_id)
+
+
+def start(
+    cfg: Config,
+    endpoints: Endpoints,
+    writer: StreamWriter,
+    devices: list[tuple[RoomConfig, DeviceConfig]],
+    stop_event: threading.Event,
+) -> MqttAdapter:
+    """Run the MQTT `devices` until `stop_event` is set or `.stop()`; returns the handle."""
+    return MqttAdapter(cfg, endpoints, writer, devices, stop_event).start()
