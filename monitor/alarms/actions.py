@@ -1,0 +1,111 @@
+"""What a named person can do to an alert: acknowledge, pause its audio, reset a latched one.
+
+Used alike by the dashboard, the HTTP API and scripts. Each action changes the alert's
+record in `keys.active_alerts(room)` (optimistic transaction, so it never overwrites an
+engine update), appends the CONTRACT event to `keys.alerts` in the same transaction, and
+writes the audit log (monitor.audit.record). An unknown alert id raises KeyError.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from monitor import audit
+from monitor.keys import Keys
+
+from .model import AlertEvent, encode_record, event_for, room_of, sort_records
+
+PAUSE_MAX_S = 120  # IEC 60601-1-8: audio paused for at most 2 minutes
+
+
+class NotLatched(ValueError):
+    """Reset asked for an alert whose condition is still present (acknowledge it instead)."""
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+Change = Callable[[dict[str, Any], int], tuple[dict[str, Any] | None, AlertEvent | None]]
+
+
+def _act(client: redis.Redis, keys: Keys, alert: str, user: str, action: str, change: Change,
+         now_ms: int | None, **details: Any) -> dict[str, Any]:
+    room = room_of(alert)
+    key = keys.active_alerts(room)
+    with client.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                pipe.watch(key)
+                raw = pipe.hget(key, alert)
+                if raw is None:
+                    raise KeyError(alert)
+                rec = json.loads(raw)
+                ts = now_ms if now_ms is not None else _now_ms()
+                new, event = change(rec, ts)
+                pipe.multi()
+                if new is None:
+                    pipe.hdel(key, alert)
+                elif new != rec:
+                    pipe.hset(key, alert, encode_record(new))
+                if event is not None:
+                    pipe.xadd(keys.alerts, event.to_fields())  # type: ignore[arg-type]
+                pipe.execute()
+                break
+            except redis.WatchError:
+                continue  # the engine changed the room's alerts meanwhile: redo on fresh data
+    audit.record(client, keys, user, action, alert=alert, room=room, changed=event is not None, **details)
+    return new if new is not None else {**rec, "state": "reset"}
+
+
+def acknowledge(client: redis.Redis, keys: Keys, alert_id: str, user: str,
+                now_ms: int | None = None) -> dict[str, Any]:
+    """Acknowledge an alert: its audio stops and it stays acknowledged until cleared/reset."""
+    def change(rec: dict[str, Any], ts: int) -> tuple[dict[str, Any], AlertEvent | None]:
+        if rec.get("acknowledged_ms") is not None:
+            return rec, None  # already acknowledged: keep who did it first
+        new = {**rec, "acknowledged_by": user, "acknowledged_ms": ts, "paused_until_ms": None}
+        return new, event_for(new, "acknowledged", ts, message=f"{rec['message']}: acknowledged by {user}", user=user)
+    return _act(client, keys, alert_id, user, "alert.acknowledge", change, now_ms)
+
+
+def pause_audio(client: redis.Redis, keys: Keys, alert_id: str, user: str, seconds: float = 120,
+                now_ms: int | None = None) -> dict[str, Any]:
+    """Pause an alert's audio for `seconds` (at most 2 min); the engine ends the pause (`pause_ended`)."""
+    pause_s = max(1.0, min(float(seconds), PAUSE_MAX_S))
+
+    def change(rec: dict[str, Any], ts: int) -> tuple[dict[str, Any], AlertEvent]:
+        new = {**rec, "paused_until_ms": ts + int(pause_s * 1000), "paused_by": user}
+        return new, event_for(new, "audio_paused", ts,
+                              message=f"{rec['message']}: audio paused {pause_s:g} s by {user}", user=user)
+    return _act(client, keys, alert_id, user, "alert.pause_audio", change, now_ms, seconds=pause_s)
+
+
+def reset(client: redis.Redis, keys: Keys, alert_id: str, user: str,
+          now_ms: int | None = None) -> dict[str, Any]:
+    """Reset a latched alert (condition gone): it is removed. NotLatched if still active."""
+    def change(rec: dict[str, Any], ts: int) -> tuple[None, AlertEvent]:
+        if rec.get("state") != "latched":
+            raise NotLatched(f"alert {alert_id} is still active; acknowledge it instead")
+        return None, event_for({**rec, "state": "reset"}, "reset", ts,
+                               message=f"{rec['message']}: reset by {user}", user=user)
+    return _act(client, keys, alert_id, user, "alert.reset", change, now_ms)
+
+
+def active_alerts(client: redis.Redis, keys: Keys, rooms: list[str] | None = None) -> list[dict[str, Any]]:
+    """Active and latched alerts of the given rooms (all rooms when None), most urgent first."""
+    if rooms is None:
+        pattern = keys.active_alerts("*").replace("{", "\\{").replace("}", "\\}")
+        names = list(client.scan_iter(match=pattern, count=500))
+    else:
+        names = [keys.active_alerts(r) for r in rooms]
+    pipe = client.pipeline(transaction=False)
+    for n in names:
+        pipe.hvals(n)
+    out = [json.loads(v) for vals in pipe.execute() for v in vals]
+    return sort_records(out)

@@ -1,0 +1,387 @@
+"""`vitalwatch alerts`: one alert-engine worker. Several may run; they divide the rooms.
+
+Each room is evaluated by exactly one worker at a time: the worker holds the room's lease
+(`keys.room_owner(room)`, SET NX PX, renewed every ~ttl/3). A worker takes free rooms up to
+its fair share (rooms ÷ live workers, from the "alerts" heartbeats) and any room left free
+for a whole lease period; one holding more than its share gives rooms back one at a time.
+A room whose worker died is free once its lease expires (`[alerts] owner_ttl_s`) and is taken
+over within about one more lease period.
+
+Per owned room the worker does only I/O around the pure functions of evaluate.py:
+- readings: XREAD from the room's last applied stream id → `evaluate` → alert changes,
+  committed with the new condition state and last id in one fenced transaction (store.py),
+  so a new owner resumes exactly where the old one stopped and a reading is applied once;
+- every tick (~0.5 s): device silent/offline, monitoring degraded, session reminders,
+  session limit overrides, pause expiry and escalation.
+Events go out on the outbound channel after they are committed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from monitor import heartbeat
+from monitor.codec import CodecError, from_fields
+from monitor.config import Config, RoomConfig
+from monitor.keys import Keys
+from monitor.readings import Reading
+from monitor.redis_conn import REDIS_DOWN, connect
+from monitor.runtime import resolve
+
+from .evaluate import BP_METRICS, Book, apply_timers, apply_transitions, evaluate, reconcile
+from .model import AlertEvent, Cond, Rule, TechRule
+from .outbound import Outbound, page_tier, unattended
+from .reminders import reminder_conditions
+from .rules import build_rules, technical_rules
+from .store import F_LAST_ID, Leases, LostOwnership, commit, load_state
+from .technical import degraded_conditions, device_conditions, monitoring_state
+
+log = logging.getLogger(__name__)
+
+ROLE = "alerts"
+BATCH = 1000  # stream entries per room per read
+TICK_MS = 500  # wall-clock conditions and timers
+HEARTBEAT_MS = 1000
+FIRST_LOOKBACK_MS = 60_000  # a room never evaluated before starts this far back
+
+
+def now_ms() -> int:
+    """Wall-clock ms since the epoch."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class RoomRun:
+    """What a worker holds in memory for a room it owns (the truth is in Redis)."""
+
+    room: RoomConfig
+    last_id: str
+    conds: dict[str, Cond]
+    rules: dict[str, Rule]
+    sid: str | None = None
+    limits_raw: dict[str, str] = field(default_factory=dict)
+    session: dict[str, str] = field(default_factory=dict)
+    session_events: list[dict[str, str]] = field(default_factory=list)
+    bp_only: dict[str, bool] = field(default_factory=dict)
+    degraded_since_ms: int | None = None
+
+
+@dataclass
+class WorkerStats:
+    """Counters for logs and benchmarks."""
+
+    readings: int = 0
+    bad_entries: int = 0
+    events: int = 0
+    commits: int = 0
+    takeovers: int = 0
+    lost: int = 0
+
+
+class Worker:
+    """One alert-engine worker: leases, evaluation, ticks. Drive it with `run()` or `step()`."""
+
+    def __init__(self, cfg: Config, client: redis.Redis, keys: Keys, *, owner: str | None = None,
+                 outbound: Outbound | None = None, clock: Callable[[], int] = now_ms) -> None:
+        self.cfg, self.client, self.keys = cfg, client, keys
+        self.owner = owner or f"{heartbeat.instance_name()}-{secrets.token_hex(2)}"
+        self.outbound = outbound
+        self.clock = clock
+        self.ttl_ms = int(cfg.alerts.owner_ttl_s * 1000)
+        self.leases = Leases(client, keys, self.owner, self.ttl_ms)
+        self.rooms: dict[str, RoomRun] = {}
+        self.tech: dict[str, TechRule] = technical_rules(cfg)
+        self.retention_ms = int(cfg.redis.retention_hours * 3600 * 1000)
+        self.stats = WorkerStats()
+        self._free_since: dict[str, int] = {}
+        self._screens: dict[str, str] = {}
+        self._next_house = 0
+        self._next_tick = 0
+        self._next_lease = 0
+
+    # --- leases -------------------------------------------------------------------------
+    def housekeeping(self, now: int) -> None:
+        """Heartbeat; renew, take and give back room leases; forget dead workers' heartbeats."""
+        heartbeat.beat(self.client, self.keys, ROLE, self.owner, now)
+        if now < self._next_lease:
+            return
+        self._next_lease = now + max(200, self.ttl_ms // 3)
+        if self.rooms:
+            for room, ok in self.leases.renew(list(self.rooms)).items():
+                if not ok:
+                    self._drop(room, "lease lost")
+        all_rooms = [r.id for r in self.cfg.rooms]
+        owners = self.leases.owners(all_rooms)
+        beats = self.client.hgetall(self.keys.heartbeats)
+        stale_ms = int(self.cfg.alerts.heartbeat_stale_s * 1000)
+        live = {f.split(":", 1)[1] for f, v in beats.items()
+                if f.startswith(ROLE + ":") and _age(v, now) <= stale_ms} | {self.owner}
+        share = math.ceil(len(all_rooms) / len(live))
+        for room in all_rooms:
+            if owners.get(room) is not None:
+                self._free_since.pop(room, None)
+                continue
+            first = self._free_since.setdefault(room, now)
+            # below our share: take it now; otherwise only if nobody took it for a lease period
+            if len(self.rooms) < share or now - first >= self.ttl_ms:
+                if self.leases.acquire(room):
+                    self._free_since.pop(room, None)
+                    owners[room] = self.owner
+                    self._adopt(room, now)
+        if len(self.rooms) > share and len(live) > 1:
+            room = next(reversed(self.rooms))  # the most recently taken
+            self._drop(room, f"rebalancing: {len(live)} workers share {len(all_rooms)} rooms")
+            self.leases.release(room)
+        # a dead worker's heartbeat is removed once none of its rooms are still leased to it
+        held = {o for o in owners.values() if o}
+        for f, v in beats.items():
+            inst = f.split(":", 1)[1] if ":" in f else ""
+            if f.startswith(ROLE + ":") and _age(v, now) > stale_ms and inst not in held:
+                log.warning("alert worker %s stopped heartbeating %d s ago; its rooms were taken over",
+                            inst, _age(v, now) // 1000)
+                self.client.hdel(self.keys.heartbeats, f)
+
+    def _adopt(self, room: str, now: int) -> None:
+        last_id, conds = load_state(self.client, self.keys, room)
+        if last_id is None:
+            last_id = f"{max(0, now - FIRST_LOOKBACK_MS)}-0"
+        rules, problems = build_rules(self.cfg, room)
+        rr = RoomRun(self.cfg.room(room), last_id, conds, rules)
+        for _id, f in self.client.xrevrange(self.keys.vitals(room), count=50):
+            dev = f.get("dev", "")
+            if dev and dev not in rr.bp_only:
+                rr.bp_only[dev] = _bp_only(f.keys())
+        self.rooms[room] = rr
+        self.stats.takeovers += 1
+        log.info("took room %s; resuming after stream id %s with %d open condition(s)",
+                 room, last_id, len(conds), extra={"room": room})
+
+    def _drop(self, room: str, why: str) -> None:
+        if self.rooms.pop(room, None) is not None:
+            self.stats.lost += 1
+            log.info("gave up room %s: %s", room, why, extra={"room": room})
+
+    def release_all(self) -> None:
+        """Give every room back (clean stop: others take over at once)."""
+        for room in list(self.rooms):
+            self.leases.release(room)
+            self._drop(room, "stopping")
+
+    # --- readings -----------------------------------------------------------------------
+    def poll(self, block_ms: int) -> int:
+        """Read new readings of owned rooms (blocking up to `block_ms`) and apply them."""
+        if not self.rooms:
+            return 0
+        streams = {self.keys.vitals(r): rr.last_id for r, rr in self.rooms.items()}
+        resp = self.client.xread(streams, count=BATCH, block=block_ms) or []
+        n = 0
+        prefix_len = len(self.keys.vitals(""))
+        for key, entries in resp:
+            room = key[prefix_len:]
+            if room in self.rooms and entries:
+                n += self.apply_entries(room, entries)
+        return n
+
+    def apply_entries(self, room: str, entries: list[tuple[str, dict[str, str]]]) -> int:
+        """Evaluate one room's new stream entries and commit the outcome."""
+        rr = self.rooms[room]
+        readings: list[Reading] = []
+        for entry_id, fields in entries:
+            try:
+                readings.append(from_fields(room, fields))
+            except CodecError as e:
+                self.stats.bad_entries += 1  # counted and logged; the stream keeps it for review
+                log.error("unreadable vitals entry %s skipped: %s", entry_id, e, extra={"room": room})
+        for r in readings[-20:]:
+            if r.values:
+                rr.bp_only[r.device] = _bp_only(r.values.keys())
+        out = evaluate(room, rr.rules, self.tech, rr.conds, readings)
+        last_id = entries[-1][0]
+        state: dict[str, str | None] = {k: (c.to_json() if c else None) for k, c in out.changed.items()}
+        state[F_LAST_ID] = last_id
+        now = self.clock()
+
+        def build(active: dict[str, dict[str, Any]]) -> Book:
+            book = Book(active)
+            apply_transitions(book, out.transitions, now)
+            return book
+
+        try:
+            book = commit(self.client, self.keys, room, self.owner, build, state, self.retention_ms, now)
+        except LostOwnership:
+            self._drop(room, "lease lost before commit; the new owner re-applies these readings")
+            return 0
+        for k, c in out.changed.items():
+            if c is None:
+                rr.conds.pop(k, None)
+            else:
+                rr.conds[k] = c
+        rr.last_id = last_id
+        self.stats.readings += len(readings)
+        self.stats.commits += 1
+        self._send(book.events, now)
+        return len(readings)
+
+    # --- wall-clock conditions ------------------------------------------------------------
+    def tick(self, now: int) -> None:
+        """Device silence, degraded monitoring, reminders, session limits, pauses, escalation."""
+        if not self.rooms:
+            return
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        pipe.hgetall(k.heartbeats)
+        pipe.hgetall(k.screens)
+        pipe.hgetall(k.open_sessions)
+        devs = [d.id for rr in self.rooms.values() for d in rr.room.devices]
+        for d in devs:
+            pipe.hgetall(k.device_status(d))
+        res = pipe.execute()
+        beats, self._screens, open_sessions = res[0], res[1], res[2]
+        statuses = dict(zip(devs, res[3:], strict=True))
+        mon = monitoring_state(beats, now, self.cfg)
+        sids = {room: open_sessions.get(room) for room in self.rooms}
+        pipe = self.client.pipeline(transaction=False)
+        for sid in sids.values():
+            if sid:
+                pipe.hgetall(k.session_limits(sid))
+                pipe.hgetall(k.session(sid))
+                pipe.xrange(k.session_events(sid))
+        results = iter(pipe.execute())
+        for room, sid in sids.items():
+            rr = self.rooms.get(room)
+            if rr is None:
+                continue
+            limits, session, events = (next(results), next(results), next(results)) if sid else ({}, {}, [])
+            self._refresh_rules(rr, sid, limits)
+            rr.session, rr.session_events = session, [dict(f) for _id, f in events]
+            if mon.ingest_problems:
+                rr.degraded_since_ms = rr.degraded_since_ms or now
+            else:
+                rr.degraded_since_ms = None
+            dev_d = device_conditions(rr.room, self.cfg, statuses, now, self.tech, rr.bp_only)
+            deg_d = degraded_conditions(mon, self.tech, now, rr.degraded_since_ms)
+            rem_d = reminder_conditions({**session, "id": sid} if session else None, rr.session_events,
+                                        now, self.cfg, room)
+
+            def build(active: dict[str, dict[str, Any]], room: str = room, dev_d: dict = dev_d,
+                      deg_d: dict = deg_d, rem_d: dict = rem_d) -> Book:
+                book = Book(active)
+                reconcile(book, room, dev_d, "d:", now)
+                reconcile(book, room, deg_d, "g:", now)
+                reconcile(book, room, rem_d, "r:", now)
+                apply_timers(book, now, int(self.cfg.alerts.escalate_after_s * 1000))
+                return book
+
+            try:
+                book = commit(self.client, self.keys, room, self.owner, build, {}, self.retention_ms, now)
+            except LostOwnership:
+                self._drop(room, "lease lost")
+                continue
+            self._send(book.events, now)
+
+    def _refresh_rules(self, rr: RoomRun, sid: str | None, limits: dict[str, str]) -> None:
+        if sid == rr.sid and limits == rr.limits_raw:
+            return
+        rr.rules, problems = build_rules(self.cfg, rr.room.id, limits)
+        for p in problems:
+            log.warning("session %s: %s", sid, p, extra={"room": rr.room.id})
+        if limits or rr.limits_raw:
+            log.info("session %s: alarm limits now %s", sid,
+                     {m: (r.low, r.high) for m, r in rr.rules.items()}, extra={"room": rr.room.id})
+        rr.sid, rr.limits_raw = sid, dict(limits)
+
+    def _send(self, events: list[AlertEvent], now: int) -> None:
+        self.stats.events += len(events)
+        for ev in events:
+            log.info("%s %s %s: %s", ev.event, ev.priority, ev.alert, ev.message, extra={"room": ev.room})
+            if self.outbound is not None:
+                nobody = unattended(self._screens, now, self.cfg.alerts.screen_stale_s)
+                self.outbound.send(ev, page_tier(ev, nobody))
+
+    # --- loop ---------------------------------------------------------------------------
+    def step(self, max_block_ms: int = 200) -> None:
+        """One loop iteration: housekeeping and tick when due, then read readings."""
+        now = self.clock()
+        if now >= self._next_house:
+            self.housekeeping(now)
+            self._next_house = now + HEARTBEAT_MS
+        if now >= self._next_tick:
+            self.tick(now)
+            self._next_tick = now + TICK_MS
+        wait = max(1, min(self._next_house, self._next_tick, now + max_block_ms) - self.clock())
+        if self.rooms:
+            self.poll(wait)
+        else:
+            time.sleep(wait / 1000)
+
+    def run(self, stop: threading.Event) -> None:
+        """Loop until `stop` is set; survive Redis outages; give rooms back on the way out."""
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                self.step()
+                backoff = 0.1
+            except REDIS_DOWN as e:
+                log.warning("Redis unreachable (%s); retrying in %.1f s", e, backoff)
+                stop.wait(backoff)
+                backoff = min(backoff * 2, 2.0)
+        try:
+            self.release_all()
+            heartbeat.remove(self.client, self.keys, ROLE, self.owner)
+        except REDIS_DOWN as e:
+            log.warning("could not release rooms on stop (%s); they expire in %.1f s", e, self.ttl_ms / 1000)
+
+
+def _age(value: str, now: int) -> int:
+    try:
+        return now - int(value)
+    except ValueError:
+        return 1 << 62
+
+
+def _bp_only(metrics: Any) -> bool:
+    ms = {m for m in metrics if m not in ("ts", "dev", "flags")}
+    return bool(ms) and ms <= BP_METRICS
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    """Entry point of `vitalwatch alerts`."""
+    endpoints = resolve(cfg)
+    client = connect(endpoints.redis_url)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    owner = f"{heartbeat.instance_name()}-{secrets.token_hex(2)}"
+    outbound = Outbound(
+        endpoints.mqtt_url, endpoints.mqtt_version, cfg.mqtt.alerts_topic,
+        cfg.mqtt.client_id + "-alerts-" + owner if cfg.mqtt.client_id else f"vitalwatch-alerts-{owner}",
+        webhook_url=cfg.alerts.webhook_url, webhook_timeout_s=cfg.alerts.webhook_timeout_s,
+        username=os.environ.get("VITALWATCH_MQTT_USERNAME"), password=os.environ.get("VITALWATCH_MQTT_PASSWORD"),
+        ca_file=cfg.mqtt.ca_file, cert_file=cfg.mqtt.cert_file, key_file=cfg.mqtt.key_file)
+    worker = Worker(cfg, client, endpoints.keys, owner=owner, outbound=outbound)
+    log.info("alert worker %s started (%d room(s) in config, lease %.1f s)", owner, len(cfg.rooms),
+             cfg.alerts.owner_ttl_s)
+    try:
+        worker.run(stop)
+    finally:
+        outbound.close()
+        client.close()
+    log.info("alert worker %s stopped: %d readings, %d events", owner, worker.stats.readings, worker.stats.events)
+    return 0

@@ -1,0 +1,137 @@
+"""Redis I/O for the alert engine: room ownership leases, condition state, atomic commits.
+
+Every write an owner makes to a room (active-alert records, alert events, condition state
+and the last processed stream id) goes out in ONE MULTI/EXEC that WATCHes the room's owner
+key and active-alert hash. So:
+- a worker that lost its lease (paused, partitioned, taken over) cannot write: its EXEC fails
+  because the owner key changed or expired (`LostOwnership`);
+- state and events never disagree: a crash before EXEC leaves nothing, after EXEC leaves
+  both, and the next owner resumes from the stored last id — a reading is applied once;
+- an acknowledge from the dashboard racing with the engine is retried, not overwritten.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import redis
+
+from monitor.keys import Keys
+
+from .evaluate import Book
+from .model import Cond, encode_record
+
+log = logging.getLogger(__name__)
+
+F_LAST_ID = "last_id"  # alarm-state field: last vitals stream id applied
+COND_PREFIXES = ("p:", "t:")  # alarm-state fields holding a Cond
+
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+class LostOwnership(Exception):
+    """This worker no longer owns the room (its lease expired or another worker took it)."""
+
+
+class Leases:
+    """Owner leases on rooms: `SET NX PX` to take, compare-and-PEXPIRE to renew, compare-and-DEL to release."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, owner: str, ttl_ms: int) -> None:
+        self.client, self.keys, self.owner, self.ttl_ms = client, keys, owner, ttl_ms
+        self._renew = client.register_script(_RENEW)
+        self._release = client.register_script(_RELEASE)
+
+    def owners(self, rooms: list[str]) -> dict[str, str | None]:
+        """room → current owner (None when free)."""
+        pipe = self.client.pipeline(transaction=False)
+        for r in rooms:
+            pipe.get(self.keys.room_owner(r))
+        return dict(zip(rooms, pipe.execute(), strict=True))
+
+    def acquire(self, room: str) -> bool:
+        """Take a free room."""
+        return bool(self.client.set(self.keys.room_owner(room), self.owner, nx=True, px=self.ttl_ms))
+
+    def renew(self, rooms: list[str]) -> dict[str, bool]:
+        """Extend our leases; room → still ours."""
+        pipe = self.client.pipeline(transaction=False)
+        for r in rooms:
+            self._renew(keys=[self.keys.room_owner(r)], args=[self.owner, self.ttl_ms], client=pipe)
+        return {r: bool(ok) for r, ok in zip(rooms, pipe.execute(), strict=True)}
+
+    def release(self, room: str) -> None:
+        """Give a room up (only if it is still ours)."""
+        self._release(keys=[self.keys.room_owner(room)], args=[self.owner])
+
+
+def load_state(client: redis.Redis, keys: Keys, room: str) -> tuple[str | None, dict[str, Cond]]:
+    """(last applied stream id or None, condition state) of a room, as the last owner left it."""
+    raw = client.hgetall(keys.alarm_state(room))
+    conds = {}
+    for k, v in raw.items():
+        if k.startswith(COND_PREFIXES):
+            try:
+                conds[k] = Cond.from_json(v)
+            except (ValueError, TypeError) as e:
+                log.error("alarm state %s of room %s is unreadable (%s); starting it from normal", k, room, e)
+    return raw.get(F_LAST_ID), conds
+
+
+def read_active(client: redis.Redis | redis.client.Pipeline, keys: Keys, room: str) -> dict[str, dict[str, Any]]:
+    """A room's active-alert records."""
+    return {k: json.loads(v) for k, v in client.hgetall(keys.active_alerts(room)).items()}
+
+
+def commit(client: redis.Redis, keys: Keys, room: str, owner: str,
+           build: Callable[[dict[str, dict[str, Any]]], Book],
+           state: Mapping[str, str | None], retention_ms: int, now_ms: int,
+           attempts: int = 20) -> Book:
+    """Apply `build(active records) -> Book` and `state` changes atomically, fenced by ownership.
+
+    `state` maps alarm-state field → new value (None deletes it). Raises LostOwnership.
+    """
+    owner_key, active_key = keys.room_owner(room), keys.active_alerts(room)
+    with client.pipeline(transaction=True) as pipe:
+        for _ in range(attempts):
+            try:
+                pipe.watch(owner_key, active_key)
+                if pipe.get(owner_key) != owner:
+                    raise LostOwnership(room)
+                book = build(read_active(pipe, keys, room))
+                if not book.changed and not state:
+                    pipe.unwatch()
+                    return book
+                pipe.multi()
+                for aid, rec in book.updates.items():
+                    if rec is None:
+                        pipe.hdel(active_key, aid)
+                    else:
+                        pipe.hset(active_key, aid, encode_record(rec))
+                min_id = str(max(0, now_ms - retention_ms))
+                for ev in book.events:
+                    pipe.xadd(keys.alerts, ev.to_fields(), minid=min_id, approximate=True)  # type: ignore[arg-type]
+                sets = {k: v for k, v in state.items() if v is not None}
+                dels = [k for k, v in state.items() if v is None]
+                if sets:
+                    pipe.hset(keys.alarm_state(room), mapping=sets)  # type: ignore[arg-type]
+                if dels:
+                    pipe.hdel(keys.alarm_state(room), *dels)
+                pipe.execute()
+                return book
+            except redis.WatchError:
+                continue  # an action or a lease renewal touched the keys: recompute
+    raise redis.WatchError(f"room {room}: could not commit after {attempts} attempts")

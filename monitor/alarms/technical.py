@@ -1,0 +1,153 @@
+"""Technical conditions that come from wall-clock state rather than from one reading.
+
+- Device silent / offline, from the device status hashes the ingest adapters write
+  (monitor/status.py) and the age of the device's last valid reading. The quiet time is
+  protocol-aware: continuous devices `[alerts] quiet_s`; an NIBP by its longest cycle plus
+  `nibp_grace_s` (a device seen sending only blood pressure counts as an NIBP);
+  `DeviceConfig.silence_s` overrides both.
+- Monitoring degraded: `monitoring_state(heartbeats, now_ms, cfg)` — pure, so the dashboard
+  and `/health` can call it with the raw heartbeats hash even when no engine is running.
+All functions here are pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from monitor.config import Config, DeviceConfig, RoomConfig
+
+from .model import Desired, TechRule
+
+NIBP_DEFAULT_CYCLE_S = 300.0
+CONTINUOUS_PROTOCOLS = ("masimo-ascii", "nonin-df7", "ansar-b")
+
+
+def device_quiet_s(dev: DeviceConfig, cfg: Config, bp_only: bool = False) -> float:
+    """How long `dev` may send nothing before it counts as silent."""
+    if dev.silence_s:
+        return dev.silence_s
+    if dev.protocol == "nibp-un300":
+        cycles = [dev.nibp_cycle_s, *(dev.cycle_by_phase_s or {}).values()]
+        return max(cycles) + cfg.alerts.nibp_grace_s
+    if bp_only:
+        return NIBP_DEFAULT_CYCLE_S + cfg.alerts.nibp_grace_s
+    return cfg.alerts.quiet_s
+
+
+def _int(text: Any) -> int | None:
+    try:
+        return int(float(text))
+    except (TypeError, ValueError):
+        return None
+
+
+def device_conditions(room: RoomConfig, cfg: Config, statuses: Mapping[str, Mapping[str, str]],
+                      now_ms: int, tech: Mapping[str, TechRule],
+                      bp_only: Mapping[str, bool] | None = None) -> dict[str, Desired]:
+    """Silent/offline conditions for the devices of `room` at `now_ms` (key "d:<dev>")."""
+    out: dict[str, Desired] = {}
+    for dev in room.devices:
+        st = statuses.get(dev.id) or {}
+        quiet_s = device_quiet_s(dev, cfg, (bp_only or {}).get(dev.id, False))
+        last_ts = _int(st.get("last_ts"))
+        state = st.get("state", "")
+        detail = st.get("detail", "")
+        if not st:
+            cond, msg, start = "offline", f"{dev.id}: no status from its adapter (ingest not running?)", None
+        elif state == "offline":
+            cond, msg, start = "offline", f"{dev.id} offline" + (f": {detail}" if detail else ""), _int(st.get("since_ms"))
+        elif last_ts is None:
+            since = _int(st.get("since_ms")) or now_ms
+            if now_ms - since < quiet_s * 1000:
+                continue  # connecting: give it one quiet period to send its first reading
+            cond, msg, start = "silent", f"{dev.id}: no reading since it connected ({state or 'unknown'})", since
+        elif now_ms - last_ts > quiet_s * 1000 or state == "silent":
+            # no age in the text: the record would change every tick; the dashboard shows ages
+            cond, msg, start = "silent", f"{dev.id} silent: no reading for over {quiet_s:g} s", last_ts + int(quiet_s * 1000)
+        else:
+            continue
+        rule = tech[cond]
+        out[f"d:{dev.id}"] = Desired(key=f"d:{dev.id}", cond=cond, kind="technical", priority=rule.priority,
+                                     message=msg, start_ms=start if start is not None else now_ms,
+                                     dev=dev.id)
+    return out
+
+
+@dataclass(frozen=True)
+class RoleState:
+    """Heartbeat picture of one role: live instances and stopped ones (with ages in ms)."""
+
+    fresh: tuple[str, ...] = ()
+    stale: tuple[tuple[str, int], ...] = ()
+    newest_age_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class MonitoringState:
+    """Whether VitalWatch is monitoring; `problems` are human sentences, empty when ok."""
+
+    ok: bool
+    problems: tuple[str, ...]
+    roles: Mapping[str, RoleState] = field(default_factory=dict)
+    ingest_problems: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (for /health and the dashboard)."""
+        return {"ok": self.ok, "problems": list(self.problems),
+                "roles": {r: {"fresh": list(s.fresh), "stale": [{"instance": i, "age_ms": a} for i, a in s.stale],
+                              "newest_age_ms": s.newest_age_ms} for r, s in self.roles.items()}}
+
+
+def monitoring_state(heartbeats: Mapping[str, str | int], now_ms: int, cfg: Config) -> MonitoringState:
+    """Judge the heartbeats hash (`<role>:<instance>` → ms): is the engine and ingest alive?
+
+    Degraded when no alert engine is alive, when no ingest process is alive (and devices are
+    configured), or when any alert/ingest instance stopped heartbeating without a clean stop
+    (clean stops remove their entry) within the last `heartbeat_forget_s`.
+    """
+    stale_ms = cfg.alerts.heartbeat_stale_s * 1000
+    forget_ms = cfg.alerts.heartbeat_forget_s * 1000
+    by_role: dict[str, dict[str, int]] = {}
+    for name, value in heartbeats.items():
+        role, _, inst = str(name).partition(":")
+        try:
+            by_role.setdefault(role, {})[inst] = int(value)
+        except ValueError:
+            continue
+    roles: dict[str, RoleState] = {}
+    for role, insts in by_role.items():
+        fresh = tuple(sorted(i for i, ms in insts.items() if now_ms - ms <= stale_ms))
+        stale = tuple(sorted((i, now_ms - ms) for i, ms in insts.items() if stale_ms < now_ms - ms <= forget_ms))
+        newest = max(insts.values())
+        roles[role] = RoleState(fresh, stale, now_ms - newest)
+    problems: list[str] = []
+    ingest: list[str] = []
+    alerts = roles.get("alerts", RoleState())
+    if not alerts.fresh:
+        when = f"last heartbeat {alerts.newest_age_ms // 1000} s ago" if alerts.newest_age_ms is not None else "never started"
+        problems.append(f"Alert engine not running ({when}): no alarms are being raised")
+    for inst, age in alerts.stale:
+        if alerts.fresh:
+            problems.append(f"Alert worker {inst} stopped {age // 1000} s ago; its rooms are being taken over")
+    ing = roles.get("ingest", RoleState())
+    if cfg.devices() and not ing.fresh:
+        when = f"last heartbeat {ing.newest_age_ms // 1000} s ago" if ing.newest_age_ms is not None else "never started"
+        problems.append(f"No ingest process running ({when}): no readings are coming in")
+        ingest.append("no ingest process running")
+    for inst, age in ing.stale:
+        problems.append(f"Ingest process {inst} stopped heartbeating {age // 1000} s ago")
+        ingest.append(f"ingest process {inst} stopped heartbeating")
+    return MonitoringState(not problems, tuple(problems), roles, tuple(ingest))
+
+
+def degraded_conditions(state: MonitoringState, tech: Mapping[str, TechRule], now_ms: int,
+                        since_ms: int | None = None) -> dict[str, Desired]:
+    """The room-level "monitoring degraded" condition (key "g:ingest") when ingest is not healthy."""
+    if not state.ingest_problems:
+        return {}
+    rule = tech["degraded"]
+    msg = "Monitoring degraded: " + "; ".join(state.ingest_problems)  # no ages: stable text
+    return {"g:ingest": Desired(key="g:ingest", cond="degraded", kind="technical", priority=rule.priority,
+                                message=msg, start_ms=since_ms if since_ms is not None else now_ms)}
