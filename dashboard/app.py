@@ -45,14 +45,40 @@ modules can import them without importing this app).
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import importlib
+import logging
 import pkgutil
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
+from typing import Any, AsyncIterator
 
+import dash
+import uvicorn
+from dash import Input, Output, dcc, html
+from fastapi import FastAPI
+
+from dashboard.api import install_routes
+from dashboard.auth import AuthMiddleware, Guard, Sessions
+from dashboard.components import nav
+from dashboard.context import AppContext, PageContext, current_user, wall_ms
+from dashboard.data import Data
+from dashboard.live import Hub
 from monitor.config import Config
+from monitor.redis_conn import REDIS_DOWN, connect
+from monitor.runtime import resolve
+from monitor.users import ROLES
+
+log = logging.getLogger(__name__)
 
 PAGES_PACKAGE = "dashboard.pages"
 REQUIRED_PAGE_NAMES = ("ROUTES", "MIN_ROLE", "ID_PREFIX", "layout", "register_callbacks")
+ASSETS = Path(__file__).parent / "assets"
+APP_ID_PREFIX = "app-"  # the shell's own ids (router, nav): any signed-in user
 
 
 def discover_pages() -> list[ModuleType]:
@@ -66,10 +92,170 @@ def discover_pages() -> list[ModuleType]:
         missing = [n for n in REQUIRED_PAGE_NAMES if not hasattr(module, n)]
         if missing:
             raise TypeError(f"{module.__name__} does not follow the page convention: missing {missing}")
+        if module.MIN_ROLE not in ROLES:
+            raise TypeError(f"{module.__name__}: MIN_ROLE {module.MIN_ROLE!r} is not one of {ROLES}")
         found.append(module)
     return found
 
 
+def compile_route(pattern: str) -> re.Pattern[str]:
+    """`/review/<session>` → a regex capturing `session` (one path segment)."""
+    parts = []
+    for seg in pattern.strip("/").split("/"):
+        m = re.fullmatch(r"<([A-Za-z_][A-Za-z0-9_]*)>", seg)
+        parts.append(f"(?P<{m.group(1)}>[^/]+)" if m else re.escape(seg))
+    return re.compile("^/" + "/".join(p for p in parts if p) + "/?$")
+
+
+@dataclass
+class Router:
+    """URL path → (page module, params); output ids → minimum role."""
+
+    pages: list[ModuleType]
+
+    def __post_init__(self) -> None:
+        self.routes = [(compile_route(p), m) for m in self.pages for p in m.ROUTES]
+
+    def match(self, path: str) -> tuple[ModuleType, dict[str, str]] | None:
+        """The page serving `path` and its captured segments."""
+        for rx, module in self.routes:
+            m = rx.match(path or "/")
+            if m:
+                return module, m.groupdict()
+        return None
+
+    def page_role(self, path: str) -> str | None:
+        """Min role of the page at `path` (None when no page serves it)."""
+        hit = self.match(path)
+        return hit[0].MIN_ROLE if hit else None
+
+    def callback_role(self, ids: list[str]) -> str:
+        """The strictest MIN_ROLE over the pages owning these output ids.
+
+        An id no page claims needs "admin": a page that forgets its ID_PREFIX fails closed.
+        """
+        need = "station"
+        for cid in ids:
+            role = "admin"
+            if cid.startswith(APP_ID_PREFIX):
+                role = "station"
+            for m in self.pages:
+                tag = m.ID_PREFIX.rstrip("-")
+                if cid.startswith(m.ID_PREFIX) or f'"page": "{tag}"' in cid:
+                    role = m.MIN_ROLE
+                    break
+            if ROLES.index(role) > ROLES.index(need):
+                need = role
+        return need
+
+
+def build(cfg: Config, redis_url: str) -> tuple[Any, Hub, dash.Dash]:
+    """The ASGI app (auth middleware around FastAPI + Dash), its push hub and the Dash app."""
+    keys = resolve_keys(cfg)
+    client = connect(redis_url, timeout_s=2.0)
+    data = Data(client, keys, cfg)
+    sessions = Sessions(client, keys, cfg.dashboard.idle_logoff_min)
+    hub = Hub(cfg, keys, redis_url, data)
+    actx = AppContext(cfg=cfg, keys=keys, data=data)
+    pages = discover_pages()
+    router = Router(pages)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(hub.run(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, timeout=5)
+
+    server = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    install_routes(server, cfg, data, sessions, hub)
+    app = dash.Dash(__name__, server=server, assets_folder=str(ASSETS), serve_locally=True,
+                    suppress_callback_exceptions=True, title="VitalWatch", update_title=None,
+                    compress=False)
+    app.layout = html.Div([dcc.Location(id="app-url"), html.Div(id="app-nav"),
+                           html.Div(id="app-page", className="vw-page")])
+    nav_pages = [(getattr(m, "TITLE", m.__name__), m.ROUTES[0], m.MIN_ROLE)
+                 for m in pages if getattr(m, "NAV", False) and "<" not in m.ROUTES[0]]
+
+    @app.callback(Output("app-page", "children"), Output("app-nav", "children"), Input("app-url", "pathname"))
+    def _route(path: str | None) -> tuple[Any, Any]:
+        user = current_user()
+        links = [(t, href) for t, href, role in nav_pages if user and user.can(role)]
+        hit = router.match(path or "/")
+        if hit is None:
+            return html.Div(f"No page at {path}.", className="vw-notfound"), nav(user, links)
+        module, params = hit
+        if user is None or not user.can(module.MIN_ROLE):
+            return html.Div(f"This page needs the {module.MIN_ROLE} role.", className="vw-notfound"), nav(user, links)
+        pctx = PageContext(app=actx, user=user, now_ms=wall_ms())
+        try:
+            return module.layout(pctx, **params), nav(user, links)
+        except REDIS_DOWN:
+            return html.Div("NOT MONITORING: Redis unreachable.", className="vw-notfound"), nav(user, links)
+
+    for m in pages:
+        m.register_callbacks(app, actx)
+    guard = Guard(sessions=sessions, client=client, keys=keys, page_role=router.page_role,
+                  callback_role=router.callback_role, secure_cookies=cfg.dashboard.secure_cookies)
+    return AuthMiddleware(server, guard), hub, app
+
+
+def resolve_keys(cfg: Config):  # noqa: ANN201
+    """The clinic's key names."""
+    from monitor.keys import Keys
+
+    return Keys(cfg.clinic.id)
+
+
+class Served:
+    """A dashboard served by uvicorn in a background thread (tests and benchmarks)."""
+
+    def __init__(self, cfg: Config, redis_url: str, host: str = "127.0.0.1", port: int = 0) -> None:
+        from monitor.embedded import free_port
+
+        self.port = port or free_port()
+        self.host = host
+        asgi, self.hub, self.dash_app = build(cfg, redis_url)
+        self.server = uvicorn.Server(uvicorn.Config(asgi, host=host, port=self.port, log_level="warning",
+                                                    ws="websockets-sansio", lifespan="on"))
+        self.thread = threading.Thread(target=self.server.run, name="dashboard", daemon=True)
+
+    @property
+    def url(self) -> str:
+        """Base URL."""
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> "Served":
+        """Start and wait until it accepts connections."""
+        import time
+
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("dashboard did not start")
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and wait for the thread."""
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """`vitalwatch dashboard`: serve the dashboard until SIGINT/SIGTERM."""
-    raise NotImplementedError("dashboard server: being written (issue 7)")
+    endpoints = resolve(cfg)
+    host = args.host or cfg.dashboard.host
+    port = args.port if args.port is not None else cfg.dashboard.port
+    asgi, _hub, _app = build(cfg, endpoints.redis_url)
+    log.info("dashboard on http://%s:%d (Redis %s)", host, port, endpoints.redis_url)
+    config = uvicorn.Config(asgi, host=host, port=port, log_level="warning", ws="websockets-sansio",
+                            lifespan="on", proxy_headers=True)
+    # uvicorn handles SIGINT/SIGTERM itself: stops accepting, closes sockets, runs the lifespan
+    # shutdown (which stops the push loop and removes this process's heartbeat).
+    uvicorn.Server(config).run()
+    return 0

@@ -1,0 +1,293 @@
+"""HTTP routes beside the Dash pages: /login, /logout, /health, the JSON API and /ws/live.
+
+The auth middleware (dashboard/auth.py) has already authenticated every request that gets
+here except /login, /logout and /health; handlers read the user from `current_user()` and
+check the role an action needs. Handlers that touch Redis are plain `def`s, so FastAPI runs
+them in its thread pool and the push loop never waits on them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import json
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+import anyio
+from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+
+from dashboard.auth import COOKIE, Sessions, cookie_value, safe_next
+from dashboard.context import User, current_user, wall_ms
+from dashboard.data import Data
+from dashboard.live import Hub, monitoring_problems
+from monitor import audit, users
+from monitor.config import Config
+from monitor.redis_conn import REDIS_DOWN
+
+log = logging.getLogger(__name__)
+
+LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>VitalWatch — sign in</title>
+<style>body{{font-family:system-ui,sans-serif;background:#263238;color:#eceff1;display:flex;
+justify-content:center;align-items:center;height:100vh;margin:0}}form{{background:#37474f;padding:2em;
+border-radius:8px;min-width:18em}}label{{display:block;margin:.6em 0 .2em}}input{{width:100%;padding:.5em;
+font-size:1.1em;box-sizing:border-box}}button{{margin-top:1em;width:100%;padding:.6em;font-size:1.1em;
+background:#1e88e5;color:white;border:0;border-radius:4px}}.msg{{color:#ffab91;margin-top:.8em}}</style>
+</head><body><form method="post" action="/login" id="login-form"><h2>VitalWatch</h2>
+<input type="hidden" name="next" value="{next}">
+<label for="username">User name</label><input id="username" name="username" autocomplete="username" autofocus>
+<label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password">
+<button type="submit" id="login-submit">Sign in</button><div class="msg" id="login-msg">{msg}</div></form></body></html>"""
+
+REASON_TEXT = {
+    "unknown": "Wrong user name or password.",
+    "bad_password": "Wrong user name or password.",
+    "disabled": "This account is disabled.",
+    "locked": "Too many failed attempts: this account is locked for a while.",
+}
+
+
+def login_page(next_path: str = "/", msg: str = "") -> str:
+    """The sign-in form (plain HTML: no script needed to sign in)."""
+    return LOGIN_PAGE.format(next=html.escape(safe_next(next_path)), msg=html.escape(msg))
+
+
+def _require(min_role: str) -> User:
+    user = current_user()
+    if user is None:
+        raise HTTPException(401, "login required")
+    if not user.can(min_role):
+        raise HTTPException(403, f"needs the {min_role} role")
+    return user
+
+
+def acting_user(data: Data, cfg: Config, user: User, body: dict[str, Any]) -> str:
+    """Who acts: the signed-in person, or — on a station screen — the nurse who typed in.
+
+    A station account may not act by itself: the acting nurse's name and password are
+    checked (with lockout) and the action is recorded under the nurse's name.
+    """
+    if user.role != "station":
+        if not user.can("nurse"):
+            raise HTTPException(403, "needs the nurse role")
+        return user.name
+    name, password = str(body.get("username") or ""), str(body.get("password") or "")
+    if not name or not password:
+        raise HTTPException(401, "a station screen needs the acting nurse's name and password")
+    res = users.authenticate(data.client, data.keys, name, password,
+                             max_failures=cfg.dashboard.lockout_failures,
+                             lockout_s=cfg.dashboard.lockout_min * 60)
+    users.audit_login(data.client, data.keys, name, res, via=f"station:{user.name}")
+    if not res.ok or res.user is None:
+        raise HTTPException(401, REASON_TEXT.get(res.reason, "refused"))
+    if not users.has_role(res.user["role"], "nurse"):
+        raise HTTPException(403, "needs the nurse role")
+    return res.user["name"]
+
+
+def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions, hub: Hub) -> None:
+    """Add the non-Dash routes to the FastAPI server (before Dash adds its catch-all)."""
+
+    @server.get("/login", response_class=HTMLResponse, include_in_schema=False)
+    def login_form(next: str = "/", expired: int = 0) -> HTMLResponse:  # noqa: A002
+        msg = "You were signed out after inactivity." if expired else ""
+        return HTMLResponse(login_page(next, msg))
+
+    @server.post("/login", include_in_schema=False)
+    async def login_submit(request: Request) -> Response:
+        form = {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
+        name, password = form.get("username", "").strip(), form.get("password", "")
+        nxt = safe_next(form.get("next"))
+        try:
+            res, sid = await anyio.to_thread.run_sync(_login, data, cfg, sessions, name, password)
+        except REDIS_DOWN:
+            return HTMLResponse(login_page(nxt, "NOT MONITORING: Redis unreachable — cannot sign in."), 503)
+        if not res.ok:
+            return HTMLResponse(login_page(nxt, REASON_TEXT.get(res.reason, "Refused.")), 401)
+        resp = RedirectResponse(nxt, status_code=303)
+        resp.set_cookie(COOKIE, sid, httponly=True, samesite="lax", secure=cfg.dashboard.secure_cookies, path="/")
+        return resp
+
+    @server.get("/logout", include_in_schema=False)
+    def logout(request: Request) -> Response:
+        sid = cookie_value({"cookie": request.headers.get("cookie", "")})
+        if sid:
+            try:
+                user = sessions.load(sid)
+                sessions.end(sid)
+                if user:
+                    audit.record(data.client, data.keys, user.name, "logout")
+            except REDIS_DOWN:
+                pass  # the cookie is cleared below either way; the session expires on its own
+        resp = RedirectResponse("/login", status_code=303)
+        resp.delete_cookie(COOKIE, path="/")
+        return resp
+
+    @server.get("/health")
+    def health() -> JSONResponse:
+        now = wall_ms()
+        body: dict[str, Any] = {"ts": now, "redis": False, "devices": {}, "alert_engine_heartbeat_age_s": None,
+                                "monitoring": False, "problems": []}
+        try:
+            data.client.ping()
+            body["redis"] = True
+            beats_raw = data.client.hgetall(data.keys.heartbeats)
+            beats = data.heartbeats()
+            if "alerts" in beats:
+                body["alert_engine_heartbeat_age_s"] = round((now - beats["alerts"]) / 1000, 1)
+            body["heartbeat_age_s"] = {r: round((now - ms) / 1000, 1) for r, ms in beats.items()}
+            status = data.device_status([d.id for _r, d in cfg.devices()])
+            body["devices"] = {d: {"room": r.id, "state": status[d.id].get("state", "unknown"),
+                                   "last_ts": int(status[d.id].get("last_ts") or 0) or None,
+                                   "updated_ms": int(status[d.id].get("updated_ms") or 0) or None}
+                               for r, d in cfg.devices()}
+            body["problems"] = monitoring_problems(cfg, beats_raw, now)
+            body["monitoring"] = not body["problems"]
+        except REDIS_DOWN as e:
+            body["problems"] = [f"Redis unreachable: {e}"]
+        return JSONResponse(body, status_code=200 if body["monitoring"] else 503)
+
+    @server.get("/api/v1/me")
+    def me() -> dict[str, Any]:
+        user = _require("station")
+        return {"name": user.name, "role": user.role, "via": user.via}
+
+    @server.get("/api/v1/rooms")
+    def rooms() -> dict[str, Any]:
+        _require("station")
+        alerts = data.active_alerts()
+        sessions_by_room = data.room_sessions()
+        out = []
+        for r in cfg.rooms:
+            latest = data.latest(r.id)
+            status = data.device_status([d.id for d in r.devices]) if r.devices else {}
+            out.append({
+                "id": r.id, "name": r.name or r.id,
+                "latest": {m: {"value": x["v"], "ts": x["ts"], "dev": x["dev"]} for m, x in latest.items()},
+                "devices": {d: {"state": s.get("state", "unknown"),
+                                "last_ts": int(s.get("last_ts") or 0) or None} for d, s in status.items()},
+                "active_alerts": [a for a in alerts if a.get("room") == r.id],
+                "session": sessions_by_room.get(r.id, {}).get("id"),
+            })
+        return {"ts": wall_ms(), "rooms": out}
+
+    @server.get("/api/v1/alerts")
+    def alerts(since: int = 0, room: str | None = None, limit: int = 1000) -> dict[str, Any]:
+        _require("station")
+        events = data.alert_events(since_ms=since, count=max(1, min(limit, 10000)), room=room)
+        return {"since": since, "events": events, "active": data.active_alerts()}
+
+    @server.get("/api/v1/sessions/{sid}")
+    def session(sid: str) -> dict[str, Any]:
+        _require("nurse")
+        head = data.session(sid)
+        if head is None:
+            raise HTTPException(404, f"no session {sid!r} in Redis (see /review for archived sessions)")
+        end = int(head.get("ended_ms") or wall_ms())
+        readings = [{"ts": ts, "dev": dev, **vals, **({"flags": flags} if flags else {})}
+                    for ts, dev, vals, flags in data.history(head["room"], int(head["started_ms"]), end)]
+        return {"session": head, "events": data.session_events(sid), "readings": readings}
+
+    @server.post("/api/v1/alerts/{alert_id}/acknowledge")
+    async def acknowledge(alert_id: str, request: Request) -> dict[str, Any]:
+        return await _act(request, alert_id, "acknowledge")
+
+    @server.post("/api/v1/alerts/{alert_id}/pause")
+    async def pause(alert_id: str, request: Request) -> dict[str, Any]:
+        return await _act(request, alert_id, "pause")
+
+    async def _act(request: Request, alert_id: str, action: str) -> dict[str, Any]:
+        user = _require("station")
+        raw = await request.body()
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            raise HTTPException(400, "body must be JSON") from None
+        if not isinstance(body, dict):
+            raise HTTPException(400, "body must be a JSON object")
+
+        def work() -> dict[str, Any]:
+            actor = acting_user(data, cfg, user, body)
+            try:
+                if action == "acknowledge":
+                    return data.acknowledge(alert_id, actor)
+                return data.pause_audio(alert_id, actor, seconds=body.get("seconds"))
+            except KeyError:
+                raise HTTPException(404, f"no active alert {alert_id!r}") from None
+
+        try:
+            return await anyio.to_thread.run_sync(work)
+        except REDIS_DOWN:
+            raise HTTPException(503, "Redis unreachable") from None
+
+    @server.websocket("/ws/live")
+    async def live(ws: WebSocket) -> None:
+        user = current_user()
+        if user is None:  # the middleware refuses anonymous sockets; this is belt and braces
+            await ws.close(code=4401)
+            return
+        await ws.accept()
+        client = hub.subscribe(user.name, user.role)
+        sender = asyncio.create_task(_send_loop(ws, client))
+        checker = asyncio.create_task(_session_check(ws, user, sessions))
+        try:
+            while True:
+                msg = json.loads(await ws.receive_text())
+                kind = msg.get("t") if isinstance(msg, dict) else None
+                if kind == "activity" and user.session_id:
+                    await anyio.to_thread.run_sync(sessions.touch, user)
+                elif kind == "screen":
+                    await hub.write_screen(str(msg.get("id", ""))[:64] or "unknown", bool(msg.get("sound_on")),
+                                           user.name)
+        except (WebSocketDisconnect, ValueError, RuntimeError):
+            pass
+        finally:
+            hub.unsubscribe(client)
+            sender.cancel()
+            checker.cancel()
+
+
+async def _send_loop(ws: WebSocket, client: Any) -> None:
+    try:
+        while True:
+            first = await client.queue.get()
+            # send what has queued up meanwhile as one frame: fewer frames, same latency
+            batch = [first]
+            while not client.queue.empty() and len(batch) < 200:
+                batch.append(client.queue.get_nowait())
+            await ws.send_text(batch[0] if len(batch) == 1 else "[" + ",".join(batch) + "]")
+            if client.dropped:
+                await ws.close(code=4008)
+                return
+    except (WebSocketDisconnect, RuntimeError):
+        return
+
+
+async def _session_check(ws: WebSocket, user: User, sessions: Sessions) -> None:
+    """Tell the tab when its sign-in ended (idle logoff, logout elsewhere), then close."""
+    if not user.session_id:
+        return
+    while True:
+        await asyncio.sleep(5)
+        try:
+            alive = await anyio.to_thread.run_sync(sessions.alive, user.session_id)
+        except REDIS_DOWN:
+            continue  # cannot tell; the NOT MONITORING banner already shows the outage
+        if not alive:
+            try:
+                await ws.send_text(json.dumps({"t": "logout"}))
+                await ws.close(code=4401)
+            except (WebSocketDisconnect, RuntimeError):
+                pass
+            return
+
+
+def _login(data: Data, cfg: Config, sessions: Sessions, name: str, password: str) -> tuple[users.LoginResult, str]:
+    res = users.authenticate(data.client, data.keys, name, password,
+                             max_failures=cfg.dashboard.lockout_failures, lockout_s=cfg.dashboard.lockout_min * 60)
+    users.audit_login(data.client, data.keys, name, res, via="dashboard")
+    sid = sessions.create(res.user, wall_ms()) if res.ok and res.user else ""
+    return res, sid

@@ -1,0 +1,232 @@
+"""The dashboard's only Redis access: latest values, history, alerts, sessions, health.
+
+`Data` is the synchronous reader/writer used by pages, callbacks and the JSON API. The
+push loop (dashboard/live.py) has its own `redis.asyncio` client but decodes entries with the
+pure helpers here, so one reading looks the same on every path.
+
+Alert actions go through monitor/alarms/actions.py (the alert engine's module). While that
+module is absent, a minimal fallback here updates the active-alert hash and the alert
+stream with the same schema, so the screen works against a bare Redis too.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import time
+from typing import Any, Iterable
+
+import redis
+
+from monitor import audit, heartbeat
+from monitor.config import Config
+from monitor.keys import Keys
+from monitor.readings import METRICS
+from monitor.redis_conn import REDIS_DOWN
+
+PRIORITY_RANK = {"high": 0, "medium": 1, "low": 2}
+LATEST_SCAN_MAX = 4000  # entries scanned back per room to find each metric's latest value
+
+
+def now_ms() -> int:
+    """Wall clock, ms since epoch."""
+    return time.time_ns() // 1_000_000
+
+
+def decode_vitals(fields: dict[str, str]) -> tuple[int, str, dict[str, float], list[str]]:
+    """(ts_ms, dev, values, flags) of one vitals-stream entry (pure; bad numbers skipped)."""
+    values: dict[str, float] = {}
+    for m in METRICS:
+        if m in fields:
+            try:
+                values[m] = float(fields[m])
+            except ValueError:
+                continue
+    flags = [f for f in fields.get("flags", "").split(",") if f]
+    return int(fields.get("ts") or 0), fields.get("dev", ""), values, flags
+
+
+def decode_alert(raw: str) -> dict[str, Any] | None:
+    """One active-alert JSON value (pure); None when unreadable."""
+    try:
+        a = json.loads(raw)
+    except ValueError:
+        return None
+    return a if isinstance(a, dict) else None
+
+
+def sort_alerts(alerts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Alerts by priority (high first), then newest raised first."""
+    return sorted(alerts, key=lambda a: (PRIORITY_RANK.get(a.get("priority", "low"), 3),
+                                         -int(a.get("raised_ms") or 0)))
+
+
+def _actions():  # noqa: ANN202 - module or None
+    try:
+        return importlib.import_module("monitor.alarms.actions")
+    except ModuleNotFoundError as e:
+        if e.name in ("monitor.alarms.actions", "monitor.alarms"):
+            return None
+        raise
+
+
+class Data:
+    """Synchronous access to one clinic's keys for the dashboard."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, cfg: Config) -> None:
+        self.client, self.keys, self.cfg = client, keys, cfg
+
+    # --- readings ------------------------------------------------------------------------
+    def latest(self, room: str) -> dict[str, dict[str, Any]]:
+        """metric → {v, ts, dev} of the newest value of each metric in the room's stream."""
+        out: dict[str, dict[str, Any]] = {}
+        end, scanned = "+", 0
+        while scanned < LATEST_SCAN_MAX:
+            chunk = self.client.xrevrange(self.keys.vitals(room), max=end, min="-", count=500)
+            if not chunk:
+                break
+            for _id, f in chunk:
+                ts, dev, values, _flags = decode_vitals(f)
+                for m, v in values.items():
+                    if m not in out:
+                        out[m] = {"v": v, "ts": ts, "dev": dev}
+            scanned += len(chunk)
+            if len(out) == len(METRICS) or len(chunk) < 500:
+                break
+            end = f"({chunk[-1][0]}"
+        return out
+
+    def history(self, room: str, start_ms: int, end_ms: int | None = None,
+                ) -> list[tuple[int, str, dict[str, float], list[str]]]:
+        """Decoded readings of a room whose stream ids fall in [start_ms, end_ms]."""
+        out = []
+        start, end = str(start_ms), (str(end_ms) if end_ms is not None else "+")
+        while True:
+            chunk = self.client.xrange(self.keys.vitals(room), min=start, max=end, count=5000)
+            out.extend(decode_vitals(f) for _id, f in chunk)
+            if len(chunk) < 5000:
+                return out
+            start = f"({chunk[-1][0]}"
+
+    # --- devices, heartbeats --------------------------------------------------------------
+    def device_status(self, devices: list[str]) -> dict[str, dict[str, str]]:
+        """device → status hash (empty when never seen)."""
+        pipe = self.client.pipeline(transaction=False)
+        for d in devices:
+            pipe.hgetall(self.keys.device_status(d))
+        return dict(zip(devices, pipe.execute()))
+
+    def heartbeats(self) -> dict[str, int]:
+        """role → newest heartbeat ms."""
+        return heartbeat.newest_by_role(self.client, self.keys)
+
+    def ping(self) -> bool:
+        """True when Redis answers."""
+        try:
+            return bool(self.client.ping())
+        except REDIS_DOWN:
+            return False
+
+    # --- alerts ----------------------------------------------------------------------------
+    def active_alerts(self, rooms: list[str] | None = None) -> list[dict[str, Any]]:
+        """Active (and latched) alerts of the rooms, by priority then time."""
+        rooms = rooms if rooms is not None else [r.id for r in self.cfg.rooms]
+        mod = _actions()
+        if mod is not None:
+            return sort_alerts(mod.active_alerts(self.client, self.keys, rooms))
+        pipe = self.client.pipeline(transaction=False)
+        for r in rooms:
+            pipe.hgetall(self.keys.active_alerts(r))
+        out = []
+        for h in pipe.execute():
+            out.extend(a for a in (decode_alert(v) for v in h.values()) if a)
+        return sort_alerts(out)
+
+    def alert_events(self, since_ms: int = 0, count: int = 1000, room: str | None = None,
+                     until_ms: int | None = None) -> list[dict[str, Any]]:
+        """Alert events with stream ids in [since_ms, until_ms], oldest first."""
+        chunk = self.client.xrange(self.keys.alerts, min=str(since_ms),
+                                   max=str(until_ms) if until_ms is not None else "+", count=count)
+        out = [{"id": i, **f} for i, f in chunk]
+        return [e for e in out if room is None or e.get("room") == room]
+
+    def find_alert(self, alert_id: str) -> dict[str, Any] | None:
+        """The active alert with this id, in any room."""
+        for a in self.active_alerts():
+            if a.get("alert") == alert_id:
+                return a
+        return None
+
+    def acknowledge(self, alert_id: str, user: str) -> dict[str, Any]:
+        """Acknowledge an alert as `user` (KeyError when unknown); returns its new state."""
+        mod = _actions()
+        if mod is not None:
+            return mod.acknowledge(self.client, self.keys, alert_id, user)
+        return self._fallback_action(alert_id, user, "acknowledged")
+
+    def pause_audio(self, alert_id: str, user: str, seconds: float | None = None) -> dict[str, Any]:
+        """Pause an alert's audio as `user` (KeyError when unknown); returns its new state."""
+        seconds = seconds if seconds is not None else self.cfg.alerts.pause_max_s
+        mod = _actions()
+        if mod is not None:
+            return mod.pause_audio(self.client, self.keys, alert_id, user, seconds=seconds)
+        return self._fallback_action(alert_id, user, "audio_paused", seconds)
+
+    def _fallback_action(self, alert_id: str, user: str, event: str, seconds: float = 0) -> dict[str, Any]:
+        # Same schema as the engine's actions; used only until monitor/alarms/actions.py exists.
+        a = self.find_alert(alert_id)
+        if a is None:
+            raise KeyError(alert_id)
+        now = now_ms()
+        if event == "acknowledged":
+            a.update(acknowledged_by=user, acknowledged_ms=now)
+        else:
+            a["paused_until_ms"] = now + int(seconds * 1000)
+        self.client.hset(self.keys.active_alerts(a["room"]), alert_id, json.dumps(a))
+        fields = {"ts": str(now), "room": a["room"], "alert": alert_id, "event": event,
+                  "kind": a.get("kind", ""), "priority": a.get("priority", ""), "user": user,
+                  "message": a.get("message", "")}
+        for k in ("metric", "dev"):
+            if a.get(k):
+                fields[k] = str(a[k])
+        self.client.xadd(self.keys.alerts, fields)
+        audit.record(self.client, self.keys, user, "alert." + ("acknowledge" if event == "acknowledged" else "pause"),
+                     alert=alert_id, room=a["room"])
+        return a
+
+    # --- sessions --------------------------------------------------------------------------
+    def open_sessions(self) -> dict[str, str]:
+        """room → open session id."""
+        return self.client.hgetall(self.keys.open_sessions)  # type: ignore[return-value]
+
+    def session(self, sid: str) -> dict[str, Any] | None:
+        """A session header (decoded), or None."""
+        from monitor.sessions import get_session
+
+        return get_session(self.client, self.keys, sid)
+
+    def session_events(self, sid: str) -> list[dict[str, Any]]:
+        """A session's events, oldest first."""
+        from monitor.sessions import session_events
+
+        return session_events(self.client, self.keys, sid)
+
+    def room_sessions(self) -> dict[str, dict[str, Any]]:
+        """room → its open session's header, for rooms that have one."""
+        out = {}
+        for room, sid in self.open_sessions().items():
+            s = self.session(sid)
+            if s:
+                out[room] = s
+        return out
+
+    # --- writes other than alerts ----------------------------------------------------------
+    def request_nibp(self, device: str, user: str) -> None:
+        """Queue a "measure BP now" request for an NIBP device (the adapter pops it)."""
+        self.client.lpush(self.keys.nibp_requests(device), json.dumps({"ts_ms": now_ms(), "user": user}))
+        audit.record(self.client, self.keys, user, "nibp.measure_now", device=device)
+
+    def report_screen(self, screen_id: str, sound_on: bool, user: str) -> None:
+        """Record that a screen is watching (and whether its sound is on) right now."""
+        self.client.hset(self.keys.screens, screen_id,
+                         json.dumps({"ts_ms": now_ms(), "sound_on": bool(sound_on), "user": user}))

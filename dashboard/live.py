@@ -1,0 +1,345 @@
+"""Push: one async loop per dashboard process reads Redis and feeds every open browser tab.
+
+The loop blocks on `redis.asyncio` XREAD over every room's vitals stream and the alert
+stream, so a reading reaches the browsers as soon as it is stored — nothing is polled on a
+tick. Once a second (between reads) it also checks heartbeats (NOT MONITORING), device
+status and open sessions, and pushes only what changed. Each tab holds one WebSocket
+(/ws/live); messages are small JSON objects (see docs/dashboard.md, "Push protocol"):
+
+    hello   full state at connect: rooms (latest values, alerts, devices, session, sparkline),
+            monitoring state, the user
+    v       one reading: room, ts, dev, vals, flags
+    alerts  a room's active alerts, after any alert event
+    dev     a room's device status, when it changed
+    sess    a room's session header, when it changed
+    mon     monitoring state, every second (also the browser's keep-alive: silence = lost)
+    logout  the sign-in ended (idle logoff, logout elsewhere, account disabled)
+
+Why not Dash's own WebSocket callbacks: a persistent callback per tab would run one Redis
+loop per tab (N tabs → N blocking reads) and route every reading through the React store;
+one shared loop plus a small script that writes text into the tiles keeps both the server
+and the browser cheap at 20–30 rooms (figures in docs/dashboard.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+import redis.asyncio as aioredis
+
+from dashboard.data import Data, decode_vitals
+from dashboard.figures import monitoring_reasons, session_phase, sparkline_points
+from monitor.config import Config
+from monitor.heartbeat import instance_name
+from monitor.keys import Keys
+from monitor.redis_conn import REDIS_DOWN
+
+log = logging.getLogger(__name__)
+
+SPARK_WINDOW_MS = 15 * 60 * 1000
+SPARK_BUCKET_S = 10
+SPARK_METRICS = ("hr", "spo2")
+CLIENT_QUEUE_MAX = 2000  # messages; a tab that falls this far behind is disconnected (it reconnects)
+AIO_DOWN = REDIS_DOWN + (aioredis.ConnectionError, aioredis.TimeoutError)
+
+
+def now_ms() -> int:
+    """Wall clock, ms since epoch."""
+    return time.time_ns() // 1_000_000
+
+
+def _monitoring_state_fn():  # noqa: ANN202
+    """The alert engine's pure monitoring_state(heartbeats, now_ms, cfg), if present."""
+    try:
+        from monitor.alarms.technical import monitoring_state
+    except ImportError:
+        return None
+    return monitoring_state
+
+
+def monitoring_problems(cfg: Config, beats_raw: dict[str, str], now: int) -> list[str]:
+    """NOT MONITORING reasons from the raw heartbeats hash (Redis itself answered)."""
+    fn = _monitoring_state_fn()
+    if fn is not None:
+        return list(fn(beats_raw, now, cfg).problems)
+    beats: dict[str, int] = {}
+    for k, v in beats_raw.items():
+        role = k.split(":", 1)[0]
+        try:
+            beats[role] = max(beats.get(role, 0), int(v))
+        except ValueError:
+            continue
+    return monitoring_reasons(True, beats, now, cfg.alerts.heartbeat_stale_s)
+
+
+@dataclass
+class Client:
+    """One connected tab."""
+
+    user: str
+    role: str
+    queue: asyncio.Queue[str] = field(default_factory=lambda: asyncio.Queue(CLIENT_QUEUE_MAX))
+    dropped: bool = False
+
+
+class Hub:
+    """The process's single Redis reader and fan-out to connected tabs."""
+
+    def __init__(self, cfg: Config, keys: Keys, redis_url: str, data: Data) -> None:
+        self.cfg, self.keys, self.redis_url, self.data = cfg, keys, redis_url, data
+        self.rooms = [r.id for r in cfg.rooms]
+        self.clients: set[Client] = set()
+        self.state: dict[str, dict[str, Any]] = {r: self._empty_room() for r in self.rooms}
+        self.mon: dict[str, Any] = {"ok": False, "reasons": ["starting"], "ts": now_ms()}
+        self.last_ids: dict[str, str] = {}
+        self.instance = instance_name()
+        self.stats = {"readings": 0, "messages": 0, "tabs_dropped": 0, "redis_errors": 0}
+        self._redis_ok = False
+        self._ready = asyncio.Event()
+
+    @staticmethod
+    def _empty_room() -> dict[str, Any]:
+        return {"latest": {}, "alerts": [], "devices": {}, "session": None, "spark": {m: [] for m in SPARK_METRICS}}
+
+    # --- fan-out ---------------------------------------------------------------------------
+    def subscribe(self, user: str, role: str) -> Client:
+        """Register a tab; its queue starts with the full state."""
+        c = Client(user, role)
+        c.queue.put_nowait(json.dumps(self.hello(user, role)))
+        self.clients.add(c)
+        return c
+
+    def unsubscribe(self, c: Client) -> None:
+        """Forget a tab."""
+        self.clients.discard(c)
+
+    def hello(self, user: str, role: str) -> dict[str, Any]:
+        """The full state message for a new tab."""
+        return {"t": "hello", "rooms": self.state, "mon": self.mon, "user": {"name": user, "role": role},
+                "server_ms": now_ms(), "cfg": self._client_cfg()}
+
+    def _client_cfg(self) -> dict[str, Any]:
+        nibp = {d.id: d.nibp_cycle_s for _r, d in self.cfg.devices() if d.protocol == "nibp-un300"}
+        return {"stale_s": self.cfg.dashboard.stale_s, "nibp_cycle_s": nibp,
+                "rooms": {r.id: r.name or r.id for r in self.cfg.rooms}}
+
+    def broadcast(self, msg: dict[str, Any]) -> None:
+        """Queue one message for every tab (a tab too far behind is dropped and reconnects)."""
+        text = json.dumps(msg, separators=(",", ":"))
+        self.stats["messages"] += 1
+        for c in list(self.clients):
+            try:
+                c.queue.put_nowait(text)
+            except asyncio.QueueFull:
+                c.dropped = True
+                self.stats["tabs_dropped"] += 1
+                self.clients.discard(c)
+                log.warning("tab of %s fell %d messages behind: disconnected (it will reconnect)",
+                            c.user, CLIENT_QUEUE_MAX)
+
+    # --- the loop --------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Read Redis until `stop` is set; survive Redis outages (and say so)."""
+        client: aioredis.Redis | None = None
+        next_poll = 0.0
+        while not stop.is_set():
+            try:
+                if client is None:
+                    client = aioredis.Redis.from_url(self.redis_url, decode_responses=True,
+                                                     socket_connect_timeout=1, socket_timeout=3)
+                    await self._snapshot(client)
+                    self._set_redis(True)
+                    next_poll = 0.0
+                if time.monotonic() >= next_poll:
+                    await self._poll(client)
+                    next_poll = time.monotonic() + 1.0
+                streams = dict(self.last_ids)
+                resp = await client.xread(streams, block=500, count=1000)
+                for key, entries in resp or []:
+                    if entries:
+                        self.last_ids[key] = entries[-1][0]
+                        await self._on_entries(client, key, entries)
+            except AIO_DOWN as e:
+                self.stats["redis_errors"] += 1
+                if self._redis_ok:
+                    log.warning("Redis unreachable: %s", e)
+                self._set_redis(False)
+                if client is not None:
+                    try:
+                        await client.aclose()
+                    except AIO_DOWN:
+                        pass
+                client = None
+                await _wait(stop, 0.5)
+        if client is not None:
+            try:
+                await client.hdel(self.keys.heartbeats, f"dashboard:{self.instance}")
+                await client.aclose()
+            except AIO_DOWN:
+                pass
+
+    def _set_redis(self, ok: bool) -> None:
+        self._redis_ok = ok
+        if not ok:
+            self._publish_mon(["Redis unreachable"])
+
+    def _publish_mon(self, reasons: list[str]) -> None:
+        self.mon = {"ok": not reasons, "reasons": reasons, "ts": now_ms()}
+        self.broadcast({"t": "mon", **self.mon})
+
+    async def _snapshot(self, client: aioredis.Redis) -> None:
+        """Full state from Redis (after a start or an outage); tabs get it as a new hello."""
+        pipe = client.pipeline(transaction=False)
+        for r in self.rooms:
+            pipe.xrevrange(self.keys.vitals(r), count=1)
+        pipe.xrevrange(self.keys.alerts, count=1)
+        tips = await pipe.execute()
+        for r, tip in zip(self.rooms, tips[:-1]):
+            self.last_ids[self.keys.vitals(r)] = tip[0][0] if tip else "0-0"
+        self.last_ids[self.keys.alerts] = tips[-1][0][0] if tips[-1] else "0-0"
+        state = await asyncio.to_thread(self._sync_snapshot)
+        self.state = state
+        for c in list(self.clients):
+            self._send_to(c, self.hello(c.user, c.role))
+
+    def _sync_snapshot(self) -> dict[str, dict[str, Any]]:
+        now = now_ms()
+        alerts = self.data.active_alerts(self.rooms)
+        sessions = self.data.room_sessions()
+        state: dict[str, dict[str, Any]] = {}
+        for room in self.cfg.rooms:
+            hist = self.data.history(room.id, now - SPARK_WINDOW_MS)
+            state[room.id] = {
+                "latest": self.data.latest(room.id),
+                "alerts": [a for a in alerts if a.get("room") == room.id],
+                "devices": self._devices(room.id),
+                "session": self._session_view(sessions.get(room.id), now),
+                "spark": {m: sparkline_points(hist, m, SPARK_BUCKET_S) for m in SPARK_METRICS},
+            }
+        return state
+
+    def _devices(self, room: str) -> dict[str, dict[str, str]]:
+        devs = [d.id for d in self.cfg.room(room).devices]
+        status = self.data.device_status(devs) if devs else {}
+        return {d: _device_view(s) for d, s in status.items()}
+
+    @staticmethod
+    def _session_view(s: dict[str, Any] | None, now: int) -> dict[str, Any] | None:
+        if not s:
+            return None
+        return {"id": s.get("id"), "state": s.get("state"), "started_ms": s.get("started_ms"),
+                "first_dose_ms": s.get("first_dose_ms"), "ready_ms": s.get("ready_ms"),
+                "route": s.get("route"), "protocol": s.get("protocol"),
+                "phase": session_phase(s, now)["phase"]}
+
+    def _send_to(self, c: Client, msg: dict[str, Any]) -> None:
+        try:
+            c.queue.put_nowait(json.dumps(msg, separators=(",", ":")))
+        except asyncio.QueueFull:
+            self.clients.discard(c)
+            self.stats["tabs_dropped"] += 1
+
+    async def _on_entries(self, client: aioredis.Redis, key: str, entries: list) -> None:
+        if key == self.keys.alerts:
+            rooms = {f.get("room") for _i, f in entries if f.get("room") in self.state}
+            await self._refresh_alerts(client, sorted(rooms))  # type: ignore[arg-type]
+            return
+        room = key[len(self.keys.vitals("")):]
+        st = self.state.get(room)
+        if st is None:
+            return
+        for _id, f in entries:
+            ts, dev, vals, flags = decode_vitals(f)
+            self.stats["readings"] += 1
+            for m, v in vals.items():
+                cur = st["latest"].get(m)
+                if cur is None or ts >= cur["ts"]:
+                    st["latest"][m] = {"v": v, "ts": ts, "dev": dev}
+            _spark_add(st["spark"], ts, vals)
+            self.broadcast({"t": "v", "room": room, "ts": ts, "dev": dev, "vals": vals, "flags": flags})
+
+    async def _refresh_alerts(self, client: aioredis.Redis, rooms: list[str]) -> None:
+        alerts = await asyncio.to_thread(self.data.active_alerts, rooms)
+        for r in rooms:
+            mine = [a for a in alerts if a.get("room") == r]
+            if mine != self.state[r]["alerts"]:
+                self.state[r]["alerts"] = mine
+                self.broadcast({"t": "alerts", "room": r, "alerts": mine})
+
+    async def _poll(self, client: aioredis.Redis) -> None:
+        """Once a second: heartbeats → monitoring state, device status, sessions, alerts."""
+        now = now_ms()
+        await client.hset(self.keys.heartbeats, f"dashboard:{self.instance}", str(now))
+        beats_raw = await client.hgetall(self.keys.heartbeats)
+        self._publish_mon(monitoring_problems(self.cfg, beats_raw, now))
+        await self._refresh_alerts(client, self.rooms)
+        # device status
+        pipe = client.pipeline(transaction=False)
+        devs = [(r.id, d.id) for r in self.cfg.rooms for d in r.devices]
+        for _r, d in devs:
+            pipe.hgetall(self.keys.device_status(d))
+        statuses = await pipe.execute() if devs else []
+        by_room: dict[str, dict[str, Any]] = {r: {} for r in self.rooms}
+        for (r, d), s in zip(devs, statuses):
+            by_room[r][d] = _device_view(s)
+        for r, devices in by_room.items():
+            if devices != self.state[r]["devices"]:
+                self.state[r]["devices"] = devices
+                self.broadcast({"t": "dev", "room": r, "devices": devices})
+        # sessions
+        open_ = await client.hgetall(self.keys.open_sessions)
+        pipe = client.pipeline(transaction=False)
+        for r in self.rooms:
+            pipe.hgetall(self.keys.session(open_[r])) if r in open_ else pipe.echo("")
+        heads = await pipe.execute()
+        from monitor.sessions import decode_header
+
+        for r, h in zip(self.rooms, heads):
+            view = self._session_view(decode_header(h) if isinstance(h, dict) and h else None, now)
+            if view != self.state[r]["session"]:
+                self.state[r]["session"] = view
+                self.broadcast({"t": "sess", "room": r, "session": view})
+
+    async def write_screen(self, screen_id: str, sound_on: bool, user: str) -> None:
+        """A tab reports it is watching and whether its sound is on (read by the alert engine)."""
+        try:
+            await asyncio.to_thread(self.data.report_screen, screen_id, sound_on, user)
+        except REDIS_DOWN as e:
+            log.warning("could not record screen %s: %s", screen_id, e)
+
+
+def _device_view(s: dict[str, str]) -> dict[str, Any]:
+    return {"state": s.get("state", "unknown"), "last_ts": int(s.get("last_ts") or 0) or None,
+            "detail": s.get("detail", ""), "protocol": s.get("protocol", "")}
+
+
+def _spark_add(spark: dict[str, list[list[float]]], ts: int, vals: dict[str, float]) -> None:
+    bucket_ms = SPARK_BUCKET_S * 1000
+    for m in SPARK_METRICS:
+        if m not in vals:
+            continue
+        pts = spark[m]
+        b = ts // bucket_ms * bucket_ms + bucket_ms // 2
+        if pts and pts[-1][0] == b:
+            pts[-1][1] = round((pts[-1][1] + vals[m]) / 2, 1)  # running blend within the bucket
+        else:
+            pts.append([b, vals[m]])
+        cutoff = ts - SPARK_WINDOW_MS
+        while pts and pts[0][0] < cutoff:
+            pts.pop(0)
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    try:
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+    except asyncio.TimeoutError:
+        pass
+
+
+__all__ = ["Hub", "Client", "redis"]
