@@ -1,0 +1,173 @@
+"""`vitalwatch ingest [--room R]... [--device D]...`: run device adapters in one process.
+
+One StreamWriter per process (its outage spool is named after the selection, so a
+restarted ingest with the same selection replays what it held), one supervisor thread per
+serial device, and the MQTT adapter for MQTT devices when it is available. Heartbeat
+role `ingest` every second. SIGINT/SIGTERM: stop every device, flush the writer, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from devices.statusboard import StatusBoard
+from devices.supervisor import DeviceSupervisor
+from monitor import heartbeat
+from monitor.config import Config, DeviceConfig, RoomConfig
+from monitor.redis_conn import REDIS_DOWN, connect
+from monitor.runtime import resolve
+from monitor.streams import StreamWriter, now_ms
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_USAGE = 0, 2
+HEARTBEAT_EVERY_S = 1.0
+JOIN_TIMEOUT_S = 5.0
+
+Selected = list[tuple[RoomConfig, DeviceConfig]]
+
+
+class SelectionError(ValueError):
+    """--room / --device names something the config does not have."""
+
+
+def select(cfg: Config, rooms: list[str], devices: list[str]) -> Selected:
+    """Devices to run: all, or those of the named rooms plus the named devices."""
+    known_rooms = {r.id for r in cfg.rooms}
+    known_devices = {d.id for _, d in cfg.devices()}
+    bad_rooms = [r for r in rooms if r not in known_rooms]
+    bad_devices = [d for d in devices if d not in known_devices]
+    if bad_rooms or bad_devices:
+        parts = []
+        if bad_rooms:
+            parts.append(f"unknown room(s) {', '.join(bad_rooms)} (config has: {', '.join(sorted(known_rooms)) or 'none'})")
+        if bad_devices:
+            parts.append(f"unknown device(s) {', '.join(bad_devices)} "
+                         f"(config has: {', '.join(sorted(known_devices)) or 'none'})")
+        raise SelectionError(f"{cfg.source}: " + "; ".join(parts))
+    if not rooms and not devices:
+        return cfg.devices()
+    return [(r, d) for r, d in cfg.devices() if r.id in rooms or d.id in devices]
+
+
+def spool_path(cfg: Config, rooms: list[str], devices: list[str]) -> Path:
+    """The writer's spool file: stable for the same selection, distinct for another."""
+    if not rooms and not devices:
+        name = "ingest-all"
+    else:
+        key = "rooms=" + ",".join(sorted(set(rooms))) + ";devices=" + ",".join(sorted(set(devices)))
+        name = "ingest-" + hashlib.sha256(key.encode()).hexdigest()[:12]
+    return cfg.data_dir / "spool" / f"{name}.jsonl"
+
+
+def start_mqtt(cfg: Config, endpoints: Any, writer: StreamWriter, mqtt_devices: Selected,
+               stop: threading.Event) -> Any | None:
+    """Start the MQTT adapter for `mqtt_devices`, or log loudly which are not ingested."""
+    if not mqtt_devices:
+        return None
+    names = ", ".join(d.id for _, d in mqtt_devices)
+    try:
+        module = importlib.import_module("devices.mqtt_adapter")
+        start = module.start
+    except (ImportError, AttributeError) as e:
+        log.error("MQTT adapter unavailable (%s): NOT ingesting MQTT device(s) %s", e, names)
+        return None
+    return start(cfg, endpoints, writer, mqtt_devices, stop)
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    """Entry point of `vitalwatch ingest`."""
+    rooms, devices = list(args.room or []), list(args.device or [])
+    try:
+        selected = select(cfg, rooms, devices)
+    except SelectionError as e:
+        print(f"vitalwatch ingest: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    endpoints = resolve(cfg)
+    keys = endpoints.keys
+    stop = threading.Event()
+    _install_signals(stop)
+    writer = StreamWriter(endpoints.redis_url, keys,
+                          retention_ms=int(cfg.redis.retention_hours * 3600 * 1000),
+                          spool_path=spool_path(cfg, rooms, devices),
+                          buffer_max=cfg.redis.buffer_max)
+    client = connect(endpoints.redis_url, timeout_s=1.0)
+    board = StatusBoard(client, keys).start()
+    serial_devs = [(r, d) for r, d in selected if d.transport == "serial"]
+    mqtt_devs = [(r, d) for r, d in selected if d.transport == "mqtt"]
+    supervisors = [DeviceSupervisor(r, d, writer, board, stop, keys=keys, client=client)
+                   for r, d in serial_devs]
+    for s in supervisors:
+        s.start()
+    log.info("ingesting %d serial device(s)%s", len(supervisors),
+             f" and {len(mqtt_devs)} MQTT device(s)" if mqtt_devs else "")
+    if not selected:
+        log.warning("no devices configured%s: only the heartbeat runs", " in the selection" if rooms or devices else "")
+    mqtt = None
+    try:
+        mqtt = start_mqtt(cfg, endpoints, writer, mqtt_devs, stop)
+        _heartbeat_loop(client, keys, stop)
+    finally:
+        stop.set()
+        _shutdown(supervisors, mqtt, writer, board, client, keys)
+        endpoints.stop()
+    return EXIT_OK
+
+
+def _install_signals(stop: threading.Event) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return  # run() called from a thread (tests): the caller sets `stop` itself
+
+    def handler(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+_INSTANCE = heartbeat.instance_name()
+
+
+def _heartbeat_loop(client: Any, keys: Any, stop: threading.Event) -> None:
+    down = False
+    while not stop.is_set():
+        try:
+            heartbeat.beat(client, keys, "ingest", _INSTANCE, now_ms())
+            if down:
+                log.info("heartbeat written again")
+            down = False
+        except REDIS_DOWN as e:
+            if not down:
+                log.warning("cannot write the ingest heartbeat: %s", e)
+            down = True
+        stop.wait(HEARTBEAT_EVERY_S)
+
+
+def _shutdown(supervisors: list[DeviceSupervisor], mqtt: Any, writer: StreamWriter, board: StatusBoard,
+              client: Any, keys: Any) -> None:
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    for s in supervisors:
+        s.join(max(0.1, deadline - time.monotonic()))
+        if s.is_alive():
+            log.error("device %s did not stop within %g s", s.dev.id, JOIN_TIMEOUT_S)
+    if mqtt is not None:
+        mqtt.stop()
+        mqtt.join(JOIN_TIMEOUT_S)
+    if not writer.flush(JOIN_TIMEOUT_S):
+        log.warning("Redis unreachable at shutdown: %d entries go to the spool", writer.pending)
+    writer.close()
+    board.stop()
+    try:
+        heartbeat.remove(client, keys, "ingest", _INSTANCE)
+    except REDIS_DOWN as e:
+        log.warning("cannot remove the ingest heartbeat: %s", e)

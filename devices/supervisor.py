@@ -1,0 +1,325 @@
+"""One serial device's lifecycle: open, read, parse, store, watch for silence, reconnect.
+
+States (device status `state`): `connecting` (port open, no valid frame yet) → `online`
+(after the first valid frame) → `silent` (no valid frame for the driver's quiet time:
+3 s for oximeters and ANSAR-B; a NIBP module that answers no poll for 11 s is `offline`)
+→ `offline` (the port cannot be opened or was lost: unplug, EOF, I/O error). After a loss
+the supervisor reopens with backoff (0.5 s doubling to 5 s), so a replugged device resumes
+within seconds without restarting ingest.
+
+Readings go through the process's StreamWriter; refusals go to `rejects`, at most one
+entry a second per device and reason (the entry says how many it stands for), while the
+status counters `rejects:<reason>` count every one. Each device runs in its own thread;
+nothing here waits on Redis except the NIBP request/session look-ups (short timeouts).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from typing import Callable
+
+import redis
+import serial
+
+from devices.drivers import Driver, NibpDriver, Step, cycle_for, make_driver, session_phase
+from devices.protocols.framing import Parsed
+from devices.protocols.nibp_un300 import NibpPoller
+from devices.statusboard import StatusBoard
+from devices.transports.serial import LINK_ERRORS, open_link, read_available
+from monitor.config import DeviceConfig, RoomConfig
+from monitor.keys import Keys
+from monitor.readings import Refusal, accept
+from monitor.redis_conn import REDIS_DOWN
+from monitor.streams import StreamWriter, now_ms
+
+log = logging.getLogger(__name__)
+
+BACKOFF_START_S = 0.5
+BACKOFF_MAX_S = 5.0  # a replugged device is found again within this (plus the open time)
+REJECT_INTERVAL_S = 1.0
+NIBP_REQUESTS_EVERY_S = 1.0
+NIBP_PHASE_EVERY_S = 5.0
+STATUS_EVERY_S = 1.0
+
+
+class RejectLimiter:
+    """At most one rejects entry per reason per `interval_s`; held ones are summarised."""
+
+    def __init__(self, interval_s: float = REJECT_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self._last: dict[str, float] = {}
+        self._held: dict[str, tuple[int, float, Refusal]] = {}  # reason → (count, first_s, last)
+
+    def offer(self, ref: Refusal, now_s: float) -> Refusal | None:
+        """The refusal to write now (maybe a summary), or None if it is held for later."""
+        last = self._last.get(ref.reason)
+        if last is None or now_s - last >= self.interval_s:
+            self._last[ref.reason] = now_s
+            held = self._held.pop(ref.reason, None)
+            return ref if held is None else self._summary(held[0] + 1, held[1], ref, now_s)
+        count, first, _ = self._held.get(ref.reason, (0, now_s, ref))
+        self._held[ref.reason] = (count + 1, first, ref)
+        return None
+
+    def due(self, now_s: float) -> list[Refusal]:
+        """Summaries whose interval has passed."""
+        out = []
+        for reason in [r for r, last in self._last.items() if now_s - last >= self.interval_s]:
+            held = self._held.pop(reason, None)
+            if held is not None:
+                self._last[reason] = now_s
+                out.append(self._summary(held[0], held[1], held[2], now_s))
+        return out
+
+    def drain(self, now_s: float) -> list[Refusal]:
+        """Every held summary, regardless of interval (on disconnect and shutdown)."""
+        out = [self._summary(c, f, r, now_s) for c, f, r in self._held.values()]
+        self._held.clear()
+        return out
+
+    @staticmethod
+    def _summary(count: int, first_s: float, last: Refusal, now_s: float) -> Refusal:
+        if count == 1:
+            return last
+        detail = (f"{count} refusals ({last.reason}) in the last {max(now_s - first_s, 0.0):.1f} s, "
+                  f"rate-limited; last: {last.detail}")
+        return Refusal(last.source, last.reason, detail, last.raw)
+
+
+class DeviceSupervisor(threading.Thread):
+    """Runs one serial device until `stop` is set. Never raises out of its thread."""
+
+    def __init__(
+        self,
+        room: RoomConfig,
+        dev: DeviceConfig,
+        writer: StreamWriter,
+        board: StatusBoard,
+        stop: threading.Event,
+        *,
+        keys: Keys,
+        client: redis.Redis | None = None,
+        opener: Callable[[DeviceConfig], serial.SerialBase] = open_link,
+        mono: Callable[[], float] = time.monotonic,
+        wall_ms: Callable[[], int] = now_ms,
+    ) -> None:
+        super().__init__(name=f"device-{dev.id}", daemon=True)
+        self.room, self.dev = room, dev
+        self.writer, self.board, self.stop_event = writer, board, stop
+        self.keys, self.client = keys, client
+        self.opener, self.mono, self.wall_ms = opener, mono, wall_ms
+        self.state = ""
+        self.limiter = RejectLimiter()
+        # The NIBP schedule outlives a connection, so a replug does not re-inflate the cuff.
+        self.poller = NibpPoller(dev.nibp_cycle_s, dev.id) if dev.protocol == "nibp-un300" else None
+        self._last_ts = 0
+        self._last_pub_s: float | None = None
+        self._pending: tuple[Parsed, int] | None = None
+        self._went_online = False
+        self._log_extra = {"room": room.id, "device": dev.id}
+
+    # --- lifecycle ----------------------------------------------------------------
+    def run(self) -> None:
+        """Open, serve, lose, back off, reopen — until stopped."""
+        self.board.set(self.dev.id, {"room": self.room.id, "protocol": self.dev.protocol,
+                                     "transport": "serial", "port": self.dev.port or ""})
+        self._set_state("connecting", f"opening {self.dev.port}")
+        delay = BACKOFF_START_S
+        opened_before = False
+        while not self.stop_event.is_set():
+            try:
+                link = self.opener(self.dev)
+            except LINK_ERRORS as e:
+                self._set_state("offline", f"cannot open {self.dev.port}: {e}")
+                self._wait(delay)
+                delay = min(delay * 2, BACKOFF_MAX_S)
+                continue
+            if opened_before:
+                self.board.incr(self.dev.id, "reconnects")
+            opened_before = True
+            self._went_online = False
+            reason = "stopped"
+            try:
+                self._serve(link)
+            except LINK_ERRORS as e:
+                reason = f"link lost: {e}"
+            except Exception as e:  # a bug must not end monitoring of this device: log, reopen
+                log.exception("device loop failed", extra=self._log_extra)
+                self.board.incr(self.dev.id, "errors")
+                reason = f"internal error: {e!r}"
+            finally:
+                try:
+                    link.close()
+                except LINK_ERRORS:
+                    pass  # closing a port that is already gone: nothing left to release
+            self._flush_refusals(drain=True)
+            if self.stop_event.is_set():
+                break
+            self._set_state("offline", reason)
+            if self._went_online:
+                delay = BACKOFF_START_S
+            self._wait(delay)
+            delay = min(delay * 2, BACKOFF_MAX_S)
+        self._set_state("offline", "ingest stopped")
+
+    def _wait(self, delay_s: float) -> None:
+        """Back off in 1 s slices, keeping `updated_ms` fresh (the adapter is alive)."""
+        end = self.mono() + delay_s
+        while not self.stop_event.is_set():
+            left = end - self.mono()
+            if left <= 0:
+                return
+            self.board.set(self.dev.id, {"updated_ms": self.wall_ms()})
+            self.stop_event.wait(min(left, 1.0))
+
+    def _serve(self, link: serial.SerialBase) -> None:
+        driver = make_driver(self.dev, self.poller)
+        now = self.mono()
+        opened_s = now
+        self._set_state("connecting", f"opened {self.dev.port}; waiting for a valid frame")
+        self._apply(driver.open(now), link, now, driver)
+        frames_seen = 0
+        last_valid_s: float | None = None
+        next_status_s = now
+        next_requests_s = now
+        next_phase_s = now
+        while not self.stop_event.is_set():
+            data = read_available(link)
+            now = self.mono()
+            if data:
+                self._apply(driver.feed(data, now), link, now, driver)
+            if isinstance(driver, NibpDriver) and self.client is not None:
+                if now >= next_requests_s:
+                    next_requests_s = now + NIBP_REQUESTS_EVERY_S
+                    self._nibp_requests()
+                if now >= next_phase_s and self.dev.cycle_by_phase_s:
+                    next_phase_s = now + NIBP_PHASE_EVERY_S
+                    self._nibp_phase()
+            self._apply(driver.tick(now), link, now, driver)
+            if driver.frames != frames_seen:
+                self.board.incr(self.dev.id, "frames", driver.frames - frames_seen)
+                frames_seen = driver.frames
+                last_valid_s = now
+                if self.state != "online":
+                    self._went_online = True
+                    self._set_state("online", "")
+            quiet_since = opened_s if last_valid_s is None else last_valid_s
+            if now - quiet_since > driver.quiet_s and self.state in ("online", "connecting"):
+                what = "since the port opened" if last_valid_s is None else f"for {driver.quiet_s:g} s"
+                self._set_state(driver.quiet_state, f"no valid data {what}")
+            self._publish_pending(now, driver)
+            self._flush_refusals(now=now)
+            if now >= next_status_s:
+                next_status_s = now + STATUS_EVERY_S
+                self.board.set(self.dev.id, {"updated_ms": self.wall_ms()})
+
+    # --- results -------------------------------------------------------------------
+    def _apply(self, step: Step, link: serial.SerialBase, now: float, driver: Driver) -> None:
+        for frame in step.send:
+            link.write(frame)
+        for parsed, ts_s in step.results:
+            ts_ms = self.wall_ms() if ts_s is None else self.wall_ms() - int((now - ts_s) * 1000)
+            self._offer(parsed, ts_ms, now, driver)
+        for ref in step.refusals:
+            self._refuse(ref, now)
+        if step.status:
+            self.board.set(self.dev.id, step.status)
+        if step.clear_status:
+            self.board.delete(self.dev.id, *step.clear_status)
+        if step.detail is not None:
+            self.board.set(self.dev.id, {"detail": step.detail}, urgent=True)
+            if step.detail:
+                log.warning("%s", step.detail, extra=self._log_extra)
+
+    def _offer(self, parsed: Parsed, ts_ms: int, now: float, driver: Driver) -> None:
+        """Store now, or hold as the newest candidate if the device's rate limit says wait."""
+        if not parsed.storable:
+            return
+        if driver.min_interval_s and self._last_pub_s is not None \
+                and now - self._last_pub_s < driver.min_interval_s:
+            if self._pending is not None:
+                self.board.incr(self.dev.id, "superseded")  # counted: an older packet replaced
+            self._pending = (parsed, ts_ms)
+            return
+        self._last_pub_s = now
+        self._store(parsed, ts_ms)
+
+    def _publish_pending(self, now: float, driver: Driver) -> None:
+        if self._pending is not None and self._last_pub_s is not None \
+                and now - self._last_pub_s >= driver.min_interval_s:
+            parsed, ts_ms = self._pending
+            self._pending = None
+            self._last_pub_s = now
+            self._store(parsed, ts_ms)
+
+    def _store(self, parsed: Parsed, ts_ms: int) -> None:
+        # (device, ts) identifies a reading: keep one device's ts strictly increasing so
+        # two readings in the same millisecond are not taken for one redelivered reading.
+        ts_ms = max(ts_ms, self._last_ts + 1)
+        self._last_ts = ts_ms
+        reading, refusals = accept(self.room.id, self.dev.id, ts_ms, parsed.values, parsed.flags,
+                                   raw=parsed.raw)
+        for ref in refusals:
+            self._refuse(ref, self.mono())
+        if reading is not None:
+            self.writer.write(reading)
+            self.board.incr(self.dev.id, "readings")
+            self.board.set(self.dev.id, {"last_ts": ts_ms})
+
+    def _refuse(self, ref: Refusal, now: float) -> None:
+        self.board.incr(self.dev.id, f"rejects:{ref.reason}")
+        out = self.limiter.offer(ref, now)
+        if out is not None:
+            self.writer.reject(out)
+
+    def _flush_refusals(self, now: float | None = None, drain: bool = False) -> None:
+        t = self.mono() if now is None else now
+        for ref in (self.limiter.drain(t) if drain else self.limiter.due(t)):
+            self.writer.reject(ref)
+
+    def _set_state(self, state: str, detail: str) -> None:
+        if state == self.state:
+            self.board.set(self.dev.id, {"detail": detail, "updated_ms": self.wall_ms()})
+            return
+        self.state = state
+        now = self.wall_ms()
+        self.board.set(self.dev.id, {"state": state, "since_ms": now, "detail": detail, "updated_ms": now},
+                       urgent=True)
+        level = logging.INFO if state in ("online", "connecting") else logging.WARNING
+        log.log(level, "%s%s", state, f": {detail}" if detail else "", extra=self._log_extra)
+
+    # --- NIBP housekeeping (Redis look-ups) -----------------------------------------
+    def _nibp_requests(self) -> None:
+        """Pop "measure now" requests (the dashboard LPUSHes JSON {ts_ms, user})."""
+        assert self.client is not None and self.poller is not None
+        try:
+            while (raw := self.client.rpop(self.keys.nibp_requests(self.dev.id))) is not None:
+                try:
+                    req = json.loads(raw)
+                    user = str(req.get("user", "")) if isinstance(req, dict) else ""
+                except ValueError:
+                    user = ""
+                self.poller.request_now()
+                self.board.set(self.dev.id, {"nibp_request_ms": self.wall_ms(), "nibp_requested_by": user})
+                log.info("measure-now requested by %s", user or "?", extra=self._log_extra)
+        except REDIS_DOWN as e:
+            log.debug("cannot read NIBP requests: %s", e, extra=self._log_extra)
+
+    def _nibp_phase(self) -> None:
+        """Follow the room's session phase when `cycle_by_phase_s` is configured."""
+        assert self.client is not None and self.poller is not None
+        try:
+            sid = self.client.hget(self.keys.open_sessions, self.room.id)
+            session = self.client.hgetall(self.keys.session(sid)) if sid else None
+        except REDIS_DOWN as e:
+            log.debug("cannot read the session phase: %s", e, extra=self._log_extra)
+            return
+        phase = session_phase(session, self.wall_ms())
+        cycle_s = cycle_for(self.dev, phase)
+        if cycle_s != self.poller.cycle_s:
+            log.info("session phase %s: NIBP cycle %g s", phase, cycle_s, extra=self._log_extra)
+            self.poller.set_cycle(cycle_s)
+        self.board.set(self.dev.id, {"nibp_phase": phase})
