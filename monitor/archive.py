@@ -419,7 +419,7 @@ def load_session(arch: Archive, sid: str) -> SessionRecord:
                            .order_by(session_events.c.ts_ms, session_events.c.event_id)).all()
         cols = [readings.c.ts_ms, readings.c.dev, readings.c.flags, *(readings.c[m] for m in READING_METRICS)]
         rows = conn.execute(sa.select(*cols).where(readings.c.session_id == sid)
-                            .order_by(readings.c.ts_ms, readings.c.dev)).all()
+                            .order_by(readings.c.ts_ms, readings.c.stream_id)).all()
         als = conn.execute(sa.select(alert_events).where(alert_events.c.session_id == sid)
                            .order_by(alert_events.c.ts_ms, alert_events.c.stream_id)).all()
         aud = conn.execute(sa.select(audit_log).where(audit_log.c.session_id == sid)

@@ -88,27 +88,36 @@ def seed_session(client: redis.Redis, keys: Keys, cfg: Config, *, room: str = "r
     pipe.xadd(vitals, {"ts": str(end_ms + 5000), "dev": oxi_dev, "hr": "70"}, id=f"{end_ms + 5000}-0")
     pipe.execute()
     # the hypertensive episode's alert: raised at the first high NIBP, acknowledged after 45 s
-    raised = next(int(f["ts"]) for f in seeded.readings if f.get("sbp") == "192")
-    aid = f"{room}:{nibp_dev}:sbp:{raised}"
-    seeded.alert_id = aid
-    common = {"room": room, "alert": aid, "kind": "physiological", "priority": "high", "metric": "sbp",
-              "dev": nibp_dev, "value": "192", "limit": "180", "message": "SBP high 192 > 180"}
-    cleared = next(int(f["ts"]) for f in seeded.readings
-                   if f.get("sbp") and int(f["ts"]) > raised and f["sbp"] != "192")
-    alert_entries = [(raised, 1, {"event": "raised", "user": ""}),
-                     # another room's alert in the same span must not be archived with this session
-                     (raised + 1, 0, {"room": "room-9", "alert": "other", "event": "raised", "user": ""}),
-                     (raised + 45_000, 1, {"event": "acknowledged", "user": "nurse-amy"}),
-                     (cleared, 1, {"event": "cleared", "user": ""})]
-    for ts, seq, extra in alert_entries:
-        client.xadd(keys.alerts, {**common, "ts": str(ts), **extra}, id=f"{ts}-{seq}")
-    # session events, at their clinical times
-    sessions.record_bp(client, keys, sid, "nurse-amy", 126, 78, now_ms=t0 + 2 * MIN)
-    sessions.record_dose(client, keys, sid, "nurse-amy", at_ms=dose, dose_mg=56, note="2 devices")
-    sessions.add_note(client, keys, sid, "nurse-amy", "patient anxious, reassured", now_ms=dose + 20 * MIN)
-    sessions.observe(client, keys, sid, "nurse-amy", "dissociation", now_ms=dose + 15 * MIN)
-    sessions.record_bp(client, keys, sid, "nurse-amy", 188, 102, now_ms=dose + 41 * MIN)
-    sessions.observe(client, keys, sid, "nurse-amy", "ready_to_leave", now_ms=dose + 118 * MIN)
+    highs = [int(f["ts"]) for f in seeded.readings if f.get("sbp") == "192"]
+    if highs:
+        raised = highs[0]
+        aid = f"{room}:{nibp_dev}:sbp:{raised}"
+        seeded.alert_id = aid
+        common = {"room": room, "alert": aid, "kind": "physiological", "priority": "high", "metric": "sbp",
+                  "dev": nibp_dev, "value": "192", "limit": "180", "message": "SBP high 192 > 180"}
+        cleared = next((int(f["ts"]) for f in seeded.readings
+                        if f.get("sbp") and int(f["ts"]) > raised and f["sbp"] != "192"), end_ms)
+        alert_entries = [(raised, 1, {"event": "raised", "user": ""}),
+                         # another room's alert in the same span must not be archived with this session
+                         (raised + 1, 0, {"room": "room-9", "alert": "other", "event": "raised", "user": ""}),
+                         (raised + 45_000, 1, {"event": "acknowledged", "user": "nurse-amy"}),
+                         (cleared, 1, {"event": "cleared", "user": ""})]
+        for ts, seq, extra in alert_entries:
+            client.xadd(keys.alerts, {**common, "ts": str(ts), **extra}, id=f"{ts}-{seq}")
+    # session events, at their clinical times (only those that fall inside the session)
+    steps = [
+        (t0 + 2 * MIN, lambda t: sessions.record_bp(client, keys, sid, "nurse-amy", 126, 78, now_ms=t)),
+        (dose, lambda t: sessions.record_dose(client, keys, sid, "nurse-amy", at_ms=t, dose_mg=56,
+                                              note="2 devices")),
+        (dose + 15 * MIN, lambda t: sessions.observe(client, keys, sid, "nurse-amy", "dissociation", now_ms=t)),
+        (dose + 20 * MIN, lambda t: sessions.add_note(client, keys, sid, "nurse-amy", "patient anxious, reassured",
+                                                      now_ms=t)),
+        (dose + 41 * MIN, lambda t: sessions.record_bp(client, keys, sid, "nurse-amy", 188, 102, now_ms=t)),
+        (dose + 118 * MIN, lambda t: sessions.observe(client, keys, sid, "nurse-amy", "ready_to_leave", now_ms=t)),
+    ]
+    for at, step in steps:
+        if at <= end_ms:
+            step(at)
     if end:
         sessions.end_session(client, keys, cfg, sid, "nurse-amy", now_ms=end_ms)
     return seeded
