@@ -274,6 +274,10 @@ def reconcile(book: Book, room: str, desired: Mapping[str, Desired], scope: str,
     """
     existing = {rec["cond"]: aid for aid, rec in book.records.items()
                 if rec.get("cond", "").startswith(scope) and rec["state"] == "active"}
+    for key, aid in existing.items():
+        if key not in desired:  # clears first: the event order reads as what happened
+            rec = book.records[aid]
+            _clear(book, aid, now_ms, f"{rec['message']}: resolved")
     for key, d in desired.items():
         aid = existing.get(key)
         if aid is not None:
@@ -291,10 +295,6 @@ def reconcile(book: Book, room: str, desired: Mapping[str, Desired], scope: str,
             continue
         book.put(rec)
         book.emit(event_for(rec, "raised", now_ms))
-    for key, aid in existing.items():
-        if key not in desired:
-            rec = book.records[aid]
-            _clear(book, aid, now_ms, f"{rec['message']}: resolved")
 
 
 def apply_timers(book: Book, now_ms: int, escalate_after_ms: int) -> None:

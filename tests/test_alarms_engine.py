@@ -1,0 +1,288 @@
+"""The engine against a real Redis, in-process, with an injected clock (no sleeping).
+
+Covers: readings → raised/cleared events and records, acknowledge / pause / reset actions and
+their audit entries, pause expiry and escalation through the engine, a hand-seeded session
+(limits override + reminders), device silence, degraded monitoring, lease fencing.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from monitor import audit, heartbeat
+from monitor.alarms import actions
+from monitor.alarms.engine import Worker
+from monitor.alarms.model import event_from_fields
+from monitor.alarms.store import LostOwnership, commit, load_state
+from monitor.alarms.evaluate import Book
+from monitor.codec import to_fields
+from monitor.readings import Reading
+from monitor.status import publish_status
+
+T0 = 1_795_813_200_000
+
+
+class Clock:
+    """A settable clock in ms."""
+
+    def __init__(self, ms: int) -> None:
+        self.ms = ms
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+class Recorder:
+    """Stands in for Outbound: records what would go out."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, int | None]] = []
+
+    def send(self, ev, tier):
+        self.sent.append((ev.event, ev.alert, tier))
+
+
+@pytest.fixture
+def setup(make_config, rclient, keys):
+    cfg = make_config(
+        rooms=[{"id": "room-1", "devices": [
+                    {"id": "oxi-1", "protocol": "masimo-ascii", "transport": "serial", "port": "/dev/null"}]},
+               {"id": "room-2", "devices": [
+                    {"id": "oxi-2", "protocol": "nonin-df7", "transport": "serial", "port": "/dev/null"}]}],
+        alarms={"defaults": {"spo2": {"low": 90, "priority": "high", "delay_s": 3},
+                             "hr": {"low": 50, "high": 120, "priority": "medium", "delay_s": 0}}},
+        alerts={"escalate_after_s": 60, "owner_ttl_s": 2})
+    clock = Clock(T0)
+    rec = Recorder()
+    w = Worker(cfg, rclient, keys, owner="w1", outbound=rec, clock=clock)  # type: ignore[arg-type]
+    # devices are online and fresh unless a test says otherwise
+    for dev, room in (("oxi-1", "room-1"), ("oxi-2", "room-2")):
+        publish_status(rclient, keys, dev, {"room": room, "state": "online", "last_ts": T0, "since_ms": T0 - 1000})
+    heartbeat.beat(rclient, keys, "ingest", "i1", T0)
+    w.housekeeping(T0)
+    assert set(w.rooms) == {"room-1", "room-2"}
+    return cfg, w, clock, rec
+
+
+def feed(rclient, keys, room: str, dev: str, start_s: float, values: list[float | None], metric="spo2",
+         flags=()):
+    for i, v in enumerate(values):
+        vals = {metric: v} if v is not None else {}
+        r = Reading(room, dev, T0 + int((start_s + i) * 1000), vals, frozenset(flags))
+        rclient.xadd(keys.vitals(room), to_fields(r))
+
+
+def events(rclient, keys, kind=None):
+    out = [event_from_fields(f) for _id, f in rclient.xrange(keys.alerts)]
+    return [e for e in out if kind is None or e.kind == kind]
+
+
+def drain(w: Worker):
+    while w.poll(5):
+        pass
+
+
+def refresh(rclient, keys, clock):
+    """Keep devices fresh and ingest alive at the clock's time."""
+    for dev in ("oxi-1", "oxi-2"):
+        publish_status(rclient, keys, dev, {"last_ts": clock.ms})
+    heartbeat.beat(rclient, keys, "ingest", "i1", clock.ms)
+
+
+def test_sustained_breach_ack_pause_escalate_latch_reset(setup, rclient, keys):
+    cfg, w, clock, rec = setup
+    feed(rclient, keys, "room-1", "oxi-1", 0, [97, 88, 88, 88, 88, 88])
+    drain(w)
+    phys = events(rclient, keys, "physiological")
+    assert [(e.event, e.metric, e.priority) for e in phys] == [("raised", "spo2", "high")]
+    aid = phys[0].alert
+    assert aid == f"room-1.oxi-1.spo2.{T0 + 1000}"
+    (a,) = actions.active_alerts(rclient, keys, ["room-1"])
+    assert a["state"] == "active" and a["value"] == 88 and a["limit"] == 90 and a["escalated"] is False
+
+    # pause audio: event, then the engine ends the pause when it runs out
+    st = actions.pause_audio(rclient, keys, aid, "nurse-a", seconds=300, now_ms=T0 + 10_000)
+    assert st["paused_until_ms"] == T0 + 130_000  # clipped to 2 min
+    clock.ms = T0 + 59_000
+    refresh(rclient, keys, clock)
+    w.tick(clock.ms)
+    assert [e.event for e in events(rclient, keys, "physiological")][-1] == "audio_paused"
+    # not acknowledged within escalate_after_s (60 s): escalated, and paged as tier 2
+    clock.ms = T0 + 61_000
+    refresh(rclient, keys, clock)
+    w.tick(clock.ms)
+    assert [e.event for e in events(rclient, keys, "physiological")][-1] == "escalated"
+    assert ("escalated", aid, 2) in rec.sent
+    assert actions.active_alerts(rclient, keys, ["room-1"])[0]["escalated"] is True
+    clock.ms = T0 + 131_000
+    refresh(rclient, keys, clock)
+    w.tick(clock.ms)
+    assert [e.event for e in events(rclient, keys, "physiological")][-1] == "pause_ended"
+
+    st = actions.acknowledge(rclient, keys, aid, "nurse-b")
+    assert st["acknowledged_by"] == "nurse-b" and st["paused_until_ms"] is None
+    with pytest.raises(actions.NotLatched):
+        actions.reset(rclient, keys, aid, "nurse-b")
+
+    # back inside by the hysteresis (90 + 1): high priority latches
+    feed(rclient, keys, "room-1", "oxi-1", 6, [90, 95])
+    drain(w)
+    (a,) = actions.active_alerts(rclient, keys, ["room-1"])
+    assert a["state"] == "latched"
+    st = actions.reset(rclient, keys, aid, "nurse-b")
+    assert actions.active_alerts(rclient, keys, ["room-1"]) == []
+    names = [e.event for e in events(rclient, keys, "physiological")]
+    assert names == ["raised", "audio_paused", "escalated", "pause_ended", "acknowledged", "cleared", "reset"]
+    users = {e.event: e.user for e in events(rclient, keys, "physiological")}
+    assert users["acknowledged"] == "nurse-b" and users["audio_paused"] == "nurse-a"
+    acts = [(x["user"], x["action"], x["details"]["alert"]) for x in audit.entries(rclient, keys)]
+    assert ("nurse-b", "alert.acknowledge", aid) in acts and ("nurse-a", "alert.pause_audio", aid) in acts
+    assert ("nurse-b", "alert.reset", aid) in acts
+    # no second raise for the same episode anywhere
+    assert names.count("raised") == 1
+
+
+def test_unknown_alert_id_raises_keyerror(setup, rclient, keys):
+    for act in (actions.acknowledge, actions.pause_audio, actions.reset):
+        with pytest.raises(KeyError):
+            act(rclient, keys, "room-1.oxi-1.spo2.123", "n")
+        with pytest.raises(KeyError):
+            act(rclient, keys, "nonsense", "n")
+
+
+def test_non_latched_clears_and_high_priority_pages_when_nobody_listens(setup, rclient, keys):
+    cfg, w, clock, rec = setup
+    # a station screen with sound on: medium alarm, no page
+    rclient.hset(keys.screens, "station-1", json.dumps({"ts_ms": T0, "sound_on": True, "user": "n"}))
+    w.tick(T0)
+    feed(rclient, keys, "room-2", "oxi-2", 0, [130, 100], metric="hr")
+    drain(w)
+    assert [e.event for e in events(rclient, keys, "physiological")] == ["raised", "cleared"]
+    assert actions.active_alerts(rclient, keys) == []
+    assert all(t is None for _e, _a, t in rec.sent)
+    # the screen turns its sound off: a high-priority raise is paged at once (tier 1)
+    rclient.hset(keys.screens, "station-1", json.dumps({"ts_ms": T0, "sound_on": False, "user": "n"}))
+    w.tick(T0)
+    feed(rclient, keys, "room-2", "oxi-2", 10, [80, 80, 80, 80])
+    drain(w)
+    raised = [x for x in rec.sent if x[0] == "raised"]
+    assert raised[-1][2] == 1 and ".spo2." in raised[-1][1]
+
+
+def test_flagged_readings_raise_technical_not_physiological(setup, rclient, keys):
+    cfg, w, clock, rec = setup
+    feed(rclient, keys, "room-1", "oxi-1", 0, [None] * 7, flags=("sensor_off",))
+    feed(rclient, keys, "room-1", "oxi-1", 7, [70] * 5, flags=("artifact",))
+    drain(w)
+    assert events(rclient, keys, "physiological") == []
+    tech = [(e.event, e.message) for e in events(rclient, keys, "technical")]
+    assert ("raised", "Sensor off (oxi-1)") in tech
+
+
+def test_silent_device_and_degraded_monitoring(setup, rclient, keys):
+    cfg, w, clock, rec = setup
+    clock.ms = T0 + 30_000
+    publish_status(rclient, keys, "oxi-2", {"last_ts": clock.ms})  # room-2 fresh; oxi-1 is now 30 s old
+    heartbeat.beat(rclient, keys, "ingest", "i1", T0 + 25_000)
+    w.tick(clock.ms)
+    tech = [e for e in events(rclient, keys, "technical") if e.event == "raised"]
+    assert [(e.room, e.dev) for e in tech] == [("room-1", "oxi-1")]
+    assert "silent" in tech[0].message
+    # oxi-1 is back; ingest stops heartbeating → "monitoring degraded" in every room
+    publish_status(rclient, keys, "oxi-1", {"last_ts": T0 + 45_000})
+    publish_status(rclient, keys, "oxi-2", {"last_ts": T0 + 45_000})
+    clock.ms = T0 + 46_000
+    w.tick(clock.ms)
+    evs = [(e.event, e.room, e.priority) for e in events(rclient, keys, "technical")][1:]
+    assert ("cleared", "room-1", "medium") in evs
+    deg = [e for e in events(rclient, keys, "technical") if "degraded" in e.message and e.event == "raised"]
+    assert sorted(e.room for e in deg) == ["room-1", "room-2"] and deg[0].priority == "high"
+    w.tick(clock.ms + 500)  # another tick raises nothing new
+    assert len([e for e in events(rclient, keys, "technical") if e.event == "raised"]) == 3
+
+
+def test_hand_seeded_session_limits_and_reminders(setup, rclient, keys):
+    """A session written by hand per the sessions schema (docs/alerts.md)."""
+    cfg, w, clock, rec = setup
+    sid = "s-20261127-0001"
+    rclient.hset(keys.session(sid), mapping={
+        "id": sid, "room": "room-1", "patient": "p-77", "route": "intranasal", "protocol": "esketamine",
+        "state": "open", "started_ms": str(T0), "started_by": "nurse-a"})
+    rclient.hset(keys.open_sessions, "room-1", sid)
+    rclient.zadd(keys.sessions_index, {sid: T0})
+    rclient.xadd(keys.session_events(sid), {"ts": str(T0), "type": "start", "user": "nurse-a"})
+    # the nurse lowers the SpO2 limit to 85 for this patient
+    rclient.hset(keys.session_limits(sid), "spo2", json.dumps({"low": 85}))
+    w.tick(clock.ms)
+    rem = [e for e in events(rclient, keys, "reminder")]
+    assert [(e.event, e.message) for e in rem] == [("raised", "BP check due before dosing")]
+    feed(rclient, keys, "room-1", "oxi-1", 0, [88] * 6)  # below 90 but above the session's 85
+    drain(w)
+    assert events(rclient, keys, "physiological") == []
+    # pre-dose BP, then the first dose: the pre-dose reminder clears, observation starts
+    clock.ms = T0 + 60_000
+    refresh(rclient, keys, clock)
+    rclient.xadd(keys.session_events(sid), {"ts": str(T0 + 50_000), "type": "bp", "user": "nurse-a",
+                                            "sbp": "128", "dbp": "82"})
+    rclient.xadd(keys.session_events(sid), {"ts": str(T0 + 60_000), "type": "dose", "user": "nurse-a",
+                                            "dose_mg": "56"})
+    rclient.hset(keys.session(sid), "first_dose_ms", str(T0 + 60_000))
+    w.tick(clock.ms)
+    rem = [(e.event, e.message.split(":")[0]) for e in events(rclient, keys, "reminder")]
+    assert rem[1:] == [("cleared", "BP check due before dosing"), ("raised", "Minimum observation")]
+    # 36 min after the dose: the 40-min BP check is due
+    clock.ms = T0 + 60_000 + 36 * 60_000
+    refresh(rclient, keys, clock)
+    w.tick(clock.ms)
+    assert [e.message for e in events(rclient, keys, "reminder")][-1].startswith("BP check due (40 min")
+    # session ends: limits removed, reminders go away, defaults apply again
+    rclient.hdel(keys.open_sessions, "room-1")
+    rclient.delete(keys.session_limits(sid))
+    rclient.hset(keys.session(sid), "state", "ended")
+    w.tick(clock.ms)
+    assert [a for a in actions.active_alerts(rclient, keys) if a["kind"] == "reminder"] == []
+    feed(rclient, keys, "room-1", "oxi-1", 100, [88] * 5)
+    drain(w)
+    assert [e.event for e in events(rclient, keys, "physiological")] == ["raised"]
+
+
+def test_commit_is_fenced_by_the_lease(setup, rclient, keys):
+    cfg, w, clock, rec = setup
+    rclient.set(keys.room_owner("room-1"), "somebody-else")
+    with pytest.raises(LostOwnership):
+        commit(rclient, keys, "room-1", "w1", lambda active: Book(active), {"last_id": "1-0"}, 10**9, T0)
+    assert load_state(rclient, keys, "room-1")[0] != "1-0"
+    # the worker notices at its next renewal and stops evaluating the room
+    clock.ms = T0 + 5000
+    w.housekeeping(clock.ms)
+    assert "room-1" not in w.rooms
+
+
+def test_rooms_are_divided_between_workers(make_config, rclient, keys):
+    cfg = make_config(rooms=[{"id": f"room-{i}"} for i in range(1, 5)], alerts={"owner_ttl_s": 2})
+    clock = Clock(T0)
+    a = Worker(cfg, rclient, keys, owner="wa", clock=clock)
+    b = Worker(cfg, rclient, keys, owner="wb", clock=clock)
+    a.housekeeping(T0)
+    assert len(a.rooms) == 4  # alone: takes everything
+    for step in range(1, 8):  # b appears; a gives rooms back one per lease cycle
+        clock.ms = T0 + step * 700
+        b.housekeeping(clock.ms)
+        a.housekeeping(clock.ms)
+    assert len(a.rooms) == 2 and len(b.rooms) == 2
+    owners = {rclient.get(keys.room_owner(f"room-{i}")) for i in range(1, 5)}
+    assert owners == {"wa", "wb"}
+    # a dies (no renewals): after its leases expire b takes everything over
+    for step in range(8, 20):
+        clock.ms = T0 + step * 700
+        b.housekeeping(clock.ms)
+    # leases are real PX timers in Redis, so wait for them by wall clock, bounded
+    import time
+    deadline = time.monotonic() + 10
+    while len(b.rooms) < 4 and time.monotonic() < deadline:
+        clock.ms += 700
+        b.housekeeping(clock.ms)
+        time.sleep(0.2)
+    assert len(b.rooms) == 4
