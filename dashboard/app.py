@@ -52,10 +52,11 @@ import logging
 import pkgutil
 import re
 import threading
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any, AsyncIterator
+from typing import Any
 
 import dash
 import uvicorn
@@ -228,7 +229,7 @@ class Served:
         """Base URL."""
         return f"http://{self.host}:{self.port}"
 
-    def start(self) -> "Served":
+    def start(self) -> Served:
         """Start and wait until it accepts connections."""
         import time
 

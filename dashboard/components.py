@@ -7,7 +7,8 @@ and `data-vw-metric`. See dashboard/assets/live.js.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from dash import dcc, html
 

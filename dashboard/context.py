@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import contextvars
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from monitor.config import Config
 from monitor.keys import Keys
@@ -52,7 +53,7 @@ class AppContext:
 
     cfg: Config
     keys: Keys
-    data: "Data"
+    data: Data
     clock_ms: Callable[[], int] = wall_ms
     current_user: Callable[[], User | None] = current_user
 
@@ -72,7 +73,7 @@ class PageContext:
         return self.app.cfg
 
     @property
-    def data(self) -> "Data":
+    def data(self) -> Data:
         """The Redis reader (dashboard/data.py)."""
         return self.app.data
 

@@ -4,21 +4,21 @@
 push loop (dashboard/live.py) has its own `redis.asyncio` client but decodes entries with the
 pure helpers here, so one reading looks the same on every path.
 
-Alert actions go through monitor/alarms/actions.py (the alert engine's module). While that
-module is absent, a minimal fallback here updates the active-alert hash and the alert
-stream with the same schema, so the screen works against a bare Redis too.
+Alert actions go through monitor/alarms/actions.py (the alert engine's module), so a click,
+an API call from a pager and the engine all change an alert the same way.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import time
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import redis
 
 from monitor import audit, heartbeat
+from monitor.alarms import actions
 from monitor.config import Config
 from monitor.keys import Keys
 from monitor.readings import METRICS
@@ -59,15 +59,6 @@ def sort_alerts(alerts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Alerts by priority (high first), then newest raised first."""
     return sorted(alerts, key=lambda a: (PRIORITY_RANK.get(a.get("priority", "low"), 3),
                                          -int(a.get("raised_ms") or 0)))
-
-
-def _actions():  # noqa: ANN202 - module or None
-    try:
-        return importlib.import_module("monitor.alarms.actions")
-    except ModuleNotFoundError as e:
-        if e.name in ("monitor.alarms.actions", "monitor.alarms"):
-            return None
-        raise
 
 
 class Data:
@@ -114,7 +105,7 @@ class Data:
         pipe = self.client.pipeline(transaction=False)
         for d in devices:
             pipe.hgetall(self.keys.device_status(d))
-        return dict(zip(devices, pipe.execute()))
+        return dict(zip(devices, pipe.execute(), strict=True))
 
     def heartbeats(self) -> dict[str, int]:
         """role → newest heartbeat ms."""
@@ -131,16 +122,7 @@ class Data:
     def active_alerts(self, rooms: list[str] | None = None) -> list[dict[str, Any]]:
         """Active (and latched) alerts of the rooms, by priority then time."""
         rooms = rooms if rooms is not None else [r.id for r in self.cfg.rooms]
-        mod = _actions()
-        if mod is not None:
-            return sort_alerts(mod.active_alerts(self.client, self.keys, rooms))
-        pipe = self.client.pipeline(transaction=False)
-        for r in rooms:
-            pipe.hgetall(self.keys.active_alerts(r))
-        out = []
-        for h in pipe.execute():
-            out.extend(a for a in (decode_alert(v) for v in h.values()) if a)
-        return sort_alerts(out)
+        return sort_alerts(actions.active_alerts(self.client, self.keys, rooms))
 
     def alert_events(self, since_ms: int = 0, count: int = 1000, room: str | None = None,
                      until_ms: int | None = None) -> list[dict[str, Any]]:
@@ -159,40 +141,12 @@ class Data:
 
     def acknowledge(self, alert_id: str, user: str) -> dict[str, Any]:
         """Acknowledge an alert as `user` (KeyError when unknown); returns its new state."""
-        mod = _actions()
-        if mod is not None:
-            return mod.acknowledge(self.client, self.keys, alert_id, user)
-        return self._fallback_action(alert_id, user, "acknowledged")
+        return actions.acknowledge(self.client, self.keys, alert_id, user)
 
     def pause_audio(self, alert_id: str, user: str, seconds: float | None = None) -> dict[str, Any]:
         """Pause an alert's audio as `user` (KeyError when unknown); returns its new state."""
         seconds = seconds if seconds is not None else self.cfg.alerts.pause_max_s
-        mod = _actions()
-        if mod is not None:
-            return mod.pause_audio(self.client, self.keys, alert_id, user, seconds=seconds)
-        return self._fallback_action(alert_id, user, "audio_paused", seconds)
-
-    def _fallback_action(self, alert_id: str, user: str, event: str, seconds: float = 0) -> dict[str, Any]:
-        # Same schema as the engine's actions; used only until monitor/alarms/actions.py exists.
-        a = self.find_alert(alert_id)
-        if a is None:
-            raise KeyError(alert_id)
-        now = now_ms()
-        if event == "acknowledged":
-            a.update(acknowledged_by=user, acknowledged_ms=now)
-        else:
-            a["paused_until_ms"] = now + int(seconds * 1000)
-        self.client.hset(self.keys.active_alerts(a["room"]), alert_id, json.dumps(a))
-        fields = {"ts": str(now), "room": a["room"], "alert": alert_id, "event": event,
-                  "kind": a.get("kind", ""), "priority": a.get("priority", ""), "user": user,
-                  "message": a.get("message", "")}
-        for k in ("metric", "dev"):
-            if a.get(k):
-                fields[k] = str(a[k])
-        self.client.xadd(self.keys.alerts, fields)
-        audit.record(self.client, self.keys, user, "alert." + ("acknowledge" if event == "acknowledged" else "pause"),
-                     alert=alert_id, room=a["room"])
-        return a
+        return actions.pause_audio(self.client, self.keys, alert_id, user, seconds=seconds)
 
     # --- sessions --------------------------------------------------------------------------
     def open_sessions(self) -> dict[str, str]:

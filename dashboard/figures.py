@@ -5,7 +5,9 @@ Nothing here touches Redis or the clock: callers pass `now_ms`. Tests are tables
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import UTC
+from typing import Any
 
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
@@ -142,10 +144,10 @@ def alert_episodes(events: Iterable[Mapping[str, Any]], now_ms: int) -> list[dic
 
 def tz_shift_ms(timezone: str, at_ms: int) -> int:
     """Offset of the clinic's zone from UTC at `at_ms`: added to ms so date axes read local time."""
-    from datetime import datetime, timezone as tz
+    from datetime import datetime
     from zoneinfo import ZoneInfo
 
-    off = datetime.fromtimestamp(at_ms / 1000, tz.utc).astimezone(ZoneInfo(timezone)).utcoffset()
+    off = datetime.fromtimestamp(at_ms / 1000, UTC).astimezone(ZoneInfo(timezone)).utcoffset()
     return int(off.total_seconds() * 1000) if off else 0
 
 

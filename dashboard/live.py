@@ -78,7 +78,7 @@ def monitoring_problems(cfg: Config, beats_raw: dict[str, str], now: int) -> lis
     return monitoring_reasons(True, beats, now, cfg.alerts.heartbeat_stale_s)
 
 
-@dataclass
+@dataclass(eq=False)  # identity hash: tabs live in a set
 class Client:
     """One connected tab."""
 
@@ -200,7 +200,7 @@ class Hub:
             pipe.xrevrange(self.keys.vitals(r), count=1)
         pipe.xrevrange(self.keys.alerts, count=1)
         tips = await pipe.execute()
-        for r, tip in zip(self.rooms, tips[:-1]):
+        for r, tip in zip(self.rooms, tips[:-1], strict=True):
             self.last_ids[self.keys.vitals(r)] = tip[0][0] if tip else "0-0"
         self.last_ids[self.keys.alerts] = tips[-1][0][0] if tips[-1] else "0-0"
         state = await asyncio.to_thread(self._sync_snapshot)
@@ -286,7 +286,7 @@ class Hub:
             pipe.hgetall(self.keys.device_status(d))
         statuses = await pipe.execute() if devs else []
         by_room: dict[str, dict[str, Any]] = {r: {} for r in self.rooms}
-        for (r, d), s in zip(devs, statuses):
+        for (r, d), s in zip(devs, statuses, strict=True):
             by_room[r][d] = _device_view(s)
         for r, devices in by_room.items():
             if devices != self.state[r]["devices"]:
@@ -300,7 +300,7 @@ class Hub:
         heads = await pipe.execute()
         from monitor.sessions import decode_header
 
-        for r, h in zip(self.rooms, heads):
+        for r, h in zip(self.rooms, heads, strict=True):
             view = self._session_view(decode_header(h) if isinstance(h, dict) and h else None, now)
             if view != self.state[r]["session"]:
                 self.state[r]["session"] = view
@@ -338,7 +338,7 @@ def _spark_add(spark: dict[str, list[list[float]]], ts: int, vals: dict[str, flo
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
     try:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         pass
 
 

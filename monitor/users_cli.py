@@ -9,7 +9,7 @@ import argparse
 import getpass
 import os
 import sys
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import redis
 

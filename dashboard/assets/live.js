@@ -342,7 +342,7 @@
     var el = document.getElementById("vw-banner");
     if (!el) {
       el = document.createElement("div"); el.id = "vw-banner"; el.className = "vw-banner";
-      document.body.appendChild(el);
+      document.body.insertBefore(el, document.body.firstChild);
     }
     var reasons = [];
     if (!VW.connected || now() - VW.lastMsgMs > LOST_AFTER_MS) { reasons.push("connection to the server lost"); }

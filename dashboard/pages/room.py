@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 import dash
-from dash import ALL, Input, Output, State, ctx as dash_ctx, dcc, html, no_update
+from dash import ALL, Input, Output, State, dcc, html, no_update
+from dash import ctx as dash_ctx
 
 from dashboard.components import devices_div, phase_span, vitals_block
 from dashboard.context import AppContext, PageContext
