@@ -14,9 +14,9 @@ import pytest
 from monitor import audit, heartbeat
 from monitor.alarms import actions
 from monitor.alarms.engine import Worker
+from monitor.alarms.evaluate import Book
 from monitor.alarms.model import event_from_fields
 from monitor.alarms.store import LostOwnership, commit, load_state
-from monitor.alarms.evaluate import Book
 from monitor.codec import to_fields
 from monitor.readings import Reading
 from monitor.status import publish_status

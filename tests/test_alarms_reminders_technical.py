@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.alarms.outbound import page_tier, payload, unattended
 from monitor.alarms.model import AlertEvent
+from monitor.alarms.outbound import page_tier, payload, unattended
 from monitor.alarms.reminders import reminder_conditions
 from monitor.alarms.rules import technical_rules
 from monitor.alarms.technical import device_conditions, device_quiet_s, monitoring_state

@@ -17,6 +17,7 @@ import logging
 import queue
 import ssl
 import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
@@ -64,6 +65,7 @@ class OutboundStats:
     """Counters: what went out and what failed."""
 
     published: int = 0
+    acked: int = 0  # confirmed by the broker (PUBACK)
     publish_failed: int = 0
     pages: int = 0
     webhook_sent: int = 0
@@ -94,10 +96,12 @@ class Outbound:
                                tls_version=ssl.PROTOCOL_TLS_CLIENT)
         self._mqtt.on_connect = self._on_connect
         self._mqtt.on_disconnect = self._on_disconnect
+        self._mqtt.on_publish = self._on_publish
         self._mqtt.reconnect_delay_set(1, 10)
         self._mqtt.connect_async(u.hostname or "127.0.0.1", u.port or (8883 if tls else 1883), keepalive=30)
         self._mqtt.loop_start()
-        self._last: mqtt.MQTTMessageInfo | None = None
+        self._unacked: set[int] = set()
+        self._lock = threading.Lock()
         self._hooks: queue.Queue[bytes | None] = queue.Queue()
         self._hook_thread: threading.Thread | None = None
         if webhook_url:
@@ -115,6 +119,17 @@ class Outbound:
         self._connected.clear()
         log.warning("outbound MQTT disconnected (%s); events are queued until it is back", reason)
 
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        with self._lock:
+            self._unacked.discard(mid)
+            self.stats.acked += 1
+
+    @property
+    def unconfirmed(self) -> int:
+        """Events published but not yet acknowledged by the broker (QoS 1)."""
+        with self._lock:
+            return len(self._unacked)
+
     def wait_connected(self, timeout_s: float) -> bool:
         """Wait for the broker connection (tests, start-up)."""
         return self._connected.wait(timeout_s)
@@ -130,8 +145,10 @@ class Outbound:
                 self._hooks.put(body)
 
     def _publish(self, topic: str, body: bytes) -> None:
-        info = self._mqtt.publish(topic, body, qos=1)
-        self._last = info
+        with self._lock:  # the ack may arrive before publish() returns
+            info = self._mqtt.publish(topic, body, qos=1)
+            if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                self._unacked.add(info.mid)
         if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             self.stats.published += 1  # NO_CONN with QoS 1: queued by paho, sent on reconnect
         else:
@@ -159,10 +176,11 @@ class Outbound:
         if self._hook_thread is not None:
             self._hooks.put(None)
             self._hook_thread.join(timeout_s)
-        if self._last is not None and self._connected.is_set():
-            try:
-                self._last.wait_for_publish(timeout_s)  # QoS 1 messages go out in order
-            except (RuntimeError, ValueError) as e:
-                log.warning("outbound: last event not confirmed before stop: %s", e)
+        deadline = time.monotonic() + timeout_s
+        while self.unconfirmed and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if self.unconfirmed:
+            log.warning("outbound: stopping with %d alert event(s) not confirmed by the broker",
+                        self.unconfirmed)
         self._mqtt.disconnect()
         self._mqtt.loop_stop()
