@@ -7,16 +7,16 @@ driver also runs the `NibpPoller`. The supervisor does every piece of I/O.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Mapping
 
 from devices.protocols.ansar_b import AnsarBParser
 from devices.protocols.framing import Parsed
 from devices.protocols.masimo_ascii import MasimoParser
 from devices.protocols.nibp_un300 import (
     POLL_IDLE_S,
-    MeasureFailed,
     Measured,
+    MeasureFailed,
     MeasureTimedOut,
     NibpParser,
     NibpPoller,

@@ -19,7 +19,8 @@ import json
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import cast
 
 import redis
 import serial
@@ -298,7 +299,7 @@ class DeviceSupervisor(threading.Thread):
         try:
             while (raw := self.client.rpop(self.keys.nibp_requests(self.dev.id))) is not None:
                 try:
-                    req = json.loads(raw)
+                    req = json.loads(str(raw))
                     user = str(req.get("user", "")) if isinstance(req, dict) else ""
                 except ValueError:
                     user = ""
@@ -313,7 +314,7 @@ class DeviceSupervisor(threading.Thread):
         assert self.client is not None and self.poller is not None
         try:
             sid = self.client.hget(self.keys.open_sessions, self.room.id)
-            session = self.client.hgetall(self.keys.session(sid)) if sid else None
+            session = cast(dict[str, str], self.client.hgetall(self.keys.session(str(sid)))) if sid else None
         except REDIS_DOWN as e:
             log.debug("cannot read the session phase: %s", e, extra=self._log_extra)
             return

@@ -111,7 +111,7 @@ class NibpResponder(threading.Thread):
         self._stop = threading.Event()
         self._buf = b""
         self._measuring_until: float | None = None
-        self._last = (None, None, None, None)
+        self._last: tuple[int | None, ...] = (None, None, None, None)
         self._last_error = "00"
 
     def stop(self) -> None:

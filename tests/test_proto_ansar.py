@@ -113,7 +113,7 @@ def test_random_cuts_keep_every_intact_message(cuts, at, length, junk):
     damaged = STREAM[:at] + junk + STREAM[at + length:]
     parser = AnsarBParser("ivy")
     bounds = [0, *sorted(c for c in cuts if c <= len(damaged)), len(damaged)]
-    for a, b in zip(bounds, bounds[1:]):
+    for a, b in zip(bounds, bounds[1:], strict=False):
         parser.feed(damaged[a:b])
     intact = sum(1 for i in range(5) if (i + 1) * 562 <= at or i * 562 >= at + length)
     if not junk and length == 0:

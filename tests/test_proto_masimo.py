@@ -115,7 +115,7 @@ def test_random_chunking_decodes_every_line(cuts):
     parser = MasimoParser("oxi")
     bounds = [0, *sorted(cuts), len(STREAM)]
     results = []
-    for a, b in zip(bounds, bounds[1:]):
+    for a, b in zip(bounds, bounds[1:], strict=False):
         results += parser.feed(STREAM[a:b])[0]
     assert [p.device_clock for p in results] == [line[:17].decode() for line in MASIMO_LINES * 3]
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
@@ -54,17 +55,17 @@ class Rig:
         self.writer.close()
         self.board.stop()
 
-    def status(self) -> dict[str, str]:
+    def status(self) -> Any:
         return self.r.hgetall(self.keys.device_status(self.dev.id))
 
     def wait_opened(self) -> None:
         wait_for(lambda: self.status().get("detail", "").startswith("opened"), what="port opened")
 
-    def readings(self) -> list[dict[str, str]]:
-        return [f for _, f in self.r.xrange(self.keys.vitals(self.room.id))]
+    def readings(self) -> Any:
+        return [f for _, f in self.r.xrange(self.keys.vitals(self.room.id)) or []]
 
-    def rejects(self) -> list[dict[str, str]]:
-        return [f for _, f in self.r.xrange(self.keys.rejects)]
+    def rejects(self) -> Any:
+        return [f for _, f in self.r.xrange(self.keys.rejects) or []]
 
 
 @pytest.fixture

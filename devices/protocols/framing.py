@@ -8,9 +8,9 @@ device or time: the supervisor does that) and `Refusal`s. Every value goes throu
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 from monitor.readings import Refusal, accept
 
