@@ -61,7 +61,7 @@ from typing import Any
 import dash
 import uvicorn
 from dash import Input, Output, dcc, html
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 
 from dashboard.api import install_routes
 from dashboard.auth import AuthMiddleware, Guard, Sessions
@@ -199,9 +199,27 @@ def build(cfg: Config, redis_url: str) -> tuple[Any, Hub, dash.Dash]:
 
     for m in pages:
         m.register_callbacks(app, actx)
+    _page_catchall(server, app)
     guard = Guard(sessions=sessions, client=client, keys=keys, page_role=router.page_role,
                   callback_role=router.callback_role, secure_cookies=cfg.dashboard.secure_cookies)
     return AuthMiddleware(server, guard), hub, app
+
+
+def _page_catchall(server: FastAPI, app: dash.Dash) -> None:
+    """Serve the Dash index for page paths (/room/x, /review/y) of *this* app.
+
+    Dash registers its own catch-all at server start for whichever app it saw last; ours is
+    registered now, for this app, so several dashboards in one process (tests) stay apart.
+    """
+    from dash.backends._fastapi import reset_current_request, set_current_request
+    async def index(request: Request) -> Response:
+        token = set_current_request(request)
+        try:
+            return Response(content=app.index(), media_type="text/html")
+        finally:
+            reset_current_request(token)
+
+    server.add_api_route("/{path:path}", index, methods=["GET"], include_in_schema=False)
 
 
 def resolve_keys(cfg: Config):  # noqa: ANN201

@@ -112,7 +112,7 @@
             tsA = v ? parseInt(v.getAttribute("data-vw-ts") || "0", 10) : 0;
           }
           setText(r.age[am][k], tsA ? fmtAge((t - tsA) / 1000) : "no data");
-          r.age[am][k].setAttribute("data-vw-stale", (!tsA || (t - tsA) / 1000 > staleAfterS(am, ax && ax.dev)) ? "1" : "0");
+          r.age[am][k].setAttribute("data-vw-stale", (tsA && (t - tsA) / 1000 > staleAfterS(am, ax && ax.dev)) ? "1" : "0");
         }
       }
       if (st.session !== undefined) { applyPhase(room); }

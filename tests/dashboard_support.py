@@ -1,0 +1,113 @@
+"""Helpers for dashboard tests and the screen-latency benchmark: a served dashboard, a
+headless Chromium, heartbeats, injected readings and alerts (CONTRACT/brief schemas)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any, Callable
+
+import redis
+from selenium import webdriver
+from selenium.common.exceptions import JavascriptException, WebDriverException
+from selenium.webdriver.common.by import By
+
+from monitor import heartbeat
+from monitor.alarms.model import alert_id
+from monitor.keys import Keys
+
+CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000",
+                "--autoplay-policy=no-user-gesture-required")
+
+
+def now_ms() -> int:
+    """Wall clock, ms."""
+    return time.time_ns() // 1_000_000
+
+
+def chromium() -> webdriver.Chrome:
+    """Headless Chromium driven by Debian's chromedriver."""
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = "/usr/bin/chromium"
+    for flag in CHROME_FLAGS:
+        opts.add_argument(flag)
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=webdriver.ChromeService("/usr/bin/chromedriver"), options=opts)
+
+
+def wait_for(fn: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition") -> Any:
+    """Poll `fn` until it returns something truthy (a browser renders on its own schedule)."""
+    deadline = time.monotonic() + timeout_s
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except (JavascriptException, WebDriverException, KeyError, IndexError):
+            last = None
+        if last:
+            return last
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def login(driver: webdriver.Chrome, base: str, user: str, password: str, path: str = "/") -> None:
+    """Sign in through the form and wait for the page and its live socket."""
+    driver.delete_all_cookies()
+    driver.get(f"{base}/login?next={path}")
+    driver.find_element(By.ID, "username").send_keys(user)
+    driver.find_element(By.ID, "password").send_keys(password)
+    driver.find_element(By.ID, "login-submit").click()
+    wait_for(lambda: driver.execute_script("return !!(window.VW && VW.connected && VW.user)"), 20, "live socket")
+
+
+class Beats:
+    """Keeps `alerts` and `ingest` heartbeats fresh (so the screen says it is monitoring)."""
+
+    def __init__(self, client: redis.Redis, keys: Keys) -> None:
+        self.client, self.keys = client, keys
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self.stop_event.is_set():
+            try:
+                for role in ("alerts", "ingest"):
+                    heartbeat.beat(self.client, self.keys, role, "test", now_ms())
+            except redis.ConnectionError:
+                pass  # the test stopped this Redis on purpose
+            self.stop_event.wait(0.5)
+
+    def start(self) -> "Beats":
+        """Start beating."""
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop beating."""
+        self.stop_event.set()
+        self.thread.join(2)
+
+
+def inject_alert(client: redis.Redis, keys: Keys, room: str, metric: str = "sbp", priority: str = "high",
+                 value: float = 196, limit: float = 180, dev: str = "nibp-1") -> dict[str, Any]:
+    """An active alert + its `raised` event, as the alert engine writes them."""
+    ts = now_ms()
+    aid = alert_id(room, dev, f"{metric}_high", ts)
+    rec = {"alert": aid, "room": room, "dev": dev, "metric": metric, "kind": "physiological",
+           "priority": priority, "state": "active", "value": value, "limit": limit,
+           "message": f"{metric.upper()} high {value:g} > {limit:g}", "raised_ms": ts,
+           "acknowledged_by": None, "acknowledged_ms": None, "paused_until_ms": None, "escalated": False}
+    client.hset(keys.active_alerts(room), aid, json.dumps(rec))
+    client.xadd(keys.alerts, {"ts": str(ts), "room": room, "alert": aid, "event": "raised",
+                              "kind": "physiological", "priority": priority, "metric": metric, "dev": dev,
+                              "value": f"{value:g}", "limit": f"{limit:g}", "message": rec["message"], "user": ""})
+    return rec
+
+
+def dom_value(driver: webdriver.Chrome, room: str, metric: str) -> str:
+    """Text of a room's value element for a metric (first on the page)."""
+    return driver.execute_script(
+        "var e=document.querySelector('[data-vw-part=value][data-vw-room=\"'+arguments[0]+'\"][data-vw-metric=\"'"
+        "+arguments[1]+'\"]'); return e ? e.textContent : null;", room, metric)

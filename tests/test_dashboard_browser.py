@@ -1,0 +1,199 @@
+"""The dashboard in a real headless Chromium against a real Redis.
+
+One dashboard and one browser per module (start-up is the slow part); each test uses its
+own rooms' data. Values are injected as the ingest and the alert engine write them.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any, Iterator
+
+import pytest
+import redis
+from selenium.webdriver.common.by import By
+
+from dashboard.app import Served
+from monitor import users
+from monitor.config import Config, parse_config
+from monitor.keys import Keys
+from tests.dashboard_support import (
+    Beats,
+    chromium,
+    dom_value,
+    inject_alert,
+    login,
+    now_ms,
+    wait_for,
+)
+
+pytestmark = pytest.mark.browser
+PASSWORDS = {"nina": "nurse-pass-1", "dora": "director-pass-1", "sta": "station-pass-1"}
+
+
+def make_cfg(clinic: str, redis_url: str, tmp: str) -> Config:
+    """Three rooms: a serial oximeter, a serial NIBP (cycle 300 s), an MQTT monitor."""
+    return parse_config({
+        "clinic": {"id": clinic, "name": "Test"},
+        "redis": {"url": redis_url}, "mqtt": {"url": "mqtt://127.0.0.1:1883"},
+        "data": {"dir": tmp},
+        "rooms": [
+            {"id": "room-1", "name": "Room 1", "devices": [
+                {"id": "oxi-1", "protocol": "masimo-ascii", "transport": "serial", "port": "/dev/null"}]},
+            {"id": "room-2", "name": "Room 2", "devices": [
+                {"id": "nibp-2", "protocol": "nibp-un300", "transport": "serial", "port": "/dev/null",
+                 "cycle_s": 300}]},
+            {"id": "room-3", "name": "Room 3", "devices": [
+                {"id": "mon-3", "protocol": "json", "transport": "mqtt", "topic": "vw-test/room-3/mon-3"}]},
+            {"id": "room-4", "name": "Room 4", "devices": [
+                {"id": "mon-4", "protocol": "json", "transport": "mqtt", "topic": "vw-test/room-4/mon-4"},
+                {"id": "nibp-4", "protocol": "nibp-un300", "transport": "serial", "port": "/dev/null",
+                 "cycle_s": 300}]},
+        ]}, source="test.toml")
+
+
+@pytest.fixture(scope="module")
+def env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    clinic = "t-" + uuid.uuid4().hex[:10]
+    keys = Keys(clinic)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    cfg = make_cfg(clinic, redis_url, str(tmp_path_factory.mktemp("dash")))
+    users.create_user(client, keys, "nina", "nurse", PASSWORDS["nina"])
+    users.create_user(client, keys, "dora", "director", PASSWORDS["dora"])
+    users.create_user(client, keys, "sta", "station", PASSWORDS["sta"])
+    beats = Beats(client, keys).start()
+    served = Served(cfg, redis_url).start()
+    driver = chromium()
+    try:
+        yield {"cfg": cfg, "keys": keys, "client": client, "url": served.url, "driver": driver}
+    finally:
+        driver.quit()
+        served.stop()
+        beats.stop()
+        for k in client.scan_iter(match=keys.prefix.replace("{", "\\{").replace("}", "\\}") + "*"):
+            client.delete(k)
+        client.close()
+
+
+def xadd(env: dict[str, Any], room: str, dev: str, ts_ms: int | None = None, **vals: float) -> None:
+    fields = {"ts": str(ts_ms if ts_ms is not None else now_ms()), "dev": dev}
+    fields.update({k: f"{v:g}" for k, v in vals.items()})
+    env["client"].xadd(env["keys"].vitals(room), fields)
+
+
+def latest_in_redis(env: dict[str, Any], room: str, metric: str) -> str:
+    for _id, f in env["client"].xrevrange(env["keys"].vitals(room), count=100):
+        if metric in f:
+            return f"{float(f[metric]):.0f}"
+    return "--"
+
+
+def test_login_then_overview_values_equal_redis(env: dict[str, Any]) -> None:
+    d = env["driver"]
+    d.delete_all_cookies()
+    d.get(env["url"] + "/")
+    assert "/login" in d.current_url  # anonymous → the sign-in form
+    login(d, env["url"], "nina", PASSWORDS["nina"])
+    xadd(env, "room-1", "oxi-1", hr=72, spo2=97)
+    xadd(env, "room-2", "nibp-2", sbp=121, dbp=79, map=93)
+    xadd(env, "room-3", "mon-3", hr=64, spo2=99, rr=14)
+    for room, metric in (("room-1", "hr"), ("room-1", "spo2"), ("room-2", "sbp"), ("room-2", "dbp"),
+                         ("room-2", "map"), ("room-3", "hr"), ("room-3", "rr")):
+        want = latest_in_redis(env, room, metric)
+        wait_for(lambda r=room, m=metric, w=want: dom_value(d, r, m) == w, 10, f"{room} {metric} = {want}")
+    # live: a new value replaces the old one without reloading
+    xadd(env, "room-1", "oxi-1", hr=101)
+    wait_for(lambda: dom_value(d, "room-1", "hr") == "101", 10, "pushed HR 101")
+    assert "nina (nurse)" in d.find_element(By.ID, "app-who").text
+
+
+def test_breach_turns_tile_red_lists_alert_and_acknowledge_records_user(env: dict[str, Any]) -> None:
+    d = env["driver"]
+    login(d, env["url"], "nina", PASSWORDS["nina"])
+    xadd(env, "room-2", "nibp-2", sbp=196, dbp=101, map=133)
+    rec = inject_alert(env["client"], env["keys"], "room-2", "sbp", "high", 196, 180, dev="nibp-2")
+    tile = wait_for(lambda: d.find_element(By.ID, "ov-tile-room-2").get_attribute("data-alert") == "high"
+                    and d.find_element(By.ID, "ov-tile-room-2"), 10, "red tile")
+    assert "vw-flash-high" in d.execute_script("return getComputedStyle(arguments[0]).animationName", tile)
+    row = wait_for(lambda: d.find_element(By.CSS_SELECTOR, f"[data-alert-id='{rec['alert']}']"), 10, "alert row")
+    assert "SBP high 196" in row.text and "HIGH" in row.text
+    row.find_element(By.CSS_SELECTOR, "button[data-act=acknowledge]").click()
+    stored = wait_for(lambda: json.loads(env["client"].hget(env["keys"].active_alerts("room-2"), rec["alert"]))
+                      if json.loads(env["client"].hget(env["keys"].active_alerts("room-2"), rec["alert"]))
+                      .get("acknowledged_by") else None, 10, "acknowledged in Redis")
+    assert stored["acknowledged_by"] == "nina"
+    events = [f for _i, f in env["client"].xrange(env["keys"].alerts) if f.get("alert") == rec["alert"]]
+    assert any(e["event"] == "acknowledged" and e["user"] == "nina" for e in events)
+    audit_rows = [f for _i, f in env["client"].xrange(env["keys"].audit) if f["action"] == "alert.acknowledge"]
+    assert any(a["user"] == "nina" and rec["alert"] in a["details"] for a in audit_rows)
+    wait_for(lambda: "acknowledged by nina" in d.find_element(
+        By.CSS_SELECTOR, f"[data-alert-id='{rec['alert']}']").text, 10, "ack shown")
+    env["client"].delete(env["keys"].active_alerts("room-2"))
+
+
+def test_stale_values_look_stale(env: dict[str, Any]) -> None:
+    d = env["driver"]
+    login(d, env["url"], "nina", PASSWORDS["nina"])
+    # a continuous value 30 s old is stale; a BP 100 s old is fresh within its 300 s NIBP cycle
+    xadd(env, "room-4", "mon-4", ts_ms=now_ms() - 30_000, hr=66, rr=15)
+    xadd(env, "room-4", "nibp-4", ts_ms=now_ms() - 100_000, sbp=118, dbp=76, map=90)
+    xadd(env, "room-1", "oxi-1", hr=70, spo2=98)
+
+    def stale(room: str, metric: str) -> str:
+        return d.execute_script(
+            "return document.querySelector('[data-vw-part=value][data-vw-room=\"'+arguments[0]+'\"]"
+            "[data-vw-metric=\"'+arguments[1]+'\"]').getAttribute('data-vw-stale')", room, metric)
+
+    wait_for(lambda: dom_value(d, "room-4", "rr") == "15" and stale("room-4", "hr") == "1", 10, "stale HR")
+    wait_for(lambda: dom_value(d, "room-4", "sbp") == "118", 10, "BP shown")
+    assert stale("room-4", "sbp") == "0"
+    assert stale("room-1", "hr") == "0"
+    style = d.execute_script("var e=document.querySelector('[data-vw-room=\"room-4\"][data-vw-metric=\"hr\"]"
+                             "[data-vw-part=value]'); var s=getComputedStyle(e); return [s.opacity, s.textDecorationLine]")
+    assert float(style[0]) < 1 and "line-through" in style[1]
+
+
+def test_station_acknowledge_asks_for_a_nurse(env: dict[str, Any]) -> None:
+    d = env["driver"]
+    login(d, env["url"], "sta", PASSWORDS["sta"])
+    rec = inject_alert(env["client"], env["keys"], "room-1", "spo2", "high", 84, 90, dev="oxi-1")
+    row = wait_for(lambda: d.find_element(By.CSS_SELECTOR, f"[data-alert-id='{rec['alert']}']"), 10, "alert row")
+    row.find_element(By.CSS_SELECTOR, "button[data-act=acknowledge]").click()
+    wait_for(lambda: d.find_element(By.ID, "vw-modal").is_displayed(), 5, "who-is-acting prompt")
+    d.find_element(By.ID, "vw-ack-user").send_keys("nina")
+    d.find_element(By.ID, "vw-ack-pass").send_keys("wrong-password")
+    d.find_element(By.ID, "vw-ack-submit").click()
+    wait_for(lambda: "Wrong" in d.find_element(By.ID, "vw-ack-msg").text, 5, "refusal shown")
+    assert json.loads(env["client"].hget(env["keys"].active_alerts("room-1"), rec["alert"]))["acknowledged_by"] is None
+    d.find_element(By.ID, "vw-ack-pass").clear()
+    d.find_element(By.ID, "vw-ack-pass").send_keys(PASSWORDS["nina"])
+    d.find_element(By.ID, "vw-ack-submit").click()
+    wait_for(lambda: json.loads(env["client"].hget(env["keys"].active_alerts("room-1"), rec["alert"]))
+             .get("acknowledged_by") == "nina", 10, "acknowledged as the nurse, not the station")
+    env["client"].delete(env["keys"].active_alerts("room-1"))
+
+
+def test_nurse_cannot_open_director_pages(env: dict[str, Any]) -> None:
+    d = env["driver"]
+    login(d, env["url"], "nina", PASSWORDS["nina"])
+    d.get(env["url"] + "/review")
+    body = d.find_element(By.TAG_NAME, "body").text
+    assert "director" in body and ("403" in body or "needs the director role" in body)
+
+
+def test_room_page_trend_limits_and_live_extend(env: dict[str, Any]) -> None:
+    d = env["driver"]
+    login(d, env["url"], "nina", PASSWORDS["nina"], path="/room/room-1")
+    for i in range(5):
+        xadd(env, "room-1", "oxi-1", ts_ms=now_ms() - (5 - i) * 1000, hr=80 + i, spo2=96)
+    d.get(env["url"] + "/room/room-1")
+    wait_for(lambda: d.execute_script("return !!document.querySelector('#room-trend .js-plotly-plot')"), 15, "trend")
+    names = d.execute_script("var gd=document.querySelector('#room-trend .js-plotly-plot');"
+                             "return (gd.layout.shapes||[]).map(function(s){return s.name||''})")
+    assert "limit-hr-high" in names and "limit-spo2-low" in names
+    n0 = d.execute_script("return document.querySelector('#room-trend .js-plotly-plot').data[0].x.length")
+    xadd(env, "room-1", "oxi-1", hr=91, spo2=97)
+    wait_for(lambda: d.execute_script(
+        "return document.querySelector('#room-trend .js-plotly-plot').data[0].x.length") > n0, 10, "extendData")
+    assert d.execute_script("return document.querySelector('#room-trend .js-plotly-plot').layout.uirevision") == "room-1-15"
