@@ -138,6 +138,7 @@ class _Device:
     last_msg_ms: int | None = None
     last_ts: int | None = None
     reported: str | None = None
+    next_recv_ms: int = 0  # receive times given to this device's readings stay distinct
     sub_error: str = ""
     frames: int = 0  # deltas not yet written to Redis
     reconnects: int = 0
@@ -197,6 +198,7 @@ class MqttAdapter:
         self._broker_detail = "connecting to broker"
         self._up_since_ms: int | None = None
         self._connected_once = False
+        self.subscribed = threading.Event()  # set once the broker answered our SUBSCRIBE
         started = now_ms()
         self.devices: dict[str, _Device] = {
             r.device: _Device(r, int((_device_cfg(devices, r.device).silence_s or cfg.mqtt.silence_s) * 1000),
@@ -297,6 +299,7 @@ class MqttAdapter:
                 for d in self.devices.values():
                     if mqtt.topic_matches_sub(bare, d.route.topic):
                         d.sub_error = why
+        self.subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         recv_ms = now_ms()
@@ -316,9 +319,16 @@ class MqttAdapter:
             if msg.retain:
                 # a retained value is replayed on every (re)subscribe: not a live measurement
                 return [], [Refusal(topic, "retained", "retained message on a device topic", payload)]
-            readings, refusals = CODECS[route.protocol](payload, recv_ms, route.room, route.device, topic)
             with self._lock:
                 dev = self.devices[route.device]
+                # A reading without a usable device time gets the receive time; two such
+                # messages in one millisecond (a burst after an outage) must not share a
+                # (device, ts) identity, or the writer would fold the second into the first.
+                recv_ms = max(recv_ms, dev.next_recv_ms)
+            readings, refusals = CODECS[route.protocol](payload, recv_ms, route.room, route.device, topic)
+            with self._lock:
+                given = [r.ts_ms for r in readings if recv_ms <= r.ts_ms <= recv_ms + len(readings)]
+                dev.next_recv_ms = max([dev.next_recv_ms, recv_ms + 1] + [t + 1 for t in given])
                 dev.last_msg_ms = recv_ms
                 if readings:
                     dev.frames += 1

@@ -1,0 +1,144 @@
+"""Helpers for the MQTT tests: a config with MQTT devices, an in-process adapter, publishers."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import redis
+
+from devices.mqtt_adapter import MqttAdapter, start
+from devices.transports.mqtt import MqttSettings, connect_async, make_client
+from monitor.config import Config, parse_config
+from monitor.keys import Keys
+from monitor.runtime import Endpoints
+from monitor.streams import StreamWriter, now_ms
+
+T_MON1 = "vitalwatch/room-1/mon-1"
+T_MON1_STATUS = "vitalwatch/room-1/mon-1/status"
+T_NIBP1 = "vitalwatch/room-1/nibp-1"
+T_MON2 = "vitalwatch/room-2/mon-2"
+
+
+def mqtt_rooms() -> list[dict[str, Any]]:
+    """Two rooms, three MQTT devices (json with a status topic, senml, json)."""
+    return [
+        {"id": "room-1", "devices": [
+            {"id": "mon-1", "protocol": "json", "transport": "mqtt", "topic": T_MON1,
+             "status_topic": T_MON1_STATUS},
+            {"id": "nibp-1", "protocol": "senml", "transport": "mqtt", "topic": T_NIBP1}]},
+        {"id": "room-2", "devices": [
+            {"id": "mon-2", "protocol": "json", "transport": "mqtt", "topic": T_MON2}]},
+    ]
+
+
+def mqtt_config(clinic: str, redis_url: str, mqtt_url: str, data_dir: Path, **mqtt_extra: Any) -> Config:
+    """A validated config with the MQTT rooms, on the given Redis and broker."""
+    return parse_config({
+        "clinic": {"id": clinic}, "redis": {"url": redis_url},
+        "mqtt": {"url": mqtt_url, **mqtt_extra}, "data": {"dir": str(data_dir)},
+        "rooms": mqtt_rooms()}, source="test.toml")
+
+
+def write_toml(path: Path, clinic: str, redis_url: str, mqtt_url: str, data_dir: Path) -> Path:
+    """The same config as a TOML file, for `vitalwatch ingest` subprocesses."""
+    lines = [f'[clinic]\nid = "{clinic}"\n', f'[redis]\nurl = "{redis_url}"\n',
+             f'[mqtt]\nurl = "{mqtt_url}"\n', f'[data]\ndir = "{data_dir}"\n']
+    for room in mqtt_rooms():
+        lines.append(f'[[rooms]]\nid = "{room["id"]}"\n')
+        for d in room["devices"]:
+            body = "".join(f'{k} = "{v}"\n' for k, v in d.items())
+            lines.append(f"[[rooms.devices]]\n{body}")
+    path.write_text("\n".join(lines))
+    return path
+
+
+@contextlib.contextmanager
+def running_adapter(cfg: Config, redis_url: str, mqtt_url: str, version: str = "5",
+                    username: str = "", password: str = "") -> Iterator[MqttAdapter]:
+    """The MQTT adapter for all of `cfg`'s devices, with its own StreamWriter, in-process."""
+    keys = Keys(cfg.clinic.id)
+    ep = Endpoints(redis_url, mqtt_url, version, keys, mqtt_username=username, mqtt_password=password)
+    writer = StreamWriter(redis_url, keys, retention_ms=24 * 3600_000,
+                          spool_path=cfg.data_dir / "spool" / "test.jsonl")
+    stop = threading.Event()
+    handle = start(cfg, ep, writer, cfg.devices(), stop)
+    try:
+        yield handle
+    finally:
+        stop.set()
+        handle.join(10)
+        writer.close()
+
+
+def mosquitto_pub(port: int, topic: str, payload: bytes | str, *extra: str) -> None:
+    """Publish once with the mosquitto_pub tool, QoS 1, MQTT v5 (what a user would type)."""
+    data = payload.encode() if isinstance(payload, str) else payload
+    subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5", "-q", "1",
+                    "-t", topic, "-s", *extra], input=data, check=True, timeout=10)
+
+
+def wait_for(pred: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
+    """Poll `pred` until it returns something truthy (no timing is asserted, only reached)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        got = pred()
+        if got:
+            return got
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}; last: {got!r}")
+        time.sleep(0.05)
+
+
+def stream_ts(client: redis.Redis, key: str, dev: str) -> list[int]:
+    """`ts` of every entry of device `dev` in a vitals stream, in stream order."""
+    return [int(f["ts"]) for _id, f in client.xrange(key) if f.get("dev") == dev]
+
+
+class SteadyPublisher(threading.Thread):
+    """Publishes `{"ts": …, "hr": …}` at QoS 1 at a steady rate; every ts is unique."""
+
+    def __init__(self, mqtt_url: str, topic: str, rate_hz: float = 50.0) -> None:
+        super().__init__(daemon=True)
+        self.topic = topic
+        self.period_s = 1.0 / rate_hz
+        self.sent_ts: list[int] = []
+        self.infos: list[mqtt.MQTTMessageInfo] = []
+        self._stop = threading.Event()
+        s = MqttSettings(url=mqtt_url, client_id=f"pub-{uuid.uuid4().hex[:8]}")
+        self.client = make_client(s)
+        self.client.max_inflight_messages_set(100)
+        connect_async(self.client, s)
+        self.client.loop_start()
+
+    def run(self) -> None:
+        base = now_ms()
+        i = 0
+        next_t = time.monotonic()
+        while not self._stop.is_set():
+            ts = base + i * 20
+            payload = json.dumps({"ts": ts, "hr": 60 + i % 40})
+            # while the broker is away paho keeps the message and sends it on reconnect
+            self.infos.append(self.client.publish(self.topic, payload, qos=1))
+            self.sent_ts.append(ts)
+            i += 1
+            next_t += self.period_s
+            self._stop.wait(max(0.0, next_t - time.monotonic()))
+
+    def finish(self, timeout_s: float = 30.0) -> list[int]:
+        """Stop publishing, wait until the broker acknowledged every message, disconnect."""
+        self._stop.set()
+        self.join()
+        wait_for(lambda: all(i.is_published() for i in self.infos), timeout_s, "publisher PUBACKs")
+        self.client.disconnect()
+        self.client.loop_stop()
+        return self.sent_ts
+
