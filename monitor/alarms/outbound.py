@@ -101,6 +101,7 @@ class Outbound:
         self._mqtt.connect_async(u.hostname or "127.0.0.1", u.port or (8883 if tls else 1883), keepalive=30)
         self._mqtt.loop_start()
         self._unacked: set[int] = set()
+        self._early_acks: set[int] = set()
         self._lock = threading.Lock()
         self._hooks: queue.Queue[bytes | None] = queue.Queue()
         self._hook_thread: threading.Thread | None = None
@@ -121,7 +122,10 @@ class Outbound:
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         with self._lock:
-            self._unacked.discard(mid)
+            if mid in self._unacked:
+                self._unacked.discard(mid)
+            else:
+                self._early_acks.add(mid)
             self.stats.acked += 1
 
     @property
@@ -145,10 +149,15 @@ class Outbound:
                 self._hooks.put(body)
 
     def _publish(self, topic: str, body: bytes) -> None:
-        with self._lock:  # the ack may arrive before publish() returns
-            info = self._mqtt.publish(topic, body, qos=1)
-            if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                self._unacked.add(info.mid)
+        # never hold our lock while calling into paho: its network thread may be inside
+        # _on_publish (holding paho's own locks) waiting for ours — a deadlock
+        info = self._mqtt.publish(topic, body, qos=1)
+        if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+            with self._lock:  # the ack may already have arrived
+                if info.mid in self._early_acks:
+                    self._early_acks.discard(info.mid)
+                else:
+                    self._unacked.add(info.mid)
         if info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
             self.stats.published += 1  # NO_CONN with QoS 1: queued by paho, sent on reconnect
         else:
