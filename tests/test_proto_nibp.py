@@ -188,3 +188,46 @@ def test_reconnect_does_not_reinflate_within_the_cycle():
     assert p.connect(100.0) == [MANUAL]
     assert START not in p.tick(100.0)[0]
     assert START in p.tick(300.0)[0]
+
+
+# --- session phase → cycle (devices/drivers.py) -----------------------------------------
+from devices.drivers import cycle_for, session_phase  # noqa: E402
+from monitor.config import DeviceConfig  # noqa: E402
+
+NOW = 10_000_000
+
+
+@pytest.mark.parametrize("session,phase", [
+    (None, "idle"),
+    ({"state": "ended", "first_dose_ms": str(NOW)}, "idle"),
+    ({"state": "open"}, "pre-dose"),
+    ({"state": "open", "first_dose_ms": str(NOW - 39 * 60_000)}, "dosing"),
+    ({"state": "open", "first_dose_ms": str(NOW - 40 * 60_000)}, "observation"),
+    ({"state": "open", "first_dose_ms": "garbage"}, "pre-dose"),
+])
+def test_session_phase(session, phase):
+    assert session_phase(session, NOW) == phase
+
+
+def test_cycle_for_phase_falls_back_to_cycle_s():
+    dev = DeviceConfig(id="bp", protocol="nibp-un300", transport="serial", port="/dev/null", cycle_s=600,
+                       cycle_by_phase_s={"dosing": 300})
+    assert cycle_for(dev, "dosing") == 300 and cycle_for(dev, "observation") == 600
+    plain = DeviceConfig(id="bp", protocol="nibp-un300", transport="serial", port="/dev/null")
+    assert cycle_for(plain, "dosing") == 300.0
+
+
+def test_driver_turns_timeout_and_error_into_status_fields():
+    from devices.drivers import NibpDriver
+
+    d = NibpDriver(NibpPoller(cycle_s=300), "bp")
+    assert d.open(0.0).send == [MANUAL, START]
+    step = d.tick(120.0)
+    assert step.status["nibp_timeout_ms"] == 120_000 and "timed out" in (step.detail or "")
+    d.poller.request_now()
+    d.tick(121.0)
+    d.feed(encode_reply(1), 122.0)
+    step = d.feed(encode_reply(0, "07"), 130.0)
+    (parsed, ts_s), = step.results
+    assert parsed.flags == {"measurement_error"} and dict(parsed.values) == {} and ts_s == 130.0
+    assert step.status["nibp_error"] == "07" and "nibp_timeout_ms" in step.clear_status

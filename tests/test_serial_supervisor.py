@@ -113,6 +113,11 @@ def test_masimo_lines_and_noise(rig, tmp_path):
         st = wait_for(lambda: r.status().get("state") == "online" and r.status(), what="online")
         assert st["serial"] == "0000070986" and st["protocol"] == "masimo-ascii"
         wait_for(lambda: r.status().get("frames") == "6", what="6 frames counted")
+        # the device stops talking: silent after the 3 s quiet time, online again on the next line
+        st = wait_for(lambda: r.status().get("state") == "silent" and r.status(), what="silent")
+        assert st["detail"] == "no valid data for 3 s"
+        pty.write(MASIMO_LINES[1] + b"\r\n")
+        wait_for(lambda: r.status().get("state") == "online", what="online again")
 
 
 def test_nonin_bad_checksums_stray_byte_and_sentinels(rig, tmp_path):
@@ -164,14 +169,22 @@ def test_nibp_module_driven_on_its_cycle_and_measure_now(rig, tmp_path, keys, rc
         module.stop()
 
 
-def test_nibp_short_cycle_repeats(rig, tmp_path):
+def test_nibp_cycle_follows_session_phase_and_silence_is_offline(rig, tmp_path, keys, rclient):
+    # an open session dosed just now: phase "dosing", whose 2 s cycle overrides cycle_s
+    rclient.hset(keys.open_sessions, "room-1", "s1")
+    rclient.hset(keys.session("s1"), mapping={"id": "s1", "room": "room-1", "state": "open",
+                                              "first_dose_ms": str(int(time.time() * 1000))})
     with PtyDevice(tmp_path / "tty-dev") as pty:
         module = NibpResponder(pty, measure_s=0.5)
         module.start()
-        r = rig(protocol="nibp-un300", cycle_s=2)
+        r = rig(protocol="nibp-un300", cycle_s=3600, cycle_by_phase_s={"dosing": 2, "observation": 900})
         wait_for(lambda: len(r.readings()) >= 2, what="two cycles")
         assert all({"sbp", "dbp", "map", "hr"} <= set(f) for f in r.readings())
-        module.stop()
+        st = r.status()
+        assert st["nibp_phase"] == "dosing" and float(st["nibp_cycle_s"]) == 2
+        module.stop()  # the module stops answering polls: offline although the port is open
+        st = wait_for(lambda: r.status().get("state") == "offline" and r.status(), timeout_s=30, what="offline")
+        assert st["detail"].startswith("no valid data")
 
 
 def test_nibp_m_error_is_flagged_reading_and_status(rig, tmp_path):
