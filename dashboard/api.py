@@ -140,7 +140,7 @@ def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions,
                 body["alert_engine_heartbeat_age_s"] = round((now - beats["alerts"]) / 1000, 1)
             body["heartbeat_age_s"] = {r: round((now - ms) / 1000, 1) for r, ms in beats.items()}
             status = data.device_status([d.id for _r, d in cfg.devices()])
-            body["devices"] = {d: {"room": r.id, "state": status[d.id].get("state", "unknown"),
+            body["devices"] = {d.id: {"room": r.id, "state": status[d.id].get("state", "unknown"),
                                    "last_ts": int(status[d.id].get("last_ts") or 0) or None,
                                    "updated_ms": int(status[d.id].get("updated_ms") or 0) or None}
                                for r, d in cfg.devices()}

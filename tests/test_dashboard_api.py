@@ -1,0 +1,202 @@
+"""Dashboard over HTTP and WebSocket: anonymous refusal on every route, roles, tokens, the
+JSON API, acknowledge/pause for pagers, station acknowledgement, lockout, idle logoff."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from typing import Any, Iterator
+
+import pytest
+import redis
+import requests
+import websocket
+
+from dashboard.app import Served
+from monitor import sessions, users
+from monitor.keys import Keys
+from tests.dashboard_support import inject_alert, now_ms
+from tests.test_dashboard_browser import make_cfg
+
+PW = {"nina": "nurse-pass-1", "dora": "director-pass-1", "sta": "station-pass-1", "adam": "admin-pass-1"}
+
+
+@pytest.fixture(scope="module")
+def env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    clinic = "t-" + uuid.uuid4().hex[:10]
+    keys = Keys(clinic)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    cfg = make_cfg(clinic, redis_url, str(tmp_path_factory.mktemp("api")))
+    for name, role in (("nina", "nurse"), ("dora", "director"), ("sta", "station"), ("adam", "admin")):
+        users.create_user(client, keys, name, role, PW[name])
+    served = Served(cfg, redis_url).start()
+    try:
+        yield {"cfg": cfg, "keys": keys, "client": client, "url": served.url, "served": served}
+    finally:
+        served.stop()
+        for k in client.scan_iter(match=keys.prefix.replace("{", "\\{").replace("}", "\\}") + "*"):
+            client.delete(k)
+        client.close()
+
+
+def signed_in(env: dict[str, Any], name: str) -> requests.Session:
+    s = requests.Session()
+    r = s.post(env["url"] + "/login", data={"username": name, "password": PW[name], "next": "/"},
+               allow_redirects=False)
+    assert r.status_code == 303, r.text
+    s.headers["X-VW-Request"] = "1"
+    return s
+
+
+def concrete(path: str) -> str:
+    return "/" + re.sub(r"\{[^}]+\}", "x", path).lstrip("/")
+
+
+def test_every_route_refuses_anonymous_requests(env: dict[str, Any]) -> None:
+    server = env["served"].dash_app.server
+    public = {"/login", "/logout", "/health"}
+    seen = 0
+    for route in server.routes:
+        path = getattr(route, "path", "")
+        if not path or path in public:
+            continue
+        methods = getattr(route, "methods", None) or {"GET"}
+        for method in methods - {"HEAD"}:
+            r = requests.request(method, env["url"] + concrete(path), allow_redirects=False, timeout=10)
+            seen += 1
+            if method == "GET" and not path.startswith(("/api/", "/_dash", "/ws/", "/_reload")):
+                assert r.status_code == 303 and r.headers["location"].startswith("/login"), (method, path)
+            else:
+                assert r.status_code in (401, 403), (method, path, r.status_code)
+    for path in ("/", "/room/room-1", "/review", "/review/s1", "/audit", "/assets/live.js",
+                 "/_dash-component-suites/dash/dcc/dash_core_components.js"):
+        r = requests.get(env["url"] + path, allow_redirects=False, timeout=10)
+        assert r.status_code in (303, 401), path
+    assert requests.get(env["url"] + "/api/v1/rooms", timeout=10).status_code == 401
+    assert seen > 10
+    ws_url = env["url"].replace("http", "ws") + "/ws/live"
+    with pytest.raises(websocket.WebSocketBadStatusException):
+        websocket.create_connection(ws_url, timeout=5)
+    with pytest.raises(websocket.WebSocketBadStatusException):
+        websocket.create_connection(env["url"].replace("http", "ws") + "/_dash-ws-callback", timeout=5,
+                                    header=["Origin: " + env["url"]])
+
+
+def test_health_is_public_json(env: dict[str, Any]) -> None:
+    r = requests.get(env["url"] + "/health", timeout=10)
+    body = r.json()
+    assert body["redis"] is True
+    assert set(body["devices"]) == {"oxi-1", "nibp-2", "mon-3", "mon-4", "nibp-4"}
+    assert "alert_engine_heartbeat_age_s" in body
+    assert r.status_code == 503 and body["monitoring"] is False  # no engine is running in this test
+
+
+def test_roles_on_pages_and_callbacks(env: dict[str, Any]) -> None:
+    nurse, director = signed_in(env, "nina"), signed_in(env, "dora")
+    assert nurse.get(env["url"] + "/review", allow_redirects=False).status_code == 403
+    assert nurse.get(env["url"] + "/review/abc", allow_redirects=False).status_code == 403
+    assert nurse.get(env["url"] + "/audit", allow_redirects=False).status_code == 403
+    assert director.get(env["url"] + "/review", allow_redirects=False).status_code == 200
+    assert nurse.get(env["url"] + "/room/room-1", allow_redirects=False).status_code == 200
+    body = {"output": "review-list.children", "outputs": {"id": "review-list", "property": "children"},
+            "inputs": [], "changedPropIds": []}
+    r = nurse.post(env["url"] + "/_dash-update-component", json=body)
+    assert r.status_code == 403
+    body = {"output": "nobody-owns-this.children", "outputs": {"id": "nobody-owns-this", "property": "children"},
+            "inputs": [], "changedPropIds": []}
+    assert director.post(env["url"] + "/_dash-update-component", json=body).status_code == 403
+
+
+def test_api_token_rooms_alerts_and_acknowledge(env: dict[str, Any]) -> None:
+    c, k = env["client"], env["keys"]
+    token = users.issue_token(c, k, "nina", actor="test")
+    assert c.hget(k.tokens, token) is None  # only the digest is stored
+    hdr = {"Authorization": f"Bearer {token}"}
+    c.xadd(k.vitals("room-3"), {"ts": str(now_ms()), "dev": "mon-3", "hr": "77", "spo2": "96"})
+    rooms = requests.get(env["url"] + "/api/v1/rooms", headers=hdr, timeout=10).json()["rooms"]
+    r3 = next(r for r in rooms if r["id"] == "room-3")
+    assert r3["latest"]["hr"]["value"] == 77 and r3["latest"]["spo2"]["value"] == 96
+    assert requests.get(env["url"] + "/api/v1/rooms", headers={"Authorization": "Bearer vwt_nope"},
+                        timeout=10).status_code == 401
+    since = now_ms()
+    rec = inject_alert(c, k, "room-3", "hr", "medium", 131, 120, dev="mon-3")
+    ev = requests.get(env["url"] + f"/api/v1/alerts?since={since}", headers=hdr, timeout=10).json()
+    assert any(e["alert"] == rec["alert"] and e["event"] == "raised" for e in ev["events"])
+    r = requests.post(env["url"] + f"/api/v1/alerts/{rec['alert']}/pause", headers=hdr, json={"seconds": 60},
+                      timeout=10)
+    assert r.status_code == 200 and r.json()["paused_until_ms"] > now_ms()
+    r = requests.post(env["url"] + f"/api/v1/alerts/{rec['alert']}/acknowledge", headers=hdr, timeout=10)
+    assert r.status_code == 200 and r.json()["acknowledged_by"] == "nina"
+    assert requests.post(env["url"] + "/api/v1/alerts/room-3.x.y.1/acknowledge", headers=hdr,
+                         timeout=10).status_code == 404
+    users.set_disabled(c, k, "nina", True, actor="test")
+    assert requests.get(env["url"] + "/api/v1/rooms", headers=hdr, timeout=10).status_code == 401
+    users.set_disabled(c, k, "nina", False, actor="test")
+
+
+def test_station_needs_nurse_credentials_and_cookie_posts_need_header(env: dict[str, Any]) -> None:
+    c, k = env["client"], env["keys"]
+    rec = inject_alert(c, k, "room-1", "spo2", "high", 85, 90, dev="oxi-1")
+    station = signed_in(env, "sta")
+    url = env["url"] + f"/api/v1/alerts/{rec['alert']}/acknowledge"
+    assert station.post(url, json={}).status_code == 401
+    assert station.post(url, json={"username": "sta", "password": PW["sta"]}).status_code == 403
+    r = station.post(url, json={"username": "nina", "password": PW["nina"]})
+    assert r.status_code == 200 and r.json()["acknowledged_by"] == "nina"
+    nurse = signed_in(env, "nina")
+    del nurse.headers["X-VW-Request"]
+    assert nurse.post(env["url"] + f"/api/v1/alerts/{rec['alert']}/pause", json={}).status_code == 403
+
+
+def test_session_api_and_websocket_hello(env: dict[str, Any]) -> None:
+    c, k = env["client"], env["keys"]
+    sid = sessions.start_session(c, k, env["cfg"], "room-4", "p-123", "intranasal", "nina")
+    c.xadd(k.vitals("room-4"), {"ts": str(now_ms()), "dev": "mon-4", "hr": "70"})
+    nurse = signed_in(env, "nina")
+    body = nurse.get(env["url"] + f"/api/v1/sessions/{sid}").json()
+    assert body["session"]["id"] == sid and any(r.get("hr") == 70 for r in body["readings"])
+    assert nurse.get(env["url"] + "/api/v1/sessions/nope").status_code == 404
+    cookie = "vw_session=" + nurse.cookies["vw_session"]
+    ws = websocket.create_connection(env["url"].replace("http", "ws") + "/ws/live", timeout=10,
+                                     header=[f"Cookie: {cookie}"])
+    try:
+        msg = json.loads(ws.recv())
+        assert msg["t"] == "hello" and msg["user"] == {"name": "nina", "role": "nurse"}
+        assert set(msg["rooms"]) == {"room-1", "room-2", "room-3", "room-4"}
+    finally:
+        ws.close()
+
+
+def test_login_lockout_and_audit(env: dict[str, Any]) -> None:
+    c, k = env["client"], env["keys"]
+    users.create_user(c, k, "lou", "nurse", "lou-password-1")
+    for _ in range(env["cfg"].dashboard.lockout_failures):
+        r = requests.post(env["url"] + "/login", data={"username": "lou", "password": "bad"},
+                          allow_redirects=False, timeout=10)
+        assert r.status_code == 401
+    r = requests.post(env["url"] + "/login", data={"username": "lou", "password": "lou-password-1"},
+                      allow_redirects=False, timeout=10)
+    assert r.status_code == 401 and "locked" in r.text
+    actions = [(f["user"], f["action"]) for _i, f in c.xrange(k.audit)]
+    assert ("lou", "login_failed") in actions
+    signed_in(env, "dora")
+    assert ("dora", "login") in [(f["user"], f["action"]) for _i, f in c.xrange(k.audit)]
+
+
+def test_idle_logoff_for_people_but_not_for_stations(env: dict[str, Any]) -> None:
+    c, k = env["client"], env["keys"]
+    nurse, station = signed_in(env, "nina"), signed_in(env, "sta")
+    nurse_key = k.web_session(nurse.cookies["vw_session"])
+    station_key = k.web_session(station.cookies["vw_session"])
+    idle_s = env["cfg"].dashboard.idle_logoff_min * 60
+    assert 0 < c.ttl(nurse_key) <= idle_s
+    assert c.ttl(station_key) > 7 * 24 * 3600
+    c.expire(nurse_key, 3)  # as if the nurse had been idle until 3 s before logoff
+    assert nurse.get(env["url"] + "/api/v1/me").status_code == 200  # activity restarts the clock
+    assert c.ttl(nurse_key) > 3
+    c.delete(nurse_key)  # the idle time ran out
+    r = nurse.get(env["url"] + "/", allow_redirects=False)
+    assert r.status_code == 303 and r.headers["location"].startswith("/login")
+    r = station.get(env["url"] + "/logout", allow_redirects=False)
+    assert r.status_code == 303 and not c.exists(station_key)
