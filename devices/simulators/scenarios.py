@@ -123,6 +123,8 @@ class Timeline:
             dose_mg = self.dose_mg
         over = self.rooms.get(room_id, {})
         mods = set(self.modifiers) | set(over.get("modifiers", ()))
+        if "route" in over and over["route"] != route:
+            dose_mg = None  # another route: its own default dose unless the room sets one
         return RoomPlan(
             route=over.get("route", route),
             dose_mg=over.get("dose_mg", dose_mg),
