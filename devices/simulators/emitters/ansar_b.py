@@ -4,7 +4,8 @@ Message: 0xFF, `ANSAR-B ` (8 bytes, trailing space), 400 waveform bytes (ECG 200
 pleth 50, P1 50, P2 50; 0xFB fills a channel without transducer, as in the real capture),
 then CR-ended lines `NAME=<code>;field;…;` in the capture's order (HR, RR, ETCO2, SPO2,
 NIBP, P1, P2, T1, T2), then 0xFE. With the capture's values the text part is byte-for-byte
-the capture's, so a message is 561 bytes long. The ECG's R peaks reach 0xFE/0xFF on
+the capture's, so a message is 562 bytes long, as every whole message in the capture is
+(the protocol note says 561; 252 + 27 × 562 = the capture's 15,426 bytes). The ECG's R peaks reach 0xFE/0xFF on
 purpose: the docs warn a receiver that waveform bytes may equal the frame markers.
 NIBP: the *last* result rides in every message until the next cycle replaces it.
 """
