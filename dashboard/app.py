@@ -71,8 +71,8 @@ from dashboard.data import Data
 from dashboard.live import Hub
 from monitor.config import Config
 from monitor.redis_conn import REDIS_DOWN, connect
-from monitor.runtime import resolve
 from monitor.users import ROLES
+from monitor.users_cli import redis_url_for
 
 log = logging.getLogger(__name__)
 
@@ -267,11 +267,11 @@ class Served:
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """`vitalwatch dashboard`: serve the dashboard until SIGINT/SIGTERM."""
-    endpoints = resolve(cfg)
+    redis_url = redis_url_for(cfg)
     host = args.host or cfg.dashboard.host
     port = args.port if args.port is not None else cfg.dashboard.port
-    asgi, _hub, _app = build(cfg, endpoints.redis_url)
-    log.info("dashboard on http://%s:%d (Redis %s)", host, port, endpoints.redis_url)
+    asgi, _hub, _app = build(cfg, redis_url)
+    log.info("dashboard on http://%s:%d (Redis %s)", host, port, redis_url)
     config = uvicorn.Config(asgi, host=host, port=port, log_level="warning", ws="websockets-sansio",
                             lifespan="on", proxy_headers=True)
     # uvicorn handles SIGINT/SIGTERM itself: stops accepting, closes sockets, runs the lifespan

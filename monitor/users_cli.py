@@ -15,6 +15,7 @@ import redis
 
 from monitor import users
 from monitor.config import Config
+from monitor.keys import Keys
 from monitor.redis_conn import REDIS_DOWN, connect
 from monitor.runtime import resolve
 
@@ -31,17 +32,22 @@ def read_password(env: Mapping[str, str], prompt: Callable[[str], str] = getpass
     return first
 
 
+def redis_url_for(cfg: Config) -> str:
+    """The Redis URL: the configured one, or the running embedded server's (MQTT not needed)."""
+    return cfg.redis.url if cfg.redis.url != "embedded" else resolve(cfg).redis_url
+
+
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Dispatch one `vitalwatch user` action; exit 0 ok, 2 refused input, 1 Redis failure."""
-    endpoints = resolve(cfg)
-    client = connect(endpoints.redis_url)
+    redis_url = redis_url_for(cfg)
+    client = connect(redis_url)
     try:
-        return _dispatch(args, client, endpoints.keys, os.environ)
+        return _dispatch(args, client, Keys(cfg.clinic.id), os.environ)
     except users.UserError as e:
         print(f"vitalwatch user {args.action}: {e}", file=sys.stderr)
         return EXIT_USAGE
     except REDIS_DOWN as e:
-        print(f"vitalwatch user {args.action}: Redis unreachable at {endpoints.redis_url}: {e}",
+        print(f"vitalwatch user {args.action}: Redis unreachable at {redis_url}: {e}",
               file=sys.stderr)
         return EXIT_FAIL
     finally:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import redis
 from selenium import webdriver
@@ -79,7 +80,7 @@ class Beats:
                 pass  # the test stopped this Redis on purpose
             self.stop_event.wait(0.5)
 
-    def start(self) -> "Beats":
+    def start(self) -> Beats:
         """Start beating."""
         self.thread.start()
         return self
