@@ -27,14 +27,17 @@ def publish_status(
     counters: Mapping[str, int] | None = None,
 ) -> None:
     """Set status fields and add to counters (`frames`, `rejects:<reason>`, …) at once."""
-    pipe = client.pipeline(transaction=False) if isinstance(client, redis.Redis) else client
+    # a Pipeline is also a redis.Redis: test for it first, or a caller's pipeline would be
+    # bypassed (a nested pipeline executed here, at once, outside the caller's error handling)
+    own = not isinstance(client, redis.client.Pipeline)
+    pipe = client.pipeline(transaction=False) if own else client
     key = keys.device_status(device)
     if fields:
         pipe.hset(key, mapping={k: str(v) for k, v in fields.items()})
     for name, n in (counters or {}).items():
         if n:
             pipe.hincrby(key, name, n)
-    if isinstance(client, redis.Redis):
+    if own:
         pipe.execute()
 
 
