@@ -23,13 +23,13 @@ def test_capture_gives_27_readings_and_the_nibp_once():
     parser = AnsarBParser("ivy")
     parsed, refusals = parser.feed(DATA)
     assert parser.frames == 27
-    vitals = [p for p in parsed if "hr" in p.values]
-    assert len(vitals) == 27
-    assert all(dict(p.values) == {"hr": 80, "rr": 35, "spo2": 100} and not p.flags for p in vitals)
+    assert len(parsed) == 27  # one reading per whole message
+    assert all({"hr": 80, "rr": 35, "spo2": 100}.items() <= dict(p.values).items() for p in parsed)
     nibp = [p for p in parsed if "sbp" in p.values]
-    assert len(nibp) == 1
-    assert dict(nibp[0].values) == {"sbp": 121, "dbp": 75, "map": 92}
+    assert len(nibp) == 1 and nibp[0] is parsed[0]  # rides in the first message's reading
+    assert dict(nibp[0].values) == {"hr": 80, "rr": 35, "spo2": 100, "sbp": 121, "dbp": 75, "map": 92}
     assert nibp[0].flags == {"questionable"}
+    assert all(not p.flags for p in parsed[1:])
     assert [r.reason for r in refusals] == ["partial_frame"]  # the cut first message
 
 
@@ -39,7 +39,7 @@ def test_capture_in_chunks(chunk):
     parsed = []
     for i in range(0, len(DATA), chunk):
         parsed += parser.feed(DATA[i:i + chunk])[0]
-    assert len(parsed) == 28 and parser.frames == 27
+    assert len(parsed) == 27 and parser.frames == 27
 
 
 def test_line_table():
@@ -74,11 +74,11 @@ def test_nibp_emitted_again_only_when_it_changes():
     b = message(CAPTURE_TEXT.replace(b"121;75;92", b"140;90;107"))
     parsed, _ = AnsarBParser("ivy").feed(a + a + b + b + a)
     nibp = [(dict(p.values), p.flags) for p in parsed if "sbp" in p.values]
-    assert nibp[0] == ({"sbp": 121, "dbp": 75, "map": 92}, {"questionable"})
+    assert nibp[0] == ({"hr": 80, "rr": 35, "spo2": 100, "sbp": 121, "dbp": 75, "map": 92}, {"questionable"})
     assert nibp[1][0] == {"hr": 80, "rr": 35, "spo2": 100, "sbp": 140, "dbp": 90, "map": 107}
     assert nibp[1][1] == frozenset()  # a new measurement rides in its message's reading
     assert len(nibp) == 3  # back to 121/75/92 is a change too
-    assert len(parsed) == 6
+    assert len(parsed) == 5  # one reading per message
 
 
 def test_waveform_with_ff_fe_and_a_fake_header():

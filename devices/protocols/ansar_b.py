@@ -6,9 +6,12 @@ waveform. A message whose text part holds a non-text byte, or runs past TEXT_MAX
 refused and the search restarts one byte after its header, so a new message is never lost
 inside a broken one.
 
-NIBP repeats in every message: it is emitted once when first seen on a connection (flagged
-`questionable`, as its measurement time is unknown, in a reading of its own so the other
-values are not tainted), then each time it changes (riding in that message's reading).
+NIBP repeats in every message: it is emitted once when first seen on a connection, then
+each time it changes, always riding in that message's reading, so one whole message is one
+reading (one identity: device + ts). The first sight is flagged `questionable`, as when it
+was measured is unknown; the flag is per reading, so it marks that one reading's HR/RR/SpO2
+too — accepted: it is one reading per connection, and a physiological alarm on a value of
+unknown age would be wrong anyway.
 """
 
 from __future__ import annotations
@@ -150,17 +153,11 @@ class AnsarBParser:
         refusals.extend(bad)
         nibp = {m: values.pop(m) for m in NIBP_METRICS if m in values}
         key = tuple(nibp.get(m) for m in NIBP_METRICS) if nibp else None
-        separate: dict[str, float] | None = None
         if key is not None and key != self._last_nibp:
             if self._last_nibp is _UNSEEN:
-                separate = nibp  # first sight: when it was measured is unknown
-            else:
-                values.update(nibp)  # a new measurement
+                flags = flags | {"questionable"}  # first sight: when it was measured is unknown
+            values.update(nibp)
         self._last_nibp = key
         parsed, bad = checked(self.source, values, flags, message)
         out.append(parsed)
         refusals.extend(bad)
-        if separate is not None:
-            parsed, bad = checked(self.source, separate, flags | {"questionable"}, message)
-            out.append(parsed)
-            refusals.extend(bad)
