@@ -33,6 +33,10 @@ log = logging.getLogger(__name__)
 
 BATCH_MAX = 1000
 TAIL_CHECK_EXTRA = 200  # entries beyond the batch size read back when checking a tail
+# At least this many tail entries seed the identities: after an ingest crash an MQTT broker
+# redelivers up to `mqtt.receive_maximum` (default 1000) unacknowledged messages, stored or
+# not, arriving a few at a time; the first small batch must not seed too shallow a tail.
+TAIL_CHECK_MIN = 2500
 RECENT_KEYS_MAX = 20_000  # (dev, ts) identities remembered per stream for dedup
 
 Done = Callable[[], None]
@@ -234,7 +238,7 @@ class StreamWriter:
         rec = self._recent.get(key)
         if rec is None:
             rec = _Recent()
-            for _id, fields in reversed(self._redis.xrevrange(key, count=need + TAIL_CHECK_EXTRA)):
+            for _id, fields in reversed(self._redis.xrevrange(key, count=max(need + TAIL_CHECK_EXTRA, TAIL_CHECK_MIN))):
                 if F_DEV in fields and F_TS in fields:
                     rec.add((fields[F_DEV], fields[F_TS]))
             self._recent[key] = rec
