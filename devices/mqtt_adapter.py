@@ -238,7 +238,10 @@ class MqttAdapter:
     def _run(self) -> None:
         try:
             while not (self._stop_event.is_set() or self._stopping.is_set()):
-                self._tick()
+                try:
+                    self._tick()
+                except Exception:  # noqa: BLE001 - status upkeep must never stop the ingest
+                    log.exception("device status update failed; retrying next tick")
                 self._stopping.wait(STATUS_TICK_S)
         finally:
             with self._ack_lock:

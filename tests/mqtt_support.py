@@ -112,10 +112,14 @@ class SteadyPublisher(threading.Thread):
         self.period_s = 1.0 / rate_hz
         self.sent_ts: list[int] = []
         self.infos: list[mqtt.MQTTMessageInfo] = []
-        self._stop = threading.Event()
+        self._halt = threading.Event()
         s = MqttSettings(url=mqtt_url, client_id=f"pub-{uuid.uuid4().hex[:8]}")
         self.client = make_client(s)
         self.client.max_inflight_messages_set(100)
+        self.acked: set[int] = set()
+        # info.is_published() raises for messages queued while disconnected (paho keeps and
+        # sends them on reconnect), so count the broker's PUBACKs ourselves
+        self.client.on_publish = lambda _c, _u, mid, _rc, _p: self.acked.add(mid)
         connect_async(self.client, s)
         self.client.loop_start()
 
@@ -123,7 +127,7 @@ class SteadyPublisher(threading.Thread):
         base = now_ms()
         i = 0
         next_t = time.monotonic()
-        while not self._stop.is_set():
+        while not self._halt.is_set():
             ts = base + i * 20
             payload = json.dumps({"ts": ts, "hr": 60 + i % 40})
             # while the broker is away paho keeps the message and sends it on reconnect
@@ -131,13 +135,13 @@ class SteadyPublisher(threading.Thread):
             self.sent_ts.append(ts)
             i += 1
             next_t += self.period_s
-            self._stop.wait(max(0.0, next_t - time.monotonic()))
+            self._halt.wait(max(0.0, next_t - time.monotonic()))
 
     def finish(self, timeout_s: float = 30.0) -> list[int]:
         """Stop publishing, wait until the broker acknowledged every message, disconnect."""
-        self._stop.set()
+        self._halt.set()
         self.join()
-        wait_for(lambda: all(i.is_published() for i in self.infos), timeout_s, "publisher PUBACKs")
+        wait_for(lambda: all(i.mid in self.acked for i in self.infos), timeout_s, "publisher PUBACKs")
         self.client.disconnect()
         self.client.loop_stop()
         return self.sent_ts
