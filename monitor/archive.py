@@ -464,6 +464,18 @@ def audit_entries(arch: Archive, *, clinic: str | None = None, since_ms: int | N
                 for a in conn.execute(q)]
 
 
+def record_audit_local(arch: Archive, clinic: str, user: str, action: str, **details: Any) -> str:
+    """An audit entry written straight into the archive (when Redis is unreachable)."""
+    from monitor.audit import audit_fields
+
+    ts = _now_ms()
+    fields = audit_fields(user, action, ts, **details)
+    entry_id = f"local-{ts}-{secrets.token_hex(3)}"
+    with arch.engine.begin() as conn:
+        insert_ignore(conn, audit_log, [audit_row(clinic, entry_id, fields)])
+    return entry_id
+
+
 # --- maintenance ----------------------------------------------------------------------------
 def purge(arch: Archive, older_than_ms: int) -> dict[str, int]:
     """Delete sessions that ended before `older_than_ms` (all their rows) and older audit."""

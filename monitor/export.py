@@ -19,11 +19,9 @@ import csv
 import io
 import logging
 import os
-import secrets
 import shutil
 import sys
 import threading
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -255,29 +253,27 @@ def export_bytes(rec: SessionRecord, fmt: str, tz_name: str, user: str = "") -> 
 
 def record_export(cfg: Config, user: str, sid: str, fmt: str, path: str) -> str:
     """Write the export to the audit log: Redis if reachable, else the archive. Returns where."""
+    return record_audit(cfg, user, "session.export", session=sid, format=fmt, file=path)
+
+
+def record_audit(cfg: Config, user: str, action: str, **details: Any) -> str:
+    """An audit entry via Redis when reachable, else straight into the archive ("redis"|"archive")."""
     from monitor import audit
+    from monitor.archive import open_archive, record_audit_local
     from monitor.redis_conn import REDIS_DOWN, connect
     from monitor.runtime import RuntimeFailure, resolve
 
     try:
         ep = resolve(cfg)
         client = connect(ep.redis_url, timeout_s=2.0)
-        audit.record(client, ep.keys, user, "session.export", session=sid, format=fmt, file=path)
-        client.close()
+        try:
+            audit.record(client, ep.keys, user, action, **details)
+        finally:
+            client.close()
         return "redis"
     except (RuntimeFailure, *REDIS_DOWN) as e:
-        log.warning("audit via Redis failed (%s); writing the export's audit entry to the archive", e)
-    from monitor.archive import insert_ignore, open_archive
-    from monitor.archive_schema import audit_log
-
-    ts = time.time_ns() // 1_000_000
-    arch = open_archive(cfg.archive.url)
-    with arch.engine.begin() as conn:
-        insert_ignore(conn, audit_log, [{"clinic": cfg.clinic.id, "stream_id": f"local-{ts}-{secrets.token_hex(3)}",
-                                         "ts_ms": ts, "user": user, "action": "session.export",
-                                         "details": audit.audit_fields(user, "x", ts, session=sid, format=fmt,
-                                                                       file=path)["details"],
-                                         "session_id": sid}])
+        log.warning("audit via Redis failed (%s); writing %s to the archive's audit table", e, action)
+    record_audit_local(open_archive(cfg.archive.url), cfg.clinic.id, user, action, **details)
     return "archive"
 
 
