@@ -209,7 +209,7 @@ def test_nibp_split_frames_checks_checksums_and_skips_junk():
 def capture_messages() -> list[bytes]:
     data = CAPTURE.read_bytes()
     starts = [m.start() for m in re.finditer(re.escape(b"\xffANSAR-B "), data)]
-    return [data[a:b] for a, b in zip(starts, starts[1:] + [len(data)]) if data[a:b].endswith(b"\xfe")]
+    return [data[a:b] for a, b in zip(starts, starts[1:] + [len(data)], strict=False) if data[a:b].endswith(b"\xfe")]
 
 
 def test_ansar_b_message_has_the_capture_structure_byte_for_byte():

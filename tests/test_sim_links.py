@@ -72,7 +72,7 @@ def test_unplugged_pty_disappears_and_returns(tmp_path: Path):
     frames = [data[j:j + 5] for j in range(i, len(data) - 4, 5)]
     assert all(f[4] == sum(f[:4]) & 0xFF and f[0] & 0x80 for f in frames)
     syncs = [k for k, f in enumerate(frames) if f[0] & 1]
-    assert all(b - a == 25 for a, b in zip(syncs, syncs[1:]))
+    assert all(b - a == 25 for a, b in zip(syncs, syncs[1:], strict=False))
 
 
 def _frame(payload: bytes) -> bytes:

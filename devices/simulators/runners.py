@@ -270,7 +270,7 @@ class MqttRunner(Runner):
             if not off:
                 ctx = self.context(active)
                 for chunk in self.device.tick(ctx):
-                    if outage:
+                    if outage or self.held:  # behind held messages: keep the order
                         self.held.append(chunk.data)
                     else:
                         self.publisher.publish(self.topic, chunk.data)
