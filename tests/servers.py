@@ -100,8 +100,11 @@ class MosquittoProc:
     def start(self) -> "MosquittoProc":
         conf = self.dir / "mosquitto.conf"
         anon = "" if "allow_anonymous" in self.extra_conf else "allow_anonymous true\n"
+        # as root, mosquitto drops to user "mosquitto" and then cannot write its log and
+        # persistence file, nor read password/ACL/TLS files, in our 0700 temp directories
+        me = "user root\n" if os.geteuid() == 0 else ""
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\n{anon}"
+            f"{me}listener {self.port} 127.0.0.1\n{anon}"
             f"persistence true\npersistence_location {self.dir}/\n"
             "max_queued_messages 1000000\nmax_inflight_messages 100\n"
             f"log_dest file {self.dir}/mosquitto.log\n" + self.extra_conf)
