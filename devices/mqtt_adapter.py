@@ -285,9 +285,10 @@ class MqttAdapter:
         with self._ack_lock:
             self._gen += 1
         with self._lock:
-            self._broker_up = False
-            self._broker_detail = f"broker connection lost: {reason_text(rc)}"
-        if not (self._stopping.is_set() or self._stop_event.is_set()):
+            was_up, self._broker_up = self._broker_up, False
+            if was_up:  # else keep the refusal on_connect recorded: it says why
+                self._broker_detail = f"broker connection lost: {reason_text(rc)}"
+        if was_up and not (self._stopping.is_set() or self._stop_event.is_set()):
             log.warning("MQTT %s; reconnecting", self._broker_detail)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int,
