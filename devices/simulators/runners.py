@@ -80,6 +80,7 @@ class FaultState:
     truth: TruthLog
     speed: float
     active: set[str] = field(default_factory=set)
+    noise_rate: float | None = None  # a noisy-line window's own rate, when it sets one
 
     def update(self, elapsed_s: float, now_ms: int) -> set[str]:
         """Active fault kinds at elapsed_s (wall s since start)."""
@@ -91,6 +92,8 @@ class FaultState:
             self.truth.write("fault", room=self.spec.room, device=self.spec.device, fault=kind,
                              phase="end", ts_ms=now_ms)
         self.active = now
+        self.noise_rate = max((w.rate for w in self.spec.faults if w.kind == "noisy-line" and w.rate is not None
+                               and w.active(elapsed_s, self.speed)), default=None)
         return now
 
 
@@ -114,11 +117,13 @@ class Runner(threading.Thread):
     def context(self, active: set[str]) -> Context:
         """The emitter context of this instant."""
         sim_s = self.clock.sim_s()
+        rate = self.faults.noise_rate
+        rates = {} if rate is None else {"garbage_p": rate, "corrupt_p": rate}
         return Context(
             now_ms=self.clock.now_ms(), sim_s=sim_s, vitals=self.physiology.vitals_at(sim_s),
             sensor_off="sensor-off" in active, noisy=self.noise_rng if "noisy-line" in active else None,
             clock_skew_ms=CLOCK_SKEW_MS if "clock-skew" in active else 0,
-            dose_s=self.physiology.first_dose_s)
+            dose_s=self.physiology.first_dose_s, **rates)
 
     def log_chunk(self, chunk: Chunk, ctx: Context, delivered: bool) -> None:
         """Truth records for one chunk (its reading, its noise)."""
@@ -236,7 +241,7 @@ class NibpRunner(_LinkRunner):
                     self.bad_commands += 1
                     continue
                 ctx = self.context(active)
-                for chunk in self.module.handle(payload, wall_s, ctx.noisy):
+                for chunk in self.module.handle(payload, wall_s, ctx.noisy, ctx.garbage_p, ctx.corrupt_p):
                     delivered = self.link.write(chunk.data) == len(chunk.data)
                     self.log_chunk(chunk, ctx, delivered)
 

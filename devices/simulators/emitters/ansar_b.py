@@ -15,8 +15,6 @@ from __future__ import annotations
 import math
 
 from devices.simulators.emitters.base import (
-    CORRUPT_P,
-    GARBAGE_P,
     Chunk,
     Context,
     TruthReading,
@@ -114,9 +112,9 @@ class AnsarB:
         truth = TruthReading(values, flags)
         chunks: list[Chunk] = []
         rng = ctx.noisy
-        if rng is not None and rng.random() < GARBAGE_P:
+        if rng is not None and rng.random() < ctx.garbage_p:
             chunks.append(Chunk(garbage(rng, exclude=b"\xff"), noise="garbage"))
-        if rng is not None and rng.random() < CORRUPT_P:
+        if rng is not None and rng.random() < ctx.corrupt_p:
             truth.expect, truth.fault = "lost", "cut_message"
             chunks.append(Chunk(msg[: rng.randint(20, 400)], reading=truth, noise="cut"))
             return chunks

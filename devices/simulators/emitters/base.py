@@ -19,10 +19,6 @@ NIBP_DOSING_CYCLE_S = 300.0
 NIBP_OBSERVE_CYCLE_S = 900.0
 NIBP_DOSING_WINDOW_S = 3600.0
 
-# On a noisy line: share of ticks with garbage bytes, share of readings corrupted.
-GARBAGE_P = 0.10
-CORRUPT_P = 0.06
-
 
 @dataclass(frozen=True, slots=True)
 class Context:
@@ -35,6 +31,8 @@ class Context:
     noisy: random.Random | None = None  # set while a noisy-line fault is on
     clock_skew_ms: int = 0  # device clock error while a clock-skew fault is on
     dose_s: float | None = None  # simulated time of the first dose (NIBP schedule)
+    garbage_p: float = 0.10  # on a noisy line: share of ticks with garbage bytes
+    corrupt_p: float = 0.06  # on a noisy line: share of readings cut or corrupted
 
 
 @dataclass(slots=True)

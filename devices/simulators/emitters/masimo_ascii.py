@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from devices.simulators.emitters.base import CORRUPT_P, GARBAGE_P, Chunk, Context, TruthReading, garbage
+from devices.simulators.emitters.base import Chunk, Context, TruthReading, garbage
 
 EXC_MASIMO_SET = 0x800
 EXC_NO_SENSOR = 0x1
@@ -83,9 +83,9 @@ class MasimoAscii:
             truth.device_ts_ms = ctx.now_ms + ctx.clock_skew_ms  # device time only; ts is receive time
         chunks: list[Chunk] = []
         rng = ctx.noisy
-        if rng is not None and rng.random() < GARBAGE_P:
+        if rng is not None and rng.random() < ctx.garbage_p:
             chunks.append(Chunk(garbage(rng, exclude=b"\r\n") + CRLF, noise="garbage"))
-        if rng is not None and rng.random() < CORRUPT_P:
+        if rng is not None and rng.random() < ctx.corrupt_p:
             # a dropout inside the time stamp: the line's remainder is lost, CR LF arrives
             cut = line[: rng.randint(3, 14)]
             truth.expect, truth.fault = "lost", "cut_line"

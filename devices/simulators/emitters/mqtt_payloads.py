@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from devices.simulators.emitters.base import CORRUPT_P, Chunk, Context, TruthReading, nibp_due
+from devices.simulators.emitters.base import Chunk, Context, TruthReading, nibp_due
 
 SENML_UNITS = {"hr": "beat/min", "spo2": "%", "sbp": "mmHg", "dbp": "mmHg", "map": "mmHg",
                "rr": "1/min", "temp": "Cel", "pi": "%"}
@@ -89,7 +89,7 @@ class MqttDevice:
             truth.device_ts_ms = device_ts
             truth.flags = sorted({*flags, "clock_skew"})
         payload = self.encode(device_ts, values, flags)
-        if ctx.noisy is not None and ctx.noisy.random() < CORRUPT_P:
+        if ctx.noisy is not None and ctx.noisy.random() < ctx.corrupt_p:
             truth.expect, truth.fault = "refused", "invalid_json"  # a pending BP waits for the next
             return [Chunk(payload[: max(1, len(payload) // 2)], reading=truth, noise="invalid_json")]
         if "sbp" in values or self._bp_failed:

@@ -16,7 +16,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from devices.simulators.emitters.base import CORRUPT_P, GARBAGE_P, Chunk, TruthReading, garbage
+from devices.simulators.emitters.base import Chunk, TruthReading, garbage
 from devices.simulators.physiology import Vitals
 
 STX, ETX, CR = 0x02, 0x03, 0x0D
@@ -95,8 +95,9 @@ class Un300Module:
                 self.pending = TruthReading(
                     {"sbp": self.result[0], "dbp": self.result[1], "map": self.result[2], "hr": self.result[3]})
 
-    def handle(self, payload: bytes, wall_s: float, noisy: random.Random | None) -> list[Chunk]:
-        """Answer one host command (unknown commands get no answer)."""
+    def handle(self, payload: bytes, wall_s: float, noisy: random.Random | None,
+               garbage_p: float = 0.10, corrupt_p: float = 0.06) -> list[Chunk]:
+        """Answer one host command (unknown commands get no answer); noisy: maybe garble it."""
         text = payload.decode("ascii", "replace")
         if text not in COMMANDS:
             return []
@@ -105,9 +106,9 @@ class Un300Module:
         status = 1 if self.measuring_until_s is not None else 0
         body = reply_payload(status, self.err, self.result, self.counter)
         out: list[Chunk] = []
-        if noisy is not None and noisy.random() < GARBAGE_P:
+        if noisy is not None and noisy.random() < garbage_p:
             out.append(Chunk(garbage(noisy, exclude=bytes([STX, ETX])), noise="garbage"))
-        if noisy is not None and noisy.random() < CORRUPT_P:
+        if noisy is not None and noisy.random() < corrupt_p:
             chk = checksum(body)
             bad = b"%02X" % ((int(chk, 16) + 1 + noisy.randrange(250)) & 0xFF)
             out.append(Chunk(bytes([STX]) + body + bad + bytes([ETX, CR]), noise="bad_checksum"))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 
-from devices.simulators.emitters.base import CORRUPT_P, GARBAGE_P, Chunk, Context, TruthReading, garbage
+from devices.simulators.emitters.base import Chunk, Context, TruthReading, garbage
 
 FRAMES_PER_PACKET = 25
 PACKETS_PER_S = 3
@@ -85,12 +85,12 @@ class NoninDf7:
                 status = GREEN if pi >= 1.0 else (GREEN | RED if pi >= 0.5 else RED)
                 if status == RED:
                     flags.append("low_perfusion")
-            corrupt = rng is not None and rng.random() < CORRUPT_P
+            corrupt = rng is not None and rng.random() < ctx.corrupt_p
             self._second = (hr, spo2, status, flags, corrupt)
         hr, spo2, status, flags, corrupt = self._second
         frames = packet(hr, spo2, status, STAT2_SMARTPOINT, ctx.now_ms / 1000, ctx.vitals.hr)
         chunks: list[Chunk] = []
-        if rng is not None and rng.random() < GARBAGE_P:
+        if rng is not None and rng.random() < ctx.garbage_p:
             # bytes without bit 7 can never be a STATUS byte: the receiver slides past them
             chunks.append(Chunk(bytes(b & 0x7F for b in garbage(rng, 1, 12)), noise="garbage"))
         if corrupt:  # every packet of this second gets one bad checksum: the second is lost
