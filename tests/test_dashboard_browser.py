@@ -116,7 +116,10 @@ def test_breach_turns_tile_red_lists_alert_and_acknowledge_records_user(env: dic
     rec = inject_alert(env["client"], env["keys"], "room-2", "sbp", "high", 196, 180, dev="nibp-2")
     tile = wait_for(lambda: d.find_element(By.ID, "ov-tile-room-2").get_attribute("data-alert") == "high"
                     and d.find_element(By.ID, "ov-tile-room-2"), 10, "red tile")
-    assert "vw-flash-high" in d.execute_script("return getComputedStyle(arguments[0]).animationName", tile)
+    assert d.execute_script("return VW.blinkHalfMs.high") == 250  # 2 Hz flashing
+    bg = "return getComputedStyle(arguments[0]).backgroundColor"
+    wait_for(lambda: d.execute_script(bg, tile) == "rgb(239, 83, 80)", 5, "flash on")
+    wait_for(lambda: d.execute_script(bg, tile) == "rgb(255, 205, 210)", 5, "flash off")
     row = wait_for(lambda: d.find_element(By.CSS_SELECTOR, f"[data-alert-id='{rec['alert']}']"), 10, "alert row")
     assert "SBP high 196" in row.text and "HIGH" in row.text
     row.find_element(By.CSS_SELECTOR, "button[data-act=acknowledge]").click()

@@ -464,9 +464,21 @@
     }, {passive: true});
   });
 
+  // ---------------------------------------------------------------- flashing (2 Hz high, 0.625 Hz medium)
+  var BLINK_HALF_MS = {high: 250, medium: 800};
+  function blink() {
+    var t = now(), root = document.documentElement;
+    for (var p in BLINK_HALF_MS) {
+      var on = Math.floor(t / BLINK_HALF_MS[p]) % 2 ? "1" : "0";
+      if (root.getAttribute("data-blink-" + p) !== on) { root.setAttribute("data-blink-" + p, on); }
+    }
+  }
+  VW.blinkHalfMs = BLINK_HALF_MS;
+
   // ---------------------------------------------------------------- timers
   setInterval(function () { tickAges(); banner(); soundButton(); flushTrends(); }, 1000);
   setInterval(function () { banner(); soundTick(); }, 250);
+  setInterval(blink, 50);
   setInterval(drawSparks, 5000);
   setInterval(function () { if (soundOn() !== lastSoundReport) { reportScreen(); } }, 1000);
   setInterval(reportScreen, 5000);
