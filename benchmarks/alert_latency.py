@@ -1,0 +1,223 @@
+"""Alert engine benchmark: raise latency at N rooms × 1 Hz, and readings/s one worker evaluates.
+
+Runs on its own redis-server and mosquitto (tests/servers.py), never the shared ones.
+
+1. Latency: a real `vitalwatch alerts` worker process; a feeder writes one reading per room
+   per second (rooms staggered across the second), with HR episodes beyond the limit
+   (delay_s = 3). For each episode, the time from the XADD that completes the condition
+   (the first reading ≥ delay_s after the breach began) returning to the `raised` event
+   arriving at a reader blocked on the alerts stream. p50 / p99 / max.
+2. Throughput: a backlog of readings (N rooms × M readings, with episodes) applied by one
+   in-process Worker (XREAD, decode, evaluate, fenced commit): readings/s. Also the pure
+   evaluator alone, for reference.
+
+    .venv/bin/python benchmarks/alert_latency.py [--rooms 100] [--duration 40] [--backlog 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from monitor.alarms.engine import Worker  # noqa: E402
+from monitor.alarms.evaluate import evaluate  # noqa: E402
+from monitor.alarms.rules import build_rules, technical_rules  # noqa: E402
+from monitor.codec import to_fields  # noqa: E402
+from monitor.config import parse_config  # noqa: E402
+from monitor.keys import Keys  # noqa: E402
+from monitor.readings import Reading  # noqa: E402
+from tests.servers import MosquittoProc, RedisProc  # noqa: E402
+
+DELAY_S = 3
+PERIOD_S = 20  # each room: 10 s normal, 10 s beyond the limit
+
+
+def hr_at(i: int, room_ix: int) -> float:
+    """HR for second i of room room_ix: episodes of 10 s at 130, phase-shifted per room."""
+    return 130.0 if ((i + room_ix) % PERIOD_S) >= 10 else 80.0
+
+
+def config_dict(clinic: str, rooms: int, redis_url: str, mqtt_url: str, data: Path) -> dict:
+    return {
+        "clinic": {"id": clinic},
+        "redis": {"url": redis_url},
+        "mqtt": {"url": mqtt_url, "alerts_topic": "bench/alerts"},
+        "data": {"dir": str(data)},
+        "archive": {"url": f"sqlite:///{data / 'a.db'}"},
+        "rooms": [{"id": f"room-{i}", "devices": [
+            {"id": f"mon-{i}", "protocol": "json", "transport": "mqtt", "topic": f"bench/mon-{i}"}]}
+            for i in range(rooms)],
+        "alarms": {"defaults": {"hr": {"low": 50, "high": 120, "priority": "high", "delay_s": DELAY_S,
+                                       "hysteresis": 3}}},
+    }
+
+
+def toml_of(d: dict) -> str:
+    lines = [f'[clinic]\nid = "{d["clinic"]["id"]}"',
+             f'[redis]\nurl = "{d["redis"]["url"]}"',
+             f'[mqtt]\nurl = "{d["mqtt"]["url"]}"\nalerts_topic = "bench/alerts"',
+             f'[data]\ndir = "{d["data"]["dir"]}"',
+             f'[archive]\nurl = "{d["archive"]["url"]}"']
+    for r in d["rooms"]:
+        dev = r["devices"][0]
+        lines.append(f'[[rooms]]\nid = "{r["id"]}"\n[[rooms.devices]]\nid = "{dev["id"]}"\n'
+                     f'protocol = "json"\ntransport = "mqtt"\ntopic = "{dev["topic"]}"')
+    lines.append(f'[alarms.defaults]\nhr = {{ low = 50, high = 120, priority = "high", delay_s = {DELAY_S}, '
+                 'hysteresis = 3 }')
+    return "\n".join(lines) + "\n"
+
+
+def latency(rooms: int, duration_s: float, redis_url: str, mqtt_url: str, tmp: Path) -> list[float]:
+    keys = Keys("bench-lat")
+    cfgd = config_dict("bench-lat", rooms, redis_url, mqtt_url, tmp / "data-lat")
+    path = tmp / "lat.toml"
+    path.write_text(toml_of(cfgd))
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    worker = subprocess.Popen([sys.executable, "-m", "monitor.cli", "alerts", "-c", str(path)], cwd=ROOT,
+                              stdout=open(tmp / "lat-worker.log", "wb"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while not all(client.get(keys.room_owner(f"room-{i}")) for i in range(rooms)):
+            if time.monotonic() > deadline:
+                raise SystemExit("worker did not take the rooms")
+            time.sleep(0.1)
+        completed: dict[tuple[str, int], float] = {}  # (room, onset ms) → when its completing XADD returned
+        raised: dict[tuple[str, int], float] = {}
+        stop = threading.Event()
+
+        def watch() -> None:
+            rd = redis.Redis.from_url(redis_url, decode_responses=True)
+            last = "$"
+            while not stop.is_set():
+                for _k, entries in rd.xread({keys.alerts: last}, block=200) or []:
+                    t = time.perf_counter()
+                    for eid, f in entries:
+                        last = eid
+                        if f.get("event") == "raised" and f.get("kind") == "physiological":
+                            onset = int(f["alert"].rsplit(".", 1)[1])
+                            raised[(f["room"], onset)] = t
+
+        th = threading.Thread(target=watch, daemon=True)
+        th.start()
+        time.sleep(0.5)
+        onset: dict[str, int | None] = {}
+        start = time.time()
+        n_seconds = int(duration_s)
+        for i in range(n_seconds):
+            for ix in range(rooms):
+                # rooms staggered across the second, as independent devices are
+                target = start + i + ix / rooms
+                delay = target - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+                room = f"room-{ix}"
+                ts = time.time_ns() // 1_000_000
+                v = hr_at(i, ix)
+                client.xadd(keys.vitals(room), to_fields(Reading(room, f"mon-{ix}", ts, {"hr": v})))
+                done = time.perf_counter()
+                if v > 120:
+                    if onset.get(room) is None:
+                        onset[room] = ts
+                    o = onset[room]
+                    assert o is not None
+                    if ts - o >= DELAY_S * 1000 and (room, o) not in completed:
+                        completed[(room, o)] = done
+                else:
+                    onset[room] = None
+        time.sleep(1.0)
+        stop.set()
+        th.join(2)
+        lat = [(raised[k] - t) * 1000 for k, t in completed.items() if k in raised]
+        missing = [k for k in completed if k not in raised]
+        early = [k for k in raised if k not in completed]
+        print(f"latency run: {rooms} rooms × 1 Hz for {n_seconds} s: {len(completed)} episodes completed, "
+              f"{len(raised)} raised, {len(missing)} not raised, {len(early)} raised without completing")
+        return lat
+    finally:
+        worker.terminate()
+        worker.wait(15)
+
+
+def throughput(rooms: int, backlog: int, redis_url: str, tmp: Path) -> tuple[float, float, int]:
+    keys = Keys("bench-tp")
+    cfg = parse_config(config_dict("bench-tp", rooms, redis_url, "mqtt://127.0.0.1:1", tmp / "data-tp"))
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    t0_ms = time.time_ns() // 1_000_000 - backlog * 1000
+    pipe = client.pipeline(transaction=False)
+    all_readings: dict[str, list[Reading]] = {}
+    for ix in range(rooms):
+        room = f"room-{ix}"
+        rs = [Reading(room, f"mon-{ix}", t0_ms + i * 1000, {"hr": hr_at(i, ix), "spo2": 97.0, "rr": 14.0})
+              for i in range(backlog)]
+        all_readings[room] = rs
+        for r in rs:
+            pipe.xadd(keys.vitals(room), to_fields(r))
+        pipe.execute()
+    total = rooms * backlog
+    # pure evaluator alone
+    rules, _ = build_rules(cfg, "room-0")
+    tech = technical_rules(cfg)
+    t = time.perf_counter()
+    for room, rs in all_readings.items():
+        evaluate(room, rules, tech, {}, rs)
+    pure_rate = total / (time.perf_counter() - t)
+    # one worker, from Redis, with commits
+    w = Worker(cfg, redis.Redis.from_url(redis_url, decode_responses=True), keys, owner="bench")
+    now = time.time_ns() // 1_000_000
+    for ix in range(rooms):  # start every room at the beginning of its backlog
+        client.hset(keys.alarm_state(f"room-{ix}"), "last_id", "0-0")
+    w.housekeeping(now)
+    assert len(w.rooms) == rooms
+    t = time.perf_counter()
+    next_house = time.monotonic() + 1
+    deadline = time.monotonic() + 600
+    while w.stats.readings < total:
+        if time.monotonic() >= next_house:  # keep the leases, as the worker's own loop does
+            w.housekeeping(time.time_ns() // 1_000_000)
+            next_house = time.monotonic() + 1
+        if w.poll(1) == 0 and time.monotonic() > deadline:
+            raise SystemExit(f"worker stalled at {w.stats.readings}/{total} readings")
+    worker_rate = total / (time.perf_counter() - t)
+    return worker_rate, pure_rate, w.stats.events
+
+
+def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rooms", type=int, default=100)
+    ap.add_argument("--duration", type=float, default=40)
+    ap.add_argument("--backlog", type=int, default=2000)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="vw-bench-alerts-"))
+    rp = RedisProc(tmp / "redis").start()
+    mq = MosquittoProc(tmp / "mqtt").start()
+    try:
+        # throughput first: the latency run's worker must not compete with it for the CPU
+        wr, pr, ev = throughput(args.rooms, args.backlog, rp.url, tmp)
+        print(f"throughput: one worker applied {args.rooms * args.backlog} readings "
+              f"({ev} alert events) at {wr:,.0f} readings/s (target ≥ 20,000); "
+              f"pure evaluate() alone {pr:,.0f} readings/s")
+        lat = latency(args.rooms, args.duration, rp.url, mq.url, tmp)
+        if lat:
+            lat.sort()
+            p99 = lat[min(len(lat) - 1, int(round(0.99 * (len(lat) - 1))))]
+            print(f"raise latency after the delay elapsed: n={len(lat)} p50={statistics.median(lat):.1f} ms "
+                  f"p99={p99:.1f} ms max={lat[-1]:.1f} ms (target p99 ≤ 100 ms)")
+    finally:
+        mq.stop()
+        rp.stop()
+
+
+if __name__ == "__main__":
+    main()
