@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import paho.mqtt.client as mqtt
 import redis
@@ -312,12 +313,12 @@ class MqttAdapter:
             readings, refusals = self._classify(msg, recv_ms)
         except Exception as e:  # noqa: BLE001 - a codec bug must not stop every room's ingest
             log.exception("failed to handle a message on %s", msg.topic)
-            readings, refusals = [], [Refusal(msg.topic, "internal_error", repr(e)[:200], msg.payload)]
+            readings, refusals = [], [Refusal(msg.topic, "internal_error", repr(e)[:200], bytes(msg.payload))]
         self._store(msg, gen, recv_ms, readings, refusals)
 
     # --- message handling -------------------------------------------------------------
     def _classify(self, msg: mqtt.MQTTMessage, recv_ms: int) -> tuple[list[Reading], list[Refusal]]:
-        topic, payload = msg.topic, msg.payload
+        topic, payload = msg.topic, bytes(msg.payload)  # paho types it bytes | bytearray
         route = self.plan.routes.get(topic)
         if route is not None:
             if msg.retain:
@@ -424,7 +425,8 @@ class MqttAdapter:
                 d.frames, d.reconnects, d.rejects = 0, 0, collections.Counter()
             drained = self.limiter.drain(time.monotonic())
         try:
-            for (source, reason), n in drained:  # type: ignore[misc]
+            for key, n in drained:
+                source, reason = cast(tuple[str, str], key)
                 self.writer.reject(
                     Refusal(source, reason, f"+{n} more like this suppressed (rate limit 1/s)"), now)
         except RuntimeError as e:  # writer already closed at shutdown: say what was not written
