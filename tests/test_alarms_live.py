@@ -74,9 +74,11 @@ def test_workers_killed_mid_breach_raise_every_alert_exactly_once(tmp_path, rcli
                                                                    redis_url, mosquitto_proc):
     cfg_path = write_config(tmp_path, clinic_id, redis_url, mosquitto_proc.url)
     procs: list[subprocess.Popen] = []
+    logs = []
 
     def start_worker() -> subprocess.Popen:
-        log = open(tmp_path / f"worker-{len(procs)}.log", "wb")
+        log = open(tmp_path / f"worker-{len(procs)}.log", "wb")  # noqa: SIM115 - closed in finally
+        logs.append(log)
         p = subprocess.Popen([sys.executable, "-m", "monitor.cli", "alerts", "-c", str(cfg_path)],
                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(p)
@@ -172,3 +174,5 @@ def test_workers_killed_mid_breach_raise_every_alert_exactly_once(tmp_path, rcli
         sub.disconnect()
         for p in procs:
             kill_quietly(p)
+        for f in logs:
+            f.close()
