@@ -65,6 +65,8 @@ class MqttPublisher:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
+        self.client.on_connect_fail = self._on_connect_fail
+        self._warned = False  # one warning per outage, not one per retry
         self._connected = threading.Event()
         self._lock = threading.Lock()
         self._unacked: set[int] = set()
@@ -77,8 +79,16 @@ class MqttPublisher:
             log.warning("MQTT connect to %s:%s refused: %s", self.host, self.port, reason)
             return
         self._connected.set()
+        if self._warned:
+            log.info("MQTT broker %s:%s reachable again; sending queued messages", self.host, self.port)
+        self._warned = False
         if self.status_topic:
             client.publish(self.status_topic, b"online", qos=QOS, retain=True)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        if not self._warned:
+            log.warning("MQTT broker %s:%s unreachable; retrying, messages are queued", self.host, self.port)
+            self._warned = True
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self._connected.clear()

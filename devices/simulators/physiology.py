@@ -251,17 +251,16 @@ class Physiology:
                 (sim_s - d.at_s) / 60, onset, peak, plateau, tau)
         first = self.first_dose_s
         t_min = (sim_s - first) / 60 if first is not None else -1e9
-        dbp_extra = 0.0
         if "hypertensive" in self.modifiers and first is not None:
             amp, _, onset = self._hyper
             surge = amp * response_shape(t_min, onset, 45.0, 10.0, 40.0)
             rise = surge  # the surge is this patient's (exaggerated) drug response
-            dbp_extra = 0.1 * surge  # DBP rises ~0.7× overall during a surge (≥25 mmHg)
+            # DBP follows at 0.6× (≥27 mmHg for a ≥45 mmHg surge); HR's drug term is capped
         drift = lambda name, scale: scale * smooth_noise(seed, "drift:" + name, sim_s, 1200.0)  # noqa: E731
         noise = lambda name, scale: scale * smooth_noise(seed, "noise:" + name, sim_s, 15.0)  # noqa: E731
         sbp = p.sbp + rise + drift("sbp", _SBP_DRIFT) + noise("sbp", 1.5)
-        dbp = p.dbp + 0.6 * rise + dbp_extra + drift("dbp", 2.0) + noise("dbp", 1.2)
-        hr = p.hr + 0.45 * rise + drift("hr", 3.0) + noise("hr", 1.5)
+        dbp = p.dbp + 0.6 * rise + drift("dbp", 2.0) + noise("dbp", 1.2)
+        hr = p.hr + 0.45 * min(rise, 30.0) + drift("hr", 3.0) + noise("hr", 1.5)
         spo2 = p.spo2 - 0.03 * rise + drift("spo2", 0.4) + noise("spo2", 0.4)
         rr = p.rr + 0.05 * rise + drift("rr", 1.0) + noise("rr", 0.6)
         temp = p.temp_c + drift("temp", 0.1)
