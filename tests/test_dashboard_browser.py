@@ -201,3 +201,25 @@ def test_room_page_trend_limits_and_live_extend(env: dict[str, Any]) -> None:
     wait_for(lambda: d.execute_script(
         "return document.querySelector('#room-trend .js-plotly-plot').data[0].x.length") > n0, 10, "extendData")
     assert d.execute_script("return document.querySelector('#room-trend .js-plotly-plot').layout.uirevision") == "room-1-15"
+
+
+def test_sound_starts_on_click_repeats_until_acknowledged_and_is_reported(env: dict[str, Any]) -> None:
+    d = env["driver"]
+    login(d, env["url"], "nina", PASSWORDS["nina"])
+    button = wait_for(lambda: d.find_element(By.ID, "app-sound"), 10, "nav")
+    assert "sound off" in button.text.lower()  # visible sign before the autoplay click
+    button.click()
+    wait_for(lambda: d.execute_script("return VW.audio.ctx && VW.audio.ctx.state") == "running", 5, "audio on")
+    wait_for(lambda: "Sound on" in d.find_element(By.ID, "app-sound").text, 5, "sound-on label")
+    screens = wait_for(lambda: [json.loads(v) for v in env["client"].hvals(env["keys"].screens)
+                                if json.loads(v).get("sound_on")], 10, "screen reported with sound on")
+    assert screens[0]["user"] == "nina"
+    rec = inject_alert(env["client"], env["keys"], "room-3", "rr", "medium", 5, 8, dev="mon-3")
+    wait_for(lambda: d.execute_script("return VW.audio.playing") == "medium", 10, "medium alarm sounding")
+    plays = wait_for(lambda: d.execute_script("return VW.audio.plays"), 10, "a play")
+    d.execute_script("VW.audio.lastPlayMs = {}")  # skip the 8 s wait between medium bursts
+    wait_for(lambda: d.execute_script("return VW.audio.plays") > plays, 5, "the pattern repeats")
+    row = wait_for(lambda: d.find_element(By.CSS_SELECTOR, f"[data-alert-id='{rec['alert']}']"), 10, "row")
+    row.find_element(By.CSS_SELECTOR, "button[data-act=pause]").click()
+    wait_for(lambda: d.execute_script("return VW.audio.playing") is None, 10, "silent while paused")
+    env["client"].delete(env["keys"].active_alerts("room-3"))
