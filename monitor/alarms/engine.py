@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -45,10 +45,11 @@ from .model import AlertEvent, Cond, Rule, TechRule
 from .outbound import Outbound, page_tier, unattended
 from .reminders import reminder_conditions
 from .rules import build_rules, technical_rules
-from .store import F_LAST_ID, Leases, LostOwnership, commit, load_state
+from .store import F_LAST_ID, Leases, LostOwnership, StrHash, commit, load_state
 from .technical import degraded_conditions, device_conditions, monitoring_state
 
 log = logging.getLogger(__name__)
+Entries = list[tuple[str, dict[str, str]]]  # stream entries from a decode_responses client
 
 ROLE = "alerts"
 BATCH = 1000  # stream entries per room per read
@@ -124,7 +125,7 @@ class Worker:
                     self._drop(room, "lease lost")
         all_rooms = [r.id for r in self.cfg.rooms]
         owners = self.leases.owners(all_rooms)
-        beats = self.client.hgetall(self.keys.heartbeats)
+        beats = cast(StrHash, self.client.hgetall(self.keys.heartbeats))
         stale_ms = int(self.cfg.alerts.heartbeat_stale_s * 1000)
         live = {f.split(":", 1)[1] for f, v in beats.items()
                 if f.startswith(ROLE + ":") and _age(v, now) <= stale_ms} | {self.owner}
@@ -159,7 +160,8 @@ class Worker:
             last_id = f"{max(0, now - FIRST_LOOKBACK_MS)}-0"
         rules, problems = build_rules(self.cfg, room)
         rr = RoomRun(self.cfg.room(room), last_id, conds, rules)
-        for _id, f in self.client.xrevrange(self.keys.vitals(room), count=50):
+        tail = cast(Entries, self.client.xrevrange(self.keys.vitals(room), count=50))
+        for _id, f in tail:
             dev = f.get("dev", "")
             if dev and dev not in rr.bp_only:
                 rr.bp_only[dev] = _bp_only(f.keys())
@@ -185,7 +187,8 @@ class Worker:
         if not self.rooms:
             return 0
         streams = {self.keys.vitals(r): rr.last_id for r, rr in self.rooms.items()}
-        resp = self.client.xread(streams, count=BATCH, block=block_ms) or []
+        resp = cast(list[tuple[str, Entries]],
+                    self.client.xread(streams, count=BATCH, block=block_ms) or [])  # type: ignore[arg-type]
         n = 0
         prefix_len = len(self.keys.vitals(""))
         for key, entries in resp:
@@ -194,7 +197,7 @@ class Worker:
                 n += self.apply_entries(room, entries)
         return n
 
-    def apply_entries(self, room: str, entries: list[tuple[str, dict[str, str]]]) -> int:
+    def apply_entries(self, room: str, entries: Entries) -> int:
         """Evaluate one room's new stream entries and commit the outcome."""
         rr = self.rooms[room]
         readings: list[Reading] = []

@@ -279,9 +279,9 @@ def reconcile(book: Book, room: str, desired: Mapping[str, Desired], scope: str,
             rec = book.records[aid]
             _clear(book, aid, now_ms, f"{rec['message']}: resolved")
     for key, d in desired.items():
-        aid = existing.get(key)
-        if aid is not None:
-            rec = book.records[aid]
+        found = existing.get(key)
+        if found is not None:
+            rec = book.records[found]
             extra = dict(d.extra)
             if (rec["message"], rec.get("value"), rec.get("limit")) != (d.message, d.value, d.limit) or \
                     any(rec.get(k) != v for k, v in extra.items()):

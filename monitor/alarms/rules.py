@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
+from typing import cast
 
 import redis
 from pydantic import ValidationError
@@ -75,10 +76,10 @@ def build_rules(cfg: Config, room: str, session_limits: Mapping[str, str] | None
 
 def read_session_limits(client: redis.Redis, keys: Keys, room: str) -> tuple[str | None, dict[str, str]]:
     """(open session id or None, its raw limits hash) for `room`, straight from Redis."""
-    sid = client.hget(keys.open_sessions, room)
+    sid = cast("str | None", client.hget(keys.open_sessions, room))
     if not sid:
         return None, {}
-    return sid, client.hgetall(keys.session_limits(sid))  # type: ignore[return-value]
+    return sid, cast("dict[str, str]", client.hgetall(keys.session_limits(sid)))
 
 
 def technical_rules(cfg: Config) -> dict[str, TechRule]:

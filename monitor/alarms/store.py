@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 import redis
 
@@ -25,6 +25,7 @@ from .evaluate import Book
 from .model import Cond, encode_record
 
 log = logging.getLogger(__name__)
+StrHash = dict[str, str]  # what a decode_responses client returns for HGETALL
 
 F_LAST_ID = "last_id"  # alarm-state field: last vitals stream id applied
 COND_PREFIXES = ("p:", "t:")  # alarm-state fields holding a Cond
@@ -80,7 +81,7 @@ class Leases:
 
 def load_state(client: redis.Redis, keys: Keys, room: str) -> tuple[str | None, dict[str, Cond]]:
     """(last applied stream id or None, condition state) of a room, as the last owner left it."""
-    raw = client.hgetall(keys.alarm_state(room))
+    raw = cast(StrHash, client.hgetall(keys.alarm_state(room)))
     conds = {}
     for k, v in raw.items():
         if k.startswith(COND_PREFIXES):
@@ -93,7 +94,8 @@ def load_state(client: redis.Redis, keys: Keys, room: str) -> tuple[str | None, 
 
 def read_active(client: redis.Redis | redis.client.Pipeline, keys: Keys, room: str) -> dict[str, dict[str, Any]]:
     """A room's active-alert records."""
-    return {k: json.loads(v) for k, v in client.hgetall(keys.active_alerts(room)).items()}
+    raw = cast(StrHash, client.hgetall(keys.active_alerts(room)))
+    return {k: json.loads(v) for k, v in raw.items()}
 
 
 def commit(client: redis.Redis, keys: Keys, room: str, owner: str,
