@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import logging
 import signal
+import socket
 import sys
 import threading
 import time
@@ -96,6 +97,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     keys = endpoints.keys
     stop = threading.Event()
     _install_signals(stop)
+    # The heartbeat instance is stable for the same selection on the same host (like the
+    # spool), so an ingest restarted by `vitalwatch run` or compose replaces its own entry
+    # at once instead of leaving a dead one that keeps "monitoring degraded" up.
+    instance = f"{socket.gethostname()}-{spool_path(cfg, rooms, devices).stem}"
     writer = StreamWriter(endpoints.redis_url, keys,
                           retention_ms=int(cfg.redis.retention_hours * 3600 * 1000),
                           spool_path=spool_path(cfg, rooms, devices),
@@ -115,10 +120,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     mqtt = None
     try:
         mqtt = start_mqtt(cfg, endpoints, writer, mqtt_devs, stop)
-        _heartbeat_loop(client, keys, stop)
+        _heartbeat_loop(client, keys, stop, instance)
     finally:
         stop.set()
-        _shutdown(supervisors, mqtt, writer, board, client, keys)
+        _shutdown(supervisors, mqtt, writer, board, client, keys, instance)
         endpoints.stop()
     return EXIT_OK
 
@@ -135,14 +140,11 @@ def _install_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-_INSTANCE = heartbeat.instance_name()
-
-
-def _heartbeat_loop(client: Any, keys: Any, stop: threading.Event) -> None:
+def _heartbeat_loop(client: Any, keys: Any, stop: threading.Event, instance: str) -> None:
     down = False
     while not stop.is_set():
         try:
-            heartbeat.beat(client, keys, "ingest", _INSTANCE, now_ms())
+            heartbeat.beat(client, keys, "ingest", instance, now_ms())
             if down:
                 log.info("heartbeat written again")
             down = False
@@ -154,7 +156,7 @@ def _heartbeat_loop(client: Any, keys: Any, stop: threading.Event) -> None:
 
 
 def _shutdown(supervisors: list[DeviceSupervisor], mqtt: Any, writer: StreamWriter, board: StatusBoard,
-              client: Any, keys: Any) -> None:
+              client: Any, keys: Any, instance: str) -> None:
     deadline = time.monotonic() + JOIN_TIMEOUT_S
     for s in supervisors:
         s.join(max(0.1, deadline - time.monotonic()))
@@ -168,6 +170,6 @@ def _shutdown(supervisors: list[DeviceSupervisor], mqtt: Any, writer: StreamWrit
     writer.close()
     board.stop()
     try:
-        heartbeat.remove(client, keys, "ingest", _INSTANCE)
+        heartbeat.remove(client, keys, "ingest", instance)
     except REDIS_DOWN as e:
         log.warning("cannot remove the ingest heartbeat: %s", e)
