@@ -14,7 +14,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from devices.simulators.emitters import STREAMING
 from devices.simulators.emitters.base import Context
@@ -49,7 +51,7 @@ def emitter_figures(ticks: int = 2000) -> dict[str, float]:
     p = draw_patient(1)
     ph = Physiology(p, (default_dose("iv", p.weight_kg, 120),))
     out = {}
-    makers = {**{k: v for k, v in STREAMING.items()}, "json": lambda: MqttDevice("json", "r", "mon-1")}
+    makers: dict[str, Callable[[], Any]] = {**STREAMING, "json": lambda: MqttDevice("json", "r", "mon-1")}
     for name, make in makers.items():
         em = make()
         t0 = time.perf_counter()
