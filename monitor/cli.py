@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--port", type=int, default=8050)
     d.add_argument("--seed", type=int, default=1)
     d.add_argument("--no-browser", action="store_true")
-    d.add_argument("--speed", type=float, default=1.0, help=argparse.SUPPRESS)
+    d.add_argument("--speed", type=float, default=None, help=argparse.SUPPRESS)
     d.add_argument("--data-dir", default=None, help="where the demo keeps its files (default: a new temp dir)")
 
     sub.add_parser("check-config", parents=[common], help="validate the config and summarise it")

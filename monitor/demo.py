@@ -13,6 +13,10 @@ import logging
 import shutil
 import socket
 import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
 import webbrowser
 from pathlib import Path
 
@@ -21,6 +25,17 @@ from monitor.runtime import RuntimeFailure, resolve
 from monitor.supervise import Child, run_roles, vitalwatch_argv
 
 log = logging.getLogger(__name__)
+
+DEMO_SPEED = 20.0  # physiology runs 20× faster: a dosing response within ~2 minutes
+DOSE_AT_MIN = 2.0  # simulated minutes after start when each room's patient is dosed
+# Per room (cycled): route, dose mg, weight kg, scenarios. Room 2 has a hypertensive surge
+# (SBP crosses 180 ~36 simulated min after the dose), room 3 a desaturation.
+ROOM_PLANS = [
+    ("iv", 40.0, 80.0, []),
+    ("intranasal", 56.0, 72.0, ["hypertensive"]),
+    ("im", 35.0, 70.0, ["desaturation"]),
+    ("intranasal", 84.0, 85.0, []),
+]
 
 # Device mixes, cycled over the rooms: (id prefix, protocol, transport)
 ROOM_KINDS = [
@@ -51,11 +66,63 @@ def demo_config_text(rooms: int, data_dir: Path, port: int) -> str:
             if transport == "serial":
                 lines.append(f'  port = "{data_dir / "tty" / dev}"')
                 if protocol == "nibp-un300":
-                    lines.append("  cycle_s = 120")
+                    lines.append("  cycle_s = 60")
             else:
                 lines.append(f'  topic = "vitalwatch/room-{i}/{dev}"')
+                if prefix == "nibp":  # publishes once per NIBP cycle (≤ 45 s at the demo's speed)
+                    lines.append("  silence_s = 60")
             lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def demo_timeline_text(rooms: int) -> str:
+    """The simulator's session timeline for the demo (docs/simulators.md format)."""
+    lines = [f"dose_at_min = {DOSE_AT_MIN}", ""]
+    for i in range(1, rooms + 1):
+        route, dose_mg, weight_kg, scenarios = ROOM_PLANS[(i - 1) % len(ROOM_PLANS)]
+        lines += [f"[rooms.room-{i}]", f'route = "{route}"', f"dose_mg = {dose_mg}",
+                  f"weight_kg = {weight_kg}", f"scenarios = {scenarios!r}".replace("'", '"'), ""]
+    return "\n".join(lines)
+
+
+def open_demo_sessions(redis_url: str, cfg: Config, dose_in_s: float, stop: threading.Event) -> None:
+    """Open a session per room as a nurse would, and record each room's dose when the
+    simulated patient is dosed, so tiles show phase and time since dose."""
+    from monitor import sessions
+    from monitor.keys import Keys
+    from monitor.redis_conn import connect
+
+    keys = Keys(cfg.clinic.id)
+    client = connect(redis_url, retries=3)
+    try:
+        sids = {}
+        for i, room in enumerate(cfg.rooms):
+            route, dose_mg, weight_kg, _ = ROOM_PLANS[i % len(ROOM_PLANS)]
+            sids[room.id] = sessions.start_session(
+                client, keys, cfg, room.id, f"DEMO-{i + 1:04d}", route, "nurse",
+                dose_mg=dose_mg, weight_kg=weight_kg)
+        if stop.wait(dose_in_s):
+            return
+        for room_id, sid in sids.items():
+            sessions.record_dose(client, keys, sid, "nurse", note="demo: simulated dose")
+    except (sessions.SessionError, OSError) as e:
+        log.error("demo sessions could not be opened: %s", e)
+    finally:
+        client.close()
+
+
+def _wait_for_dashboard(port: int, timeout_s: float) -> None:
+    """Return once the dashboard answers /health, so the printed URL works when printed."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return
+        except urllib.error.HTTPError:
+            return  # it answers (503 while devices come online is still "up")
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    log.error("the dashboard did not answer within %.0f s; see the log above", timeout_s)
 
 
 def _port_free(host: str, port: int) -> bool:
@@ -79,21 +146,27 @@ def run(args: argparse.Namespace, cfg: Config | None) -> int:
     data_dir.mkdir(parents=True, exist_ok=True)
     conf_path = data_dir / "demo.toml"
     conf_path.write_text(demo_config_text(args.rooms, data_dir, args.port))
+    timeline = data_dir / "demo-timeline.toml"
+    timeline.write_text(demo_timeline_text(args.rooms))
     cfg = load_config(str(conf_path), env={})
+    speed = args.speed if args.speed is not None else DEMO_SPEED
     endpoints = resolve(cfg, start_embedded=True)
     try:
         accounts = _demo_accounts(endpoints.redis_url, cfg)
         conf = ["-c", str(conf_path)]
         children = [
             Child("simulate", vitalwatch_argv("simulate", *conf, "--seed", str(args.seed),
-                                              "--speed", str(args.speed))),
+                                              "--speed", str(speed), "--scenario", str(timeline))),
             Child("ingest", vitalwatch_argv("ingest", *conf)),
             Child("alerts", vitalwatch_argv("alerts", *conf)),
             Child("dashboard", vitalwatch_argv("dashboard", *conf, "--port", str(args.port))),
         ]
         url = f"http://127.0.0.1:{args.port}/"
 
+        stop_sessions = threading.Event()
+
         def ready() -> None:
+            _wait_for_dashboard(args.port, timeout_s=60)
             print(f"VitalWatch demo: {args.rooms} rooms, data in {data_dir}", flush=True)
             print(f"dashboard: {url}", flush=True)
             print(f"redis: {endpoints.redis_url}", flush=True)
@@ -101,10 +174,15 @@ def run(args: argparse.Namespace, cfg: Config | None) -> int:
             for user, password in accounts:
                 print(f"login: {user} / {password}", flush=True)
             print("Press Ctrl-C to stop.", flush=True)
+            threading.Thread(target=open_demo_sessions, name="demo-sessions", daemon=True,
+                             args=(endpoints.redis_url, cfg, DOSE_AT_MIN * 60 / speed, stop_sessions)).start()
             if not args.no_browser:
                 webbrowser.open(url)
 
-        return run_roles(cfg, endpoints, children, on_ready=ready)
+        try:
+            return run_roles(cfg, endpoints, children, on_ready=ready)
+        finally:
+            stop_sessions.set()
     finally:
         endpoints.stop()
         if owned_dir:

@@ -1,0 +1,98 @@
+"""`vitalwatch demo` as a newcomer runs it: one command, embedded servers, 4 rooms live in a
+real browser, clean stop. (Slow by nature: ~40 s.)"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from http.cookiejar import CookieJar
+from pathlib import Path
+from urllib.parse import urlencode
+
+import pytest
+from selenium.webdriver.common.by import By
+
+from monitor.embedded import free_port
+from tests.dashboard_support import chromium, login, wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def demo(tmp_path: Path):
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VITALWATCH_")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "monitor.cli", "demo", "--no-browser", "--port", str(port),
+         "--rooms", "4", "--data-dir", str(tmp_path / "demo")],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        start_new_session=True)
+    lines: list[str] = []
+    t = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
+    t.start()
+    yield proc, port, lines
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _logins(lines: list[str]) -> dict[str, str]:
+    return dict(m.groups() for ln in lines if (m := re.match(r"login: (\S+) / (\S+)$", ln.strip())))
+
+
+def _api_rooms(port: int, user: str, password: str) -> dict:
+    jar = CookieJar()
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    opener.open(f"http://127.0.0.1:{port}/login", urlencode({"username": user, "password": password}).encode())
+    import json
+    return json.loads(opener.open(f"http://127.0.0.1:{port}/api/v1/rooms").read())
+
+
+def test_demo_runs_everything_and_stops_cleanly(demo) -> None:
+    proc, port, lines = demo
+    t0 = time.monotonic()
+    wait_for(lambda: len(_logins(lines)) == 3, 60, "the three login lines")
+    out = "\n".join(lines)
+    assert f"http://127.0.0.1:{port}/" in out
+    assert re.search(r"^redis: (redis|unix)://\S+$", out, re.M)
+    logins = _logins(lines)
+    assert set(logins) == {"nurse", "director", "admin"}
+
+    def all_rooms_have_hr() -> dict | None:
+        rooms = _api_rooms(port, "nurse", logins["nurse"])["rooms"]
+        return rooms if len(rooms) == 4 and all("hr" in r["latest"] for r in rooms) else None
+
+    first = wait_for(all_rooms_have_hr, 60, "hr in all 4 rooms")
+    assert time.monotonic() - t0 < 90
+    time.sleep(2.5)
+    second = _api_rooms(port, "nurse", logins["nurse"])["rooms"]
+    for a, b in zip(first, second):  # every room's newest value is newer a few seconds later
+        assert b["latest"]["hr"]["ts"] > a["latest"]["hr"]["ts"], a["id"]
+
+    health = urllib.request.urlopen(f"http://127.0.0.1:{port}/health").read().decode()
+    assert '"redis":true' in health.replace(" ", "")
+
+    driver = chromium()
+    try:
+        login(driver, f"http://127.0.0.1:{port}", "nurse", logins["nurse"])
+        def tile_text(i: int) -> str:
+            return driver.find_element(By.ID, f"ov-tile-room-{i}").text
+
+        for i in range(1, 5):
+            wait_for(lambda: re.search(r"\b\d{2,3}\b", tile_text(i)), 20, f"numbers on room-{i}")
+        before = tile_text(1)
+        wait_for(lambda: tile_text(1) != before, 15, "room-1 tile changing")
+        driver.save_screenshot(str(Path(os.environ.get("VW_SHOTS", "/tmp")) / "demo-overview.png"))
+    finally:
+        driver.quit()
+
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(40) == 0
+    leftover = subprocess.run(["pgrep", "-f", f"demo --no-browser --port {port}"], capture_output=True, text=True)
+    assert leftover.stdout.strip() == ""
