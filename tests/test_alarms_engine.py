@@ -286,3 +286,25 @@ def test_rooms_are_divided_between_workers(make_config, rclient, keys):
         b.housekeeping(clock.ms)
         time.sleep(0.2)
     assert len(b.rooms) == 4
+
+
+def test_start_up_grace_for_never_seen_ingest_and_devices(make_config, rclient, keys):
+    """All roles start at once under `run`: for one heartbeat period after the engine starts,
+    a missing ingest heartbeat / device status is start-up, not an alarm; after it, it is."""
+    cfg = make_config(rooms=[{"id": "room-1", "devices": [
+        {"id": "oxi-1", "protocol": "masimo-ascii", "transport": "serial", "port": "/dev/null"},
+        {"id": "oxi-9", "protocol": "masimo-ascii", "transport": "serial", "port": "/dev/null"}]}])
+    clock = Clock(T0)
+    w = Worker(cfg, rclient, keys, owner="w1", outbound=Recorder(), clock=clock)  # type: ignore[arg-type]
+    publish_status(rclient, keys, "oxi-9", {"room": "room-1", "state": "offline", "since_ms": T0 - 5000})
+    w.housekeeping(T0)
+    w.tick(T0)
+    raised = [e for e in events(rclient, keys, "technical") if e.event == "raised"]
+    assert [(e.dev, "offline" in e.message) for e in raised] == [("oxi-9", True)]  # reported offline: at once
+    stale_after_ms = int(cfg.alerts.heartbeat_stale_s * 1000)
+    w.tick(T0 + stale_after_ms - 1)
+    assert len([e for e in events(rclient, keys, "technical") if e.event == "raised"]) == 1
+    w.tick(T0 + stale_after_ms + 1)
+    msgs = sorted(e.message for e in events(rclient, keys, "technical") if e.event == "raised")
+    assert any("no ingest process" in m for m in msgs)
+    assert any(m.startswith("oxi-1: no status") for m in msgs)

@@ -110,6 +110,7 @@ class Worker:
         self._screens: dict[str, str] = {}
         self._next_house = 0
         self._next_tick = 0
+        self._first_tick_ms: int | None = None
         self._next_lease = 0
 
     # --- leases -------------------------------------------------------------------------
@@ -254,6 +255,9 @@ class Worker:
         beats, self._screens, open_sessions = res[0], res[1], res[2]
         statuses = dict(zip(devs, res[3:], strict=True))
         mon = monitoring_state(beats, now, self.cfg)
+        if self._first_tick_ms is None:
+            self._first_tick_ms = now
+        starting = now - self._first_tick_ms < self.cfg.alerts.heartbeat_stale_s * 1000
         sids = {room: open_sessions.get(room) for room in self.rooms}
         pipe = self.client.pipeline(transaction=False)
         for sid in sids.values():
@@ -275,6 +279,14 @@ class Worker:
                 rr.degraded_since_ms = None
             dev_d = device_conditions(rr.room, self.cfg, statuses, now, self.tech, rr.bp_only)
             deg_d = degraded_conditions(mon, self.tech, now, rr.degraded_since_ms)
+            if starting:
+                # `run`/`demo`/compose start every role at once: for one heartbeat period
+                # after the engine starts, "never seen" (no ingest heartbeat yet, a device
+                # with no status hash yet) is start-up, not a fault. Real offline/silent
+                # states reported by an adapter are raised as always; screens still show
+                # NOT MONITORING until ingest beats.
+                deg_d = {}
+                dev_d = {key: d for key, d in dev_d.items() if statuses.get(d.dev or "")}
             rem_d = reminder_conditions({**session, "id": sid} if session else None, rr.session_events,
                                         now, self.cfg, room)
 
