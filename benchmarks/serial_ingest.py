@@ -29,7 +29,7 @@ from devices.protocols.masimo_ascii import MasimoParser  # noqa: E402
 from devices.protocols.nibp_un300 import NibpParser, encode_reply  # noqa: E402
 from devices.protocols.nonin_df7 import NoninParser, make_packet  # noqa: E402
 
-CAPTURE = Path("/work/shared/protocols/captures/ivy450c-ansarb.bin")
+CAPTURE = Path(__file__).resolve().parents[1] / "tests" / "data" / "ivy450c-ansarb.bin"
 CHUNK = 4096
 
 

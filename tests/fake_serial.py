@@ -21,7 +21,7 @@ from pathlib import Path
 from devices.protocols.nibp_un300 import ETX, STX, encode_reply
 from devices.protocols.nonin_df7 import make_packet
 
-CAPTURE = Path("/work/shared/protocols/captures/ivy450c-ansarb.bin")
+CAPTURE = Path(__file__).resolve().parent / "data" / "ivy450c-ansarb.bin"  # the real Ivy 450C capture
 MASIMO_LINES = [
     b"12/01/05 11:56:29 SN=0123456789 SPO2=098% BPM=240 PI=20.00% SPCO=01.0% SPMET=00.5% DESAT=01 "
     b"PIDELTA=-02 PVI=027 ALARM=0000 EXC=000820",

@@ -23,9 +23,7 @@ from devices.simulators.emitters.nibp_un300 import (
 from devices.simulators.emitters.nonin_df7 import FRAME_HZ, NoninDf7
 from devices.simulators.physiology import Vitals
 
-CAPTURE = Path(__file__).resolve().parents[2] / "shared" / "protocols" / "captures" / "ivy450c-ansarb.bin"
-if not CAPTURE.exists():
-    CAPTURE = Path("/work/shared/protocols/captures/ivy450c-ansarb.bin")
+CAPTURE = Path(__file__).resolve().parent / "data" / "ivy450c-ansarb.bin"  # the real Ivy 450C capture
 
 VITALS = Vitals(hr=72.2, sbp=121.4, dbp=79.3, spo2=97.6, rr=14.2, temp=36.84, pi=2.3)
 T0_MS = 1_795_813_200_123
