@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from plotly.io.json import to_json_plotly  # noqa: E402
 import redis  # noqa: E402
+from plotly.io.json import to_json_plotly  # noqa: E402
 
 from monitor import archive, export, review, sessions  # noqa: E402
 from monitor.config import parse_config  # noqa: E402

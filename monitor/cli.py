@@ -13,7 +13,7 @@ import importlib
 import logging
 import os
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from monitor.config import Config, ConfigError, config_path, load_config
 from monitor.logs import setup_logging

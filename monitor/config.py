@@ -10,8 +10,9 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal, Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -167,7 +168,7 @@ class DeviceConfig(_Model):
     silence_s: float | None = Field(default=None, gt=0)
 
     @model_validator(mode="after")
-    def _transport_fields(self) -> "DeviceConfig":
+    def _transport_fields(self) -> DeviceConfig:
         if self.transport == "serial":
             if self.protocol not in PROTOCOLS_SERIAL:
                 raise _field_error(
@@ -215,7 +216,7 @@ class RoomConfig(_Model):
     devices: list[DeviceConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
-    def _unique_devices(self) -> "RoomConfig":
+    def _unique_devices(self) -> RoomConfig:
         _no_duplicates([d.id for d in self.devices], "devices")
         return self
 
@@ -238,12 +239,12 @@ class AlarmSpec(_Model):
         return v
 
     @model_validator(mode="after")
-    def _order(self) -> "AlarmSpec":
+    def _order(self) -> AlarmSpec:
         if self.low is not None and self.high is not None and self.low >= self.high:
             raise _field_error("low", f"low ({self.low:g}) must be below high ({self.high:g})")
         return self
 
-    def merged(self, over: "AlarmSpec | None") -> "AlarmSpec":
+    def merged(self, over: AlarmSpec | None) -> AlarmSpec:
         """This spec with `over`'s set fields laid on top, field by field."""
         if over is None:
             return self
@@ -318,7 +319,7 @@ class AlertsConfig(_Model):
     # A stale heartbeat older than this is forgotten (its process is not coming back).
     heartbeat_forget_s: float = Field(default=600, gt=0)
     # Per technical condition: priority and condition delay; merged over TECHNICAL_DEFAULTS.
-    technical: dict[str, "TechnicalSpec"] = Field(default_factory=dict)
+    technical: dict[str, TechnicalSpec] = Field(default_factory=dict)
     reminder_priority: str = "low"
     protocols: dict[str, ReminderProtocol] = Field(
         default_factory=lambda: {
@@ -329,7 +330,7 @@ class AlertsConfig(_Model):
 
     @field_validator("technical")
     @classmethod
-    def _known_technical(cls, v: dict[str, "TechnicalSpec"]) -> dict[str, "TechnicalSpec"]:
+    def _known_technical(cls, v: dict[str, TechnicalSpec]) -> dict[str, TechnicalSpec]:
         for name in v:
             if name not in TECHNICAL_CONDITIONS:
                 raise _FieldError(name, f"unknown technical condition {name!r}; expected one of "
@@ -406,7 +407,7 @@ class Config(_Model):
     source: str = Field(default="", exclude=True)  # the file it came from
 
     @model_validator(mode="after")
-    def _cross_checks(self) -> "Config":
+    def _cross_checks(self) -> Config:
         _no_duplicates([r.id for r in self.rooms], "rooms")
         seen_devices: set[str] = set()
         for ri, r in enumerate(self.rooms):

@@ -103,7 +103,7 @@ def open_demo_sessions(redis_url: str, cfg: Config, dose_in_s: float, stop: thre
                 dose_mg=dose_mg, weight_kg=weight_kg)
         if stop.wait(dose_in_s):
             return
-        for room_id, sid in sids.items():
+        for sid in sids.values():
             sessions.record_dose(client, keys, sid, "nurse", note="demo: simulated dose")
     except (sessions.SessionError, OSError) as e:
         log.error("demo sessions could not be opened: %s", e)

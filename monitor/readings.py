@@ -8,9 +8,9 @@ ranges, sensor-off drops values, clock skew, empty readings are not stored.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Mapping
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,12 +9,12 @@ its own while no embedded server runs gets a clear error instead of a silent wai
 from __future__ import annotations
 
 import json
-from urllib.parse import quote
 import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import redis
 

@@ -10,7 +10,7 @@ detail (human text, e.g. the last error).
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import redis
 
@@ -46,4 +46,4 @@ def read_status(client: redis.Redis, keys: Keys, devices: list[str]) -> dict[str
     pipe = client.pipeline(transaction=False)
     for d in devices:
         pipe.hgetall(keys.device_status(d))
-    return dict(zip(devices, pipe.execute()))
+    return dict(zip(devices, pipe.execute(), strict=True))

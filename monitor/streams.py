@@ -17,9 +17,9 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import redis
 
@@ -209,7 +209,7 @@ class StreamWriter:
                     if self._closing:
                         # give the batch back so close() spools it
                         if spool_offset < 0:
-                            self._mem.extendleft(reversed(list(zip(entries, dones))))
+                            self._mem.extendleft(reversed(list(zip(entries, dones, strict=True))))
                         self._in_flight = 0
                         return
                     self._cond.wait(backoff)

@@ -46,7 +46,7 @@ class RedisProc:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self) -> "RedisProc":
+    def start(self) -> RedisProc:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
              "--appendonly", "yes", "--appendfsync", "always", "--save", "",
@@ -97,7 +97,7 @@ class MosquittoProc:
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
-    def start(self) -> "MosquittoProc":
+    def start(self) -> MosquittoProc:
         conf = self.dir / "mosquitto.conf"
         anon = "" if "allow_anonymous" in self.extra_conf else "allow_anonymous true\n"
         # as root, mosquitto drops to user "mosquitto" and then cannot write its log and

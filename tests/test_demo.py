@@ -72,7 +72,7 @@ def test_demo_runs_everything_and_stops_cleanly(demo) -> None:
     assert time.monotonic() - t0 < 90
     time.sleep(2.5)
     second = _api_rooms(port, "nurse", logins["nurse"])["rooms"]
-    for a, b in zip(first, second):  # every room's newest value is newer a few seconds later
+    for a, b in zip(first, second, strict=True):  # every room's newest value is newer a few seconds later
         assert b["latest"]["hr"]["ts"] > a["latest"]["hr"]["ts"], a["id"]
 
     health = urllib.request.urlopen(f"http://127.0.0.1:{port}/health").read().decode()
@@ -85,7 +85,7 @@ def test_demo_runs_everything_and_stops_cleanly(demo) -> None:
             return driver.find_element(By.ID, f"ov-tile-room-{i}").text
 
         for i in range(1, 5):
-            wait_for(lambda: re.search(r"\b\d{2,3}\b", tile_text(i)), 20, f"numbers on room-{i}")
+            wait_for(lambda i=i: re.search(r"\b\d{2,3}\b", tile_text(i)), 20, f"numbers on room-{i}")
         before = tile_text(1)
         wait_for(lambda: tile_text(1) != before, 15, "room-1 tile changing")
         driver.save_screenshot(str(Path(os.environ.get("VW_SHOTS", "/tmp")) / "demo-overview.png"))
