@@ -117,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     se_end = ses.add_parser("end", parents=[common, acting])
     se_end.add_argument("--session", required=True)
     ses.add_parser("list", parents=[common, acting])
+    sl = ses.add_parser("limit", parents=[common, acting],
+                        help="override one metric's alarm limits for an open session (or --clear it)")
+    sl.add_argument("--session", required=True)
+    sl.add_argument("--metric", required=True, metavar="M", help="hr, spo2, sbp, dbp, map, rr, temp, pi")
+    sl.add_argument("--low", type=float, metavar="N")
+    sl.add_argument("--high", type=float, metavar="N")
+    sl.add_argument("--priority", choices=["high", "medium", "low"])
+    sl.add_argument("--delay-s", type=float, metavar="S")
+    sl.add_argument("--clear", action="store_true", help="remove the session's override for the metric")
 
     ex = sub.add_parser("export", parents=[common, acting], help="post-session export")
     ex.add_argument("--session", required=True)
