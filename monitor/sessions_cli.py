@@ -1,4 +1,4 @@
-"""`vitalwatch session start|dose|bp|note|observe|end|list` — thin wrapper over monitor.sessions.
+"""`vitalwatch session start|dose|bp|note|observe|end|list|limit` — thin wrapper over monitor.sessions.
 
 Exit codes: 0 ok; 2 bad usage (unknown session or room, room busy, session ended, bad
 values); 1 runtime failure (Redis or the archive unreachable). `start` prints the new
@@ -15,8 +15,9 @@ from zoneinfo import ZoneInfo
 import redis
 import sqlalchemy as sa
 
-from monitor import sessions
+from monitor import session_limits, sessions
 from monitor.config import Config
+from monitor.keys import Keys
 from monitor.redis_conn import REDIS_DOWN, connect
 from monitor.runtime import resolve
 
@@ -55,6 +56,23 @@ def _list(client: redis.Redis, keys: object, cfg: Config) -> None:
               f"{h.get('signed_by') or ''}")
 
 
+def _limit(client: redis.Redis, keys: Keys, cfg: Config, args: argparse.Namespace, user: str) -> None:
+    """`session limit`: set or clear one metric's override, then print the limits now in force."""
+    stored = session_limits.apply_limit(client, keys, cfg, args.session, user, args.metric, low=args.low,
+                                        high=args.high, priority=args.priority, delay_s=args.delay_s,
+                                        clear=args.clear)
+    if stored is None:
+        print(f"{args.session}: no session override for {args.metric}; nothing to clear")
+    elif not stored:
+        print(f"{args.session}: session override for {args.metric} cleared")
+    else:
+        print(f"{args.session}: session override for {args.metric} set: "
+              + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(stored.items())))
+    room = sessions.get_session(client, keys, args.session)["room"]  # type: ignore[index]
+    eff = session_limits.effective_limits(cfg, room, session_limits.read_raw(client, keys, args.session))
+    print("in force: " + session_limits.describe(args.metric, eff.get(args.metric)))
+
+
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Dispatch one `session` action."""
     try:
@@ -87,6 +105,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                   f"{res.get('alert_events', '?')} alert events ({res.get('state')})")
         elif a == "list":
             _list(client, keys, cfg)
+        elif a == "limit":
+            _limit(client, keys, cfg, args, user)
         else:  # argparse restricts the choices; keep the type checker honest
             print(f"vitalwatch session: unknown action {a!r}", file=sys.stderr)
             return EXIT_USAGE
