@@ -33,6 +33,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
+from monitor import redis_types
 from monitor.archive_schema import (
     alert_events,
     audit_log,
@@ -222,22 +223,22 @@ def _copy_stream(
         return stats
     while True:
         lo = f"({cursor}" if cursor else start_id
-        chunk = client.xrange(key, min=lo, max=end_id, count=batch_size)
+        chunk = redis_types.entries(client.xrange(key, min=lo, max=end_id, count=batch_size))
         rows = []
-        for entry_id, fields in chunk:  # type: ignore[union-attr]
+        for entry_id, fields in chunk:
             row = to_rows(entry_id, fields)
             if row is None:
                 stats["skipped"] += 1
             elif row is not OUT_OF_SPAN:
                 rows.append(row)
-        last = chunk[-1][0] if chunk else cursor  # type: ignore[index]
-        finished = len(chunk) < batch_size  # type: ignore[arg-type]
+        last = chunk[-1][0] if chunk else cursor
+        finished = len(chunk) < batch_size
         with arch.engine.begin() as conn:
             insert_ignore(conn, table, rows)
             _upsert(conn, progress, {"scope": scope, "part": part, "last_id": last or "",
                                      "done": finished and finishes, "updated_ms": _now_ms()},
                     ["scope", "part"], ["last_id", "done", "updated_ms"])
-        stats["entries"] += len(chunk)  # type: ignore[arg-type]
+        stats["entries"] += len(chunk)
         stats["rows"] += len(rows)
         stats["batches"] += 1
         if on_batch is not None:

@@ -13,6 +13,7 @@ from typing import Any
 
 import redis
 
+from monitor import redis_types
 from monitor.keys import Keys
 
 
@@ -29,13 +30,13 @@ def audit_fields(user: str, action: str, ts_ms: int, **details: Any) -> dict[str
 def record(client: redis.Redis, keys: Keys, user: str, action: str, **details: Any) -> str:
     """Append an audit entry now; returns its stream id. Audit entries are never trimmed."""
     ts_ms = time.time_ns() // 1_000_000
-    return client.xadd(keys.audit, audit_fields(user, action, ts_ms, **details))  # type: ignore[return-value]
+    return client.xadd(keys.audit, redis_types.encodable(audit_fields(user, action, ts_ms, **details)))  # type: ignore[return-value]
 
 
 def entries(client: redis.Redis, keys: Keys, count: int = 200) -> list[dict[str, Any]]:
     """The newest audit entries, newest first, decoded."""
     out = []
-    for entry_id, f in client.xrevrange(keys.audit, count=count):
+    for entry_id, f in redis_types.entries(client.xrevrange(keys.audit, count=count)):
         out.append({"id": entry_id, "ts": int(f["ts"]), "user": f["user"], "action": f["action"],
                     "details": json.loads(f.get("details") or "{}")})
     return out

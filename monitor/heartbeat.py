@@ -12,6 +12,7 @@ import socket
 import redis
 
 from monitor.keys import Keys
+from monitor.redis_types import str_hash
 
 
 def instance_name() -> str:
@@ -32,7 +33,7 @@ def remove(client: redis.Redis, keys: Keys, role: str, instance: str) -> None:
 def newest_by_role(client: redis.Redis, keys: Keys) -> dict[str, int]:
     """role → newest heartbeat ms across its instances."""
     out: dict[str, int] = {}
-    for field, value in client.hgetall(keys.heartbeats).items():
+    for field, value in str_hash(client.hgetall(keys.heartbeats)).items():
         role = field.split(":", 1)[0]
         try:
             ms = int(value)

@@ -28,7 +28,7 @@ from typing import Any
 import redis
 from pydantic import ValidationError
 
-from monitor import audit
+from monitor import audit, redis_types
 from monitor.config import AlarmSpec, Config
 from monitor.keys import Keys
 from monitor.readings import METRICS, check_value
@@ -139,38 +139,38 @@ def _num(v: float | int) -> str:
 # --- reads -------------------------------------------------------------------------------
 def get_session(client: redis.Redis, keys: Keys, sid: str) -> dict[str, Any] | None:
     """The session's header (decoded), or None if Redis does not hold it."""
-    fields = client.hgetall(keys.session(sid))
-    return decode_header(fields) if fields else None  # type: ignore[arg-type]
+    fields = redis_types.str_hash(client.hgetall(keys.session(sid)))
+    return decode_header(fields) if fields else None
 
 
 def open_session_for_room(client: redis.Redis, keys: Keys, room: str) -> str | None:
     """Id of the room's open session, or None."""
-    return client.hget(keys.open_sessions, room)  # type: ignore[return-value]
+    return redis_types.opt_str(client.hget(keys.open_sessions, room))
 
 
 def open_sessions(client: redis.Redis, keys: Keys) -> dict[str, str]:
     """room → open session id, for every room with one."""
-    return client.hgetall(keys.open_sessions)  # type: ignore[return-value]
+    return redis_types.str_hash(client.hgetall(keys.open_sessions))
 
 
 def session_events(client: redis.Redis, keys: Keys, sid: str) -> list[dict[str, Any]]:
     """Every event of a session, oldest first, decoded."""
-    return [decode_event(i, f) for i, f in client.xrange(keys.session_events(sid))]  # type: ignore[union-attr]
+    return [decode_event(i, f) for i, f in redis_types.entries(client.xrange(keys.session_events(sid)))]
 
 
 def session_limits(client: redis.Redis, keys: Keys, sid: str) -> dict[str, dict[str, Any]]:
     """The session's temporary limit overrides: metric → AlarmSpec fields."""
-    raw = client.hgetall(keys.session_limits(sid))
-    return {m: json.loads(v) for m, v in raw.items()}  # type: ignore[union-attr]
+    raw = redis_types.str_hash(client.hgetall(keys.session_limits(sid)))
+    return {m: json.loads(v) for m, v in raw.items()}
 
 
 def list_sessions(client: redis.Redis, keys: Keys, since_ms: int | None = None,
                   limit: int = 200) -> list[dict[str, Any]]:
     """Headers of the newest sessions Redis still holds (newest first)."""
-    ids = client.zrevrangebyscore(keys.sessions_index, "+inf", since_ms if since_ms is not None else "-inf",
-                                  start=0, num=limit)
+    ids = redis_types.members(client.zrevrangebyscore(
+        keys.sessions_index, "+inf", since_ms if since_ms is not None else "-inf", start=0, num=limit))
     pipe = client.pipeline(transaction=False)
-    for sid in ids:  # type: ignore[union-attr]
+    for sid in ids:
         pipe.hgetall(keys.session(sid))
     return [decode_header(h) for h in pipe.execute() if h]
 
@@ -185,7 +185,7 @@ def _require(client: redis.Redis, keys: Keys, sid: str, *, open_only: bool = Tru
 
 
 def _append(client: redis.Redis, keys: Keys, sid: str, fields: dict[str, str]) -> str:
-    return client.xadd(keys.session_events(sid), fields)  # type: ignore[return-value]
+    return redis_types.text(client.xadd(keys.session_events(sid), redis_types.encodable(fields)))
 
 
 # --- lifecycle ---------------------------------------------------------------------------
@@ -229,12 +229,13 @@ def start_session(
                 "last_ts": int(status.get(d.id, {}).get("last_ts") or 0) or None}
                for d in room_cfg.devices]
     pipe = client.pipeline(transaction=True)
-    pipe.hset(keys.session(sid), mapping=header)
+    pipe.hset(keys.session(sid), mapping=redis_types.encodable(header))
     pipe.zadd(keys.sessions_index, {sid: ts})
-    pipe.xadd(keys.session_events(sid), event_fields(
+    pipe.xadd(keys.session_events(sid), redis_types.encodable(event_fields(
         "start", ts, user, room=room, patient=patient.strip(), route=route, protocol=protocol,
-        dose_mg=dose_mg, weight_kg=weight_kg))
-    pipe.xadd(keys.session_events(sid), event_fields("devices_confirmed", ts, user, devices=devices))
+        dose_mg=dose_mg, weight_kg=weight_kg)))
+    pipe.xadd(keys.session_events(sid), redis_types.encodable(
+        event_fields("devices_confirmed", ts, user, devices=devices)))
     pipe.execute()
     audit.record(client, keys, user, "session.start", session=sid, room=room, patient=patient.strip(),
                  route=route, protocol=protocol, devices=[d["id"] for d in devices])
@@ -250,8 +251,8 @@ def record_dose(client: redis.Redis, keys: Keys, sid: str, user: str, at_ms: int
         raise InvalidEvent("dose_mg must be positive")
     eid = _append(client, keys, sid, event_fields("dose", ts, user, dose_mg=dose_mg, note=note))
     # the earliest dose wins even if a back-dated dose is recorded later
-    cur = client.hget(keys.session(sid), "first_dose_ms")
-    if cur is None or int(cur) > ts:  # type: ignore[arg-type]
+    cur = redis_types.opt_str(client.hget(keys.session(sid), "first_dose_ms"))
+    if cur is None or int(cur) > ts:
         client.hset(keys.session(sid), "first_dose_ms", str(ts))
     audit.record(client, keys, user, "session.dose", session=sid, at_ms=ts, dose_mg=dose_mg)
     return eid
@@ -344,7 +345,7 @@ def end_session(client: redis.Redis, keys: Keys, cfg: Config, sid: str, user: st
         ts = max(ts, int(head["started_ms"]))
         pipe = client.pipeline(transaction=True)
         pipe.hset(keys.session(sid), mapping={"state": "ended", "ended_ms": str(ts), "ended_by": user})
-        pipe.xadd(keys.session_events(sid), event_fields("end", ts, user))
+        pipe.xadd(keys.session_events(sid), redis_types.encodable(event_fields("end", ts, user)))
         pipe.delete(keys.session_limits(sid))
         pipe.execute()
         # only free the room if it still points at us

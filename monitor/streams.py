@@ -23,6 +23,7 @@ from pathlib import Path
 
 import redis
 
+from monitor import redis_types
 from monitor.codec import from_fields, reject_fields, to_fields
 from monitor.keys import F_DEV, F_TS, Keys
 from monitor.readings import Reading, Refusal
@@ -238,7 +239,8 @@ class StreamWriter:
         rec = self._recent.get(key)
         if rec is None:
             rec = _Recent()
-            for _id, fields in reversed(self._redis.xrevrange(key, count=max(need + TAIL_CHECK_EXTRA, TAIL_CHECK_MIN))):
+            tail_n = max(need + TAIL_CHECK_EXTRA, TAIL_CHECK_MIN)
+            for _id, fields in reversed(redis_types.entries(self._redis.xrevrange(key, count=tail_n))):
                 if F_DEV in fields and F_TS in fields:
                     rec.add((fields[F_DEV], fields[F_TS]))
             self._recent[key] = rec
@@ -278,7 +280,7 @@ def read_range(
     exclusive = False
     while True:
         lo = f"({cursor}" if exclusive else cursor
-        chunk = client.xrange(key, min=lo, max=end, count=page)
+        chunk = redis_types.entries(client.xrange(key, min=lo, max=end, count=page))
         yield from chunk
         if len(chunk) < page:
             return
@@ -302,7 +304,8 @@ def tail(
 
     Updates `last_ids` in place so the next call continues where this one stopped.
     """
-    resp = client.xread(last_ids, block=block_ms, count=count) or []
+    reply = client.xread(redis_types.stream_ids(last_ids), block=block_ms, count=count)
+    resp = redis_types.xread_entries(reply) or []
     out = []
     for key, entries in resp:
         if entries:

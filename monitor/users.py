@@ -21,7 +21,7 @@ import redis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from monitor import audit
+from monitor import audit, redis_types
 from monitor.keys import Keys
 
 ROLES: tuple[str, ...] = ("station", "nurse", "director", "admin")
@@ -244,7 +244,7 @@ def user_for_token(client: redis.Redis, keys: Keys, token: str) -> dict[str, Any
     """The (enabled) user an API token belongs to, or None."""
     if not token or not token.startswith(TOKEN_PREFIX):
         return None
-    name = client.hget(keys.tokens, token_digest(token))
+    name = redis_types.opt_str(client.hget(keys.tokens, token_digest(token)))
     if not name:
         return None
     rec = get_user(client, keys, name)
