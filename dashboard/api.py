@@ -23,7 +23,7 @@ from dashboard.auth import COOKIE, Sessions, cookie_value, safe_next
 from dashboard.context import User, current_user, wall_ms
 from dashboard.data import Data
 from dashboard.live import Hub, monitoring_problems
-from monitor import audit, users
+from monitor import audit, redis_types, users
 from monitor.config import Config
 from monitor.redis_conn import REDIS_DOWN
 
@@ -134,7 +134,7 @@ def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions,
         try:
             data.client.ping()
             body["redis"] = True
-            beats_raw = data.client.hgetall(data.keys.heartbeats)
+            beats_raw = redis_types.str_hash(data.client.hgetall(data.keys.heartbeats))
             beats = data.heartbeats()
             if "alerts" in beats:
                 body["alert_engine_heartbeat_age_s"] = round((now - beats["alerts"]) / 1000, 1)

@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from monitor import audit, heartbeat
+from monitor import audit, heartbeat, redis_types
 from monitor.alarms import actions
 from monitor.config import Config
 from monitor.keys import Keys
@@ -73,7 +73,8 @@ class Data:
         out: dict[str, dict[str, Any]] = {}
         end, scanned = "+", 0
         while scanned < LATEST_SCAN_MAX:
-            chunk = self.client.xrevrange(self.keys.vitals(room), max=end, min="-", count=500)
+            chunk = redis_types.entries(
+                self.client.xrevrange(self.keys.vitals(room), max=end, min="-", count=500))
             if not chunk:
                 break
             for _id, f in chunk:
@@ -90,10 +91,11 @@ class Data:
     def history(self, room: str, start_ms: int, end_ms: int | None = None,
                 ) -> list[tuple[int, str, dict[str, float], list[str]]]:
         """Decoded readings of a room whose stream ids fall in [start_ms, end_ms]."""
-        out = []
+        out: list[tuple[int, str, dict[str, float], list[str]]] = []
         start, end = str(start_ms), (str(end_ms) if end_ms is not None else "+")
         while True:
-            chunk = self.client.xrange(self.keys.vitals(room), min=start, max=end, count=5000)
+            chunk = redis_types.entries(
+                self.client.xrange(self.keys.vitals(room), min=start, max=end, count=5000))
             out.extend(decode_vitals(f) for _id, f in chunk)
             if len(chunk) < 5000:
                 return out
@@ -127,8 +129,9 @@ class Data:
     def alert_events(self, since_ms: int = 0, count: int = 1000, room: str | None = None,
                      until_ms: int | None = None) -> list[dict[str, Any]]:
         """Alert events with stream ids in [since_ms, until_ms], oldest first."""
-        chunk = self.client.xrange(self.keys.alerts, min=str(since_ms),
-                                   max=str(until_ms) if until_ms is not None else "+", count=count)
+        chunk = redis_types.entries(self.client.xrange(self.keys.alerts, min=str(since_ms),
+                                                       max=str(until_ms) if until_ms is not None else "+",
+                                                       count=count))
         out = [{"id": i, **f} for i, f in chunk]
         return [e for e in out if room is None or e.get("room") == room]
 

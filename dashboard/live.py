@@ -35,6 +35,7 @@ import redis.asyncio as aioredis
 
 from dashboard.data import Data, decode_vitals
 from dashboard.figures import monitoring_reasons, session_phase, sparkline_points
+from monitor import redis_types
 from monitor.config import Config
 from monitor.heartbeat import instance_name
 from monitor.keys import Keys
@@ -160,8 +161,8 @@ class Hub:
                     await self._poll(client)
                     next_poll = time.monotonic() + 1.0
                 streams = dict(self.last_ids)
-                resp = await client.xread(streams, block=500, count=1000)
-                for key, entries in resp or []:
+                resp = await client.xread(redis_types.stream_ids(streams), block=500, count=1000)
+                for key, entries in redis_types.xread_entries(resp) or []:
                     if entries:
                         self.last_ids[key] = entries[-1][0]
                         await self._on_entries(client, key, entries)
@@ -276,7 +277,7 @@ class Hub:
         """Once a second: heartbeats → monitoring state, device status, sessions, alerts."""
         now = now_ms()
         await client.hset(self.keys.heartbeats, f"dashboard:{self.instance}", str(now))
-        beats_raw = await client.hgetall(self.keys.heartbeats)
+        beats_raw = redis_types.str_hash(await client.hgetall(self.keys.heartbeats))
         self._publish_mon(monitoring_problems(self.cfg, beats_raw, now))
         await self._refresh_alerts(client, self.rooms)
         # device status
@@ -293,7 +294,7 @@ class Hub:
                 self.state[r]["devices"] = devices
                 self.broadcast({"t": "dev", "room": r, "devices": devices})
         # sessions
-        open_ = await client.hgetall(self.keys.open_sessions)
+        open_ = redis_types.str_hash(await client.hgetall(self.keys.open_sessions))
         pipe = client.pipeline(transaction=False)
         for r in self.rooms:
             pipe.hgetall(self.keys.session(open_[r])) if r in open_ else pipe.echo("")
