@@ -73,7 +73,8 @@ def resolve(
             known = json.loads(path.read_text())
         except (OSError, ValueError):
             known = {}
-    redis_url, mqtt_url, mqtt_version = cfg.redis.url, cfg.mqtt.url, cfg.mqtt.version
+    redis_url, mqtt_url = cfg.redis.url, cfg.mqtt.url
+    mqtt_version: str = cfg.mqtt.version  # str: an embedded broker reports its own version
     if redis_url == "embedded":
         if start_embedded:
             srv = start_redis(cfg.data_dir, binary=bundled_redis_binary() if bundled else None)

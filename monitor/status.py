@@ -29,8 +29,10 @@ def publish_status(
     """Set status fields and add to counters (`frames`, `rejects:<reason>`, …) at once."""
     # a Pipeline is also a redis.Redis: test for it first, or a caller's pipeline would be
     # bypassed (a nested pipeline executed here, at once, outside the caller's error handling)
-    own = not isinstance(client, redis.client.Pipeline)
-    pipe = client.pipeline(transaction=False) if own else client
+    if isinstance(client, redis.client.Pipeline):
+        pipe, own = client, False
+    else:
+        pipe, own = client.pipeline(transaction=False), True
     key = keys.device_status(device)
     if fields:
         pipe.hset(key, mapping={k: str(v) for k, v in fields.items()})
