@@ -159,7 +159,7 @@ class DeviceConfig(_Model):
     baudrate: int | None = Field(default=None, gt=0)
     bytesize: Literal[5, 6, 7, 8] = 8
     parity: Literal["N", "E", "O", "M", "S"] = "N"
-    stopbits: Literal[1, 1.5, 2] = 1
+    stopbits: Literal[1, 1.5, 2] = 1  # type: ignore[valid-type]  # PEP 586 has no float literals; pydantic checks it
     cycle_s: float | None = Field(default=None, gt=0)
     # Optional cycle per session phase for nibp-un300, e.g. {dosing = 300, observation = 900}.
     cycle_by_phase_s: dict[str, Annotated[float, Field(gt=0)]] | None = None
