@@ -173,8 +173,11 @@ def build(cfg: Config, redis_url: str) -> tuple[Any, Hub, dash.Dash]:
 
     server = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     install_routes(server, cfg, data, sessions, hub)
-    app = dash.Dash(__name__, server=server, assets_folder=str(ASSETS), serve_locally=True,
-                    suppress_callback_exceptions=True, title="VitalWatch", update_title=None,
+    # Dash 4's own docs allow a FastAPI server instance and update_title=None; its stubs do not
+    app = dash.Dash(__name__, server=server,  # type: ignore[arg-type]
+                    assets_folder=str(ASSETS), serve_locally=True,
+                    suppress_callback_exceptions=True, title="VitalWatch",
+                    update_title=None,  # type: ignore[arg-type]
                     compress=False)
     app.layout = html.Div([dcc.Location(id="app-url"), html.Div(id="app-nav"),
                            html.Div(id="app-page", className="vw-page")])

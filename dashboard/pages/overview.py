@@ -32,7 +32,8 @@ def layout(ctx: PageContext, **_params: str) -> html.Div:
             now, cfg.dashboard.stale_s, nibp))
     return html.Div([
         html.Div([html.H3("Alerts", className="vw-h"),
-                  html.Div(id="ov-alerts", className="vw-alerts", **{"data-vw-alerts": "*"})],
+                  # Dash takes data-* attributes via **kwargs; its stubs type only the named ones
+                  html.Div(id="ov-alerts", className="vw-alerts", **{"data-vw-alerts": "*"})],  # type: ignore[arg-type]
                  className="vw-alertpane"),
         html.Div(tiles, id="ov-grid", className="vw-grid"),
     ], className="vw-overview")
