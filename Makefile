@@ -25,6 +25,7 @@ test: setup system-deps
 
 lint: setup
 	$(BIN)/ruff check monitor devices dashboard tests benchmarks
+	$(BIN)/mypy monitor devices dashboard
 
 bench: setup
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
