@@ -218,6 +218,10 @@ def _page_catchall(server: FastAPI, app: dash.Dash) -> None:
     async def index(request: Request) -> Response:
         token = set_current_request(request)
         try:
+            # Dash's first-request setup (assets: style.css, live.js) only runs for its own
+            # routes; a deep link (/review/x, /room/x) as the first page after a start would
+            # otherwise be served without them — no live socket, no alarm sound. Idempotent.
+            app._setup_server()
             return Response(content=app.index(), media_type="text/html")
         finally:
             reset_current_request(token)
