@@ -15,12 +15,14 @@ import atexit
 import logging
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -42,6 +44,27 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: have the kernel SIGTERM this child if the process that started it dies."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the owner's stop()/atexit still stops it
+
+
+def owned_child_kwargs() -> dict[str, Any]:
+    """Popen options for servers and roles this process owns and stops itself.
+
+    A new session keeps a terminal's Ctrl-C (sent to the whole foreground process group)
+    from reaching them directly: the owner stops them in order — roles first, so they can
+    flush into Redis, then the servers. If the owner is killed, the kernel stops them.
+    """
+    return {"start_new_session": True, "preexec_fn": _die_with_parent}
 
 
 def bundled_redis_binary() -> str:
@@ -114,7 +137,7 @@ def start_redis(data_dir: Path, *, tcp_port: int | None = None, binary: str | No
     else:
         url = f"redis://127.0.0.1:{port}/0"
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, **owned_child_kwargs())
     server = Server(url, proc, "redis")
     atexit.register(server.stop)
     deadline = time.monotonic() + 15
@@ -165,7 +188,7 @@ def start_broker(data_dir: Path, *, port: int | None = None, prefer: str = "auto
         args = [sys.executable, "-m", "monitor.embedded_broker", "--port", str(port)]
         kind, version = "amqtt", "3.1.1"
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=open(bdir / "broker.log", "ab"))
+                            stderr=open(bdir / "broker.log", "ab"), **owned_child_kwargs())
     server = Server(f"mqtt://127.0.0.1:{port}", proc, kind, version)
     atexit.register(server.stop)
     deadline = time.monotonic() + 15

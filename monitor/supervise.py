@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from monitor.config import Config
+from monitor.embedded import owned_child_kwargs
 from monitor.runtime import Endpoints, resolve
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class Supervisor:
 
     def _spawn(self, child: Child) -> None:
         env = {**os.environ, **child.env}
-        child.proc = subprocess.Popen(child.argv, env=env, stdin=subprocess.DEVNULL)
+        child.proc = subprocess.Popen(child.argv, env=env, stdin=subprocess.DEVNULL, **owned_child_kwargs())
         child.started_at = time.monotonic()
         log.info("started %s (pid %d)", child.name, child.proc.pid)
 
