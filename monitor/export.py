@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 
 from monitor import review
+from monitor.codec import fmt_value as stream_value
 from monitor.config import Config
 from monitor.review import READING_METRICS, SessionRecord, fmt_duration, fmt_value
 
@@ -58,7 +59,8 @@ def csv_text(rec: SessionRecord, tz_name: str = "UTC") -> str:
     room = rec.header.get("room", "")
     for ts, dev, flags, values in rec.readings:
         local = datetime.fromtimestamp(ts / 1000, tz).isoformat(timespec="milliseconds")
-        w.writerow([ts, local, room, dev, *("" if v is None else fmt_value(v) for v in values), flags or ""])
+        # the stream's exact decimal text (72, 4.72), not the one-decimal display format
+        w.writerow([ts, local, room, dev, *("" if v is None else stream_value(v) for v in values), flags or ""])
     return buf.getvalue()
 
 
