@@ -158,6 +158,16 @@ def set_disabled(client: redis.Redis, keys: Keys, name: str, disabled: bool, act
     audit.record(client, keys, actor, "user_disable" if disabled else "user_enable", name=name)
 
 
+def unlock(client: redis.Redis, keys: Keys, name: str, actor: str = "system") -> bool:
+    """Clear a lockout and the failure count; True when the account was locked or had failures."""
+    rec = _require(client, keys, name)
+    was = bool(rec.get("locked_until_ms") or rec.get("failures"))
+    rec.update(failures=0, locked_until_ms=0)
+    _save(client, keys, rec, _now_ms())
+    audit.record(client, keys, actor, "user_unlock", name=name, was_locked=was)
+    return was
+
+
 def authenticate(client: redis.Redis, keys: Keys, name: str, password: str, *,
                  max_failures: int = 5, lockout_s: float = 900, now_ms: int | None = None) -> LoginResult:
     """Check a password, counting failures: `max_failures` in a row lock the account.
