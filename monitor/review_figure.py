@@ -121,6 +121,11 @@ def build_figure(rec: SessionRecord, summary: dict[str, Any], tz_name: str = "UT
     shapes: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     for ep in summary["episodes"]:
+        if ep["kind"] == "reminder":
+            # workflow reminders (e.g. "minimum observation", which spans the whole session)
+            # are not alarm conditions: shading them would tint the chart as if in alarm.
+            # They stay in the alert log and counts.
+            continue
         x0 = ep["raised_ms"]
         x1 = ep["cleared_ms"] or end_ms
         color = PRIORITY_COLORS.get(ep["priority"] or "", "#95a5a6")
