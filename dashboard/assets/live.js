@@ -52,6 +52,7 @@
       else if (r[part]) { r[part].push(el); }
     }
     idx.alerts = Array.prototype.slice.call(document.querySelectorAll("[data-vw-alerts]"));
+    idx.reminders = Array.prototype.slice.call(document.querySelectorAll("[data-vw-reminders]"));
     idx.trends = Array.prototype.slice.call(document.querySelectorAll("[data-vw-trend]"));
     VW.idx = idx;
     applyAll();
@@ -67,8 +68,8 @@
       var added = muts[i].addedNodes;
       for (var j = 0; j < added.length; j++) {
         var n = added[j];
-        if (n.nodeType === 1 && (n.matches("[data-vw-room],[data-vw-alerts],[data-vw-trend]") ||
-            n.querySelector("[data-vw-room],[data-vw-alerts],[data-vw-trend]"))) { scheduleIndex(); return; }
+        if (n.nodeType === 1 && (n.matches("[data-vw-room],[data-vw-alerts],[data-vw-trend],[data-vw-reminders]") ||
+            n.querySelector("[data-vw-room],[data-vw-alerts],[data-vw-trend],[data-vw-reminders]"))) { scheduleIndex(); return; }
       }
     }
   }).observe(document.documentElement, {childList: true, subtree: true});
@@ -188,6 +189,21 @@
       var el = VW.idx.alerts[i], which = el.getAttribute("data-vw-alerts");
       var list = allAlerts(which);
       var html = list.length ? list.map(alertRow).join("") : '<div class="vw-noalerts">No active alerts</div>';
+      if (el.__vwHtml !== html) { el.__vwHtml = html; el.innerHTML = html; }
+    }
+    applyReminders();
+  }
+  // A room's reminder alerts (kind "reminder") beside the session controls (room page);
+  // the same markup as dashboard/session_panel.py reminders_list.
+  function applyReminders() {
+    var els = (VW.idx && VW.idx.reminders) || [];
+    for (var i = 0; i < els.length; i++) {
+      var el = els[i], room = el.getAttribute("data-vw-reminders"), st = VW.rooms[room];
+      if (!st) { continue; }
+      var rem = (st.alerts || []).filter(function (a) { return a.kind === "reminder"; });
+      var html = rem.length ? rem.map(function (a) {
+        return '<div class="vw-reminder" data-alert-id="' + esc(a.alert) + '">' + esc(a.message) + "</div>";
+      }).join("") : '<div class="vw-noalerts">No reminders.</div>';
       if (el.__vwHtml !== html) { el.__vwHtml = html; el.innerHTML = html; }
     }
   }

@@ -8,15 +8,24 @@ role themselves: their output ids are this page's, which a station may use).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import dash
-from dash import ALL, Input, Output, State, dcc, html, no_update
+from dash import ALL, Input, Output, Patch, State, dcc, html, no_update
 from dash import ctx as dash_ctx
 
 from dashboard.components import devices_div, phase_span, vitals_block
 from dashboard.context import AppContext, PageContext
-from dashboard.figures import WINDOWS_MIN, alert_episodes, trend_figure, tz_shift_ms
+from dashboard.figures import TREND_TRACES, WINDOWS_MIN, alert_episodes, trend_figure, tz_shift_ms
+from dashboard.session_panel import (
+    DEVICES_OK,
+    OBSERVATION_LABELS,
+    BadInput,
+    events_table,
+    parse_bp,
+    session_controls,
+)
 from monitor import session_limits, sessions
 from monitor.config import PRIORITIES
 from monitor.readings import METRICS
@@ -28,6 +37,7 @@ ID_PREFIX = "room-"
 TITLE = "Room"
 NAV = False
 SESSION_ROLE = "nurse"
+EVENTS_POLL_MS = 5000
 
 
 def effective_limits(app: AppContext, room: str, sid: str | None) -> dict[str, dict[str, Any]]:
@@ -56,34 +66,6 @@ def build_figure(app: AppContext, room: str, window: str | int, now_ms: int) -> 
     shift = tz_shift_ms(app.cfg.clinic.timezone, now_ms)
     return trend_figure(hist, effective_limits(app, room, sid), events, eps, start, now_ms + 30_000,
                         uirevision=f"{room}-{window}", shift_ms=shift)
-
-
-def _session_controls(room: str, session: dict[str, Any] | None, can_act: bool) -> html.Div:
-    # Every control is always in the layout (hidden when it does not apply): Dash only runs a
-    # callback whose inputs all exist.
-    hide, show = {"display": "none"}, {}
-    start_style = show if can_act and not session else hide
-    open_style = show if can_act and session else hide
-    status = (f"Session {session['id']} · {session.get('route', '')} · {session.get('protocol', '')}"
-              if session else "No open session.")
-    return html.Div([
-        html.Div(status if can_act else status + " Session controls need a nurse sign-in.",
-                 className="vw-muted", id="room-session-status"),
-        html.Div([
-            dcc.Input(id="room-patient", placeholder="patient id", type="text"),
-            dcc.Dropdown(id="room-route", options=["intranasal", "iv", "im"], value="intranasal",
-                         clearable=False, style={"width": "9em", "display": "inline-block"}),
-            dcc.Input(id="room-start-dose", placeholder="dose mg", type="number", min=0),
-            html.Button("Start session", id="room-start", n_clicks=0),
-        ], className="vw-controls", style=start_style),
-        html.Div([
-            dcc.Input(id="room-dose-mg", placeholder="dose mg", type="number", min=0),
-            html.Button("Record dose", id="room-dose", n_clicks=0),
-            dcc.Input(id="room-note-text", placeholder="note", type="text"),
-            html.Button("Add note", id="room-note", n_clicks=0),
-            html.Button("End session", id="room-end", n_clicks=0, className="vw-danger"),
-        ], className="vw-controls", style=open_style),
-    ])
 
 
 ERROR_STYLE = {"color": "#c62828", "fontWeight": "bold"}
@@ -165,7 +147,9 @@ def layout(ctx: PageContext, room: str = "", **_params: str) -> html.Div:
     sid = data.open_sessions().get(room)
     head = data.session(sid) if sid else None
     can_act = bool(ctx.user and ctx.user.can(SESSION_ROLE))
-    shift = tz_shift_ms(ctx.cfg.clinic.timezone, now)
+    tz = ctx.cfg.clinic.timezone
+    shift = tz_shift_ms(tz, now)
+    events = data.session_events(sid) if sid else []
     return html.Div([
         dcc.Store(id="room-id", data=room),
         dcc.Store(id="room-rev", data=0),
@@ -192,8 +176,16 @@ def layout(ctx: PageContext, room: str = "", **_params: str) -> html.Div:
                            config={"displaylogo": False, "responsive": True}, style={"height": "640px"}),
                  id="room-trend-wrap", **{"data-vw-trend": room, "data-vw-shift-ms": str(shift)}),
         html.H3("Session", className="vw-h"),
-        html.Div(_session_controls(room, head, can_act), id="room-session"),
-        html.Div(id="room-session-msg", className="vw-muted"),
+        # the room's reminder alerts; live.js keeps this list current from the push socket
+        html.Div([html.Span("Reminders", className="vw-label"),
+                  html.Div(id="room-reminders", **{"data-vw-reminders": room})], className="vw-reminders"),
+        html.Div(session_controls(rc, head, can_act, status, events, tz), id="room-session"),
+        html.Div(id="room-session-msg", role="status"),
+        html.H3("Session events", className="vw-h"),
+        html.Div(events_table(events, tz), id="room-events"),
+        # the events list follows changes made elsewhere (CLI, another screen) every few seconds
+        dcc.Store(id="room-ev-key", data=events_key(sid, events)),
+        dcc.Interval(id="room-ev-tick", interval=EVENTS_POLL_MS),
         _limits_section(ctx.app, room, head, can_act),
     ], className="vw-room")
 
@@ -217,45 +209,152 @@ def register_callbacks(app: dash.Dash, actx: AppContext) -> None:
         actx.data.request_nibp(trig["dev"], user.name)
         return f"Measurement requested from {trig['dev']}."
 
+    _register_session_callbacks(app, actx)
+
+
+def events_key(sid: str | None, events: list[dict[str, Any]]) -> str:
+    """Identifies what the events list shows: the open session and its newest event id."""
+    return f"{sid or ''}|{events[-1]['id'] if events else ''}"
+
+
+def _panel(actx: AppContext, room: str, can_act: bool) -> tuple[Any, Any, str, str | None]:
+    """(controls, events table, events key, open sid) as they are now."""
+    data, tz = actx.data, actx.cfg.clinic.timezone
+    rc = actx.cfg.room(room)
+    sid = data.open_sessions().get(room)
+    head = data.session(sid) if sid else None
+    events = data.session_events(sid) if sid else []
+    status = data.device_status([d.id for d in rc.devices]) if rc.devices else {}
+    return (session_controls(rc, head, can_act, status, events, tz), events_table(events, tz),
+            events_key(sid, events), sid)
+
+
+def _marker_patch(actx: AppContext, room: str, event: dict[str, Any]) -> Any:
+    """A Patch adding one dose/BP-check marker to the trend (drawn as trend_figure draws it).
+
+    None when the drawn figure may have no shapes/annotations list to append to (no limit
+    lines): the caller then redraws the figure instead.
+    """
+    sid = actx.data.open_sessions().get(room)
+    lims = effective_limits(actx, room, sid)
+    if not any(lims.get(m, {}).get(side) is not None for m, _row in TREND_TRACES for side in ("low", "high")):
+        return None
+    now = actx.clock_ms()
+    shift = tz_shift_ms(actx.cfg.clinic.timezone, now)
+    fig = trend_figure([], {}, [event], [], now, now + 1, uirevision="", shift_ms=shift)
+    patch = Patch()
+    for shape in fig.layout.shapes:
+        patch["layout"]["shapes"].append(shape.to_plotly_json())
+    for ann in fig.layout.annotations:
+        patch["layout"]["annotations"].append(ann.to_plotly_json())
+    return patch
+
+
+def _register_session_callbacks(app: dash.Dash, actx: AppContext) -> None:
+    """Session actions (nurse and up, checked here on the server) and the events list refresh."""
+    # Start stays disabled until the devices are confirmed (the server checks the tick again).
+    app.clientside_callback(
+        "function(v) { return !(v && v.indexOf(" + json.dumps(DEVICES_OK) + ") >= 0); }",
+        Output("room-start", "disabled"), Input("room-devices-ok", "value"))
+
     @app.callback(
-        Output("room-session-msg", "children"), Output("room-session", "children"), Output("room-rev", "data"),
-        Input("room-start", "n_clicks"), Input("room-dose", "n_clicks"), Input("room-note", "n_clicks"),
-        Input("room-end", "n_clicks"),
+        Output("room-session-msg", "children"), Output("room-session-msg", "style"),
+        Output("room-session", "children"), Output("room-rev", "data"),
+        Output("room-trend", "figure", allow_duplicate=True),
+        Output("room-events", "children", allow_duplicate=True), Output("room-ev-key", "data", allow_duplicate=True),
+        Input("room-start", "n_clicks"), Input("room-dose", "n_clicks"), Input("room-bp", "n_clicks"),
+        Input({"page": "room", "kind": "obs", "obs": ALL}, "n_clicks"),
+        Input("room-note", "n_clicks"), Input("room-end", "n_clicks"),
         State("room-id", "data"), State("room-patient", "value"), State("room-route", "value"),
-        State("room-start-dose", "value"), State("room-dose-mg", "value"), State("room-note-text", "value"),
-        State("room-rev", "data"), prevent_initial_call=True)
-    def _session(_s, _d, _n, _e, room, patient, route, start_dose, dose_mg, note, rev):  # noqa: ANN001, ANN202
-        user = actx.current_user()
+        State("room-start-dose", "value"), State("room-devices-ok", "value"), State("room-dose-mg", "value"),
+        State("room-bp-sbp", "value"), State("room-bp-dbp", "value"), State("room-obs-text", "value"),
+        State("room-note-text", "value"), State("room-rev", "data"), prevent_initial_call=True)
+    def _session(_s, _d, _b, _o, _n, _e, room, patient, route, start_dose, devices_ok, dose_mg,  # noqa: ANN001, ANN202
+                 sbp, dbp, obs_text, note, rev):
+        nothing = (no_update,) * 7
         trig = dash_ctx.triggered_id
-        if user is None or not user.can(SESSION_ROLE):
-            return "Refused: session actions need the nurse role.", no_update, no_update
+        # a click, not a re-render (new buttons come with n_clicks 0)
         if not trig or not dash_ctx.triggered[0].get("value"):
-            return no_update, no_update, no_update
+            return nothing
+        user = actx.current_user()
+
+        def refuse(text: str) -> tuple[Any, ...]:
+            return (text, ERROR_STYLE, *nothing[2:])
+
+        if user is None or not user.can(SESSION_ROLE):
+            return refuse("Refused: session actions need the nurse role.")
         c, k, cfg = actx.data.client, actx.keys, actx.cfg
-        sid = actx.data.open_sessions().get(room)
+        fig: Any = no_update
+        bump = False
         try:
+            sid = actx.data.open_sessions().get(room)
             if trig == "room-start":
+                if DEVICES_OK not in (devices_ok or []):
+                    return refuse("Refused: confirm the room's devices (tick \"Devices confirmed\") before starting.")
                 sid = sessions.start_session(c, k, cfg, room, patient or "", route or "intranasal", user.name,
                                              dose_mg=float(start_dose) if start_dose else None)
-                msg = f"Session {sid} started."
+                confirmed = next((e for e in actx.data.session_events(sid) if e["type"] == "devices_confirmed"), {})
+                msg = f"Session {sid} started by {user.name}; devices confirmed: " + ", ".join(
+                    f"{d['id']} ({d['state']})" for d in confirmed.get("devices", [])) if confirmed.get("devices") \
+                    else f"Session {sid} started by {user.name} (no devices configured)."
+                bump = True
             elif sid is None:
-                return "No open session in this room.", no_update, no_update
+                return refuse("Refused: this room has no open session.")
             elif trig == "room-dose":
                 sessions.record_dose(c, k, sid, user.name, dose_mg=float(dose_mg) if dose_mg else None)
-                msg = "Dose recorded."
+                fig = _marker_patch(actx, room, actx.data.session_events(sid)[-1])
+                msg = f"Dose recorded by {user.name}."
+                bump = fig is None
+            elif trig == "room-bp":
+                s_mm, d_mm = parse_bp(sbp, dbp)
+                sessions.record_bp(c, k, sid, user.name, s_mm, d_mm)
+                fig = _marker_patch(actx, room, actx.data.session_events(sid)[-1])
+                msg = f"BP {s_mm}/{d_mm} mmHg recorded by {user.name}."
+                bump = fig is None
+            elif isinstance(trig, dict) and trig.get("kind") == "obs":
+                obs = str(trig.get("obs"))
+                sessions.observe(c, k, sid, user.name, obs, text=(obs_text or "").strip() or None)
+                msg = f"{OBSERVATION_LABELS.get(obs, obs)} recorded by {user.name}."
             elif trig == "room-note":
-                if not note:
-                    return "Type a note first.", no_update, no_update
+                if not (note or "").strip():
+                    return refuse("Refused: type a note first.")
                 sessions.add_note(c, k, sid, user.name, note)
-                msg = "Note added."
-            else:
+                msg = f"Note added by {user.name}."
+            elif trig == "room-end":
                 sessions.end_session(c, k, cfg, sid, user.name)
-                msg = f"Session {sid} ended and archived."
-        except sessions.SessionError as e:
-            return f"Refused: {e}", no_update, no_update
-        open_sid = actx.data.open_sessions().get(room)
-        head = actx.data.session(open_sid) if open_sid else None
-        return msg, _session_controls(room, head, True), (rev or 0) + 1
+                msg = f"Session {sid} ended by {user.name} and archived."
+                bump = True
+            else:
+                return nothing
+            controls, table, key, _sid = _panel(actx, room, True)
+        except (sessions.SessionError, BadInput) as e:
+            return refuse(f"Refused: {e}")
+        except REDIS_DOWN as e:
+            return refuse(f"Not saved: Redis unreachable ({e.__class__.__name__}).")
+        return (msg, OK_STYLE, controls, (rev or 0) + 1 if bump else no_update,
+                no_update if fig is None else fig, table, key)
+
+    @app.callback(
+        Output("room-events", "children", allow_duplicate=True), Output("room-ev-key", "data", allow_duplicate=True),
+        Output("room-session", "children", allow_duplicate=True), Output("room-rev", "data", allow_duplicate=True),
+        Input("room-ev-tick", "n_intervals"), State("room-id", "data"), State("room-ev-key", "data"),
+        State("room-rev", "data"), prevent_initial_call=True)
+    def _events_refresh(_n, room, shown, rev):  # noqa: ANN001, ANN202
+        # cheap when nothing changed: one HGET and one XREVRANGE COUNT 1
+        try:
+            sid = actx.data.open_sessions().get(room)
+            tip = actx.data.client.xrevrange(actx.keys.session_events(sid), count=1) if sid else []
+        except REDIS_DOWN:
+            return no_update, no_update, no_update, no_update  # the NOT MONITORING bar says so
+        key = f"{sid or ''}|{tip[0][0] if tip else ''}"
+        if key == shown:
+            return no_update, no_update, no_update, no_update
+        user = actx.current_user()
+        controls, table, key, _sid = _panel(actx, room, bool(user and user.can(SESSION_ROLE)))
+        if (shown or "|").split("|")[0] != (sid or ""):
+            # a session started or ended elsewhere: new controls, limits and trend
+            return table, key, controls, (rev or 0) + 1
+        return table, key, no_update, no_update
 
 
 def _register_limit_callbacks(app: dash.Dash, actx: AppContext) -> None:
