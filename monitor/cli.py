@@ -137,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     ua = us.add_parser("add", parents=[common, acting])
     ua.add_argument("name")
     ua.add_argument("--role", required=True, choices=["station", "nurse", "director", "admin"])
-    for action in ("passwd", "disable", "enable", "token"):
+    for action in ("passwd", "disable", "enable", "unlock", "token"):
         x = us.add_parser(action, parents=[common, acting])
         x.add_argument("name")
     ur = us.add_parser("role", parents=[common, acting])

@@ -69,6 +69,9 @@ def _dispatch(args: argparse.Namespace, client: redis.Redis, keys, env: Mapping[
     elif action in ("disable", "enable"):
         users.set_disabled(client, keys, args.name, action == "disable", actor=actor)
         print(f"{args.name} {action}d")
+    elif action == "unlock":
+        was = users.unlock(client, keys, args.name, actor=actor)
+        print(f"{args.name} unlocked" if was else f"{args.name} was not locked")
     elif action == "token":
         token = users.issue_token(client, keys, args.name, actor=actor)
         print(f"API token for {args.name} (shown once; send as 'Authorization: Bearer <token>'):")
@@ -78,6 +81,8 @@ def _dispatch(args: argparse.Namespace, client: redis.Redis, keys, env: Mapping[
         print(f"{'name':<20} {'role':<9} state")
         for r in rows:
             state = "disabled" if r.get("disabled") else "enabled"
+            if int(r.get("locked_until_ms") or 0) > users._now_ms():
+                state += ", locked out"
             print(f"{r['name']:<20} {r['role']:<9} {state}")
     else:
         print(f"vitalwatch user: unknown action {action!r}", file=sys.stderr)

@@ -209,6 +209,13 @@ def test_user_cli(make_config, rclient: redis.Redis, keys: Keys, monkeypatch: py
     assert run("list") == 0 and "nora" in capsys.readouterr().out
     assert run("passwd", name="ghost") == 2
     assert any(f["user"] == "ops" and f["action"] == "user_add" for _i, f in rclient.xrange(keys.audit))
+    for _ in range(5):  # five wrong passwords lock the account
+        users.authenticate(rclient, keys, "nora", "wrong-password")
+    capsys.readouterr()
+    assert run("list") == 0 and "locked out" in capsys.readouterr().out
+    assert run("unlock", name="nora") == 0 and "nora unlocked" in capsys.readouterr().out
+    assert run("list") == 0 and "locked out" not in capsys.readouterr().out
+    assert any(f["user"] == "ops" and f["action"] == "user_unlock" for _i, f in rclient.xrange(keys.audit))
 
 
 def test_read_password_prompt_must_match() -> None:
