@@ -76,7 +76,7 @@ def shape_names(d: Any) -> list[str]:
         "return (gd.layout.shapes||[]).map(function(s){return s.name||''});")
 
 
-def annotations(d: Any) -> list[str]:
+def trend_annotations(d: Any) -> list[str]:
     return d.execute_script(
         "var gd=document.querySelector('#room-trend .js-plotly-plot'); if(!gd) return [];"
         "return (gd.layout.annotations||[]).map(function(a){return a.text||''});")
@@ -160,7 +160,7 @@ def test_nurse_runs_a_session_from_the_room_page_station_cannot(env: dict[str, A
     click(d, "room-dose")
     wait_for(lambda: msg(d)[0] == "Dose recorded by nina.", 10, "dose recorded")
     assert [(e["dose_mg"], e["user"]) for e in events(c, k, sid, "dose")] == [(56.0, "nina")]
-    wait_for(lambda: "marker-dose" in shape_names(d) and "dose 56 mg" in annotations(d), 10, "dose marker")
+    wait_for(lambda: "marker-dose" in shape_names(d) and "dose 56 mg" in trend_annotations(d), 10, "dose marker")
 
     # bad BPs are refused on screen, in red, and nothing is stored
     for sbp, dbp, reason in (("90", "95", "diastolic (95) must be below systolic (90)"),
@@ -171,7 +171,7 @@ def test_nurse_runs_a_session_from_the_room_page_station_cannot(env: dict[str, A
         fill(d, "room-bp-sbp", sbp)
         fill(d, "room-bp-dbp", dbp)
         click(d, "room-bp")
-        wait_for(lambda r=reason: r in msg(d)[0], 10, f"refused: {reason}")
+        wait_for(lambda: reason in msg(d)[0], 10, f"refused: {reason}")  # noqa: B023 (waited on here)
         assert msg(d)[0].startswith("Refused:") and "color: rgb(198, 40, 40)" in msg(d)[1]
     assert events(c, k, sid, "bp") == []
 
@@ -182,7 +182,7 @@ def test_nurse_runs_a_session_from_the_room_page_station_cannot(env: dict[str, A
     wait_for(lambda: msg(d)[0] == "BP 150/95 mmHg recorded by nina.", 10, "BP recorded")
     assert "color: rgb(46, 125, 50)" in msg(d)[1]
     assert [(e["sbp"], e["dbp"], e["user"]) for e in events(c, k, sid, "bp")] == [(150, 95, "nina")]
-    wait_for(lambda: "marker-bp" in shape_names(d) and "BP 150/95" in annotations(d), 10, "BP-check marker")
+    wait_for(lambda: "marker-bp" in shape_names(d) and "BP 150/95" in trend_annotations(d), 10, "BP-check marker")
     wait_for(lambda: any("BP check" in r and "150/95 mmHg (manual)" in r and r.endswith("nina")
                          for r in event_rows(d)), 10, "BP in the events list")
     # the reminder engine sees the BP too: the pre-dose reminder is gone, the observation one runs
@@ -195,7 +195,8 @@ def test_nurse_runs_a_session_from_the_room_page_station_cannot(env: dict[str, A
     wait_for(lambda: msg(d)[0] == "Ready to leave recorded by nina.", 10, "observation recorded")
     obs = events(c, k, sid, "observe")
     assert [(e["observation"], e.get("text"), e["user"]) for e in obs] == [("ready_to_leave", "steady gait", "nina")]
-    assert sessions.get_session(c, k, sid)["ready_ms"] == obs[0]["ts"]
+    head = sessions.get_session(c, k, sid)
+    assert head is not None and head["ready_ms"] == obs[0]["ts"]
     wait_for(lambda: "Ready to leave" in d.find_element(By.ID, "room-obs-summary").text
              and "(nina)" in d.find_element(By.ID, "room-obs-summary").text, 10, "observation summary")
     wait_for(lambda: any("Observation" in r and "Ready to leave · steady gait" in r for r in event_rows(d)),
