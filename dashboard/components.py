@@ -19,6 +19,12 @@ LABELS = {"hr": "HR", "spo2": "SpO₂", "rr": "RR", "sbp": "BP", "temp": "Temp"}
 UNITS = {"hr": "/min", "spo2": "%", "rr": "/min", "sbp": "mmHg", "temp": "°C"}
 
 
+def dattrs(attrs: dict[str, str]) -> dict[str, Any]:
+    """`data-*` attributes for a Dash component's **kwargs (Dash accepts them; its type
+    stubs list only named props, so the dict is typed as Any-valued here, once)."""
+    return attrs
+
+
 def _attrs(room: str, part: str, metric: str | None = None, **extra: Any) -> dict[str, Any]:
     d = {"data-vw-room": room, "data-vw-part": part}
     if metric:

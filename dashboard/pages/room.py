@@ -15,7 +15,7 @@ import dash
 from dash import ALL, Input, Output, Patch, State, dcc, html, no_update
 from dash import ctx as dash_ctx
 
-from dashboard.components import devices_div, phase_span, vitals_block
+from dashboard.components import dattrs, devices_div, phase_span, vitals_block
 from dashboard.context import AppContext, PageContext
 from dashboard.figures import TREND_TRACES, WINDOWS_MIN, alert_episodes, trend_figure, tz_shift_ms
 from dashboard.session_panel import (
@@ -83,7 +83,7 @@ def _limits_table(eff: dict[str, dict[str, Any]]) -> html.Table:
         return html.Td([text, html.Span(" session", className="vw-lim-badge",
                                         style={"fontSize": ".75em", "color": "#6a1b9a"})] if over else text,
                        style={"fontWeight": "bold", "color": "#6a1b9a"} if over else {},
-                       **{"data-vw-limit-field": field, "data-vw-override": "1" if over else "0"})
+                       **dattrs({"data-vw-limit-field": field, "data-vw-override": "1" if over else "0"}))
 
     head = html.Tr([html.Th(h) for h in ("metric", "low", "high", "priority", "delay", "")])
     rows = []
@@ -95,7 +95,7 @@ def _limits_table(eff: dict[str, dict[str, Any]]) -> html.Table:
             cell(metric, "low", _fmt(e["low"])), cell(metric, "high", _fmt(e["high"])),
             cell(metric, "priority", _fmt(e["priority"])), cell(metric, "delay_s", _fmt(e["delay_s"], " s")),
             html.Td(note, className="vw-muted", style=ERROR_STYLE if e.get("ignored") else {}),
-        ], **{"data-vw-limit-metric": metric}))
+        ], **dattrs({"data-vw-limit-metric": metric})))
     return html.Table([html.Thead(head), html.Tbody(rows)], className="vw-limits")
 
 
@@ -161,9 +161,9 @@ def layout(ctx: PageContext, room: str = "", **_params: str) -> html.Div:
                       *[html.Button(f"Measure BP now ({d.id})", id={"page": "room", "kind": "nibp", "dev": d.id},
                                     n_clicks=0, className="vw-nibp") for d in nibp],
                       html.Span(id="room-nibp-msg", className="vw-muted")], className="vw-roomdevices"),
-        ], className="vw-roomtop", **{"data-vw-room": room, "data-vw-part": "tile", "data-alert": "none"}),
+        ], className="vw-roomtop", **dattrs({"data-vw-room": room, "data-vw-part": "tile", "data-alert": "none"})),
         html.Div([html.H3("Alerts", className="vw-h"),
-                  html.Div(id="room-alerts", className="vw-alerts", **{"data-vw-alerts": room})]),
+                  html.Div(id="room-alerts", className="vw-alerts", **dattrs({"data-vw-alerts": room}))]),
         html.Div([
             html.Span("Window: "),
             dcc.RadioItems(id="room-window", value=15, inline=True,
@@ -174,11 +174,11 @@ def layout(ctx: PageContext, room: str = "", **_params: str) -> html.Div:
         # the 640 px figure overflowed a 0 px box and covered the controls below it
         html.Div(dcc.Graph(id="room-trend", figure=build_figure(ctx.app, room, 15, now),
                            config={"displaylogo": False, "responsive": True}, style={"height": "640px"}),
-                 id="room-trend-wrap", **{"data-vw-trend": room, "data-vw-shift-ms": str(shift)}),
+                 id="room-trend-wrap", **dattrs({"data-vw-trend": room, "data-vw-shift-ms": str(shift)})),
         html.H3("Session", className="vw-h"),
         # the room's reminder alerts; live.js keeps this list current from the push socket
         html.Div([html.Span("Reminders", className="vw-label"),
-                  html.Div(id="room-reminders", **{"data-vw-reminders": room})], className="vw-reminders"),
+                  html.Div(id="room-reminders", **dattrs({"data-vw-reminders": room}))], className="vw-reminders"),
         html.Div(session_controls(rc, head, can_act, status, events, tz), id="room-session"),
         html.Div(id="room-session-msg", role="status"),
         html.H3("Session events", className="vw-h"),
@@ -201,7 +201,7 @@ def register_callbacks(app: dash.Dash, actx: AppContext) -> None:
 
     @app.callback(Output("room-nibp-msg", "children"), Input({"page": "room", "kind": "nibp", "dev": ALL}, "n_clicks"),
                   prevent_initial_call=True)
-    def _nibp(clicks: list[int]) -> str:
+    def _nibp(clicks: list[int]) -> Any:  # str, or no_update
         trig = dash_ctx.triggered_id
         user = actx.current_user()
         if not trig or not any(clicks) or user is None:
