@@ -64,6 +64,14 @@ def served(rclient, keys, make_config, sqlite_url, redis_url):  # noqa: F811
     srv.stop()
 
 
+def _click_id(drv, element_id: str) -> None:
+    """Click a button scrolled to mid-screen: the sticky NOT MONITORING banner (no ingest or
+    engine runs in these tests) would cover one scrolled to the top edge."""
+    el = drv.find_element(By.ID, element_id)
+    drv.execute_script("arguments[0].scrollIntoView({block: 'center'});", el)
+    el.click()
+
+
 def _login(drv, base: str, name: str, next_path: str) -> None:
     """Sign in through the dashboard's own session store and cookie.
 
@@ -164,21 +172,21 @@ def test_director_finds_reviews_signs_and_exports(served, browser, tmp_path):
     assert browser.find_elements(By.CSS_SELECTOR, "#review-chart .main-svg")  # the chart rendered
     assert "patient anxious" in _text(browser, "review-events")
 
-    browser.find_element(By.ID, "review-signoff").click()
+    _click_id(browser, "review-signoff")
     _wait_text(browser, "review-signoff-status", "Signed off by dr-who")
     assert archive.load_session(archive.open_archive(cfg.archive.url), sd.sid).header["signed_by"] == "dr-who"
     browser.find_element(By.ID, "review-addendum-text").send_keys("called patient next day: well")
-    browser.find_element(By.ID, "review-addendum").click()
+    _click_id(browser, "review-addendum")
     _wait_text(browser, "review-events", "called patient next day")
 
     dl = tmp_path / "dl"
-    browser.find_element(By.ID, "review-export-csv").click()
+    _click_id(browser, "review-export-csv")
     csv_file = _download(dl, ".csv")
     assert len(csv_file.read_text().splitlines()) == 1 + len(
         [f for f in sd.readings if sd.t0_ms <= int(f["ts"]) <= sd.end_ms])
-    browser.find_element(By.ID, "review-export-pdf").click()
+    _click_id(browser, "review-export-pdf")
     assert _download(dl, ".pdf").read_bytes()[:5] == b"%PDF-"
-    browser.find_element(By.ID, "review-export-png").click()
+    _click_id(browser, "review-export-png")
     assert _download(dl, ".png").read_bytes()[:4] == b"\x89PNG"
 
 
