@@ -40,6 +40,17 @@ METRICS: Mapping[str, Metric] = MappingProxyType(
     }
 )
 
+# Short display names (tables, chart legends, reports): one place, so "SpO2" is never "SPO2".
+SHORT_LABELS: Mapping[str, str] = MappingProxyType(
+    {"hr": "HR", "spo2": "SpO2", "sbp": "SBP", "dbp": "DBP", "map": "MAP", "rr": "RR", "temp": "Temp", "pi": "PI"}
+)
+
+
+def short_label(metric: str) -> str:
+    """A metric's short display name ("SpO2", "SBP"); the name itself for an unknown metric."""
+    return SHORT_LABELS.get(metric, metric)
+
+
 FLAGS: frozenset[str] = frozenset(
     {
         "sensor_off",
