@@ -303,33 +303,11 @@ def archive_session(client: redis.Redis, keys: Keys, cfg: Config, sid: str, *,
     ev = _copy_stream(arch, client, sid, "events", keys.session_events(sid), "-", "+", session_events,
                       lambda i, f: event_row(sid, i, f), batch_size, on_batch)
 
-    def reading_in_span(i: str, f: dict[str, str]) -> dict[str, Any] | None:
-        r = reading_row(sid, i, f)
-        if r is None:
-            return None
-        return r if start_ms <= r["ts_ms"] <= end_ms else OUT_OF_SPAN
-
     lo, hi = str(max(0, start_ms - SCAN_MARGIN_MS)), str(end_ms + SCAN_MARGIN_MS)
-    rd = _copy_stream(arch, client, sid, "readings", keys.vitals(room), lo, hi, readings,
-                      reading_in_span, batch_size, on_batch)
-
-    def alert_in_span(i: str, f: dict[str, str]) -> dict[str, Any] | None:
-        if f.get("room") != room:
-            return OUT_OF_SPAN
-        r = alert_row(sid, i, f)
-        return r if start_ms - 1000 <= r["ts_ms"] <= end_ms + 1000 else OUT_OF_SPAN
-
-    al = _copy_stream(arch, client, sid, "alerts", keys.alerts, lo, hi, alert_events,
-                      alert_in_span, batch_size, on_batch)
+    rd, al = _copy_data(arch, client, keys, sid, room, start_ms, end_ms, lo, hi, batch_size, on_batch)
     au = archive_audit(client, keys, arch, batch_size, on_batch)
     archived_ms = _now_ms()
-    with arch.engine.begin() as conn:
-        counts = _alert_counts(conn, sid)
-        n = conn.execute(sa.select(sa.func.count()).select_from(readings)
-                         .where(readings.c.session_id == sid)).scalar_one()
-        conn.execute(sessions.update().where(sessions.c.id == sid).values(
-            state="archived", archived_ms=archived_ms, n_readings=n, alerts_high=counts.get("high", 0),
-            alerts_medium=counts.get("medium", 0), alerts_low=counts.get("low", 0)))
+    n = _finish(arch, sid, state="archived", archived_ms=archived_ms)
     pipe = client.pipeline(transaction=False)
     pipe.hset(keys.session(sid), mapping={"state": "archived", "archived_ms": str(archived_ms)})
     # Redis keeps live copies only as long as it keeps readings; the archive is the record.
@@ -343,6 +321,89 @@ def archive_session(client: redis.Redis, keys: Keys, cfg: Config, sid: str, *,
     if out["skipped"]:
         log.warning("archive %s: %d malformed stream entries not archived", sid, out["skipped"])
     return out
+
+
+def _copy_data(arch: Archive, client: redis.Redis, keys: Keys, sid: str, room: str, start_ms: int,
+               end_ms: int, lo: str, hi: str, batch_size: int = BATCH_SIZE,
+               on_batch: OnBatch | None = None) -> tuple[dict[str, int], dict[str, int]]:
+    """Copy the room's readings and alert events measured within the session span."""
+    def reading_in_span(i: str, f: dict[str, str]) -> dict[str, Any] | None:
+        r = reading_row(sid, i, f)
+        if r is None:
+            return None
+        return r if start_ms <= r["ts_ms"] <= end_ms else OUT_OF_SPAN
+
+    rd = _copy_stream(arch, client, sid, "readings", keys.vitals(room), lo, hi, readings,
+                      reading_in_span, batch_size, on_batch)
+
+    def alert_in_span(i: str, f: dict[str, str]) -> dict[str, Any] | None:
+        if f.get("room") != room:
+            return OUT_OF_SPAN
+        r = alert_row(sid, i, f)
+        return r if start_ms - 1000 <= r["ts_ms"] <= end_ms + 1000 else OUT_OF_SPAN
+
+    al = _copy_stream(arch, client, sid, "alerts", keys.alerts, lo, hi, alert_events,
+                      alert_in_span, batch_size, on_batch)
+    return rd, al
+
+
+def _finish(arch: Archive, sid: str, **values: Any) -> int:
+    """Recount a session's readings and alerts into its header row; returns the reading count."""
+    with arch.engine.begin() as conn:
+        counts = _alert_counts(conn, sid)
+        n = conn.execute(sa.select(sa.func.count()).select_from(readings)
+                         .where(readings.c.session_id == sid)).scalar_one()
+        conn.execute(sessions.update().where(sessions.c.id == sid).values(
+            n_readings=n, alerts_high=counts.get("high", 0), alerts_medium=counts.get("medium", 0),
+            alerts_low=counts.get("low", 0), **values))
+    return int(n)
+
+
+def top_up_session(client: redis.Redis, keys: Keys, cfg: Config, sid: str) -> int:
+    """Copy readings and alert events of an archived session that reached Redis after it was
+    archived (ingest batching, a device's held MQTT messages forwarded after an outage).
+
+    Continues each stream from the last entry already copied (stream ids grow with arrival),
+    so it reads only what arrived since; rows are keyed, so a rerun adds nothing. Signed
+    sessions are locked and left alone. Returns the number of readings added.
+    """
+    from monitor.sessions import get_session
+
+    arch = open_archive(cfg.archive.url)
+    head = get_session(client, keys, sid)
+    if head is None or head.get("state") != "archived":
+        return 0
+    with arch.engine.connect() as conn:
+        row = conn.execute(sa.select(sessions.c.signed_by, sessions.c.n_readings)
+                           .where(sessions.c.id == sid)).first()
+    if row is None or row.signed_by:
+        return 0
+    with arch.engine.begin() as conn:  # reopen the two data parts where they stopped
+        conn.execute(progress.update().where(progress.c.scope == sid, progress.c.part.in_(["readings", "alerts"]))
+                     .values(done=False))
+    start_ms, end_ms = int(head["started_ms"]), int(head["ended_ms"])
+    _copy_data(arch, client, keys, sid, head["room"], start_ms, end_ms,
+               str(max(0, start_ms - SCAN_MARGIN_MS)), "+")
+    n = _finish(arch, sid)
+    added = n - int(row.n_readings or 0)
+    if added:
+        log.warning("archive %s: %d late reading(s) added after archiving", sid, added)
+    return added
+
+
+def top_up_recent(client: redis.Redis, keys: Keys, cfg: Config, now_ms: int, window_ms: int) -> int:
+    """`top_up_session` for every session archived within the last `window_ms`."""
+    ids = redis_types.members(client.zrangebyscore(keys.sessions_index, now_ms - window_ms - 48 * 3600_000, "+inf"))
+    if not ids:
+        return 0
+    pipe = client.pipeline(transaction=False)
+    for sid in ids:
+        pipe.hmget(keys.session(sid), ["state", "archived_ms"])
+    added = 0
+    for sid, (state, archived_ms) in zip(ids, pipe.execute(), strict=True):
+        if state == "archived" and archived_ms and int(archived_ms) >= now_ms - window_ms:
+            added += top_up_session(client, keys, cfg, sid)
+    return added
 
 
 def _alert_counts(conn: Connection, sid: str) -> dict[str, int]:

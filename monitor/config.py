@@ -121,6 +121,9 @@ class ArchiveConfig(_Model):
 
     url: str = "sqlite:///data/archive.db"
     retention_days: int = Field(default=3650, gt=0)
+    # readings/alerts of a session that reach Redis after it was archived (ingest batching,
+    # held MQTT messages after an outage) are copied in for this long after archiving
+    late_window_min: float = Field(default=30, ge=0)
 
 
 class DataConfig(_Model):

@@ -113,6 +113,11 @@ class Keys:
         return f"{self.prefix}nibp-requests:{device}"
 
     @property
+    def archive_topup_lock(self) -> str:
+        """String with TTL: which process runs the archive's late-data top-up this minute."""
+        return f"{self.prefix}archive-topup"
+
+    @property
     def screens(self) -> str:
         """Hash: station screen id → JSON {ts, sound_on}; who is watching right now."""
         return f"{self.prefix}screens"

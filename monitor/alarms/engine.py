@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
 import secrets
 import signal
 import threading
@@ -32,7 +31,7 @@ from typing import Any, cast
 
 import redis
 
-from monitor import heartbeat
+from monitor import archive_topup, heartbeat
 from monitor.codec import CodecError, from_fields
 from monitor.config import Config, RoomConfig
 from monitor.keys import Keys
@@ -388,14 +387,17 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         endpoints.mqtt_url, endpoints.mqtt_version, cfg.mqtt.alerts_topic,
         cfg.mqtt.client_id + "-alerts-" + owner if cfg.mqtt.client_id else f"vitalwatch-alerts-{owner}",
         webhook_url=cfg.alerts.webhook_url, webhook_timeout_s=cfg.alerts.webhook_timeout_s,
-        username=os.environ.get("VITALWATCH_MQTT_USERNAME"), password=os.environ.get("VITALWATCH_MQTT_PASSWORD"),
+        username=endpoints.mqtt_username or None, password=endpoints.mqtt_password or None,
         ca_file=cfg.mqtt.ca_file, cert_file=cfg.mqtt.cert_file, key_file=cfg.mqtt.key_file)
     worker = Worker(cfg, client, endpoints.keys, owner=owner, outbound=outbound)
     log.info("alert worker %s started (%d room(s) in config, lease %.1f s)", owner, len(cfg.rooms),
              cfg.alerts.owner_ttl_s)
+    topup = archive_topup.start(cfg, endpoints.redis_url, endpoints.keys, owner, stop)
     try:
         worker.run(stop)
     finally:
+        stop.set()
+        topup.join(5)
         outbound.close()
         client.close()
     log.info("alert worker %s stopped: %d readings, %d events", owner, worker.stats.readings, worker.stats.events)

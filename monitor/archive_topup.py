@@ -1,0 +1,55 @@
+"""Late data for archived sessions: a background loop in `vitalwatch alerts` processes.
+
+`session end` archives at once, but a reading measured before the end can reach Redis
+later (ingest batching; an MQTT device forwarding messages it held during a broker outage).
+Every minute one process (a Redis lock with TTL decides which) copies such late entries of
+sessions archived within `archive.late_window_min` into the archive. It runs in its own
+thread with its own Redis client, so archive I/O never delays alarm evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import sqlalchemy as sa
+
+from monitor.config import Config
+from monitor.keys import Keys
+from monitor.redis_conn import REDIS_DOWN, connect
+
+log = logging.getLogger(__name__)
+
+EVERY_S = 60.0
+
+
+def top_up_once(client, keys: Keys, cfg: Config, owner: str, now_ms: int) -> int | None:  # noqa: ANN001
+    """Run one top-up if this process wins the minute's lock; readings added, or None."""
+    if cfg.archive.late_window_min <= 0:
+        return None
+    if not client.set(keys.archive_topup_lock, owner, nx=True, px=int(EVERY_S * 1000 * 0.9)):
+        return None
+    from monitor.archive import top_up_recent
+
+    return top_up_recent(client, keys, cfg, now_ms, int(cfg.archive.late_window_min * 60_000))
+
+
+def start(cfg: Config, redis_url: str, keys: Keys, owner: str, stop: threading.Event) -> threading.Thread:
+    """Start the top-up loop; it ends when `stop` is set."""
+    def loop() -> None:
+        client = connect(redis_url)
+        try:
+            while not stop.wait(EVERY_S):
+                try:
+                    top_up_once(client, keys, cfg, owner, time.time_ns() // 1_000_000)
+                except REDIS_DOWN as e:
+                    log.warning("archive top-up skipped: Redis unreachable (%s)", e)
+                except sa.exc.SQLAlchemyError as e:
+                    log.error("archive top-up failed: %s (will retry in %.0f s)", e, EVERY_S)
+        finally:
+            client.close()
+
+    t = threading.Thread(target=loop, name="archive-topup", daemon=True)
+    t.start()
+    return t
