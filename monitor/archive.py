@@ -407,8 +407,11 @@ def top_up_recent(client: redis.Redis, keys: Keys, cfg: Config, now_ms: int, win
 
 
 def _alert_counts(conn: Connection, sid: str) -> dict[str, int]:
+    # physiological alarms only: reminders and technical alarms are counted apart by the
+    # review (rows archived before this hold all kinds; monitor/review_list.py recounts)
     q = (sa.select(alert_events.c.priority, sa.func.count(sa.distinct(alert_events.c.alert)))
-         .where(alert_events.c.session_id == sid, alert_events.c.event == "raised")
+         .where(alert_events.c.session_id == sid, alert_events.c.event == "raised",
+                sa.or_(alert_events.c.kind.is_(None), alert_events.c.kind.notin_(("technical", "reminder"))))
          .group_by(alert_events.c.priority))
     return {p or "": int(n) for p, n in conn.execute(q)}
 
