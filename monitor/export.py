@@ -7,7 +7,8 @@ Works after Redis has been emptied: everything comes from monitor.archive.load_s
   package and MathJax is disabled, so nothing is fetched at run time). One Chromium is
   kept warm per process (`render_png`), so a second export costs ~0.3 s, not ~3 s.
 - PDF (fpdf2): patient id and session header, the chart, the summary per vital, alert
-  counts and median time to acknowledge, the alert log, the REMS form values, notes.
+  counts (physiological alarms, technical alarms and reminders apart) and median time to
+  acknowledge, the alert log (all kinds, with a kind column), the REMS form values, notes.
 Every export is written to the audit log (Redis when reachable, else straight into the
 archive's audit table, so no export goes unrecorded).
 """
@@ -32,6 +33,7 @@ import sqlalchemy as sa
 from monitor import review
 from monitor.codec import fmt_value as stream_value
 from monitor.config import Config
+from monitor.readings import short_label
 from monitor.review import READING_METRICS, SessionRecord, fmt_duration, fmt_value
 
 log = logging.getLogger(__name__)
@@ -129,13 +131,6 @@ def _t(ms: int | None, tz: ZoneInfo, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     return "—" if ms is None else datetime.fromtimestamp(ms / 1000, tz).strftime(fmt)
 
 
-def _bp(b: dict[str, Any] | None) -> str:
-    if not b:
-        return "not recorded"
-    when = f"{b['min_after_dose']:+.0f} min" if b.get("min_after_dose") is not None else ""
-    return f"{fmt_value(b['sbp'])}/{fmt_value(b['dbp'])} mmHg ({b['source']}, {when})"
-
-
 def report_rows(rec: SessionRecord, s: dict[str, Any], tz_name: str) -> dict[str, list[list[str]]]:
     """The report's tables as text rows (pure; shared by the PDF and tests)."""
     tz = ZoneInfo(tz_name)
@@ -148,29 +143,41 @@ def report_rows(rec: SessionRecord, s: dict[str, Any], tz_name: str) -> dict[str
             ["Ended", f"{_t(h.get('ended_ms'), tz)} by {h.get('ended_by') or '—'}"],
             ["Signed off", f"{h['signed_by']} at {_t(h.get('signed_ms'), tz)}" if h.get("signed_by") else "not signed"]]
     vitals = [["Vital", "Baseline", "Min", "Max", "Below low", "Above high", "Limits"]]
-    for m, v in s["vitals"].items():
-        lim = f"{fmt_value(v['low'])}–{fmt_value(v['high'])}" if v["low"] is not None or v["high"] is not None else "—"
-        vitals.append([f"{m.upper()} ({v['unit']})", fmt_value(round(v["baseline"], 1)), fmt_value(v["min"]),
-                       fmt_value(v["max"]), fmt_duration(v["below_s"]), fmt_duration(v["above_s"]), lim])
-    a = s["alerts"]
-    alerts = [["Alerts", f"high {a['by_priority']['high']}, medium {a['by_priority']['medium']}, "
-               f"low {a['by_priority']['low']} (total {a['total']})"],
-              ["Median time to acknowledge", fmt_duration(a["median_ack_s"])],
-              ["Unacknowledged", str(a["unacknowledged"])]]
-    log_rows = [["Raised", "Priority", "Alert", "Acknowledged by", "After", "Cleared"]]
+    for v in s["vitals"].values():
+        vitals.append([f"{v['short']} ({v['unit']})", fmt_value(round(v["baseline"], 1)), fmt_value(v["min"]),
+                       fmt_value(v["max"]), fmt_duration(v["below_s"]), fmt_duration(v["above_s"]),
+                       review.fmt_limits(v["low"], v["high"])])
+    alerts = alert_rows(s["alerts"])
+    log_rows = [["Raised", "Kind", "Priority", "Alert", "Ack. by", "After", "Cleared"]]
     for ep in s["episodes"]:
-        log_rows.append([_t(ep["raised_ms"], tz, "%H:%M:%S"), ep["priority"] or "", ep["message"] or ep["metric"] or "",
-                         ep["acknowledged_by"] or "—", fmt_duration(ep["ack_s"]), _t(ep["cleared_ms"], tz, "%H:%M:%S")])
+        # device paths in technical texts would wrap over many lines; the page keeps the full text
+        log_rows.append([_t(ep["raised_ms"], tz, "%H:%M:%S"), review.kind_of(ep), ep["priority"] or "",
+                         review.short_alert_text(ep), ep["acknowledged_by"] or "—", fmt_duration(ep["ack_s"]),
+                         _t(ep["cleared_ms"], tz, "%H:%M:%S")])
     r = s["rems"]
     obs = ", ".join(f"{k.replace('_', ' ')}: {'yes' if o['occurred'] else 'no'}" for k, o in r["observations"].items())
-    rems = [["BP pre-dose", _bp(r["bp_pre"])], ["BP at ~40 min", _bp(r["bp_40"])],
-            ["BP before end", _bp(r["bp_end"])],
+    rems = [["BP pre-dose", review.fmt_bp(r["bp_pre"])], ["BP at ~40 min", review.fmt_bp(r["bp_40"])],
+            ["BP before end", review.fmt_bp(r["bp_end"])],
             ["Total minutes monitored", f"{r['total_monitored_min']:g} (session {r['session_min']:g})"],
             ["Minutes until ready to leave", "—" if r["ready_min"] is None else f"{r['ready_min']:g}"],
             ["Observed", obs]]
     notes = [[_t(e["ts"], tz, "%H:%M:%S"), e["type"], e.get("user", ""), _event_text(e)]
              for e in rec.events if e["type"] not in ("start", "end", "devices_confirmed")]
     return {"header": head, "vitals": vitals, "alerts": alerts, "alert_log": log_rows, "rems": rems, "notes": notes}
+
+
+def alert_rows(a: dict[str, Any]) -> list[list[str]]:
+    """The alert counts as label/value rows: physiological alarms, technical alarms and
+    reminders kept apart (reminders are never alarms); shared by the PDF and the page."""
+    phys, tech, rem = a["physiological"], a["technical"], a["reminders"]
+    return [
+        ["Physiological alarms", review.fmt_by_priority(phys)],
+        ["  median time to acknowledge", fmt_duration(phys["median_ack_s"])],
+        ["  unacknowledged", str(phys["unacknowledged"])],
+        ["Technical alarms", f"{review.fmt_by_priority(tech)}; median time to acknowledge "
+                             f"{fmt_duration(tech['median_ack_s'])}; unacknowledged {tech['unacknowledged']}"],
+        ["Reminders", review.fmt_reminders(rem)],
+    ]
 
 
 def _event_text(e: dict[str, Any]) -> str:
@@ -182,7 +189,7 @@ def _event_text(e: dict[str, Any]) -> str:
     if t == "observe":
         return (e.get("observation") or "").replace("_", " ") + (f": {e['text']}" if e.get("text") else "")
     if t == "limit":
-        return f"{e.get('metric')} → {e.get('limit')}"
+        return f"{short_label(str(e.get('metric')))} → {e.get('limit')}"
     return str(e.get("text") or "")
 
 
@@ -228,7 +235,7 @@ def pdf_bytes(rec: SessionRecord, s: dict[str, Any], tz_name: str, chart: bytes 
     table("Summary per vital", rows["vitals"], [28, 22, 18, 18, 30, 30, 34], header=True)
     table("Alerts", rows["alerts"], [60, 120])
     if len(rows["alert_log"]) > 1:
-        table("Alert log", rows["alert_log"], [20, 18, 66, 32, 22, 22], header=True)
+        table("Alert log (all kinds)", rows["alert_log"], [17, 23, 16, 64, 24, 18, 18], header=True)
     table("REMS patient monitoring form", rows["rems"], [55, 125])
     if rows["notes"]:
         table("Events and notes", [["Time", "Type", "By", "Detail"], *rows["notes"]], [20, 22, 30, 108], header=True)

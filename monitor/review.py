@@ -10,31 +10,39 @@ review page, the PDF report and the benchmark render. Definitions (docs/review.m
   an excursion); the last sample holds until the end on the same cap. The limits are the
   room's at archive time with the session's overrides applied from the moment they were set.
 - alert episodes: alert events grouped by alert id; time to acknowledge = first
-  `acknowledged` − first `raised`.
-- REMS form: BP pre-dose = last BP at or before the first dose; BP at ~40 min = the BP
-  closest to first dose + 40 min within ± REMS_TOLERANCE_MIN; BP before end = last BP of the
-  session after the dose; total minutes monitored = end − first dose (end − start without a
-  dose); minutes until ready to leave = first ready_to_leave observation − first dose.
-  BPs come from device readings and manual checks (`bp` events), whichever is closer.
+  `acknowledged` − first `raised`. Episodes are counted by kind, never mixed: physiological
+  alarms (the clinically relevant count), technical alarms (device offline, poor signal)
+  and workflow reminders (BP check due, minimum observation) — see `alert_summary`.
+- REMS form: BP pre-dose = the nurse's manual check (`bp` event) within
+  REMS_MANUAL_WINDOW_MIN before the first dose when there is one, else the last device BP at
+  or before the dose (else any earlier BP); BP at ~40 min = the BP closest to first dose +
+  40 min within ± REMS_TOLERANCE_MIN (either source); BP before end = the manual check within
+  REMS_MANUAL_WINDOW_MIN before the end (after the dose) when there is one, else the last BP
+  after the dose; total minutes monitored = end − first dose (end − start without a dose);
+  minutes until ready to leave = first ready_to_leave observation − first dose.
 """
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from monitor.readings import METRICS
+from monitor.readings import METRICS, short_label
 
 READING_METRICS: tuple[str, ...] = tuple(METRICS)
 _IDX = {m: i for i, m in enumerate(READING_METRICS)}
 BASELINE_WINDOW_MIN = 5.0
 REMS_BP_AT_MIN = 40.0
 REMS_TOLERANCE_MIN = 10.0
+# A manual pre-dose / pre-discharge check counts when taken this close before dose / end.
+REMS_MANUAL_WINDOW_MIN = 30.0
 MIN_HOLD_MS = 10_000
 ADVERSE_OBSERVATIONS = ("sedation", "dissociation", "respiratory_depression", "nausea")
 PRIORITIES = ("high", "medium", "low")
+ALARM_KINDS = ("physiological", "technical")
 
 # (ts_ms, dev, flags, values in READING_METRICS order, None where absent)
 Row = tuple[int, str, "str | None", Sequence["float | None"]]
@@ -158,7 +166,7 @@ def vital_stats(rec: SessionRecord) -> dict[str, dict[str, Any]]:
         below_s, above_s = time_outside(ts, vs, limits[m], rec.end_ms)
         lo, hi = limits[m][0][1], limits[m][0][2]
         out[m] = {
-            "metric": m, "label": METRICS[m].label, "unit": METRICS[m].unit, "n": len(vs),
+            "metric": m, "label": METRICS[m].label, "short": short_label(m), "unit": METRICS[m].unit, "n": len(vs),
             "baseline": baseline, "baseline_method": method,
             "min": vs[i_min], "min_ts": ts[i_min], "max": vs[i_max], "max_ts": ts[i_max],
             "below_s": below_s, "above_s": above_s, "outside_s": below_s + above_s,
@@ -176,8 +184,10 @@ def episodes(rec: SessionRecord) -> list[dict[str, Any]]:
             "alert": aid, "priority": a.get("priority"), "kind": a.get("kind"), "metric": a.get("metric"),
             "dev": a.get("dev"), "message": a.get("message"), "value": a.get("value"), "limit": a.get("limit"),
             "raised_ms": None, "acknowledged_by": None, "acknowledged_ms": None, "ack_s": None,
-            "cleared_ms": None, "escalated": False, "paused_by": None,
+            "cleared_ms": None, "escalated": False, "paused_by": None, "overdue": False,
         })
+        if "overdue" in (a.get("message") or ""):  # reminders refresh their text ("…, overdue 3 min")
+            ep["overdue"] = True
         ev = a.get("event")
         if ev == "raised" and ep["raised_ms"] is None:
             ep["raised_ms"] = a["ts"]
@@ -200,17 +210,58 @@ def episodes(rec: SessionRecord) -> list[dict[str, Any]]:
     return sorted(out, key=lambda e: e["raised_ms"])
 
 
-def alert_summary(eps: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts by priority (and kind), median and max time to acknowledge."""
-    by_priority = {p: sum(1 for e in eps if e["priority"] == p) for p in PRIORITIES}
-    by_kind: dict[str, int] = {}
-    for e in eps:
-        by_kind[e["kind"] or "?"] = by_kind.get(e["kind"] or "?", 0) + 1
+def kind_of(ep: dict[str, Any]) -> str:
+    """"physiological", "technical" or "reminder"; an unknown/missing kind counts as
+    physiological, so an alarm is never left out of the clinically relevant count."""
+    k = ep.get("kind")
+    return k if k in ("technical", "reminder") else "physiological"
+
+
+def _alarm_counts(eps: list[dict[str, Any]]) -> dict[str, Any]:
     acks = [e["ack_s"] for e in eps if e["ack_s"] is not None]
-    return {"total": len(eps), "by_priority": by_priority, "by_kind": by_kind,
+    return {"total": len(eps), "by_priority": {p: sum(1 for e in eps if e["priority"] == p) for p in PRIORITIES},
             "acknowledged": len(acks), "unacknowledged": len(eps) - len(acks),
             "median_ack_s": statistics.median(acks) if acks else None,
             "max_ack_s": max(acks) if acks else None}
+
+
+def reminder_status(ep: dict[str, Any], end_ms: int) -> str:
+    """"completed" when the reminder cleared while the session was open, else "open at end"."""
+    return "completed" if ep["cleared_ms"] is not None and ep["cleared_ms"] < end_ms else "open at end"
+
+
+def alert_summary(eps: list[dict[str, Any]], end_ms: int | None = None) -> dict[str, Any]:
+    """Counts kept apart by kind: physiological and technical alarms (by priority,
+    unacknowledged, median/max time to acknowledge) and workflow reminders (count,
+    completed / open at end / overdue) — reminders never count as alarms."""
+    by_kind: dict[str, int] = {}
+    for e in eps:
+        by_kind[e["kind"] or "?"] = by_kind.get(e["kind"] or "?", 0) + 1
+    end = end_ms if end_ms is not None else max((e["raised_ms"] for e in eps), default=0) + 1
+    rems = [e for e in eps if kind_of(e) == "reminder"]
+    items = [{"message": e["message"] or "", "raised_ms": e["raised_ms"], "cleared_ms": e["cleared_ms"],
+              "status": reminder_status(e, end), "overdue": bool(e.get("overdue"))} for e in rems]
+    return {
+        "total": len(eps), "by_kind": by_kind,
+        "physiological": _alarm_counts([e for e in eps if kind_of(e) == "physiological"]),
+        "technical": _alarm_counts([e for e in eps if kind_of(e) == "technical"]),
+        "reminders": {"total": len(rems), "completed": sum(1 for i in items if i["status"] == "completed"),
+                      "open_at_end": sum(1 for i in items if i["status"] != "completed"),
+                      "overdue": sum(1 for i in items if i["overdue"]), "items": items},
+    }
+
+
+def fmt_by_priority(counts: dict[str, Any]) -> str:
+    """"high 1, medium 0, low 2" from an `_alarm_counts` dict."""
+    return ", ".join(f"{p} {counts['by_priority'][p]}" for p in PRIORITIES)
+
+
+def fmt_reminders(r: dict[str, Any]) -> str:
+    """"3 (2 completed, 1 open at end; 1 overdue)" or "none"."""
+    if not r["total"]:
+        return "none"
+    over = f"; {r['overdue']} overdue" if r["overdue"] else ""
+    return f"{r['total']} ({r['completed']} completed, {r['open_at_end']} open at end{over})"
 
 
 def bp_measurements(rec: SessionRecord) -> list[dict[str, Any]]:
@@ -227,6 +278,7 @@ def rems_values(rec: SessionRecord, tolerance_min: float = REMS_TOLERANCE_MIN) -
     """The REMS patient-monitoring-form values (see module docstring for definitions)."""
     dose, end = rec.dose_ms, rec.end_ms
     bps = bp_measurements(rec)
+    window_ms = int(REMS_MANUAL_WINDOW_MIN * 60_000)
     pre = [b for b in bps if dose is not None and b["ts"] <= dose]
     at40 = None
     if dose is not None:
@@ -234,6 +286,8 @@ def rems_values(rec: SessionRecord, tolerance_min: float = REMS_TOLERANCE_MIN) -
         near = [b for b in bps if abs(b["ts"] - target) <= tolerance_min * 60_000]
         at40 = min(near, key=lambda b: abs(b["ts"] - target)) if near else None
     after = [b for b in bps if b["ts"] <= end and (dose is None or b["ts"] > dose)]
+    bp_pre = _prefer_manual(pre, dose - window_ms) if dose is not None else None
+    bp_end = _prefer_manual(after, end - window_ms)
     ready_ms = rec.header.get("ready_ms")
     if ready_ms is None:
         ready = [e["ts"] for e in rec.events if e["type"] == "observe" and e.get("observation") == "ready_to_leave"]
@@ -243,9 +297,9 @@ def rems_values(rec: SessionRecord, tolerance_min: float = REMS_TOLERANCE_MIN) -
                 for o in ADVERSE_OBSERVATIONS}
     return {
         "dose_ms": dose,
-        "bp_pre": _bp_at(pre[-1], dose) if pre else None,
+        "bp_pre": _bp_at(bp_pre, dose) if bp_pre else None,
         "bp_40": _bp_at(at40, dose) if at40 else None,
-        "bp_end": _bp_at(after[-1], dose) if after else None,
+        "bp_end": _bp_at(bp_end, dose) if bp_end else None,
         "total_monitored_min": round((end - ref) / 60_000, 1),
         "session_min": round((end - rec.start_ms) / 60_000, 1),
         "ready_ms": ready_ms,
@@ -253,6 +307,14 @@ def rems_values(rec: SessionRecord, tolerance_min: float = REMS_TOLERANCE_MIN) -
         "observations": {o: {"occurred": bool(t), "first_min": round((min(t) - ref) / 60_000, 1) if t else None}
                          for o, t in observed.items()},
     }
+
+
+def _prefer_manual(bps: list[dict[str, Any]], since_ms: int) -> dict[str, Any] | None:
+    """The latest manual check at or after `since_ms`, else the latest device BP, else the latest BP."""
+    manual = [b for b in bps if b["source"] == "manual" and b["ts"] >= since_ms]
+    device = [b for b in bps if b["source"] != "manual"]
+    pick = manual or device or bps
+    return pick[-1] if pick else None
 
 
 def _bp_at(b: dict[str, Any], dose: int | None) -> dict[str, Any]:
@@ -266,7 +328,7 @@ def summarize(rec: SessionRecord, tolerance_min: float = REMS_TOLERANCE_MIN) -> 
         "session": rec.header.get("id"),
         "vitals": vital_stats(rec),
         "episodes": eps,
-        "alerts": alert_summary(eps),
+        "alerts": alert_summary(eps, rec.end_ms),
         "rems": rems_values(rec, tolerance_min),
         "doses": [e for e in rec.events if e["type"] == "dose"],
         "notes": [e for e in rec.events if e["type"] in ("note", "addendum", "observe", "bp", "limit")],
@@ -291,3 +353,49 @@ def fmt_value(v: float | None) -> str:
     if v is None:
         return "—"
     return str(int(v)) if float(v).is_integer() else f"{v:.1f}"
+
+
+def fmt_limits(low: float | None, high: float | None) -> str:
+    """Alarm limits for display: "90–180", one-sided "≥ 90" / "≤ 180", none "—"."""
+    if low is not None and high is not None:
+        return f"{fmt_value(low)}–{fmt_value(high)}"
+    if low is not None:
+        return f"≥ {fmt_value(low)}"
+    if high is not None:
+        return f"≤ {fmt_value(high)}"
+    return "—"
+
+
+def fmt_when(min_after_dose: float | None) -> str:
+    """A BP's time relative to the dose: "+41 min", "-3 min", "at dose" within a minute (never "-0")."""
+    if min_after_dose is None:
+        return ""
+    if abs(min_after_dose) < 1:
+        return "at dose"
+    return f"{round(min_after_dose):+d} min"
+
+
+def fmt_bp(b: dict[str, Any] | None) -> str:
+    """A REMS BP value with its source and time: "128/80 mmHg (manual, -3 min)"."""
+    if not b:
+        return "not recorded"
+    when = fmt_when(b.get("min_after_dose"))
+    return f"{fmt_value(b['sbp'])}/{fmt_value(b['dbp'])} mmHg ({b['source']}{', ' + when if when else ''})"
+
+
+# tty/device paths in technical alarm texts ("could not open port /dev/pts/7: [Errno 2] …")
+_DEV_PATH = re.compile(r"""['"]?/dev/[^\s'",;)]*[^\s'",;):]['"]?|\[Errno \d+\]""")
+
+
+def short_alert_text(ep: dict[str, Any], max_chars: int = 60) -> str:
+    """An alert's text for narrow places (PDF): device paths dropped, cut at a word with "…".
+
+    The full text stays on the review page (and in the archive)."""
+    text = ep.get("message") or (short_label(ep["metric"]) if ep.get("metric") else "") or ""
+    if len(text) <= max_chars:
+        return text
+    text = " ".join(_DEV_PATH.sub("", text).split()).replace(" :", ":").rstrip(": ")
+    if len(text) <= max_chars:
+        return text
+    cut = text[:max_chars - 1].rsplit(" ", 1)[0].rstrip(" :,;([")
+    return cut + "…"

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from monitor.readings import short_label
 from monitor.review import (
     READING_METRICS,
     SessionRecord,
@@ -27,12 +28,13 @@ from monitor.review import (
 
 PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("BP mmHg", ("sbp", "dbp", "map")),
-    ("HR /min", ("hr",)),
-    ("SpO2 %", ("spo2",)),
-    ("RR /min", ("rr",)),
-    ("Temp °C", ("temp",)),
-    ("PI %", ("pi",)),
+    (f"{short_label('hr')} /min", ("hr",)),
+    (f"{short_label('spo2')} %", ("spo2",)),
+    (f"{short_label('rr')} /min", ("rr",)),
+    (f"{short_label('temp')} °C", ("temp",)),
+    (f"{short_label('pi')} %", ("pi",)),
 )
+HEADROOM = 0.25  # fraction of a panel's span added above its top marker, so "HIGH" is not clipped
 COLORS = {"sbp": "#c0392b", "dbp": "#e67e22", "map": "#8e44ad", "hr": "#27ae60", "spo2": "#2980b9",
           "rr": "#16a085", "temp": "#7f8c8d", "pi": "#34495e"}
 PRIORITY_COLORS = {"high": "#e74c3c", "medium": "#f1c40f", "low": "#1abc9c"}
@@ -87,12 +89,14 @@ def build_figure(rec: SessionRecord, summary: dict[str, Any], tz_name: str = "UT
     limits = limit_timeline(rec)
     end_ms = rec.end_ms
     row_of: dict[str, int] = {}
+    span: dict[int, list[float]] = {}  # row → every y drawn there (data, limits, markers)
     for row, (title, metrics) in enumerate(panels, start=1):
         for m in metrics:
             row_of[m] = row
             ts, vs = series(rec, m)
             rt, rv = reduce_series(ts, vs, max_points)
-            fig.add_trace(go.Scatter(x=[loc(t) for t in rt], y=rv, name=m.upper(), mode="lines+markers"
+            span.setdefault(row, []).extend(vs)
+            fig.add_trace(go.Scatter(x=[loc(t) for t in rt], y=rv, name=short_label(m), mode="lines+markers"
                                      if len(ts) < 200 else "lines", line={"color": COLORS[m], "width": 1.5},
                                      marker={"size": 5}, connectgaps=False), row=row, col=1)
             for bound, idx in (("low", 1), ("high", 2)):
@@ -105,6 +109,7 @@ def build_figure(rec: SessionRecord, summary: dict[str, Any], tz_name: str = "UT
                     xs += [loc(seg[0]), loc(seg_end)]
                     ys += [value, value]
                 if any(v is not None for v in ys):
+                    span.setdefault(row, []).extend(v for v in ys if v is not None)
                     fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", name=f"{m} {bound} limit",
                                              line={"color": COLORS[m], "dash": "dash", "width": 1},
                                              opacity=0.6, showlegend=False, hoverinfo="skip"),
@@ -120,6 +125,7 @@ def build_figure(rec: SessionRecord, summary: dict[str, Any], tz_name: str = "UT
                 hoverinfo="text+x"), row=row_of["sbp"], col=1)
     shapes: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
+    marked: dict[int, list[float]] = {}  # row → y of the alert markers (label drawn above them)
     for ep in summary["episodes"]:
         if ep["kind"] == "reminder":
             # workflow reminders (e.g. "minimum observation", which spans the whole session)
@@ -136,8 +142,11 @@ def build_figure(rec: SessionRecord, summary: dict[str, Any], tz_name: str = "UT
                else "not acknowledged")
         row = row_of.get(ep["metric"] or "", 1)
         yval = _num(ep.get("value"))
+        if yval is not None:
+            marked.setdefault(row, []).append(yval)
         fig.add_trace(go.Scatter(
             x=[loc(x0)], y=[yval], mode="markers+text", text=[f"{(ep['priority'] or '').upper()}"],
+            cliponaxis=False,
             textposition="top center", marker={"symbol": "triangle-up", "size": 12, "color": color,
                                                "line": {"color": "black", "width": 1}},
             hovertext=[f"{ep['message'] or ep['metric']} — {ack}"], hoverinfo="text", showlegend=False,
@@ -160,6 +169,13 @@ def build_figure(rec: SessionRecord, summary: dict[str, Any], tz_name: str = "UT
         legend={"orientation": "h", "y": 1.08, "x": 0}, hovermode="closest", uirevision=rec.header.get("id"),
     )
     fig.update_xaxes(range=[loc(rec.start_ms), loc(end_ms)])
+    for row, tops in marked.items():
+        # plotly's autorange fits the marker, not the "HIGH" text above it: the label was cut
+        # off at the panel's top edge. Give the panel explicit headroom above its top marker.
+        values = span.get(row, []) + tops
+        lo, hi = min(values), max(values)
+        pad = (hi - lo) * HEADROOM or max(abs(hi) * HEADROOM, 1.0)
+        fig.update_yaxes(range=[lo - pad / 3, hi + pad], row=row, col=1)
     return fig
 
 

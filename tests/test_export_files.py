@@ -79,16 +79,18 @@ def test_pdf_holds_patient_and_summary_values(ended, tmp_path):
     text = subprocess.run(["pdftotext", "-layout", str(out), "-"], capture_output=True, text=True, check=True).stdout
     s = review.summarize(archive.load_session(archive.open_archive(cfg.archive.url), sd.sid))
     assert sd.patient in text and sd.sid in text
-    for m, v in s["vitals"].items():
-        assert f"{m.upper()} ({v['unit']})" in text
+    for v in s["vitals"].values():
+        assert f"{v['short']} ({v['unit']})" in text  # "SpO2 (%)", never "SPO2"
         for key in ("min", "max"):
             assert fmt_value(v[key]) in text
         assert fmt_duration(v["above_s"]) in text
     # the numbers the seed guarantees, written out so a wrong summary cannot pass
     assert s["vitals"]["sbp"]["max"] == 192 and "192" in text
     assert "SBP high 192 > 180" in text and "nurse-amy" in text and "45 s" in text
-    assert "high 1, medium 0, low 0" in text
-    assert "128/80 mmHg" in text  # BP pre-dose (NIBP 2.5 min after start, after the manual 126/78)
+    assert "SPO2" not in text and "–—" not in text and "-0 min" not in text
+    assert "Physiological alarms" in text and "high 1, medium 0, low 0" in text
+    # BP pre-dose: the nurse's manual check 3 min before dose, not the NIBP cycled 30 s later
+    assert "126/78 mmHg (manual, -3 min)" in text
     assert "188/102 mmHg" in text  # the manual check at dose + 41 min is closest to 40
     assert "Total minutes monitored" in text and "125 (session 130)" in text
     assert "Minutes until ready to leave" in text and "118" in text

@@ -165,7 +165,9 @@ def test_director_finds_reviews_signs_and_exports(served, browser, tmp_path):
     assert _text(browser, "review-alert-counts") == "high 1, medium 0, low 0"
     assert _text(browser, "review-ep-0-by") == "nurse-amy" and _text(browser, "review-ep-0-after") == "45 s"
     assert _text(browser, "review-median-ack") == "45 s"
-    assert _text(browser, "review-rems-bp-pre").startswith("128/80 mmHg")
+    assert _text(browser, "review-rems-bp-pre") == "126/78 mmHg (manual, -3 min)"  # the manual pre-dose check
+    assert _text(browser, "review-tech-counts") == "high 0, medium 0, low 0"
+    assert _text(browser, "review-ep-0-kind") == "physiological"
     assert _text(browser, "review-rems-bp-40").startswith("188/102 mmHg (manual")
     assert _text(browser, "review-rems-total") == "125" and _text(browser, "review-rems-ready") == "118"
     assert "dissociation: yes" in _text(browser, "review-rems-observed")

@@ -68,8 +68,10 @@ def test_episodes_and_ack_times():
     assert [(e["alert"], e["ack_s"], e["acknowledged_by"]) for e in eps] == [
         ("a", 30.0, "amy"), ("b", 10.0, "bob"), ("c", None, None)]
     s = review.alert_summary(eps)
-    assert s["by_priority"] == {"high": 1, "medium": 1, "low": 1}
-    assert s["median_ack_s"] == 20.0 and s["unacknowledged"] == 1
+    phys, tech = s["physiological"], s["technical"]
+    assert phys["by_priority"] == {"high": 1, "medium": 1, "low": 0}
+    assert phys["median_ack_s"] == 20.0 and phys["unacknowledged"] == 0
+    assert tech["by_priority"] == {"high": 0, "medium": 0, "low": 1} and tech["unacknowledged"] == 1
     assert eps[0]["cleared_ms"] == 60000
 
 
@@ -112,6 +114,6 @@ def test_figure_has_every_vital_doses_and_episodes():
     rec = record(rs, events=ev, alerts=al, dose=60_000)
     fig = build_figure(rec, review.summarize(rec))
     names = {t.name for t in fig.data}
-    assert {"SBP", "DBP", "MAP", "HR", "SPO2"} <= names
+    assert {"SBP", "DBP", "MAP", "HR", "SpO2"} <= names
     assert any(a.text == "dose 56 mg" for a in fig.layout.annotations)
     assert any(s.type == "rect" for s in fig.layout.shapes)

@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from dash import Input, Output, State, dcc, html, no_update
 
 from dashboard.context import AppContext, PageContext
-from monitor import archive, audit, export, review, sessions
+from monitor import archive, audit, export, review, review_list, sessions
 from monitor.redis_conn import REDIS_DOWN
 from monitor.review_figure import build_figure
 
@@ -37,8 +37,10 @@ def _t(ms: int | None, tz: ZoneInfo, fmt: str = "%Y-%m-%d %H:%M") -> str:
 
 def session_table(rows: list[dict[str, Any]], tz: ZoneInfo) -> html.Table:
     """The list of archived sessions, each linking to its review."""
-    head = html.Tr([html.Th(h) for h in ("Started", "Room", "Patient", "Route", "Dose", "Duration",
-                                         "Alerts H/M/L", "Signed off")])
+    head = html.Tr([html.Th(h) for h in ("Started", "Room", "Patient", "Route", "Dose", "Duration")]
+                   + [html.Th("Alarms H/M/L", title="physiological alarm episodes by priority "
+                                                    "(technical alarms and reminders are not counted)"),
+                      html.Th("Signed off")])
     body = []
     for s in rows:
         dur = review.fmt_duration(((s["ended_ms"] or s["started_ms"]) - s["started_ms"]) / 1000)
@@ -64,22 +66,23 @@ def vitals_table(s: dict[str, Any]) -> html.Table:
     head = html.Tr([html.Th(h) for h in ("Vital", "Baseline", "Min", "Max", "Below low", "Above high", "Limits")])
     body = []
     for m, v in s["vitals"].items():
-        lim = f"{review.fmt_value(v['low'])}–{review.fmt_value(v['high'])}"
         body.append(html.Tr([
-            html.Td(f"{m.upper()} ({v['unit']})"),
+            html.Td(f"{v['short']} ({v['unit']})", title=v["label"]),
             html.Td(review.fmt_value(round(v["baseline"], 1)), id=f"review-v-{m}-baseline", title=v["baseline_method"]),
             html.Td(review.fmt_value(v["min"]), id=f"review-v-{m}-min"),
             html.Td(review.fmt_value(v["max"]), id=f"review-v-{m}-max"),
             html.Td(review.fmt_duration(v["below_s"]), id=f"review-v-{m}-below"),
             html.Td(review.fmt_duration(v["above_s"]), id=f"review-v-{m}-above"),
-            html.Td(lim),
+            html.Td(review.fmt_limits(v["low"], v["high"]), id=f"review-v-{m}-limits"),
         ]))
     return html.Table([html.Thead(head), html.Tbody(body)], className="vw-table")
 
 
 def alert_log(s: dict[str, Any], tz: ZoneInfo) -> html.Table:
-    """Alert episodes with who acknowledged and how fast."""
-    head = html.Tr([html.Th(h) for h in ("Raised", "Priority", "Alert", "Acknowledged by", "After", "Cleared")])
+    """Every alert episode (all kinds), with who acknowledged and how fast; full texts here."""
+    # "Kind" is the last column so existing readers of the first six columns keep working
+    head = html.Tr([html.Th(h) for h in ("Raised", "Priority", "Alert", "Acknowledged by", "After", "Cleared",
+                                         "Kind")])
     body = [html.Tr([
         html.Td(_t(e["raised_ms"], tz, "%H:%M:%S")),
         html.Td(e["priority"] or "", className=f"vw-alert-{e['priority']}"),
@@ -87,22 +90,31 @@ def alert_log(s: dict[str, Any], tz: ZoneInfo) -> html.Table:
         html.Td(e["acknowledged_by"] or "not acknowledged", id=f"review-ep-{i}-by"),
         html.Td(review.fmt_duration(e["ack_s"]), id=f"review-ep-{i}-after"),
         html.Td(_t(e["cleared_ms"], tz, "%H:%M:%S")),
-    ]) for i, e in enumerate(s["episodes"])]
+        html.Td(review.kind_of(e), id=f"review-ep-{i}-kind"),
+    ], className=f"review-ep review-ep-{review.kind_of(e)}") for i, e in enumerate(s["episodes"])]
     if not body:
-        body = [html.Tr(html.Td("No alerts during this session.", colSpan=6))]
+        body = [html.Tr(html.Td("No alerts during this session.", colSpan=7))]
     return html.Table([html.Thead(head), html.Tbody(body)], className="vw-table")
+
+
+def alert_counts(a: dict[str, Any]) -> html.Table:
+    """Physiological alarms, technical alarms and reminders counted apart (never mixed)."""
+    phys, tech = a["physiological"], a["technical"]
+    return _kv([
+        ("Physiological alarms by priority", review.fmt_by_priority(phys), "review-alert-counts"),
+        ("Physiological: median time to acknowledge", review.fmt_duration(phys["median_ack_s"]), "review-median-ack"),
+        ("Physiological: unacknowledged", str(phys["unacknowledged"]), "review-unacked"),
+        ("Technical alarms by priority", review.fmt_by_priority(tech), "review-tech-counts"),
+        ("Technical: median time to acknowledge / unacknowledged",
+         f"{review.fmt_duration(tech['median_ack_s'])} / {tech['unacknowledged']}", "review-tech-ack"),
+        ("Reminders (not alarms)", review.fmt_reminders(a["reminders"]), "review-reminders"),
+    ])
 
 
 def rems_block(s: dict[str, Any]) -> html.Table:
     """The REMS monitoring-form values, prefilled."""
     r = s["rems"]
-
-    def bp(b: dict[str, Any] | None) -> str:
-        if not b:
-            return "not recorded"
-        when = f"{b['min_after_dose']:+.0f} min" if b.get("min_after_dose") is not None else ""
-        return f"{review.fmt_value(b['sbp'])}/{review.fmt_value(b['dbp'])} mmHg ({b['source']}, {when})"
-
+    bp = review.fmt_bp
     obs = ", ".join(f"{k.replace('_', ' ')}: {'yes' if o['occurred'] else 'no'}"
                     for k, o in r["observations"].items())
     return _kv([
@@ -163,10 +175,7 @@ def session_page(rec: review.SessionRecord, s: dict[str, Any], tz_name: str, use
         dcc.Graph(id="review-chart", figure=fig, config={"displaylogo": False}),
         html.H3("Summary"), vitals_table(s),
         html.H3("Alerts"),
-        _kv([("By priority", f"high {a['by_priority']['high']}, medium {a['by_priority']['medium']}, "
-              f"low {a['by_priority']['low']}", "review-alert-counts"),
-             ("Median time to acknowledge", review.fmt_duration(a["median_ack_s"]), "review-median-ack"),
-             ("Unacknowledged", str(a["unacknowledged"]), "review-unacked")]),
+        alert_counts(a),
         alert_log(s, tz),
         html.H3("REMS patient monitoring form"), rems_block(s),
         html.H3("Events and notes"), events_list(rec, tz),
@@ -186,7 +195,8 @@ def list_page(rows: list[dict[str, Any]], rooms: list[str], tz: ZoneInfo) -> htm
             dcc.Dropdown(id="review-room", options=[{"label": r, "value": r} for r in rooms],
                          placeholder="any room", clearable=True, style={"minWidth": "10em"}),
             dcc.Input(id="review-patient", type="text", placeholder="patient id", debounce=True),
-            dcc.Checklist(id="review-high", options=[{"label": " had high-priority alerts", "value": "high"}],
+            dcc.Checklist(id="review-high", options=[{"label": " had high-priority physiological alarms",
+                                                         "value": "high"}],
                           value=[]),
         ], className="vw-row review-filters"),
         html.Div(session_table(rows, tz), id="review-list"),
@@ -219,7 +229,7 @@ def layout(ctx: PageContext, session: str | None = None) -> Any:
     try:
         arch = _arch(ctx.app)
         if session is None:
-            rows = archive.list_sessions(arch, clinic=ctx.cfg.clinic.id)
+            rows = review_list.with_alarm_counts(arch, archive.list_sessions(arch, clinic=ctx.cfg.clinic.id))
             return list_page(rows, [r.id for r in ctx.cfg.rooms], tz)
         rec = archive.load_session(arch, session)
     except archive.NotArchived:
@@ -243,10 +253,12 @@ def register_callbacks(app: Any, ctx: AppContext) -> None:
                   prevent_initial_call=True)
     def _filter(start: str | None, end: str | None, room: str | None, patient: str | None,
                 high: list[str] | None) -> Any:
-        rows = archive.list_sessions(_arch(ctx), clinic=ctx.cfg.clinic.id, since_ms=_day_ms(start, tz),
+        arch = _arch(ctx)
+        rows = archive.list_sessions(arch, clinic=ctx.cfg.clinic.id, since_ms=_day_ms(start, tz),
                                      until_ms=_day_ms(end, tz, end=True), room=room or None,
                                      patient=(patient or "").strip() or None, high_only=bool(high))
-        return session_table(rows, tz)
+        # physiological alarms only, recounted from the archived events (older rows counted all kinds)
+        return session_table(review_list.with_alarm_counts(arch, rows, high_only=bool(high)), tz)
 
     @app.callback(Output("review-signoff-status", "children"), Output("review-signoff", "disabled"),
                   Input("review-signoff", "n_clicks"), State("review-sid", "data"), prevent_initial_call=True)
