@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from monitor.alarms.reminders import OVERDUE_WORD
 from monitor.readings import METRICS, short_label
 
 READING_METRICS: tuple[str, ...] = tuple(METRICS)
@@ -186,7 +187,7 @@ def episodes(rec: SessionRecord) -> list[dict[str, Any]]:
             "raised_ms": None, "acknowledged_by": None, "acknowledged_ms": None, "ack_s": None,
             "cleared_ms": None, "escalated": False, "paused_by": None, "overdue": False,
         })
-        if "overdue" in (a.get("message") or ""):  # reminders refresh their text ("…, overdue 3 min")
+        if OVERDUE_WORD in (a.get("message") or ""):  # reminders refresh their text ("…, overdue 3 min")
             ep["overdue"] = True
         ev = a.get("event")
         if ev == "raised" and ep["raised_ms"] is None:

@@ -32,6 +32,10 @@ ROUTE_PROTOCOL = {"intranasal": "esketamine", "iv": "iv-ketamine", "im": "iv-ket
 MIN_MS = 60_000
 
 
+# The reminder text says when a check is late; the archived review counts overdue checks
+# from that text (alert events carry no other field for it), so the word lives here once.
+OVERDUE_WORD = "overdue"
+
 def protocol_for(session: Mapping[str, str], cfg: Config) -> tuple[str, ReminderProtocol]:
     """The session's reminder protocol: its own, else the route's default, else built-in defaults."""
     name = session.get("protocol") or ROUTE_PROTOCOL.get(session.get("route", ""), "esketamine")
@@ -89,7 +93,7 @@ def reminder_conditions(session: Mapping[str, str] | None, events: Sequence[Mapp
         later_started = i + 1 < len(checks) and now_ms >= starts[i + 1]
         if now_ms >= start and not later_started and not bp_since(start):
             late_min = (now_ms - due) // MIN_MS
-            when = f", overdue {late_min} min" if late_min >= 1 else ""
+            when = f", {OVERDUE_WORD} {late_min} min" if late_min >= 1 else ""
             add(f"bp-{m:g}min", f"BP check due ({m:g} min after dose{when})", due, protocol=name)
 
     observe_end = first_dose + int(proto.observe_min * MIN_MS)
