@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import redis
@@ -112,3 +113,32 @@ def dom_value(driver: webdriver.Chrome, room: str, metric: str) -> str:
     return driver.execute_script(
         "var e=document.querySelector('[data-vw-part=value][data-vw-room=\"'+arguments[0]+'\"][data-vw-metric=\"'"
         "+arguments[1]+'\"]'); return e ? e.textContent : null;", room, metric)
+
+
+@contextmanager
+def served_dashboard(cfg: Any, redis_url: str, accounts: dict[str, tuple[str, str]],
+                     before_serve: Callable[[redis.Redis, Keys], None] | None = None) -> Iterator[dict[str, Any]]:
+    """A dashboard served for `cfg` with `accounts` (name → (role, password)), heartbeats kept
+    fresh and one headless Chromium; yields {cfg, keys, client, url, driver}; removes the
+    clinic's keys afterwards. `before_serve(client, keys)` seeds Redis first (device status…)."""
+    from dashboard.app import Served
+    from monitor import users
+
+    keys = Keys(cfg.clinic.id)
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    for name, (role, password) in accounts.items():
+        users.create_user(client, keys, name, role, password)
+    if before_serve is not None:
+        before_serve(client, keys)
+    beats = Beats(client, keys).start()
+    served = Served(cfg, redis_url).start()
+    driver = chromium()
+    try:
+        yield {"cfg": cfg, "keys": keys, "client": client, "url": served.url, "driver": driver}
+    finally:
+        driver.quit()
+        served.stop()
+        beats.stop()
+        for k in client.scan_iter(match=keys.prefix.replace("{", "\\{").replace("}", "\\}") + "*"):
+            client.delete(k)
+        client.close()

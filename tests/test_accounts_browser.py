@@ -22,11 +22,10 @@ from selenium.common.exceptions import ElementClickInterceptedException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
-from dashboard.app import Served
 from monitor import audit, users
 from monitor.config import Config, parse_config
 from monitor.keys import Keys as ClinicKeys
-from tests.dashboard_support import Beats, chromium, login, wait_for
+from tests.dashboard_support import login, served_dashboard, wait_for
 
 pytestmark = pytest.mark.browser
 PW = {"nina": "nurse-pass-1", "sta": "station-pass-1", "ada": "admin-pass-1"}
@@ -58,24 +57,9 @@ def make_cfg(clinic: str, redis_url: str, tmp: str) -> Config:
 @pytest.fixture(scope="module")
 def env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     clinic = "t-" + uuid.uuid4().hex[:10]
-    keys = ClinicKeys(clinic)
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
     cfg = make_cfg(clinic, redis_url, str(tmp_path_factory.mktemp("accounts")))
-    users.create_user(client, keys, "nina", "nurse", PW["nina"])
-    users.create_user(client, keys, "sta", "station", PW["sta"])
-    users.create_user(client, keys, "ada", "admin", PW["ada"])
-    beats = Beats(client, keys).start()
-    served = Served(cfg, redis_url).start()
-    driver = chromium()
-    try:
-        yield {"cfg": cfg, "keys": keys, "client": client, "url": served.url, "driver": driver}
-    finally:
-        driver.quit()
-        served.stop()
-        beats.stop()
-        for k in client.scan_iter(match=keys.prefix.replace("{", "\\{").replace("}", "\\}") + "*"):
-            client.delete(k)
-        client.close()
+    with served_dashboard(cfg, redis_url, {"nina": ("nurse", PW["nina"]), "sta": ("station", PW["sta"]), "ada": ("admin", PW["ada"])}) as e:
+        yield e
 
 
 def fill(d: Any, element_id: str, text: str) -> None:

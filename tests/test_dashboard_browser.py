@@ -12,20 +12,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 from selenium.webdriver.common.by import By
 
-from dashboard.app import Served
-from monitor import users
 from monitor.config import Config, parse_config
-from monitor.keys import Keys
 from tests.dashboard_support import (
-    Beats,
-    chromium,
     dom_value,
     inject_alert,
     login,
     now_ms,
+    served_dashboard,
     wait_for,
 )
 
@@ -57,24 +52,9 @@ def make_cfg(clinic: str, redis_url: str, tmp: str) -> Config:
 @pytest.fixture(scope="module")
 def env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     clinic = "t-" + uuid.uuid4().hex[:10]
-    keys = Keys(clinic)
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
     cfg = make_cfg(clinic, redis_url, str(tmp_path_factory.mktemp("dash")))
-    users.create_user(client, keys, "nina", "nurse", PASSWORDS["nina"])
-    users.create_user(client, keys, "dora", "director", PASSWORDS["dora"])
-    users.create_user(client, keys, "sta", "station", PASSWORDS["sta"])
-    beats = Beats(client, keys).start()
-    served = Served(cfg, redis_url).start()
-    driver = chromium()
-    try:
-        yield {"cfg": cfg, "keys": keys, "client": client, "url": served.url, "driver": driver}
-    finally:
-        driver.quit()
-        served.stop()
-        beats.stop()
-        for k in client.scan_iter(match=keys.prefix.replace("{", "\\{").replace("}", "\\}") + "*"):
-            client.delete(k)
-        client.close()
+    with served_dashboard(cfg, redis_url, {"nina": ("nurse", PASSWORDS["nina"]), "dora": ("director", PASSWORDS["dora"]), "sta": ("station", PASSWORDS["sta"])}) as e:
+        yield e
 
 
 def xadd(env: dict[str, Any], room: str, dev: str, ts_ms: int | None = None, **vals: float) -> None:

@@ -20,12 +20,11 @@ import redis
 import requests
 from selenium.webdriver.common.by import By
 
-from dashboard.app import Served
-from monitor import audit, sessions, users
+from monitor import audit, sessions
 from monitor.alarms.engine import Worker
 from monitor.keys import Keys as ClinicKeys
 from monitor.status import publish_status
-from tests.dashboard_support import Beats, chromium, login, now_ms, wait_for
+from tests.dashboard_support import login, now_ms, served_dashboard, wait_for
 from tests.test_session_limits_browser import CAPTURE_JS, click, fill, make_cfg
 
 pytestmark = pytest.mark.browser
@@ -33,29 +32,18 @@ PW = {"nina": "nurse-pass-1", "sta": "station-pass-1"}
 ROOM = "room-1"
 
 
-@pytest.fixture(scope="module")
-def env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    clinic = "t-" + uuid.uuid4().hex[:10]
-    keys = ClinicKeys(clinic)
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    cfg = make_cfg(clinic, redis_url, str(tmp_path_factory.mktemp("panel")))
-    users.create_user(client, keys, "nina", "nurse", PW["nina"])
-    users.create_user(client, keys, "sta", "station", PW["sta"])
+def _seed(client: redis.Redis, keys: ClinicKeys) -> None:
     # the oximeter is online, the NIBP module was never seen (a portable one not plugged in)
     publish_status(client, keys, "oxi-1", {"room": ROOM, "state": "online", "since_ms": now_ms(),
                                             "last_ts": now_ms(), "updated_ms": now_ms()})
-    beats = Beats(client, keys).start()
-    served = Served(cfg, redis_url).start()
-    driver = chromium()
-    try:
-        yield {"cfg": cfg, "keys": keys, "client": client, "url": served.url, "driver": driver}
-    finally:
-        driver.quit()
-        served.stop()
-        beats.stop()
-        for k in client.scan_iter(match=keys.prefix.replace("{", "\\{").replace("}", "\\}") + "*"):
-            client.delete(k)
-        client.close()
+
+
+@pytest.fixture(scope="module")
+def env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    clinic = "t-" + uuid.uuid4().hex[:10]
+    cfg = make_cfg(clinic, redis_url, str(tmp_path_factory.mktemp("panel")))
+    with served_dashboard(cfg, redis_url, {"nina": ("nurse", PW["nina"]), "sta": ("station", PW["sta"])}, before_serve=_seed) as e:
+        yield e
 
 
 def click_css(d: Any, selector: str) -> None:
