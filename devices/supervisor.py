@@ -32,6 +32,7 @@ from devices.statusboard import StatusBoard
 from devices.transports.serial import LINK_ERRORS, open_link, read_available
 from monitor.config import DeviceConfig, RoomConfig
 from monitor.keys import Keys
+from monitor.ratelimit import RejectLimiter
 from monitor.readings import Refusal, accept
 from monitor.redis_conn import REDIS_DOWN
 from monitor.streams import StreamWriter, now_ms
@@ -44,50 +45,6 @@ REJECT_INTERVAL_S = 1.0
 NIBP_REQUESTS_EVERY_S = 1.0
 NIBP_PHASE_EVERY_S = 5.0
 STATUS_EVERY_S = 1.0
-
-
-class RejectLimiter:
-    """At most one rejects entry per reason per `interval_s`; held ones are summarised."""
-
-    def __init__(self, interval_s: float = REJECT_INTERVAL_S) -> None:
-        self.interval_s = interval_s
-        self._last: dict[str, float] = {}
-        self._held: dict[str, tuple[int, float, Refusal]] = {}  # reason → (count, first_s, last)
-
-    def offer(self, ref: Refusal, now_s: float) -> Refusal | None:
-        """The refusal to write now (maybe a summary), or None if it is held for later."""
-        last = self._last.get(ref.reason)
-        if last is None or now_s - last >= self.interval_s:
-            self._last[ref.reason] = now_s
-            held = self._held.pop(ref.reason, None)
-            return ref if held is None else self._summary(held[0] + 1, held[1], ref, now_s)
-        count, first, _ = self._held.get(ref.reason, (0, now_s, ref))
-        self._held[ref.reason] = (count + 1, first, ref)
-        return None
-
-    def due(self, now_s: float) -> list[Refusal]:
-        """Summaries whose interval has passed."""
-        out = []
-        for reason in [r for r, last in self._last.items() if now_s - last >= self.interval_s]:
-            held = self._held.pop(reason, None)
-            if held is not None:
-                self._last[reason] = now_s
-                out.append(self._summary(held[0], held[1], held[2], now_s))
-        return out
-
-    def drain(self, now_s: float) -> list[Refusal]:
-        """Every held summary, regardless of interval (on disconnect and shutdown)."""
-        out = [self._summary(c, f, r, now_s) for c, f, r in self._held.values()]
-        self._held.clear()
-        return out
-
-    @staticmethod
-    def _summary(count: int, first_s: float, last: Refusal, now_s: float) -> Refusal:
-        if count == 1:
-            return last
-        detail = (f"{count} refusals ({last.reason}) in the last {max(now_s - first_s, 0.0):.1f} s, "
-                  f"rate-limited; last: {last.detail}")
-        return Refusal(last.source, last.reason, detail, last.raw)
 
 
 class DeviceSupervisor(threading.Thread):
@@ -113,7 +70,7 @@ class DeviceSupervisor(threading.Thread):
         self.keys, self.client = keys, client
         self.opener, self.mono, self.wall_ms = opener, mono, wall_ms
         self.state = ""
-        self.limiter = RejectLimiter()
+        self.limiter = RejectLimiter(REJECT_INTERVAL_S)
         # The NIBP schedule outlives a connection, so a replug does not re-inflate the cuff.
         self.poller = NibpPoller(dev.nibp_cycle_s, dev.id) if dev.protocol == "nibp-un300" else None
         self._last_ts = 0

@@ -14,8 +14,9 @@ import redis
 
 from devices.protocols.nonin_df7 import SNSD, make_packet
 from devices.statusboard import StatusBoard
-from devices.supervisor import DeviceSupervisor, RejectLimiter
+from devices.supervisor import DeviceSupervisor
 from monitor.keys import Keys
+from monitor.ratelimit import RejectLimiter
 from monitor.readings import Refusal
 from monitor.streams import StreamWriter
 from tests.fake_serial import CAPTURE, MASIMO_LINES, NibpResponder, PtyDevice
