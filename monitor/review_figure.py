@@ -38,6 +38,8 @@ HEADROOM = 0.25  # fraction of a panel's span added above its top marker, so "HI
 COLORS = {"sbp": "#c0392b", "dbp": "#e67e22", "map": "#8e44ad", "hr": "#27ae60", "spo2": "#2980b9",
           "rr": "#16a085", "temp": "#7f8c8d", "pi": "#34495e"}
 PRIORITY_COLORS = {"high": "#e74c3c", "medium": "#f1c40f", "low": "#1abc9c"}
+TECH_COLOR = "#7f8c8d"  # technical alarm episodes: a grey strip, not a full-height shade
+TECH_STRIP = 0.025  # its height, as a fraction of the chart
 MAX_POINTS = 3000
 
 
@@ -135,9 +137,16 @@ def build_figure(rec: SessionRecord, summary: dict[str, Any], tz_name: str = "UT
         x0 = ep["raised_ms"]
         x1 = ep["cleared_ms"] or end_ms
         color = PRIORITY_COLORS.get(ep["priority"] or "", "#95a5a6")
-        shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": loc(x0), "x1": loc(max(x1, x0 + 1000)),
-                       "y0": 0, "y1": 1, "fillcolor": color, "opacity": 0.18, "line": {"width": 0},
-                       "layer": "below"})
+        if ep["kind"] == "technical":
+            # monitoring trouble (device offline, sensor off), not the patient: a grey strip
+            # along the bottom, so a long technical episode never tints the vitals as alarm
+            shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": loc(x0),
+                           "x1": loc(max(x1, x0 + 1000)), "y0": 0, "y1": TECH_STRIP, "fillcolor": TECH_COLOR,
+                           "opacity": 0.55, "line": {"width": 0}, "layer": "below"})
+        else:
+            shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": loc(x0),
+                           "x1": loc(max(x1, x0 + 1000)), "y0": 0, "y1": 1, "fillcolor": color, "opacity": 0.18,
+                           "line": {"width": 0}, "layer": "below"})
         ack = (f"ack {ep['acknowledged_by']} after {fmt_duration(ep['ack_s'])}" if ep["ack_s"] is not None
                else "not acknowledged")
         row = row_of.get(ep["metric"] or "", 1)

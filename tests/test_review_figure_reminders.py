@@ -27,12 +27,18 @@ def test_reminders_are_not_shaded_alarms_are() -> None:
         {"ts": 300_000, "alert": "hi", "event": "raised", "kind": "physiological", "priority": "high",
          "metric": "sbp", "value": "185"},
         {"ts": 330_000, "alert": "hi", "event": "acknowledged", "user": "nurse1"},
+        {"ts": 100_000, "alert": "tech", "event": "raised", "kind": "technical", "priority": "medium",
+         "dev": "oxi", "message": "oxi offline"},
     ]
     rec = SessionRecord(header={"id": "s", "room": "room-1", "started_ms": 0, "ended_ms": 600_000,
                                 "first_dose_ms": 60_000},
                         events=[{"type": "dose", "ts": 60_000, "dose_mg": 56.0, "user": "n"}],
                         readings=readings, alert_events=alerts)
     s = review.summarize(rec)
-    assert {e["alert"] for e in s["episodes"]} == {"rem", "hi"}  # both in the alert log
+    assert {e["alert"] for e in s["episodes"]} == {"rem", "hi", "tech"}  # all in the alert log
     rects = [sh for sh in build_figure(rec, s).layout.shapes if sh.type == "rect"]
-    assert len(rects) == 1  # the SBP episode only
+    full = [r for r in rects if r.y1 == 1]
+    assert len(full) == 1 and full[0].fillcolor == "#e74c3c"  # the SBP episode only, shaded full height
+    # the technical episode (never cleared) is a thin strip to the end, not an alarm tint
+    (strip,) = [r for r in rects if r.y1 < 1]
+    assert strip.y0 == 0 and strip.y1 <= 0.05
