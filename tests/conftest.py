@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,18 @@ from monitor.keys import Keys
 from tests.servers import MosquittoProc, RedisProc
 
 SHARED_REDIS = os.environ.get("VITALWATCH_TEST_REDIS", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """Tests that call `monitor.cli.main()` in-process run `setup_logging`, which points the
+    root logger at that test's captured stderr; put the root logger back afterwards so later
+    tests' threads never log into a closed stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")

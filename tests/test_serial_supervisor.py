@@ -111,8 +111,10 @@ def test_masimo_lines_and_noise(rig, tmp_path):
                            {f["reason"] for f in r.rejects()}, what="rejects")
         assert all(f["source"] == "dev-1" for f in r.rejects())
         assert "bad_line" in reasons
-        st = wait_for(lambda: r.status().get("state") == "online" and r.status(), what="online")
-        assert st["serial"] == "0000070986" and st["protocol"] == "masimo-ascii"
+        # status is written by its own thread: wait until it carries the last line's serial
+        st = wait_for(lambda: r.status().get("state") == "online" and r.status().get("serial") == "0000070986"
+                      and r.status(), what="online with the last line's serial")
+        assert st["protocol"] == "masimo-ascii"
         wait_for(lambda: r.status().get("frames") == "6", what="6 frames counted")
         # the device stops talking: silent after the 3 s quiet time, online again on the next line
         st = wait_for(lambda: r.status().get("state") == "silent" and r.status(), what="silent")
