@@ -12,8 +12,13 @@ from typing import Any
 
 import redis
 from selenium import webdriver
-from selenium.common.exceptions import JavascriptException, WebDriverException
+from selenium.common.exceptions import (
+    ElementClickInterceptedException,
+    JavascriptException,
+    WebDriverException,
+)
 from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys as KeyPress
 
 from monitor import heartbeat
 from monitor.alarms.model import alert_id
@@ -142,3 +147,34 @@ def served_dashboard(cfg: Any, redis_url: str, accounts: dict[str, tuple[str, st
         for k in client.scan_iter(match=keys.prefix.replace("{", "\\{").replace("}", "\\}") + "*"):
             client.delete(k)
         client.close()
+
+
+def fill(d: Any, element_id: str, text: str) -> None:
+    """Type into an input like a person (select all, delete, type): WebElement.clear()
+    bypasses React's onChange, so Dash would never see the change."""
+    el = d.find_element(By.ID, element_id)
+    el.send_keys(KeyPress.CONTROL, "a")
+    el.send_keys(KeyPress.BACKSPACE)
+    if text:
+        el.send_keys(text)
+    wait_for(lambda: el.get_attribute("value") == text, 5, f"#{element_id} = {text!r}")
+
+
+def click_css(d: Any, selector: str) -> None:
+    """A real click on the element matching `selector`, scrolled to mid-screen, retried while
+    the page is still moving (trend drawn, banner appearing)."""
+    def attempt() -> bool:
+        el = d.find_element(By.CSS_SELECTOR, selector)
+        d.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
+        try:
+            el.click()
+        except ElementClickInterceptedException:
+            return False
+        return True
+
+    wait_for(attempt, 10, f"clickable {selector}")
+
+
+def click(d: Any, element_id: str) -> None:
+    """`click_css` by element id."""
+    click_css(d, f"#{element_id}")

@@ -18,14 +18,12 @@ from typing import Any
 import pytest
 import redis
 import requests
-from selenium.common.exceptions import ElementClickInterceptedException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.common.keys import Keys
 
 from monitor import audit, users
 from monitor.config import Config, parse_config
 from monitor.keys import Keys as ClinicKeys
-from tests.dashboard_support import login, served_dashboard, wait_for
+from tests.dashboard_support import click_css, fill, login, served_dashboard, wait_for
 
 pytestmark = pytest.mark.browser
 PW = {"nina": "nurse-pass-1", "sta": "station-pass-1", "ada": "admin-pass-1"}
@@ -62,28 +60,8 @@ def env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
         yield e
 
 
-def fill(d: Any, element_id: str, text: str) -> None:
-    el = d.find_element(By.ID, element_id)
-    # typed like a person (select all, delete): WebElement.clear() bypasses React's onChange
-    el.send_keys(Keys.CONTROL, "a")
-    el.send_keys(Keys.BACKSPACE)
-    if text:
-        el.send_keys(text)
-    wait_for(lambda: el.get_attribute("value") == text, 5, f"#{element_id} = {text!r}")
 
 
-def click_css(d: Any, selector: str) -> None:
-    """A real click, retried while the page is still moving."""
-    def attempt() -> bool:
-        el = d.find_element(By.CSS_SELECTOR, selector)
-        d.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
-        try:
-            el.click()
-        except ElementClickInterceptedException:
-            return False
-        return True
-
-    wait_for(attempt, 10, f"clickable {selector}")
 
 
 def text_of(d: Any, element_id: str) -> str:

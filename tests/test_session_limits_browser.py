@@ -16,14 +16,12 @@ from typing import Any
 
 import pytest
 import requests
-from selenium.common.exceptions import ElementClickInterceptedException
 from selenium.webdriver.common.by import By
-from selenium.webdriver.common.keys import Keys
 
 from monitor import audit, sessions
 from monitor.alarms.engine import Worker
 from monitor.config import Config, parse_config
-from tests.dashboard_support import login, now_ms, served_dashboard, wait_for
+from tests.dashboard_support import click, fill, login, now_ms, served_dashboard, wait_for
 
 pytestmark = pytest.mark.browser
 PW = {"nina": "nurse-pass-1", "sta": "station-pass-1"}
@@ -77,28 +75,8 @@ def table_cell(d: Any, metric: str, field: str) -> tuple[str, str]:
     return el.text, el.get_attribute("data-vw-override")
 
 
-def fill(d: Any, element_id: str, text: str) -> None:
-    el = d.find_element(By.ID, element_id)
-    # typed like a person (select all, delete): WebElement.clear() bypasses React's onChange
-    el.send_keys(Keys.CONTROL, "a")
-    el.send_keys(Keys.BACKSPACE)
-    if text:
-        el.send_keys(text)
-    wait_for(lambda: el.get_attribute("value") == text, 5, f"#{element_id} = {text!r}")
 
 
-def click(d: Any, element_id: str) -> None:
-    """A real click on a button, retried while the page is still moving (trend drawn, banner gone)."""
-    def attempt() -> bool:
-        el = d.find_element(By.ID, element_id)
-        d.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
-        try:
-            el.click()
-        except ElementClickInterceptedException:
-            return False
-        return True
-
-    wait_for(attempt, 10, f"clickable #{element_id}")
 
 
 def message(d: Any) -> tuple[str, str]:

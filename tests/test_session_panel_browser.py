@@ -24,8 +24,8 @@ from monitor import audit, sessions
 from monitor.alarms.engine import Worker
 from monitor.keys import Keys as ClinicKeys
 from monitor.status import publish_status
-from tests.dashboard_support import login, now_ms, served_dashboard, wait_for
-from tests.test_session_limits_browser import CAPTURE_JS, click, fill, make_cfg
+from tests.dashboard_support import click, click_css, fill, login, now_ms, served_dashboard, wait_for
+from tests.test_session_limits_browser import CAPTURE_JS, make_cfg
 
 pytestmark = pytest.mark.browser
 PW = {"nina": "nurse-pass-1", "sta": "station-pass-1"}
@@ -46,11 +46,6 @@ def env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
         yield e
 
 
-def click_css(d: Any, selector: str) -> None:
-    """A real click on the element matching `selector` (scrolled into view first)."""
-    el = d.find_element(By.CSS_SELECTOR, selector)
-    d.execute_script("arguments[0].scrollIntoView({block: 'center'})", el)
-    el.click()
 
 
 def msg(d: Any) -> tuple[str, str]:
