@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the system programs the tests use, only those missing: redis-server, mosquitto,
-# chromium + chromedriver (browser tests, PNG/PDF export), pdftotext (PDF checks).
+# chromium + chromedriver (browser tests, PNG/PDF export), pdftotext (PDF checks),
+# PostgreSQL's server programs (the archive tests start a private cluster with initdb/pg_ctl).
 # Debian/Ubuntu (apt-get). Run as root or with sudo available.
 set -euo pipefail
 need=()
@@ -10,6 +11,7 @@ command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v pdftotext >/dev/null || need+=(poppler-utils)
+command -v initdb >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
 if [ ${#need[@]} -eq 0 ]; then
   echo "system deps: all present"
   exit 0

@@ -1,8 +1,8 @@
 """Archive fixtures shared by the sessions/archive/review/export tests (imported by them).
 
-`archive_url` is parametrised: a SQLite file in tmp, and a fresh database on the local
-PostgreSQL (postgresql://postgres@127.0.0.1:5432/test, trust auth) created for the test
-and dropped after it.
+`archive_url` is parametrised: a SQLite file in tmp, and a fresh database created for the
+test (and dropped after it) on a private PostgreSQL cluster that the test session starts on
+a free port (`pg_server` in conftest) — never a server that merely happens to run here.
 """
 
 from __future__ import annotations
@@ -15,20 +15,20 @@ import psycopg
 import pytest
 
 from monitor.archive import close_archive
+from tests.servers import PostgresProc
 
-PG_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
+def pg_url(pg_server: PostgresProc) -> Iterator[str]:
     """A brand-new PostgreSQL database for this test (dropped afterwards)."""
     name = "vw_test_" + uuid.uuid4().hex[:10]
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+    with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql://postgres@127.0.0.1:5432/{name}"
+    url = pg_server.url(name)
     yield url
     close_archive(url)
-    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+    with psycopg.connect(pg_server.admin_url, autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +22,7 @@ import redis
 
 from monitor.config import Config, parse_config
 from monitor.keys import Keys
-from tests.servers import MosquittoProc, RedisProc
+from tests.servers import MosquittoProc, PostgresProc, RedisProc
 
 SHARED_REDIS = os.environ.get("VITALWATCH_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -74,6 +76,16 @@ def redis_proc(tmp_path: Path) -> Iterator[RedisProc]:
     proc = RedisProc(tmp_path / "redis").start()
     yield proc
     proc.kill()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PostgresProc]:
+    """A private PostgreSQL cluster for the whole test session (initdb on a free port)."""
+    workdir = Path(tempfile.mkdtemp(prefix="vw-pg-"))  # not pytest's 0700 tmp: `postgres` must enter it
+    proc = PostgresProc(workdir).start()
+    yield proc
+    proc.stop()
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

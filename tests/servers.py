@@ -130,6 +130,65 @@ class MosquittoProc:
         self.start()
 
 
+def _postgres_bindir() -> Path:
+    """Where Debian's `postgresql` package (or any install) keeps initdb and pg_ctl."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).parent
+    candidates = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"), reverse=True)
+    if not candidates:
+        raise FileNotFoundError("initdb not found: install the 'postgresql' package "
+                                "(scripts/install-system-deps.sh does)")
+    return candidates[0].parent
+
+
+class PostgresProc:
+    """A private PostgreSQL cluster on a free port, created with initdb (trust auth).
+
+    PostgreSQL refuses to run as root, so as root the cluster belongs to the `postgres`
+    system user (created by the package) and its programs run under `runuser`.
+    """
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.dir = workdir
+        self.port = port or free_port()
+        self.bindir = _postgres_bindir()
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            self._as = ["runuser", "-u", "postgres", "--"]
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def url(self, database: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def _run(self, *argv: str) -> None:
+        subprocess.run([*self._as, *argv], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, timeout=120)
+
+    def start(self) -> PostgresProc:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self._as:
+            shutil.chown(self.dir, "postgres", "postgres")
+        data = self.dir / "data"
+        if not data.exists():
+            self._run(str(self.bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust",
+                      "-E", "UTF8", "--no-sync")
+        opts = (f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.dir} "
+                "-c fsync=off -c max_connections=200")
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(data), "-l", str(self.dir / "postgres.log"),
+                  "-o", opts, "-w", "-t", "60", "start")
+        return self
+
+    def stop(self) -> None:
+        data = self.dir / "data"
+        if data.exists():
+            subprocess.run([*self._as, str(self.bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
+                            "-w", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+
+
 def kill_quietly(proc: subprocess.Popen[bytes] | None) -> None:
     """Stop a child process we started, whatever state it is in."""
     if proc is None or proc.poll() is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 from collections import Counter
 from pathlib import Path
 
@@ -33,7 +34,8 @@ def test_each_payload_kind_lands_in_its_room_stream(mosquitto_proc, rclient, key
     with running_adapter(cfg, redis_url, mosquitto_proc.url) as adapter:
         adapter.subscribed.wait(10)
         mosquitto_pub(port, T_MON1, json.dumps({"ts": t0, "hr": 72, "spo2": 98, "flags": ["low_perfusion"]}))
-        iso = "2026-11-27T10:00:00.250+01:00"  # 09:00:00.250Z
+        t_iso = t0 + 500  # sent as ISO-8601 in UTC+01:00: the offset must be honoured
+        iso = datetime.fromtimestamp(t_iso / 1000, timezone(timedelta(hours=1))).isoformat(timespec="milliseconds")
         mosquitto_pub(port, T_MON2, json.dumps({"ts": iso, "rr": 14, "temp": 36.6}))
         mosquitto_pub(port, T_MON1, json.dumps({"ts": t0 + 1000, "spo2": 97, "flags": ["sensor_off"]}))
         before = now_ms()
@@ -59,7 +61,7 @@ def test_each_payload_kind_lands_in_its_room_stream(mosquitto_proc, rclient, key
         {"ts": str(t0 + 3000), "dev": "nibp-1", "hr": "70"},
         {"ts": str(t0 + 4000), "dev": "nibp-1", "hr": "71", "spo2": "96"},
     ]
-    assert room2[0] == {"ts": "1795770000250", "dev": "mon-2", "rr": "14", "temp": "36.6"}
+    assert room2[0] == {"ts": str(t_iso), "dev": "mon-2", "rr": "14", "temp": "36.6"}
     assert room2[1]["dev"] == "mon-2" and room2[1]["hr"] == "61" and before <= int(room2[1]["ts"]) <= after
     assert room2[2]["hr"] == "62" and room2[2]["flags"] == "clock_skew"
     assert before <= int(room2[2]["ts"]) <= after
@@ -70,6 +72,9 @@ def test_each_payload_kind_lands_in_its_room_stream(mosquitto_proc, rclient, key
     assert status["mon-2"]["frames"] == "3"
 
 
+# A date and time with no UTC offset: which instant it names is unknowable.
+NAIVE_LOCAL_TIME = datetime(2031, 1, 2, 10).isoformat(sep=" ", timespec="minutes")
+
 BAD = [  # (topic, payload, mosquitto_pub extra args, expected reason)
     (T_MON1, b"x" * (64 * 1024 + 10), (), "too_large"),
     (T_MON1, b'{"hr": 72, "note": "\xff"}', (), "bad_utf8"),
@@ -77,7 +82,7 @@ BAD = [  # (topic, payload, mosquitto_pub extra args, expected reason)
     (T_MON1, b"[72, 98]", (), "bad_shape"),
     (T_MON1, b'{"hr": 72, "glucose": 5.5}', (), "unknown_metric"),
     (T_MON1, b'{"hr": 72, "spo2": 140}', (), "out_of_range"),
-    (T_MON1, b'{"ts": "2026-11-27 10:00", "hr": 72}', (), "bad_ts"),
+    (T_MON1, json.dumps({"ts": NAIVE_LOCAL_TIME, "hr": 72}).encode(), (), "bad_ts"),
     (T_MON1, b'{"hr": "seventy"}', (), "bad_value"),
     (T_MON1, b'{"hr": 72, "flags": ["on_fire"]}', (), "unknown_flag"),
     (T_NIBP1, b'[{"n": "sbp", "u": "kPa", "v": 16}]', (), "bad_unit"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from monitor import audit, sessions
 from monitor.cli import main
 from monitor.status import publish_status
+from monitor.streams import now_ms
 from tests.archive_fixtures import sqlite_url  # noqa: F401
 from tests.session_seed import room_config
 
@@ -151,8 +153,10 @@ def test_cli_lifecycle_and_exit_codes(rclient, keys, clinic_id, redis_url, sqlit
                  "--dose-mg", "56"]) == 0
     sid = capsys.readouterr().out.strip().splitlines()[-1]
     assert sessions.get_session(rclient, keys, sid)["room"] == "room-1"
-    assert main(["session", "dose", *base, "--session", sid, "--at", "2026-03-01T10:00:00+00:00"]) == 0
-    assert sessions.get_session(rclient, keys, sid)["first_dose_ms"] == 1772359200000
+    dose_ms = (now_ms() - 10 * 60_000) // 1000 * 1000  # ten minutes ago, whole seconds
+    dose_iso = datetime.fromtimestamp(dose_ms / 1000, timezone.utc).isoformat()
+    assert main(["session", "dose", *base, "--session", sid, "--at", dose_iso]) == 0
+    assert sessions.get_session(rclient, keys, sid)["first_dose_ms"] == dose_ms
     assert main(["session", "bp", *base, "--session", sid, "--sbp", "130", "--dbp", "80"]) == 0
     assert main(["session", "note", *base, "--session", sid, "feels fine"]) == 0
     assert main(["session", "observe", *base, "--session", sid, "--ready-to-leave"]) == 0
