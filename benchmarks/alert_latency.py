@@ -33,10 +33,10 @@ sys.path.insert(0, str(ROOT))
 from monitor.alarms.engine import Worker  # noqa: E402
 from monitor.alarms.evaluate import evaluate  # noqa: E402
 from monitor.alarms.rules import build_rules, technical_rules  # noqa: E402
-from monitor.codec import to_fields  # noqa: E402
-from monitor.config import parse_config  # noqa: E402
-from monitor.keys import Keys  # noqa: E402
-from monitor.readings import Reading  # noqa: E402
+from monitor.model.codec import to_fields  # noqa: E402
+from monitor.model.config import parse_config  # noqa: E402
+from monitor.model.keys import Keys  # noqa: E402
+from monitor.model.readings import Reading  # noqa: E402
 from tests.servers import MosquittoProc, RedisProc  # noqa: E402
 
 DELAY_S = 3
@@ -84,7 +84,7 @@ def latency(rooms: int, duration_s: float, redis_url: str, mqtt_url: str, tmp: P
     path = tmp / "lat.toml"
     path.write_text(toml_of(cfgd))
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    worker = subprocess.Popen([sys.executable, "-m", "monitor.cli", "alerts", "-c", str(path)], cwd=ROOT,
+    worker = subprocess.Popen([sys.executable, "-m", "monitor", "alerts", "-c", str(path)], cwd=ROOT,
                               stdout=open(tmp / "lat-worker.log", "wb"), stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30

@@ -31,7 +31,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from devices.transports.mqtt import MqttSettings, connect_async, make_client  # noqa: E402
-from monitor.keys import Keys  # noqa: E402
+from monitor.model.keys import Keys  # noqa: E402
 from tests.servers import MosquittoProc, RedisProc  # noqa: E402
 
 ROOMS, PER_ROOM = 10, 10

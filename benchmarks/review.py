@@ -26,9 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import redis  # noqa: E402
 from plotly.io.json import to_json_plotly  # noqa: E402
 
-from monitor import archive, export, review, sessions  # noqa: E402
-from monitor.config import parse_config  # noqa: E402
-from monitor.keys import Keys  # noqa: E402
+from monitor.model.config import parse_config  # noqa: E402
+from monitor.model.keys import Keys  # noqa: E402
+from monitor.sessions import archive, export, review
+from monitor.sessions import lifecycle as sessions  # noqa: E402
 from tests.session_seed import seed_session  # noqa: E402
 
 

@@ -38,10 +38,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import paho.mqtt.client as mqtt  # noqa: E402
 import redis  # noqa: E402
 
-from monitor import heartbeat, users  # noqa: E402
-from monitor.embedded import free_port  # noqa: E402
-from monitor.keys import Keys  # noqa: E402
-from monitor.status import publish_status  # noqa: E402
+from monitor.accounts import users  # noqa: E402
+from monitor.model.keys import Keys  # noqa: E402
+from monitor.store import heartbeat
+from monitor.store.embedded import free_port  # noqa: E402
+from monitor.store.status import publish_status  # noqa: E402
 from tests.dashboard_support import chromium, login, wait_for  # noqa: E402
 from tests.servers import MosquittoProc, RedisProc, wait_port  # noqa: E402
 

@@ -116,7 +116,7 @@ def devices_per_process(n: int, seconds: float) -> None:
                 cfg.append(f'[[rooms.devices]]\nid = "oxi-{i}"\nprotocol = "nonin-df7"\ntransport = "serial"\n'
                            f'port = "{tmp / f"tty-{i}"}"\n')
             (tmp / "vw.toml").write_text("\n".join(cfg))
-            ingest = subprocess.Popen([sys.executable, "-m", "monitor.cli", "ingest", "-c", str(tmp / "vw.toml")],
+            ingest = subprocess.Popen([sys.executable, "-m", "monitor", "ingest", "-c", str(tmp / "vw.toml")],
                                       cwd=ROOT, stderr=subprocess.DEVNULL)
             r = redis.Redis.from_url(srv.url, decode_responses=True)
             time.sleep(3)  # warm up: ports open, first packets

@@ -18,10 +18,10 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from monitor.codec import to_fields  # noqa: E402
-from monitor.keys import Keys  # noqa: E402
-from monitor.readings import Reading  # noqa: E402
-from monitor.streams import StreamWriter  # noqa: E402
+from monitor.model.codec import to_fields  # noqa: E402
+from monitor.model.keys import Keys  # noqa: E402
+from monitor.model.readings import Reading  # noqa: E402
+from monitor.store.streams import StreamWriter  # noqa: E402
 from tests.servers import RedisProc  # noqa: E402
 
 

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from monitor.users import MIN_PASSWORD_LEN, ROLES
+from monitor.accounts.users import MIN_PASSWORD_LEN, ROLES
 
 
 def password_change_problem(current: str | None, new: str | None, repeat: str | None) -> str | None:

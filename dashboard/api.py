@@ -23,9 +23,10 @@ from dashboard.auth import COOKIE, Sessions, cookie_value, safe_next
 from dashboard.context import User, current_user, wall_ms
 from dashboard.data import Data
 from dashboard.live import Hub, monitoring_problems
-from monitor import audit, redis_types, users
-from monitor.config import Config
-from monitor.redis_conn import REDIS_DOWN
+from monitor.accounts import audit, users
+from monitor.model.config import Config
+from monitor.store import redis_types
+from monitor.store.redis_conn import REDIS_DOWN
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ module exposes exactly these names:
 
     MIN_ROLE: str
         The lowest role allowed to open the page and run its callbacks: one of
-        "station" < "nurse" < "director" < "admin" (monitor.users.ROLES). The app refuses the
+        "station" < "nurse" < "director" < "admin" (monitor.accounts.users.ROLES). The app refuses the
         page (and every callback whose output ids belong to the page, see ID_PREFIX) to
         anyone below it, on the server.
 
@@ -34,7 +34,7 @@ module exposes exactly these names:
         `ctx.data` (dashboard/data.py is the only module that talks to Redis), build figures
         with pure functions, and get the acting user with `ctx.current_user()` (a `User` or
         None; the server already refused anonymous callers). Actions that change state write
-        the audit log (monitor.audit.record) with that user's name.
+        the audit log (monitor.accounts.audit.record) with that user's name.
 
 Optional: `TITLE: str` (browser tab / nav label) and `NAV: bool` (listed in the top nav).
 
@@ -69,10 +69,10 @@ from dashboard.components import nav
 from dashboard.context import AppContext, PageContext, current_user, wall_ms
 from dashboard.data import Data
 from dashboard.live import Hub
-from monitor.config import Config
-from monitor.redis_conn import REDIS_DOWN, connect
-from monitor.users import ROLES
-from monitor.users_cli import redis_url_for
+from monitor.accounts.users import ROLES
+from monitor.app.users_cli import redis_url_for
+from monitor.model.config import Config
+from monitor.store.redis_conn import REDIS_DOWN, connect
 
 log = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ def _page_catchall(server: FastAPI, app: dash.Dash) -> None:
 
 def resolve_keys(cfg: Config):  # noqa: ANN201
     """The clinic's key names."""
-    from monitor.keys import Keys
+    from monitor.model.keys import Keys
 
     return Keys(cfg.clinic.id)
 
@@ -240,7 +240,7 @@ class Served:
     """A dashboard served by uvicorn in a background thread (tests and benchmarks)."""
 
     def __init__(self, cfg: Config, redis_url: str, host: str = "127.0.0.1", port: int = 0) -> None:
-        from monitor.embedded import free_port
+        from monitor.store.embedded import free_port
 
         self.port = port or free_port()
         self.host = host

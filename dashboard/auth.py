@@ -27,9 +27,9 @@ import anyio
 import redis
 
 from dashboard.context import CURRENT_USER, User
-from monitor import users
-from monitor.keys import Keys
-from monitor.redis_conn import REDIS_DOWN
+from monitor.accounts import users
+from monitor.model.keys import Keys
+from monitor.store.redis_conn import REDIS_DOWN
 
 log = logging.getLogger(__name__)
 

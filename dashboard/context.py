@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from monitor.config import Config
-from monitor.keys import Keys
-from monitor.users import has_role
+from monitor.accounts.users import has_role
+from monitor.model.config import Config
+from monitor.model.keys import Keys
 
 if TYPE_CHECKING:
     from dashboard.data import Data

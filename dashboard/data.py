@@ -17,12 +17,13 @@ from typing import Any
 
 import redis
 
-from monitor import audit, heartbeat, redis_types
+from monitor.accounts import audit
 from monitor.alarms import actions
-from monitor.config import Config
-from monitor.keys import Keys
-from monitor.readings import METRICS
-from monitor.redis_conn import REDIS_DOWN
+from monitor.model.config import Config
+from monitor.model.keys import Keys
+from monitor.model.readings import METRICS
+from monitor.store import heartbeat, redis_types
+from monitor.store.redis_conn import REDIS_DOWN
 
 PRIORITY_RANK = {"high": 0, "medium": 1, "low": 2}
 LATEST_SCAN_MAX = 4000  # entries scanned back per room to find each metric's latest value
@@ -158,13 +159,13 @@ class Data:
 
     def session(self, sid: str) -> dict[str, Any] | None:
         """A session header (decoded), or None."""
-        from monitor.sessions import get_session
+        from monitor.sessions.lifecycle import get_session
 
         return get_session(self.client, self.keys, sid)
 
     def session_events(self, sid: str) -> list[dict[str, Any]]:
         """A session's events, oldest first."""
-        from monitor.sessions import session_events
+        from monitor.sessions.lifecycle import session_events
 
         return session_events(self.client, self.keys, sid)
 

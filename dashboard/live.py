@@ -35,11 +35,11 @@ import redis.asyncio as aioredis
 
 from dashboard.data import Data, decode_vitals
 from dashboard.figures import monitoring_reasons, session_phase, sparkline_points
-from monitor import redis_types
-from monitor.config import Config
-from monitor.heartbeat import instance_name
-from monitor.keys import Keys
-from monitor.redis_conn import REDIS_DOWN
+from monitor.model.config import Config
+from monitor.model.keys import Keys
+from monitor.store import redis_types
+from monitor.store.heartbeat import instance_name
+from monitor.store.redis_conn import REDIS_DOWN
 
 log = logging.getLogger(__name__)
 
@@ -299,7 +299,7 @@ class Hub:
         for r in self.rooms:
             pipe.hgetall(self.keys.session(open_[r])) if r in open_ else pipe.echo("")
         heads = await pipe.execute()
-        from monitor.sessions import decode_header
+        from monitor.sessions.lifecycle import decode_header
 
         for r, h in zip(self.rooms, heads, strict=True):
             view = self._session_view(decode_header(h) if isinstance(h, dict) and h else None, now)

@@ -2,7 +2,7 @@
 observations, notes, end; the session's event list.
 
 Pure builders only (session header, events, device status in → components out); the room
-page's callbacks (dashboard/pages/room.py) do the Redis work through monitor.sessions.
+page's callbacks (dashboard/pages/room.py) do the Redis work through monitor.sessions.lifecycle.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from zoneinfo import ZoneInfo
 from dash import dcc, html
 
 from dashboard.components import devices_div
-from monitor.config import RoomConfig
-from monitor.readings import METRICS, check_value
-from monitor.sessions import OBSERVATIONS
+from monitor.model.config import RoomConfig
+from monitor.model.readings import METRICS, check_value
+from monitor.sessions.lifecycle import OBSERVATIONS
 
 OBSERVATION_LABELS = {
     "sedation": "Sedation",
@@ -42,7 +42,7 @@ class BadInput(ValueError):
 
 
 def parse_bp(sbp: Any, dbp: Any) -> tuple[int, int]:
-    """Typed SBP/DBP → whole mmHg, checked like monitor.sessions.record_bp (pure).
+    """Typed SBP/DBP → whole mmHg, checked like monitor.sessions.lifecycle.record_bp (pure).
 
     Raises BadInput with the reason: missing, not a whole number, outside the metric's
     accepted range (monitor/readings.py METRICS), or diastolic not below systolic.

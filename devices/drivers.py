@@ -22,8 +22,8 @@ from devices.protocols.nibp_un300 import (
     NibpPoller,
 )
 from devices.protocols.nonin_df7 import NoninParser
-from monitor.config import DeviceConfig
-from monitor.readings import Refusal
+from monitor.model.config import DeviceConfig
+from monitor.model.readings import Refusal
 
 OXIMETER_QUIET_S = 3.0  # no valid frame this long → silent (a line/packet comes every ≤1 s)
 NIBP_QUIET_S = 2 * POLL_IDLE_S + 1  # two idle polls unanswered → the module is gone

@@ -22,11 +22,11 @@ from typing import Any
 
 from devices.statusboard import StatusBoard
 from devices.supervisor import DeviceSupervisor
-from monitor import heartbeat
-from monitor.config import Config, DeviceConfig, RoomConfig
-from monitor.redis_conn import REDIS_DOWN, connect
-from monitor.runtime import resolve
-from monitor.streams import StreamWriter, now_ms
+from monitor.model.config import Config, DeviceConfig, RoomConfig
+from monitor.store import heartbeat
+from monitor.store.redis_conn import REDIS_DOWN, connect
+from monitor.store.runtime import resolve
+from monitor.store.streams import StreamWriter, now_ms
 
 log = logging.getLogger(__name__)
 

@@ -42,14 +42,14 @@ from devices.transports.mqtt import (
     make_client,
     reason_text,
 )
-from monitor.codec import reject_fields
-from monitor.config import Config, DeviceConfig, RoomConfig
-from monitor.ratelimit import RateLimiter
-from monitor.readings import Reading, Refusal
-from monitor.redis_conn import REDIS_DOWN, connect
-from monitor.runtime import Endpoints
-from monitor.status import publish_status
-from monitor.streams import StreamWriter, now_ms
+from monitor.model.codec import reject_fields
+from monitor.model.config import Config, DeviceConfig, RoomConfig
+from monitor.model.ratelimit import RateLimiter
+from monitor.model.readings import Reading, Refusal
+from monitor.store.redis_conn import REDIS_DOWN, connect
+from monitor.store.runtime import Endpoints
+from monitor.store.status import publish_status
+from monitor.store.streams import StreamWriter, now_ms
 
 log = logging.getLogger(__name__)
 

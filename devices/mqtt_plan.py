@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from paho.mqtt.client import topic_matches_sub
 
-from monitor.config import Config, DeviceConfig, RoomConfig
+from monitor.model.config import Config, DeviceConfig, RoomConfig
 
 STATUS_WORDS = ("online", "offline")
 

@@ -1,7 +1,7 @@
 """Device status, held in memory by the adapters and flushed to Redis by one thread.
 
 Supervisors must never stall on Redis (a blackholed server would freeze a device's reads),
-so they only update this board; a publisher thread writes it with `monitor.status`
+so they only update this board; a publisher thread writes it with `monitor.store.status`
 every `interval_s` and at once on a state change. While Redis is away, counters keep
 adding up in memory and are written when it is back: nothing is lost, only late.
 """
@@ -14,9 +14,9 @@ from collections import defaultdict
 
 import redis
 
-from monitor.keys import Keys
-from monitor.redis_conn import REDIS_DOWN
-from monitor.status import publish_status
+from monitor.model.keys import Keys
+from monitor.store.redis_conn import REDIS_DOWN
+from monitor.store.status import publish_status
 
 log = logging.getLogger(__name__)
 

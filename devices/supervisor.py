@@ -30,12 +30,12 @@ from devices.protocols.framing import Parsed
 from devices.protocols.nibp_un300 import NibpPoller
 from devices.statusboard import StatusBoard
 from devices.transports.serial import LINK_ERRORS, open_link, read_available
-from monitor.config import DeviceConfig, RoomConfig
-from monitor.keys import Keys
-from monitor.ratelimit import RejectLimiter
-from monitor.readings import Refusal, accept
-from monitor.redis_conn import REDIS_DOWN
-from monitor.streams import StreamWriter, now_ms
+from monitor.model.config import DeviceConfig, RoomConfig
+from monitor.model.keys import Keys
+from monitor.model.ratelimit import RejectLimiter
+from monitor.model.readings import Refusal, accept
+from monitor.store.redis_conn import REDIS_DOWN
+from monitor.store.streams import StreamWriter, now_ms
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from monitor.archive import close_archive
+from monitor.sessions.archive import close_archive
 from tests.servers import PostgresProc
-
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import redis
 
-from monitor.config import Config, parse_config
-from monitor.keys import Keys
+from monitor.model.config import Config, parse_config
+from monitor.model.keys import Keys
 from tests.servers import MosquittoProc, PostgresProc, RedisProc
 
 SHARED_REDIS = os.environ.get("VITALWATCH_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -29,7 +29,7 @@ SHARED_REDIS = os.environ.get("VITALWATCH_TEST_REDIS", "redis://127.0.0.1:6379/0
 
 @pytest.fixture(autouse=True)
 def _root_logging_restored() -> Iterator[None]:
-    """Tests that call `monitor.cli.main()` in-process run `setup_logging`, which points the
+    """Tests that call `monitor.app.cli.main()` in-process run `setup_logging`, which points the
     root logger at that test's captured stderr; put the root logger back afterwards so later
     tests' threads never log into a closed stream."""
     root = logging.getLogger()

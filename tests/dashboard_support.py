@@ -20,9 +20,9 @@ from selenium.common.exceptions import (
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys as KeyPress
 
-from monitor import heartbeat
 from monitor.alarms.model import alert_id
-from monitor.keys import Keys
+from monitor.model.keys import Keys
+from monitor.store import heartbeat
 
 CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000",
@@ -127,7 +127,7 @@ def served_dashboard(cfg: Any, redis_url: str, accounts: dict[str, tuple[str, st
     fresh and one headless Chromium; yields {cfg, keys, client, url, driver}; removes the
     clinic's keys afterwards. `before_serve(client, keys)` seeds Redis first (device status…)."""
     from dashboard.app import Served
-    from monitor import users
+    from monitor.accounts import users
 
     keys = Keys(cfg.clinic.id)
     client = redis.Redis.from_url(redis_url, decode_responses=True)

@@ -17,10 +17,10 @@ import redis
 
 from devices.mqtt_adapter import MqttAdapter, start
 from devices.transports.mqtt import MqttSettings, connect_async, make_client
-from monitor.config import Config, parse_config
-from monitor.keys import Keys
-from monitor.runtime import Endpoints
-from monitor.streams import StreamWriter, now_ms
+from monitor.model.config import Config, parse_config
+from monitor.model.keys import Keys
+from monitor.store.runtime import Endpoints
+from monitor.store.streams import StreamWriter, now_ms
 
 T_MON1 = "vitalwatch/room-1/mon-1"
 T_MON1_STATUS = "vitalwatch/room-1/mon-1/status"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from monitor.embedded import REDIS_TUNING, free_port, redis_binary
+from monitor.store.embedded import REDIS_TUNING, free_port, redis_binary
 
 
 def wait_port(port: int, timeout_s: float = 10.0) -> None:

@@ -15,10 +15,10 @@ from typing import Any
 
 import redis
 
-from monitor import sessions
-from monitor.codec import fmt_value
-from monitor.config import Config
-from monitor.keys import Keys
+from monitor.model.codec import fmt_value
+from monitor.model.config import Config
+from monitor.model.keys import Keys
+from monitor.sessions import lifecycle as sessions
 
 MIN = 60_000
 

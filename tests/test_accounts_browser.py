@@ -20,9 +20,9 @@ import redis
 import requests
 from selenium.webdriver.common.by import By
 
-from monitor import audit, users
-from monitor.config import Config, parse_config
-from monitor.keys import Keys as ClinicKeys
+from monitor.accounts import audit, users
+from monitor.model.config import Config, parse_config
+from monitor.model.keys import Keys as ClinicKeys
 from tests.dashboard_support import click_css, fill, login, served_dashboard, wait_for
 
 pytestmark = pytest.mark.browser

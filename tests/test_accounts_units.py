@@ -16,8 +16,8 @@ from dashboard.accounts import (
     password_change_problem,
 )
 from dashboard.app import Router, discover_pages
-from monitor import audit, users
-from monitor.keys import Keys
+from monitor.accounts import audit, users
+from monitor.model.keys import Keys
 
 UTC = ZoneInfo("UTC")
 

@@ -11,15 +11,16 @@ import json
 
 import pytest
 
-from monitor import audit, heartbeat
+from monitor.accounts import audit
 from monitor.alarms import actions
 from monitor.alarms.engine import Worker
 from monitor.alarms.evaluate import Book
 from monitor.alarms.model import event_from_fields
 from monitor.alarms.store import LostOwnership, commit, load_state
-from monitor.codec import to_fields
-from monitor.readings import Reading
-from monitor.status import publish_status
+from monitor.model.codec import to_fields
+from monitor.model.readings import Reading
+from monitor.store import heartbeat
+from monitor.store.status import publish_status
 
 T0 = 1_795_813_200_000
 

@@ -16,8 +16,8 @@ from monitor.alarms.evaluate import (
 )
 from monitor.alarms.model import Cond, Desired, Rule, TechRule, alert_id, room_of
 from monitor.alarms.rules import build_rules, technical_rules
-from monitor.config import parse_config
-from monitor.readings import Reading
+from monitor.model.config import parse_config
+from monitor.model.readings import Reading
 from tests.conftest import base_config
 
 T0 = 1_795_813_200_000

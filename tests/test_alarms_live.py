@@ -20,8 +20,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from monitor.alarms.model import alert_id, event_from_fields
-from monitor.codec import to_fields
-from monitor.readings import Reading
+from monitor.model.codec import to_fields
+from monitor.model.readings import Reading
 from tests.servers import kill_quietly
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -79,7 +79,7 @@ def test_workers_killed_mid_breach_raise_every_alert_exactly_once(tmp_path, rcli
     def start_worker() -> subprocess.Popen:
         log = open(tmp_path / f"worker-{len(procs)}.log", "wb")  # noqa: SIM115 - closed in finally
         logs.append(log)
-        p = subprocess.Popen([sys.executable, "-m", "monitor.cli", "alerts", "-c", str(cfg_path)],
+        p = subprocess.Popen([sys.executable, "-m", "monitor", "alerts", "-c", str(cfg_path)],
                              cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         procs.append(p)
         return p

@@ -9,7 +9,7 @@ from monitor.alarms.outbound import page_tier, payload, unattended
 from monitor.alarms.reminders import reminder_conditions
 from monitor.alarms.rules import technical_rules
 from monitor.alarms.technical import device_conditions, device_quiet_s, monitoring_state
-from monitor.config import parse_config
+from monitor.model.config import parse_config
 from tests.conftest import base_config
 
 T0 = 1_795_813_200_000

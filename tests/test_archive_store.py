@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from monitor import archive, audit, sessions
-from monitor.archive_schema import LATEST, readings, schema_version
+from monitor.accounts import audit
+from monitor.sessions import archive
+from monitor.sessions import lifecycle as sessions
+from monitor.sessions.archive_schema import LATEST, readings, schema_version
 from tests.archive_fixtures import archive_url, pg_url, sqlite_url  # noqa: F401
 from tests.session_seed import room_config, seed_session
 
@@ -158,7 +160,7 @@ def test_purge_and_backup(rclient, keys, cfg, tmp_path):
 
 
 def test_archive_cli_backup_and_purge(rclient, keys, redis_url, sqlite_url, tmp_path, capsys):  # noqa: F811
-    from monitor.cli import main
+    from monitor.app.cli import main
 
     conf = tmp_path / "vw.toml"
     conf.write_text(f'[clinic]\nid = "{keys.clinic}"\n[redis]\nurl = "{redis_url}"\n'

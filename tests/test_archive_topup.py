@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import time
 
-from monitor import archive, archive_topup, sessions
-from monitor.codec import to_fields
-from monitor.readings import Reading
+from monitor.model.codec import to_fields
+from monitor.model.readings import Reading
+from monitor.sessions import archive, archive_topup
+from monitor.sessions import lifecycle as sessions
 from tests.session_seed import room_config, seed_session
 
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.codec import escape_raw, from_fields, reject_fields, to_fields
-from monitor.readings import FLAGS, METRICS, Reading, Refusal, accept, settle_ts
+from monitor.model.codec import escape_raw, from_fields, reject_fields, to_fields
+from monitor.model.readings import FLAGS, METRICS, Reading, Refusal, accept, settle_ts
 
 NOW = 1_795_813_200_123
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from monitor.cli import build_parser
-from monitor.config import load_config
+from monitor.app.cli import build_parser
+from monitor.model.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from monitor.config import ConfigError, load_config, parse_config
+from monitor.model.config import ConfigError, load_config, parse_config
 from tests.conftest import base_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,25 +93,25 @@ def test_env_overrides_urls(tmp_path: Path) -> None:
 def test_cli_exit_2_names_file_and_field(tmp_path: Path, text: str, words: str) -> None:
     f = tmp_path / "bad.toml"
     f.write_text(text)
-    res = subprocess.run([sys.executable, "-m", "monitor.cli", "check-config", "-c", str(f)],
+    res = subprocess.run([sys.executable, "-m", "monitor", "check-config", "-c", str(f)],
                          capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 2
     assert str(f) in res.stderr and words in res.stderr
 
 
 def test_cli_missing_file_exit_2(tmp_path: Path) -> None:
-    res = subprocess.run([sys.executable, "-m", "monitor.cli", "check-config", "-c", str(tmp_path / "nope.toml")],
+    res = subprocess.run([sys.executable, "-m", "monitor", "check-config", "-c", str(tmp_path / "nope.toml")],
                          capture_output=True, text=True, cwd=ROOT)
     assert res.returncode == 2 and "cannot read" in res.stderr
 
 
 def test_check_config_summary() -> None:
-    res = subprocess.run([sys.executable, "-m", "monitor.cli", "check-config", "-c", "config/vitalwatch.toml"],
+    res = subprocess.run([sys.executable, "-m", "monitor", "check-config", "-c", "config/vitalwatch.toml"],
                          capture_output=True, text=True, cwd=ROOT, env={"PATH": "/usr/bin:/bin"})
     assert res.returncode == 0, res.stderr
     assert "4 room(s)" in res.stdout and "oxi-1" in res.stdout and "nonin-df7" in res.stdout
 
 
 def test_usage_error_exit_2() -> None:
-    res = subprocess.run([sys.executable, "-m", "monitor.cli", "ingest", "--bogus"], capture_output=True, cwd=ROOT)
+    res = subprocess.run([sys.executable, "-m", "monitor", "ingest", "--bogus"], capture_output=True, cwd=ROOT)
     assert res.returncode == 2

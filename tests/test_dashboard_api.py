@@ -15,8 +15,9 @@ import requests
 import websocket
 
 from dashboard.app import Served
-from monitor import sessions, users
-from monitor.keys import Keys
+from monitor.accounts import users
+from monitor.model.keys import Keys
+from monitor.sessions import lifecycle as sessions
 from tests.dashboard_support import inject_alert, now_ms
 from tests.test_dashboard_browser import make_cfg
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from selenium.webdriver.common.by import By
 
-from monitor.config import Config, parse_config
+from monitor.model.config import Config, parse_config
 from tests.dashboard_support import (
     dom_value,
     inject_alert,

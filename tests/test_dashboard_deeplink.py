@@ -12,7 +12,7 @@ from __future__ import annotations
 import requests
 
 from dashboard.app import Served
-from monitor import users
+from monitor.accounts import users
 
 
 def test_first_page_after_start_is_a_deep_link_and_has_the_assets(make_config, rclient, keys, redis_url):

@@ -10,8 +10,8 @@ import redis
 from selenium.webdriver.common.by import By
 
 from dashboard.app import Served
-from monitor import users
-from monitor.keys import Keys
+from monitor.accounts import users
+from monitor.model.keys import Keys
 from tests.dashboard_support import Beats, chromium, login, wait_for
 from tests.servers import RedisProc
 from tests.test_dashboard_browser import make_cfg

@@ -10,8 +10,9 @@ import redis
 
 from dashboard import auth, figures
 from dashboard.app import Router, compile_route, discover_pages
-from monitor import users, users_cli
-from monitor.keys import Keys
+from monitor.accounts import users
+from monitor.app import users_cli
+from monitor.model.keys import Keys
 
 NOW = 1_800_000_000_000
 

@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 import pytest
 from selenium.webdriver.common.by import By
 
-from monitor.embedded import free_port
+from monitor.store.embedded import free_port
 from tests.dashboard_support import chromium, login, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def demo(tmp_path: Path, request: pytest.FixtureRequest):
     extra = ["--bundled-servers"] if request.param == "bundled" else []
     env = {k: v for k, v in os.environ.items() if not k.startswith("VITALWATCH_")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "monitor.cli", "demo", "--no-browser", "--port", str(port),
+        [sys.executable, "-m", "monitor", "demo", "--no-browser", "--port", str(port),
          "--rooms", "4", "--data-dir", str(tmp_path / "demo"), *extra],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         start_new_session=True)

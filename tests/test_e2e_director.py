@@ -36,10 +36,10 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys as KeyPress
 
 from devices.simulators.truth import read_truth
-from monitor.embedded import free_port
-from monitor.keys import Keys
-from monitor.review import fmt_duration, fmt_value
-from monitor.streams import read_range
+from monitor.model.keys import Keys
+from monitor.sessions.review import fmt_duration, fmt_value
+from monitor.store.embedded import free_port
+from monitor.store.streams import read_range
 from tests.dashboard_support import chromium, login, wait_for
 from tests.servers import MosquittoProc, kill_quietly
 
@@ -93,7 +93,7 @@ name = "Treatment Room 1"
 
 
 class Cli:
-    """`python -m monitor.cli … -c config` as a user types it."""
+    """`python -m monitor.app.cli … -c config` as a user types it."""
 
     def __init__(self, config: Path, tmp: Path) -> None:
         self.config, self.tmp = config, tmp
@@ -103,14 +103,14 @@ class Cli:
     def spawn(self, *args: str) -> subprocess.Popen[str]:
         """A long-running role; its output goes to a log file (a full pipe would block it)."""
         log = open(self.tmp / f"{args[0]}.log", "w")  # noqa: SIM115 - lives as long as the process
-        return subprocess.Popen([sys.executable, "-m", "monitor.cli", *args, "-c", str(self.config)],
+        return subprocess.Popen([sys.executable, "-m", "monitor", *args, "-c", str(self.config)],
                                 stdout=log, stderr=subprocess.STDOUT, text=True, env=self.env,
                                 start_new_session=True)
 
     def run(self, *args: str, password: str | None = None) -> str:
         """A one-shot command; must exit 0; returns stdout."""
         env = dict(self.env, VITALWATCH_PASSWORD=password) if password else self.env
-        p = subprocess.run([sys.executable, "-m", "monitor.cli", *args, "-c", str(self.config)],
+        p = subprocess.run([sys.executable, "-m", "monitor", *args, "-c", str(self.config)],
                            capture_output=True, text=True, env=env, timeout=60)
         assert p.returncode == 0, f"vitalwatch {' '.join(args)} → {p.returncode}\n{p.stdout}\n{p.stderr}"
         return p.stdout

@@ -12,10 +12,10 @@ import paho.mqtt.client as mqtt
 import pytest
 import redis
 
-from monitor.embedded import start_broker, start_redis
-from monitor.keys import Keys
-from monitor.readings import Reading
-from monitor.streams import StreamWriter, read_readings
+from monitor.model.keys import Keys
+from monitor.model.readings import Reading
+from monitor.store.embedded import start_broker, start_redis
+from monitor.store.streams import StreamWriter, read_readings
 
 BINARIES = ["bundled"] + (["system"] if shutil.which("redis-server") else [])
 

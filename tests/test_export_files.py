@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from monitor import archive, audit, review
-from monitor.cli import main
-from monitor.review import fmt_duration, fmt_value
+from monitor.accounts import audit
+from monitor.app.cli import main
+from monitor.sessions import archive, review
+from monitor.sessions.review import fmt_duration, fmt_value
 from tests.archive_fixtures import sqlite_url  # noqa: F401
 from tests.session_seed import seed_session
 
@@ -45,7 +46,7 @@ id = "room-1"
 
 @pytest.fixture
 def ended(rclient, keys, redis_url, sqlite_url, tmp_path):  # noqa: F811
-    from monitor.config import load_config
+    from monitor.model.config import load_config
 
     conf = _config_file(tmp_path, keys.clinic, redis_url, sqlite_url)
     cfg = load_config(conf)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import csv
 import io
 
-from monitor.codec import to_fields
-from monitor.export import csv_text
-from monitor.readings import Reading
-from monitor.review import READING_METRICS, SessionRecord
+from monitor.model.codec import to_fields
+from monitor.model.readings import Reading
+from monitor.sessions.export import csv_text
+from monitor.sessions.review import READING_METRICS, SessionRecord
 
 
 def test_csv_values_equal_the_stream_text() -> None:

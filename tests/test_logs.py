@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from monitor.logs import setup_logging
+from monitor.app.logs import setup_logging
 
 
 @pytest.fixture(autouse=True)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
 from collections import Counter
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import redis
 
-from monitor.status import read_status
-from monitor.streams import now_ms
+from monitor.store.status import read_status
+from monitor.store.streams import now_ms
 from tests.mqtt_support import (
     T_MON1,
     T_MON1_STATUS,

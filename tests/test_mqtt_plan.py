@@ -7,7 +7,7 @@ import pytest
 from devices.mqtt_adapter import AckSequencer, device_state
 from devices.mqtt_plan import parse_status, plan_subscriptions, slot_client_id
 from devices.transports.mqtt import MqttUrlError, parse_url
-from monitor.config import parse_config
+from monitor.model.config import parse_config
 from tests.conftest import base_config
 
 

@@ -1,8 +1,8 @@
-"""monitor.ratelimit: one event per key per interval, and every held-back event counted."""
+"""monitor.model.ratelimit: one event per key per interval, and every held-back event counted."""
 
 from __future__ import annotations
 
-from monitor.ratelimit import RateLimiter
+from monitor.model.ratelimit import RateLimiter
 
 
 def test_one_per_interval_and_counts():

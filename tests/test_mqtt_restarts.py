@@ -14,8 +14,8 @@ from pathlib import Path
 
 import redis
 
-from monitor.keys import Keys
-from monitor.streams import now_ms
+from monitor.model.keys import Keys
+from monitor.store.streams import now_ms
 from tests.mqtt_support import (
     T_MON1,
     T_MON2,
@@ -126,8 +126,8 @@ def test_ingest_killed_9_while_publishing_then_restarted(mosquitto_proc, rclient
 def test_writer_skips_redeliveries_deep_in_the_stream_tail(rclient, keys, redis_url, tmp_path: Path):
     """After a crash the broker redelivers up to receive_maximum messages a few at a time;
     a fresh writer must recognise a stored one even ~1000 entries back (monitor/streams.py)."""
-    from monitor.readings import Reading
-    from monitor.streams import StreamWriter
+    from monitor.model.readings import Reading
+    from monitor.store.streams import StreamWriter
 
     def writer(name: str) -> StreamWriter:
         return StreamWriter(redis_url, keys, retention_ms=3600_000, spool_path=tmp_path / f"{name}.jsonl")

@@ -192,7 +192,7 @@ def test_reconnect_does_not_reinflate_within_the_cycle():
 
 # --- session phase → cycle (devices/drivers.py) -----------------------------------------
 from devices.drivers import cycle_for, session_phase  # noqa: E402
-from monitor.config import DeviceConfig  # noqa: E402
+from monitor.model.config import DeviceConfig  # noqa: E402
 
 NOW = 10_000_000
 

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from monitor import archive, review
-from monitor.archive_schema import alert_events, sessions
-from monitor.export import report_rows
-from monitor.review import READING_METRICS, SessionRecord
-from monitor.review_figure import build_figure
-from monitor.review_list import with_alarm_counts
+from monitor.sessions import archive, review
+from monitor.sessions.archive_schema import alert_events, sessions
+from monitor.sessions.export import report_rows
+from monitor.sessions.review import READING_METRICS, SessionRecord
+from monitor.sessions.review_figure import build_figure
+from monitor.sessions.review_list import with_alarm_counts
 from tests.archive_fixtures import sqlite_url  # noqa: F401
 
 MIN = 60_000

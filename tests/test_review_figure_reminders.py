@@ -8,9 +8,9 @@ real low-priority episode could not be told apart. Reminders stay in the alert l
 
 from __future__ import annotations
 
-from monitor import review
-from monitor.review import READING_METRICS, SessionRecord
-from monitor.review_figure import build_figure
+from monitor.sessions import review
+from monitor.sessions.review import READING_METRICS, SessionRecord
+from monitor.sessions.review_figure import build_figure
 
 
 def _row(ts: int, dev: str, **vals: float) -> tuple:

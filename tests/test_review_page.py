@@ -23,8 +23,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-from monitor import archive, review, users
-from monitor.review import fmt_duration, fmt_value
+from monitor.accounts import users
+from monitor.sessions import archive, review
+from monitor.sessions.review import fmt_duration, fmt_value
 from tests.archive_fixtures import sqlite_url  # noqa: F401
 from tests.session_seed import room_config, seed_session
 
@@ -80,7 +81,7 @@ def _login(drv, base: str, name: str, next_path: str) -> None:
     sign-in session the way the form does and set its cookie.
     """
     from dashboard.auth import COOKIE, Sessions
-    from monitor.redis_conn import connect
+    from monitor.store.redis_conn import connect
 
     srv = _SERVED[0]
     client = connect(srv[1].redis.url)

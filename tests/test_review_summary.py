@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from monitor import review
-from monitor.review import SessionRecord
-from monitor.review_figure import build_figure, reduce_series
+from monitor.sessions import review
+from monitor.sessions.review import SessionRecord
+from monitor.sessions.review_figure import build_figure, reduce_series
 
 MIN = 60_000
 IDX = {m: i for i, m in enumerate(review.READING_METRICS)}

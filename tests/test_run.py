@@ -12,7 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from monitor.embedded import free_port
+from monitor.store.embedded import free_port
 from tests.dashboard_support import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ id = "room-1"
     env = {k: v for k, v in os.environ.items() if not k.startswith("VITALWATCH_")}
     log = tmp_path / "run.log"
     with open(log, "wb") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "run", "-c", str(conf)], cwd=ROOT, env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "monitor", "run", "-c", str(conf)], cwd=ROOT, env=env,
                                 stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
     try:
         def healthy() -> dict | None:

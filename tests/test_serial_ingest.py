@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from devices import ingest
-from monitor.config import parse_config
+from monitor.model.config import parse_config
 from tests.fake_serial import MASIMO_LINES, PtyDevice
 from tests.test_serial_supervisor import wait_for
 
@@ -34,7 +34,7 @@ def write_config(tmp: Path, clinic: str, redis_url: str, devices: list[dict]) ->
 
 
 def start_ingest(config: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "monitor.cli", "ingest", "-c", str(config), *extra],
+    return subprocess.Popen([sys.executable, "-m", "monitor", "ingest", "-c", str(config), *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -99,7 +99,7 @@ def test_unknown_room_or_device_is_exit_2(tmp_path, clinic_id, redis_url):
     config = write_config(tmp_path, clinic_id, redis_url, [
         {"id": "oxi-1", "protocol": "masimo-ascii", "transport": "serial", "port": "/dev/null"}])
     for extra in (("--room", "room-9"), ("--device", "nope")):
-        proc = subprocess.run([sys.executable, "-m", "monitor.cli", "ingest", "-c", str(config), *extra],
+        proc = subprocess.run([sys.executable, "-m", "monitor", "ingest", "-c", str(config), *extra],
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2
         assert extra[1] in proc.stderr and "unknown" in proc.stderr

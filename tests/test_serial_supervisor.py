@@ -15,10 +15,10 @@ import redis
 from devices.protocols.nonin_df7 import SNSD, make_packet
 from devices.statusboard import StatusBoard
 from devices.supervisor import DeviceSupervisor
-from monitor.keys import Keys
-from monitor.ratelimit import RejectLimiter
-from monitor.readings import Refusal
-from monitor.streams import StreamWriter
+from monitor.model.keys import Keys
+from monitor.model.ratelimit import RejectLimiter
+from monitor.model.readings import Refusal
+from monitor.store.streams import StreamWriter
 from tests.fake_serial import CAPTURE, MASIMO_LINES, NibpResponder, PtyDevice
 
 

@@ -11,15 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from monitor import audit, heartbeat, sessions
+from monitor.accounts import audit
 from monitor.alarms.engine import Worker
 from monitor.alarms.model import event_from_fields
-from monitor.cli import main
-from monitor.codec import to_fields
-from monitor.config import parse_config
-from monitor.readings import Reading
-from monitor.session_limits import apply_limit, describe, effective_limits, limit_spec, read_raw
-from monitor.status import publish_status
+from monitor.app.cli import main
+from monitor.model.codec import to_fields
+from monitor.model.config import parse_config
+from monitor.model.readings import Reading
+from monitor.sessions import lifecycle as sessions
+from monitor.sessions.limits import apply_limit, describe, effective_limits, limit_spec, read_raw
+from monitor.store import heartbeat
+from monitor.store.status import publish_status
 from tests.conftest import base_config
 
 T0 = 1_795_813_200_000
@@ -232,7 +234,7 @@ def test_cli_session_limit_set_clear_and_errors(rclient, keys, clinic_id, redis_
 
 
 def test_cli_session_limit_redis_down_exit_1(clinic_id, tmp_path, capsys):
-    from monitor.embedded import free_port
+    from monitor.store.embedded import free_port
 
     conf = _write_cfg(tmp_path, clinic_id, f"redis://127.0.0.1:{free_port()}/0")
     assert main(["session", "limit", "-c", conf, "--session", "x", "--metric", "sbp", "--high", "190"]) == 1

@@ -18,9 +18,10 @@ import pytest
 import requests
 from selenium.webdriver.common.by import By
 
-from monitor import audit, sessions
+from monitor.accounts import audit
 from monitor.alarms.engine import Worker
-from monitor.config import Config, parse_config
+from monitor.model.config import Config, parse_config
+from monitor.sessions import lifecycle as sessions
 from tests.dashboard_support import click, fill, login, now_ms, served_dashboard, wait_for
 
 pytestmark = pytest.mark.browser

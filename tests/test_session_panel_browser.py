@@ -20,10 +20,11 @@ import redis
 import requests
 from selenium.webdriver.common.by import By
 
-from monitor import audit, sessions
+from monitor.accounts import audit
 from monitor.alarms.engine import Worker
-from monitor.keys import Keys as ClinicKeys
-from monitor.status import publish_status
+from monitor.model.keys import Keys as ClinicKeys
+from monitor.sessions import lifecycle as sessions
+from monitor.store.status import publish_status
 from tests.dashboard_support import click, click_css, fill, login, now_ms, served_dashboard, wait_for
 from tests.test_session_limits_browser import CAPTURE_JS, make_cfg
 

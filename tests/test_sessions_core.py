@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from monitor import audit, sessions
-from monitor.cli import main
-from monitor.status import publish_status
-from monitor.streams import now_ms
+from monitor.accounts import audit
+from monitor.app.cli import main
+from monitor.sessions import lifecycle as sessions
+from monitor.store.status import publish_status
+from monitor.store.streams import now_ms
 from tests.archive_fixtures import sqlite_url  # noqa: F401
 from tests.session_seed import room_config
 
@@ -154,7 +155,7 @@ def test_cli_lifecycle_and_exit_codes(rclient, keys, clinic_id, redis_url, sqlit
     sid = capsys.readouterr().out.strip().splitlines()[-1]
     assert sessions.get_session(rclient, keys, sid)["room"] == "room-1"
     dose_ms = (now_ms() - 10 * 60_000) // 1000 * 1000  # ten minutes ago, whole seconds
-    dose_iso = datetime.fromtimestamp(dose_ms / 1000, timezone.utc).isoformat()
+    dose_iso = datetime.fromtimestamp(dose_ms / 1000, UTC).isoformat()
     assert main(["session", "dose", *base, "--session", sid, "--at", dose_iso]) == 0
     assert sessions.get_session(rclient, keys, sid)["first_dose_ms"] == dose_ms
     assert main(["session", "bp", *base, "--session", sid, "--sbp", "130", "--dbp", "80"]) == 0
@@ -167,7 +168,7 @@ def test_cli_lifecycle_and_exit_codes(rclient, keys, clinic_id, redis_url, sqlit
     assert "already has an open session" in err and "unknown room 'room-7'" in err and "unknown session 'nope'" in err
     assert main(["session", "end", *base, "--session", sid]) == 0
     assert "archived" in capsys.readouterr().out
-    from monitor.archive import list_sessions, open_archive
+    from monitor.sessions.archive import list_sessions, open_archive
     assert [s["id"] for s in list_sessions(open_archive(sqlite_url))] == [sid]
     assert main(["session", "list", *base]) == 0
     assert sid in capsys.readouterr().out
@@ -175,7 +176,7 @@ def test_cli_lifecycle_and_exit_codes(rclient, keys, clinic_id, redis_url, sqlit
 
 
 def test_cli_redis_down_exit_1(clinic_id, tmp_path, sqlite_url, capsys):  # noqa: F811
-    from monitor.embedded import free_port
+    from monitor.store.embedded import free_port
 
     conf = _write_cfg(tmp_path, clinic_id, f"redis://127.0.0.1:{free_port()}/0", sqlite_url)
     assert main(["session", "note", "-c", conf, "--session", "x", "hello"]) == 1

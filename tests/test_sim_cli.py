@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from monitor.cli import main
+from monitor.app.cli import main
 from tests.test_sim_links import wait_for
 
 
@@ -51,7 +51,7 @@ def test_duration_run_writes_truth_and_cleans_up(tmp_path, capsys):
 
 
 def test_sigterm_stops_cleanly_and_removes_ptys(tmp_path):
-    proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "simulate", "-c", str(_config(tmp_path)),
+    proc = subprocess.Popen([sys.executable, "-m", "monitor", "simulate", "-c", str(_config(tmp_path)),
                              "--speed", "60"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().startswith("simulating 2 device(s)")

@@ -22,9 +22,9 @@ from pathlib import Path
 import redis
 
 from devices.simulators.truth import read_truth
-from monitor.embedded import free_port
-from monitor.readings import Reading
-from monitor.streams import read_readings
+from monitor.model.readings import Reading
+from monitor.store.embedded import free_port
+from monitor.store.streams import read_readings
 from tests.test_sim_links import wait_for
 
 SPEED = 240.0  # 1 wall s = 4 simulated min: the dose at 0.5 s, the hypertensive crossing ~10 s
@@ -122,7 +122,7 @@ id = "room-4"
 
 def vitalwatch(*args: str) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([sys.executable, "-m", "monitor.cli", *args], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "monitor", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env)
 
 

@@ -11,7 +11,7 @@ import serial
 from devices.simulators.fixtures import simulated_serial
 from devices.simulators.scenarios import FaultWindow
 from devices.simulators.truth import TruthLog
-from monitor.embedded import free_port
+from monitor.store.embedded import free_port
 
 
 def wait_for(cond, timeout_s: float = 10.0, what: str = "condition"):

@@ -13,7 +13,7 @@ from devices.simulators.cli import mqtt_target
 from devices.simulators.fixtures import simulated_mqtt
 from devices.simulators.scenarios import FaultWindow
 from devices.simulators.truth import TruthLog
-from monitor.config import parse_config
+from monitor.model.config import parse_config
 from tests.test_sim_links import wait_for
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from monitor.keys import Keys
-from monitor.readings import Reading, Refusal
-from monitor.streams import StreamWriter, read_range, read_readings, tail
+from monitor.model.keys import Keys
+from monitor.model.readings import Reading, Refusal
+from monitor.store.streams import StreamWriter, read_range, read_readings, tail
 from tests.servers import RedisProc
 
 HOUR_MS = 3600_000

@@ -16,8 +16,9 @@ import sqlalchemy as sa
 from dash import Input, Output, dcc, html
 
 from dashboard.context import AppContext, PageContext
-from monitor import archive, audit
-from monitor.redis_conn import REDIS_DOWN
+from monitor.accounts import audit
+from monitor.sessions import archive
+from monitor.store.redis_conn import REDIS_DOWN
 
 ROUTES = ("/audit",)
 MIN_ROLE = "admin"

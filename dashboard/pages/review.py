@@ -1,6 +1,6 @@
 """Director review: `/review` (archived sessions, filtered) and `/review/<session>`.
 
-Everything here comes from the durable archive (monitor.archive), so a session stays
+Everything here comes from the durable archive (monitor.sessions.archive), so a session stays
 reviewable after Redis retention has trimmed its streams. The session page shows the chart
 (every vital on one time axis, limits, doses, alert episodes, notes), the summary, the alert
 log with who acknowledged and how fast, the REMS form values, the sign-off (which locks the
@@ -18,9 +18,11 @@ import sqlalchemy as sa
 from dash import Input, Output, State, dcc, html, no_update
 
 from dashboard.context import AppContext, PageContext
-from monitor import archive, audit, export, review, review_list, sessions
-from monitor.redis_conn import REDIS_DOWN
-from monitor.review_figure import build_figure
+from monitor.accounts import audit
+from monitor.sessions import archive, export, review, review_list
+from monitor.sessions import lifecycle as sessions
+from monitor.sessions.review_figure import build_figure
+from monitor.store.redis_conn import REDIS_DOWN
 
 ROUTES = ("/review", "/review/<session>")
 MIN_ROLE = "director"

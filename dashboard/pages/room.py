@@ -26,10 +26,11 @@ from dashboard.session_panel import (
     parse_bp,
     session_controls,
 )
-from monitor import session_limits, sessions
-from monitor.config import PRIORITIES
-from monitor.readings import METRICS
-from monitor.redis_conn import REDIS_DOWN
+from monitor.model.config import PRIORITIES
+from monitor.model.readings import METRICS
+from monitor.sessions import lifecycle as sessions
+from monitor.sessions import limits as session_limits
+from monitor.store.redis_conn import REDIS_DOWN
 
 ROUTES = ("/room/<room>",)
 MIN_ROLE = "station"
@@ -43,7 +44,7 @@ EVENTS_POLL_MS = 5000
 def effective_limits(app: AppContext, room: str, sid: str | None) -> dict[str, dict[str, Any]]:
     """Per metric the limits the engine applies now: config defaults ← room ← session overrides.
 
-    The same merge as the alert engine (monitor.session_limits.effective_limits over
+    The same merge as the alert engine (monitor.sessions.limits.effective_limits over
     build_rules), so an override the engine ignores is not drawn either.
     """
     raw = session_limits.read_raw(app.data.client, app.keys, sid) if sid else {}

@@ -2,7 +2,7 @@
 
 For personal accounts only (nurse and up): a `station` account is a shared screen, its
 password is managed by an admin (`/admin/users` or `vitalwatch user passwd`). The change
-goes through monitor.users.set_password, which applies the CLI's rules and writes the audit
+goes through monitor.accounts.users.set_password, which applies the CLI's rules and writes the audit
 entry (`user_passwd`, by the user); a wrong current password counts toward the lockout like
 a failed sign-in and is audited as `user_passwd_refused`.
 """
@@ -16,8 +16,8 @@ from dash import Input, Output, State, dcc, html
 
 from dashboard.accounts import fmt_ms, login_times, password_change_problem
 from dashboard.context import AppContext, PageContext
-from monitor import audit, users
-from monitor.redis_conn import REDIS_DOWN
+from monitor.accounts import audit, users
+from monitor.store.redis_conn import REDIS_DOWN
 
 ROUTES = ("/account",)
 MIN_ROLE = "nurse"

@@ -18,8 +18,8 @@ from dash import ctx as dash_ctx
 
 from dashboard.accounts import account_row, leaves_no_admin, valid_role
 from dashboard.context import AppContext, PageContext
-from monitor import users
-from monitor.redis_conn import REDIS_DOWN
+from monitor.accounts import users
+from monitor.store.redis_conn import REDIS_DOWN
 
 ROUTES = ("/admin/users",)
 MIN_ROLE = "admin"
@@ -88,7 +88,7 @@ def layout(ctx: PageContext, **_params: str) -> Any:
 
 
 def apply_action(actx: AppContext, actor: str, action: str, v: dict[str, Any]) -> tuple[bool, str, str]:
-    """Run one button's change through monitor.users; (ok, message, token shown once or "")."""
+    """Run one button's change through monitor.accounts.users; (ok, message, token shown once or "")."""
     client, keys = actx.data.client, actx.keys
     if action == "users-add":
         rec = users.create_user(client, keys, (v["add_name"] or "").strip(), v["add_role"] or "",

@@ -17,7 +17,7 @@ unknown age would be wrong anyway.
 from __future__ import annotations
 
 from devices.protocols.framing import Parsed, Result, checked, parse_number, refusal
-from monitor.readings import Refusal
+from monitor.model.readings import Refusal
 
 HEADER = b"\xffANSAR-B "
 WAVE_LEN = 400

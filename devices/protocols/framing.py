@@ -2,7 +2,7 @@
 
 A parser turns bytes into `Parsed` results (values + flags, not yet stamped with room,
 device or time: the supervisor does that) and `Refusal`s. Every value goes through
-`monitor.readings.accept()` here, so range checks and the sensor-off rule live in one place.
+`monitor.model.readings.accept()` here, so range checks and the sensor-off rule live in one place.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from monitor.readings import Refusal, accept
+from monitor.model.readings import Refusal, accept
 
 RAW_KEEP = 512  # bytes of an offending input kept in a refusal (the rejects stream keeps 512)
 

@@ -11,7 +11,7 @@ and the reading keeps the rest; a malformed message is refused whole.
 from __future__ import annotations
 
 from devices.protocols.payload_checks import PayloadError, finish, load_json, parse_ts_ms
-from monitor.readings import Reading, Refusal, accept, settle_ts
+from monitor.model.readings import Reading, Refusal, accept, settle_ts
 
 RESERVED = ("ts", "flags")
 

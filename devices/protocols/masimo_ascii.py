@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from devices.protocols.framing import Parsed, Result, checked, is_dashes, parse_number, refusal
-from monitor.readings import Refusal
+from monitor.model.readings import Refusal
 
 LINE_MAX = 1024  # a real line is ~150 bytes; past this without LF the buffer is noise
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from devices.protocols.framing import Parsed, checked, refusal
-from monitor.readings import Refusal
+from monitor.model.readings import Refusal
 
 STX, ETX, CR = 0x02, 0x03, 0x0D
 FRAME_MAX = 128  # a reply is ~45 bytes; past this without ETX the frame is lost

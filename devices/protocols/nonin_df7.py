@@ -10,7 +10,7 @@ bit 7 or a packet of the wrong length drops the packet (counted, refused) and se
 from __future__ import annotations
 
 from devices.protocols.framing import Parsed, Result, checked, refusal
-from monitor.readings import Refusal
+from monitor.model.readings import Refusal
 
 FRAME_LEN = 5
 PACKET_FRAMES = 25

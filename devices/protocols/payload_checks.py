@@ -11,7 +11,7 @@ import math
 from datetime import datetime
 from typing import Any
 
-from monitor.readings import Reading, Refusal
+from monitor.model.readings import Reading, Refusal
 
 MAX_PAYLOAD_BYTES = 64 * 1024  # CONTRACT.md: payload ≤ 64 KiB
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devices.protocols.payload_checks import PayloadError, finish, load_json
-from monitor.readings import METRICS, Reading, Refusal, accept, settle_ts
+from monitor.model.readings import METRICS, Reading, Refusal, accept, settle_ts
 
 # SenML units accepted per metric (RFC 8428 §12.1 registry names; a record may omit u).
 UNITS: dict[str, frozenset[str]] = {

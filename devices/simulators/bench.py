@@ -35,7 +35,7 @@ def startup_figures() -> tuple[float, float]:
         cfg = Path(tmp) / "c.toml"
         cfg.write_text('[clinic]\nid = "bench"\n' + "\n".join(rooms))
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "monitor.cli", "simulate", "-c", str(cfg), "--speed", "60"],
+        proc = subprocess.Popen([sys.executable, "-m", "monitor", "simulate", "-c", str(cfg), "--speed", "60"],
                                 stdout=subprocess.PIPE, text=True)
         assert proc.stdout is not None
         proc.stdout.readline()

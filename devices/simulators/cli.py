@@ -21,14 +21,14 @@ from devices.simulators.link import LinkError
 from devices.simulators.mqtt_pub import MqttTarget
 from devices.simulators.scenarios import ScenarioError, parse_scenario
 from devices.simulators.truth import TruthLog
-from monitor.config import Config, RedisConfig
-from monitor.runtime import RuntimeFailure, resolve
+from monitor.model.config import Config, RedisConfig
+from monitor.store.runtime import RuntimeFailure, resolve
 
 log = logging.getLogger(__name__)
 
 
 def mqtt_target(cfg: Config, env: dict[str, str] | os._Environ[str]) -> MqttTarget:
-    """Broker URL and version (embedded broker found via monitor.runtime), credentials from env."""
+    """Broker URL and version (embedded broker found via monitor.store.runtime), credentials from env."""
     # The simulator never talks to Redis: resolve only the MQTT side, so an embedded Redis
     # need not be running for it.
     probe = cfg.model_copy(update={"redis": RedisConfig(url="redis://127.0.0.1:1/0")})

@@ -25,7 +25,7 @@ from devices.simulators.runners import (
 )
 from devices.simulators.scenarios import Timeline, build_physiology
 from devices.simulators.truth import TruthLog
-from monitor.config import Config, DeviceConfig, RoomConfig
+from monitor.model.config import Config, DeviceConfig, RoomConfig
 
 log = logging.getLogger(__name__)
 

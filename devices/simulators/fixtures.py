@@ -20,7 +20,7 @@ from devices.simulators.mqtt_pub import MqttTarget
 from devices.simulators.runners import SimClock
 from devices.simulators.scenarios import FaultWindow, Timeline, parse_scenario, with_faults
 from devices.simulators.truth import TruthLog
-from monitor.config import Config, parse_config
+from monitor.model.config import Config, parse_config
 
 
 def _timeline(scenario: str | Timeline, faults: tuple[FaultWindow, ...]) -> Timeline:

@@ -1,7 +1,7 @@
 """MQTT publisher of a simulated device: paho-mqtt 2 (CallbackAPIVersion.VERSION2), QoS 1.
 
 One client per simulated device, as each real device has its own connection. The MQTT
-version comes from the caller (monitor.runtime.resolve(cfg).mqtt_version; the embedded
+version comes from the caller (monitor.store.runtime.resolve(cfg).mqtt_version; the embedded
 amqtt broker speaks 3.1.1 only). While the broker is away paho keeps QoS 1 messages queued
 and sends them after it reconnects; a *simulated* broker outage (the device's network
 down) is modelled by the runner, which disconnects and holds messages itself.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import serial
 
-from monitor.config import DeviceConfig
+from monitor.model.config import DeviceConfig
 
 READ_TIMEOUT_S = 0.1  # how long a read waits for a first byte; bounds the supervisor's tick
 WRITE_TIMEOUT_S = 1.0  # a link that will not take a few command bytes in 1 s is broken

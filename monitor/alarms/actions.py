@@ -3,7 +3,7 @@
 Used alike by the dashboard, the HTTP API and scripts. Each action changes the alert's
 record in `keys.active_alerts(room)` (optimistic transaction, so it never overwrites an
 engine update), appends the CONTRACT event to `keys.alerts` in the same transaction, and
-writes the audit log (monitor.audit.record). An unknown alert id raises KeyError.
+writes the audit log (monitor.accounts.audit.record). An unknown alert id raises KeyError.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 
 import redis
 
-from monitor import audit
-from monitor.keys import Keys
+from monitor.accounts import audit
+from monitor.model.keys import Keys
 
 from .model import AlertEvent, encode_record, event_for, room_of, sort_records
 

@@ -31,13 +31,14 @@ from typing import Any, cast
 
 import redis
 
-from monitor import archive_topup, heartbeat
-from monitor.codec import CodecError, from_fields
-from monitor.config import Config, RoomConfig
-from monitor.keys import Keys
-from monitor.readings import Reading
-from monitor.redis_conn import REDIS_DOWN, connect
-from monitor.runtime import resolve
+from monitor.model.codec import CodecError, from_fields
+from monitor.model.config import Config, RoomConfig
+from monitor.model.keys import Keys
+from monitor.model.readings import Reading
+from monitor.sessions import archive_topup
+from monitor.store import heartbeat
+from monitor.store.redis_conn import REDIS_DOWN, connect
+from monitor.store.runtime import resolve
 
 from .evaluate import BP_METRICS, Book, apply_timers, apply_transitions, evaluate, reconcile
 from .model import AlertEvent, Cond, Rule, TechRule

@@ -22,8 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from monitor.codec import fmt_value
-from monitor.readings import METRICS, Reading
+from monitor.model.codec import fmt_value
+from monitor.model.readings import METRICS, Reading
 
 from .model import AlertEvent, Cond, Desired, Rule, TechRule, alert_id, event_for, new_record
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.codec import fmt_value
+from monitor.model.codec import fmt_value
 
 PRIORITY_RANK = {"high": 0, "medium": 1, "low": 2}
 EVENTS = ("raised", "escalated", "acknowledged", "audio_paused", "pause_ended", "cleared", "reset")

@@ -23,8 +23,8 @@ from zoneinfo import ZoneInfo
 
 import redis
 
-from monitor.config import Config, ReminderProtocol
-from monitor.keys import Keys
+from monitor.model.config import Config, ReminderProtocol
+from monitor.model.keys import Keys
 
 from .model import Desired
 

@@ -17,9 +17,9 @@ from typing import cast
 import redis
 from pydantic import ValidationError
 
-from monitor.config import TECHNICAL_CONDITIONS, AlarmSpec, Config
-from monitor.keys import Keys
-from monitor.readings import METRICS
+from monitor.model.config import TECHNICAL_CONDITIONS, AlarmSpec, Config
+from monitor.model.keys import Keys
+from monitor.model.readings import METRICS
 
 from .model import Rule, TechRule
 

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import redis
 
-from monitor.keys import Keys
+from monitor.model.keys import Keys
 
 from .evaluate import Book
 from .model import Cond, encode_record

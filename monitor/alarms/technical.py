@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from monitor.config import Config, DeviceConfig, RoomConfig
+from monitor.model.config import Config, DeviceConfig, RoomConfig
 
 from .model import Desired, TechRule
 

@@ -1,4 +1,4 @@
-"""`vitalwatch session start|dose|bp|note|observe|end|list|limit` — thin wrapper over monitor.sessions.
+"""`vitalwatch session start|dose|bp|note|observe|end|list|limit` — thin wrapper over monitor.sessions.lifecycle.
 
 Exit codes: 0 ok; 2 bad usage (unknown session or room, room busy, session ended, bad
 values); 1 runtime failure (Redis or the archive unreachable). `start` prints the new
@@ -15,11 +15,12 @@ from zoneinfo import ZoneInfo
 import redis
 import sqlalchemy as sa
 
-from monitor import session_limits, sessions
-from monitor.config import Config
-from monitor.keys import Keys
-from monitor.redis_conn import REDIS_DOWN, connect
-from monitor.runtime import resolve
+from monitor.model.config import Config
+from monitor.model.keys import Keys
+from monitor.sessions import lifecycle as sessions
+from monitor.sessions import limits as session_limits
+from monitor.store.redis_conn import REDIS_DOWN, connect
+from monitor.store.runtime import resolve
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -43,7 +44,7 @@ def _list(client: redis.Redis, keys: object, cfg: Config) -> None:
     tz = ZoneInfo(cfg.clinic.timezone)
     rows = {h["id"]: h for h in sessions.list_sessions(client, keys, limit=100)}  # type: ignore[arg-type]
     try:
-        from monitor.archive import list_sessions, open_archive
+        from monitor.sessions.archive import list_sessions, open_archive
 
         for h in list_sessions(open_archive(cfg.archive.url), clinic=cfg.clinic.id, limit=100):
             rows.setdefault(h["id"], h)

@@ -15,9 +15,9 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from monitor.config import Config, ConfigError, config_path, load_config
-from monitor.logs import setup_logging
-from monitor.runtime import RuntimeFailure
+from monitor.app.logs import setup_logging
+from monitor.model.config import Config, ConfigError, config_path, load_config
+from monitor.store.runtime import RuntimeFailure
 
 log = logging.getLogger("vitalwatch")
 
@@ -25,17 +25,17 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
 # subcommand → "module:function" implementing it
 HANDLERS: dict[str, str] = {
-    "demo": "monitor.demo:run",
-    "check-config": "monitor.cli:check_config",
+    "demo": "monitor.app.demo:run",
+    "check-config": "monitor.app.cli:check_config",
     "ingest": "devices.ingest:run",
     "alerts": "monitor.alarms.engine:run",
     "dashboard": "dashboard.app:run",
     "simulate": "devices.simulators.cli:run",
-    "session": "monitor.sessions_cli:run",
-    "export": "monitor.export:run",
-    "user": "monitor.users_cli:run",
-    "run": "monitor.supervise:run",
-    "archive": "monitor.archive_cli:run",
+    "session": "monitor.app.sessions_cli:run",
+    "export": "monitor.sessions.export:run",
+    "user": "monitor.app.users_cli:run",
+    "run": "monitor.app.supervise:run",
+    "archive": "monitor.app.archive_cli:run",
 }
 
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import redis
 
-from monitor import redis_types
-from monitor.keys import Keys
+from monitor.model.keys import Keys
+from monitor.store import redis_types
 
 
 def audit_fields(user: str, action: str, ts_ms: int, **details: Any) -> dict[str, str]:

@@ -17,9 +17,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from monitor.config import Config
-from monitor.embedded import owned_child_kwargs
-from monitor.runtime import Endpoints, resolve
+from monitor.model.config import Config
+from monitor.store.embedded import owned_child_kwargs
+from monitor.store.runtime import Endpoints, resolve
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class Child:
 
 def vitalwatch_argv(*args: str) -> list[str]:
     """Command line running `vitalwatch <args>` with this interpreter."""
-    return [sys.executable, "-m", "monitor.cli", *args]
+    return [sys.executable, "-m", "monitor", *args]
 
 
 class Supervisor:

@@ -11,8 +11,8 @@ import socket
 
 import redis
 
-from monitor.keys import Keys
-from monitor.redis_types import str_hash
+from monitor.model.keys import Keys
+from monitor.store.redis_types import str_hash
 
 
 def instance_name() -> str:

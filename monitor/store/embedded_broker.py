@@ -1,4 +1,4 @@
-"""`python -m monitor.embedded_broker --port P`: the pure-Python fallback MQTT broker (amqtt).
+"""`python -m monitor.store.embedded_broker --port P`: the pure-Python fallback MQTT broker (amqtt).
 
 Used only when no `mosquitto` binary is installed; speaks MQTT 3.1.1 on 127.0.0.1.
 """

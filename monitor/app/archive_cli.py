@@ -15,10 +15,11 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from monitor import archive, audit
-from monitor.config import Config
-from monitor.redis_conn import REDIS_DOWN, connect
-from monitor.runtime import RuntimeFailure, resolve
+from monitor.accounts import audit
+from monitor.model.config import Config
+from monitor.sessions import archive
+from monitor.store.redis_conn import REDIS_DOWN, connect
+from monitor.store.runtime import RuntimeFailure, resolve
 
 DAY_MS = 86_400_000
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from monitor.keys import F_DEV, F_FLAGS, F_TS, REJECT_RAW_MAX
-from monitor.readings import METRICS, Reading, Refusal
+from monitor.model.keys import F_DEV, F_FLAGS, F_TS, REJECT_RAW_MAX
+from monitor.model.readings import METRICS, Reading, Refusal
 
 
 class CodecError(ValueError):

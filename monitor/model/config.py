@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from monitor.readings import METRICS
+from monitor.model.readings import METRICS
 
 DEFAULT_PATH = "config/vitalwatch.toml"
 PROTOCOLS_SERIAL = ("masimo-ascii", "nonin-df7", "nibp-un300", "ansar-b")

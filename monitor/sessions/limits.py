@@ -1,6 +1,6 @@
 """Per-session alarm-limit overrides as a nurse sets them: validation, the effective view, apply.
 
-The core write is `monitor.sessions.set_limit` (hash `keys.session_limits(sid)`, a `limit`
+The core write is `monitor.sessions.lifecycle.set_limit` (hash `keys.session_limits(sid)`, a `limit`
 session event and a `session.limit` audit entry). This module is what the CLI
 (`vitalwatch session limit`) and the dashboard's room page share on top of it:
 
@@ -22,11 +22,11 @@ from typing import Any
 
 import redis
 
-from monitor import sessions
 from monitor.alarms.rules import build_rules, parse_session_limits
-from monitor.config import PRIORITIES, AlarmSpec, Config
-from monitor.keys import Keys
-from monitor.readings import METRICS
+from monitor.model.config import PRIORITIES, AlarmSpec, Config
+from monitor.model.keys import Keys
+from monitor.model.readings import METRICS
+from monitor.sessions import lifecycle as sessions
 
 SPEC_FIELDS = ("low", "high", "priority", "delay_s")
 MAX_DELAY_S = 300.0  # AlarmSpec.delay_s accepts 0..300 s

@@ -5,7 +5,7 @@ were restricted to physiological alarms hold every raised episode there (workflo
 such as "Minimum observation" and self-clearing technical alarms included), so the list
 recounts physiological episodes per priority from `alert_events` for the rows it shows: one
 grouped query over the listed sessions (primary key starts with session_id), cheap next to
-the list query itself. The same rule as monitor.review.kind_of: an event without a known
+the list query itself. The same rule as monitor.sessions.review.kind_of: an event without a known
 kind counts as physiological.
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from monitor.archive import Archive
-from monitor.archive_schema import alert_events
-from monitor.review import PRIORITIES
+from monitor.sessions.archive import Archive
+from monitor.sessions.archive_schema import alert_events
+from monitor.sessions.review import PRIORITIES
 
 NOT_ALARM_KINDS = ("technical", "reminder")
 CHUNK = 500  # ids per IN (...) list

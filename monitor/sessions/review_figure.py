@@ -17,8 +17,8 @@ from zoneinfo import ZoneInfo
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from monitor.readings import short_label
-from monitor.review import (
+from monitor.model.readings import short_label
+from monitor.sessions.review import (
     READING_METRICS,
     SessionRecord,
     fmt_duration,

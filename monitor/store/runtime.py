@@ -18,9 +18,9 @@ from urllib.parse import quote
 
 import redis
 
-from monitor.config import Config
-from monitor.embedded import Server, bundled_redis_binary, start_broker, start_redis
-from monitor.keys import Keys
+from monitor.model.config import Config
+from monitor.model.keys import Keys
+from monitor.store.embedded import Server, bundled_redis_binary, start_broker, start_redis
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,11 @@ from collections.abc import Callable, Mapping
 
 import redis
 
-from monitor import users
-from monitor.config import Config
-from monitor.keys import Keys
-from monitor.redis_conn import REDIS_DOWN, connect
-from monitor.runtime import resolve
+from monitor.accounts import users
+from monitor.model.config import Config
+from monitor.model.keys import Keys
+from monitor.store.redis_conn import REDIS_DOWN, connect
+from monitor.store.runtime import resolve
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 

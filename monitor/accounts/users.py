@@ -21,8 +21,9 @@ import redis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from monitor import audit, redis_types
-from monitor.keys import Keys
+from monitor.accounts import audit
+from monitor.model.keys import Keys
+from monitor.store import redis_types
 
 ROLES: tuple[str, ...] = ("station", "nurse", "director", "admin")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")

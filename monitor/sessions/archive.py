@@ -33,8 +33,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
-from monitor import redis_types
-from monitor.archive_schema import (
+from monitor.model.config import Config
+from monitor.model.keys import ALERT_FIELDS, F_DEV, F_FLAGS, F_TS, Keys
+from monitor.model.readings import METRICS
+from monitor.sessions.archive_schema import (
     alert_events,
     audit_log,
     migrate,
@@ -43,12 +45,10 @@ from monitor.archive_schema import (
     session_events,
     sessions,
 )
-from monitor.config import Config
-from monitor.keys import ALERT_FIELDS, F_DEV, F_FLAGS, F_TS, Keys
-from monitor.readings import METRICS
+from monitor.store import redis_types
 
 if TYPE_CHECKING:
-    from monitor.review import SessionRecord
+    from monitor.sessions.review import SessionRecord
 
 log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ def archive_audit(client: redis.Redis, keys: Keys, arch: Archive, batch_size: in
 
 
 def _header_row(keys: Keys, head: dict[str, Any], cfg: Config, state: str) -> dict[str, Any]:
-    from monitor.review import base_limits  # pure
+    from monitor.sessions.review import base_limits  # pure
 
     return {
         "id": head["id"], "clinic": keys.clinic, "room": head.get("room"), "patient": head.get("patient"),
@@ -279,7 +279,7 @@ def archive_session(client: redis.Redis, keys: Keys, cfg: Config, sid: str, *,
     Returns {"session", "state", "readings", "events", "alert_events", "audit", "skipped"}.
     `on_batch(part, n)` is called after each committed batch (a test hook for crashes).
     """
-    from monitor.sessions import get_session
+    from monitor.sessions.lifecycle import get_session
 
     arch = open_archive(cfg.archive.url)
     head = get_session(client, keys, sid)
@@ -367,7 +367,7 @@ def top_up_session(client: redis.Redis, keys: Keys, cfg: Config, sid: str) -> in
     so it reads only what arrived since; rows are keyed, so a rerun adds nothing. Signed
     sessions are locked and left alone. Returns the number of readings added.
     """
-    from monitor.sessions import get_session
+    from monitor.sessions.lifecycle import get_session
 
     arch = open_archive(cfg.archive.url)
     head = get_session(client, keys, sid)
@@ -473,8 +473,8 @@ def list_sessions(arch: Archive, *, since_ms: int | None = None, until_ms: int |
 
 def load_session(arch: Archive, sid: str) -> SessionRecord:
     """Everything archived about one session, as the pure review layer's input."""
-    from monitor.review import SessionRecord
-    from monitor.sessions import decode_event
+    from monitor.sessions.lifecycle import decode_event
+    from monitor.sessions.review import SessionRecord
 
     with arch.engine.connect() as conn:
         head = conn.execute(sa.select(sessions).where(sessions.c.id == sid)).first()
@@ -531,7 +531,7 @@ def audit_entries(arch: Archive, *, clinic: str | None = None, since_ms: int | N
 
 def record_audit_local(arch: Archive, clinic: str, user: str, action: str, **details: Any) -> str:
     """An audit entry written straight into the archive (when Redis is unreachable)."""
-    from monitor.audit import audit_fields
+    from monitor.accounts.audit import audit_fields
 
     ts = _now_ms()
     fields = audit_fields(user, action, ts, **details)
@@ -583,7 +583,7 @@ def backup(arch: Archive, dest: Path) -> dict[str, int]:
     else:
         target_engine = sa.create_engine(f"sqlite:///{tmp}")
         migrate(target_engine)
-        from monitor.archive_schema import metadata
+        from monitor.sessions.archive_schema import metadata
 
         with arch.engine.connect() as src, target_engine.begin() as dst:
             for table in metadata.sorted_tables:
@@ -591,7 +591,7 @@ def backup(arch: Archive, dest: Path) -> dict[str, int]:
                 rows = src.execute(sa.select(table)).mappings()
                 while batch := rows.fetchmany(5000):
                     dst.execute(table.insert(), [dict(r) for r in batch])
-    from monitor.archive_schema import metadata
+    from monitor.sessions.archive_schema import metadata
 
     with target_engine.connect() as conn:
         for table in metadata.sorted_tables:

@@ -15,9 +15,9 @@ import time
 
 import sqlalchemy as sa
 
-from monitor.config import Config
-from monitor.keys import Keys
-from monitor.redis_conn import REDIS_DOWN, connect
+from monitor.model.config import Config
+from monitor.model.keys import Keys
+from monitor.store.redis_conn import REDIS_DOWN, connect
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def top_up_once(client, keys: Keys, cfg: Config, owner: str, now_ms: int) -> int
         return None
     if not client.set(keys.archive_topup_lock, owner, nx=True, px=int(EVERY_S * 1000 * 0.9)):
         return None
-    from monitor.archive import top_up_recent
+    from monitor.sessions.archive import top_up_recent
 
     return top_up_recent(client, keys, cfg, now_ms, int(cfg.archive.late_window_min * 60_000))
 

@@ -23,12 +23,12 @@ from pathlib import Path
 
 import redis
 
-from monitor import redis_types
-from monitor.codec import from_fields, reject_fields, to_fields
-from monitor.keys import F_DEV, F_TS, Keys
-from monitor.readings import Reading, Refusal
-from monitor.redis_conn import REDIS_DOWN, connect
-from monitor.spool import Entry, Spool
+from monitor.model.codec import from_fields, reject_fields, to_fields
+from monitor.model.keys import F_DEV, F_TS, Keys
+from monitor.model.readings import Reading, Refusal
+from monitor.store import redis_types
+from monitor.store.redis_conn import REDIS_DOWN, connect
+from monitor.store.spool import Entry, Spool
 
 log = logging.getLogger(__name__)
 

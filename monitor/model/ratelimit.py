@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Hashable
 from dataclasses import dataclass
 
-from monitor.readings import Refusal
+from monitor.model.readings import Refusal
 
 
 @dataclass

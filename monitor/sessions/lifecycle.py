@@ -12,7 +12,7 @@ Redis schema (docs/sessions.md):
 - `keys.session_events(id)` stream: ts, type, user + per-type fields (see EVENT_TYPES).
 - `keys.session_limits(id)` hash metric → JSON of AlarmSpec fields (removed at end).
 
-Every action writes an audit entry (monitor.audit.record). Errors: UnknownSession,
+Every action writes an audit entry (monitor.accounts.audit.record). Errors: UnknownSession,
 UnknownRoom, RoomBusy, SessionClosed, InvalidEvent (all subclasses of SessionError);
 Redis errors propagate unchanged (the caller decides: CLI exit 1, dashboard banner).
 """
@@ -28,11 +28,12 @@ from typing import Any
 import redis
 from pydantic import ValidationError
 
-from monitor import audit, redis_types
-from monitor.config import AlarmSpec, Config
-from monitor.keys import Keys
-from monitor.readings import METRICS, check_value
-from monitor.status import read_status
+from monitor.accounts import audit
+from monitor.model.config import AlarmSpec, Config
+from monitor.model.keys import Keys
+from monitor.model.readings import METRICS, check_value
+from monitor.store import redis_types
+from monitor.store.status import read_status
 
 ROUTES = ("iv", "im", "intranasal")
 DEFAULT_PROTOCOL = {"intranasal": "esketamine", "iv": "iv-ketamine", "im": "iv-ketamine"}
@@ -352,7 +353,7 @@ def end_session(client: redis.Redis, keys: Keys, cfg: Config, sid: str, user: st
         if client.hget(keys.open_sessions, head["room"]) == sid:
             client.hdel(keys.open_sessions, head["room"])
         audit.record(client, keys, user, "session.end", session=sid)
-    from monitor import archive  # late import: archive imports this module's decoders
+    from monitor.sessions import archive  # late import: archive imports this module's decoders
 
     return archive.archive_session(client, keys, cfg, sid)
 
@@ -360,7 +361,7 @@ def end_session(client: redis.Redis, keys: Keys, cfg: Config, sid: str, user: st
 def sign_off(client: redis.Redis | None, keys: Keys, cfg: Config, sid: str, user: str,
              now_ms: int | None = None) -> dict[str, Any]:
     """A director's sign-off (name, time) in the archive; the session is locked after it."""
-    from monitor import archive
+    from monitor.sessions import archive
 
     ts = now_ms if now_ms is not None else _now()
     result = archive.sign_off(archive.open_archive(cfg.archive.url), sid, user, ts)
@@ -374,7 +375,7 @@ def sign_off(client: redis.Redis | None, keys: Keys, cfg: Config, sid: str, user
 def add_addendum(client: redis.Redis | None, keys: Keys, cfg: Config, sid: str, user: str, text: str,
                  now_ms: int | None = None) -> dict[str, Any]:
     """A later change to an ended (possibly signed) session: stored as an addendum."""
-    from monitor import archive
+    from monitor.sessions import archive
 
     if not text or not text.strip():
         raise InvalidEvent("an addendum needs text")

@@ -20,9 +20,9 @@ import urllib.request
 import webbrowser
 from pathlib import Path
 
-from monitor.config import Config, load_config
-from monitor.runtime import RuntimeFailure, resolve
-from monitor.supervise import Child, run_roles, vitalwatch_argv
+from monitor.app.supervise import Child, run_roles, vitalwatch_argv
+from monitor.model.config import Config, load_config
+from monitor.store.runtime import RuntimeFailure, resolve
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +88,9 @@ def demo_timeline_text(rooms: int) -> str:
 def open_demo_sessions(redis_url: str, cfg: Config, dose_in_s: float, stop: threading.Event) -> None:
     """Open a session per room as a nurse would, and record each room's dose when the
     simulated patient is dosed, so tiles show phase and time since dose."""
-    from monitor import sessions
-    from monitor.keys import Keys
-    from monitor.redis_conn import connect
+    from monitor.model.keys import Keys
+    from monitor.sessions import lifecycle as sessions
+    from monitor.store.redis_conn import connect
 
     keys = Keys(cfg.clinic.id)
     client = connect(redis_url, retries=3)
@@ -191,11 +191,11 @@ def run(args: argparse.Namespace, cfg: Config | None) -> int:
 
 def _demo_accounts(redis_url: str, cfg: Config) -> list[tuple[str, str]]:
     """Create nurse/director/admin accounts with fresh passwords (printed once)."""
-    from monitor.keys import Keys
-    from monitor.redis_conn import connect
+    from monitor.model.keys import Keys
+    from monitor.store.redis_conn import connect
 
     try:
-        from monitor.users import ensure_demo_accounts
+        from monitor.accounts.users import ensure_demo_accounts
     except ImportError:
         log.error("accounts module missing: the dashboard will not accept logins")
         return []

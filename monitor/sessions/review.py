@@ -1,6 +1,6 @@
 """Post-session review: PURE summary computation from archived data (no I/O).
 
-Input is a `SessionRecord` (built by monitor.archive.load_session); output plain dicts the
+Input is a `SessionRecord` (built by monitor.sessions.archive.load_session); output plain dicts the
 review page, the PDF report and the benchmark render. Definitions (docs/review.md):
 
 - baseline: median of the metric's values before the first dose; without pre-dose values
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from monitor.alarms.reminders import OVERDUE_WORD
-from monitor.readings import METRICS, short_label
+from monitor.model.readings import METRICS, short_label
 
 READING_METRICS: tuple[str, ...] = tuple(METRICS)
 _IDX = {m: i for i, m in enumerate(READING_METRICS)}

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 
 import redis
 
-from monitor.keys import Keys
+from monitor.model.keys import Keys
 
 STATES = ("connecting", "online", "silent", "offline")
 

@@ -1,6 +1,6 @@
 """`vitalwatch export --session ID --format csv|pdf|png -o FILE` — from the ARCHIVE only.
 
-Works after Redis has been emptied: everything comes from monitor.archive.load_session.
+Works after Redis has been emptied: everything comes from monitor.sessions.archive.load_session.
 - CSV: one row per archived reading (ts_ms, local time, room, device, every metric, flags).
 - PNG: the review chart (monitor/review_figure.py) rendered by kaleido 1.x in the system
   Chromium (found on PATH or at CHROMIUM_PATHS; plotly.js comes from the installed plotly
@@ -30,11 +30,11 @@ from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 
-from monitor import review
-from monitor.codec import fmt_value as stream_value
-from monitor.config import Config
-from monitor.readings import short_label
-from monitor.review import READING_METRICS, SessionRecord, fmt_duration, fmt_value
+from monitor.model.codec import fmt_value as stream_value
+from monitor.model.config import Config
+from monitor.model.readings import short_label
+from monitor.sessions import review
+from monitor.sessions.review import READING_METRICS, SessionRecord, fmt_duration, fmt_value
 
 log = logging.getLogger(__name__)
 # kaleido/choreographer/fontTools log every step at INFO; an export should print one line.
@@ -111,7 +111,7 @@ def render_png(fig: Any, width_px: int = 1400, height_px: int | None = None, sca
 
 def chart_png(rec: SessionRecord, summary: dict[str, Any], tz_name: str) -> bytes:
     """The review chart as PNG."""
-    from monitor.review_figure import build_figure
+    from monitor.sessions.review_figure import build_figure
 
     return render_png(build_figure(rec, summary, tz_name, max_points=1500))
 
@@ -267,10 +267,10 @@ def record_export(cfg: Config, user: str, sid: str, fmt: str, path: str) -> str:
 
 def record_audit(cfg: Config, user: str, action: str, **details: Any) -> str:
     """An audit entry via Redis when reachable, else straight into the archive ("redis"|"archive")."""
-    from monitor import audit
-    from monitor.archive import open_archive, record_audit_local
-    from monitor.redis_conn import REDIS_DOWN, connect
-    from monitor.runtime import RuntimeFailure, resolve
+    from monitor.accounts import audit
+    from monitor.sessions.archive import open_archive, record_audit_local
+    from monitor.store.redis_conn import REDIS_DOWN, connect
+    from monitor.store.runtime import RuntimeFailure, resolve
 
     try:
         ep = resolve(cfg)
@@ -288,7 +288,7 @@ def record_audit(cfg: Config, user: str, action: str, **details: Any) -> str:
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """`vitalwatch export`: write one session's CSV, PDF or PNG from the archive."""
-    from monitor.archive import NotArchived, load_session, open_archive
+    from monitor.sessions.archive import NotArchived, load_session, open_archive
 
     try:
         rec = load_session(open_archive(cfg.archive.url), args.session)

@@ -185,7 +185,7 @@ def start_broker(data_dir: Path, *, port: int | None = None, prefer: str = "auto
         args = [mosq, "-c", str(conf)]
         kind, version = "mosquitto", "5"
     else:
-        args = [sys.executable, "-m", "monitor.embedded_broker", "--port", str(port)]
+        args = [sys.executable, "-m", "monitor.store.embedded_broker", "--port", str(port)]
         kind, version = "amqtt", "3.1.1"
     proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=open(bdir / "broker.log", "ab"), **owned_child_kwargs())

@@ -1,0 +1,1 @@
+"""Dosing sessions: lifecycle, session limits, archive, review, export."""

@@ -1,0 +1,1 @@
+"""Storage: Redis connection, the loss-free stream writer and readers, spool, embedded servers, heartbeats, device status."""
