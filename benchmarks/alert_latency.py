@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 from monitor.alarms.engine import Worker  # noqa: E402
 from monitor.alarms.evaluate import evaluate  # noqa: E402
 from monitor.alarms.rules import build_rules, technical_rules  # noqa: E402
+from monitor.model.clock import now_ms  # noqa: E402
 from monitor.model.codec import to_fields  # noqa: E402
 from monitor.model.config import parse_config  # noqa: E402
 from monitor.model.keys import Keys  # noqa: E402
@@ -122,7 +123,7 @@ def latency(rooms: int, duration_s: float, redis_url: str, mqtt_url: str, tmp: P
                 if delay > 0:
                     time.sleep(delay)
                 room = f"room-{ix}"
-                ts = time.time_ns() // 1_000_000
+                ts = now_ms()
                 v = hr_at(i, ix)
                 client.xadd(keys.vitals(room), to_fields(Reading(room, f"mon-{ix}", ts, {"hr": v})))
                 done = time.perf_counter()
@@ -153,7 +154,7 @@ def throughput(rooms: int, backlog: int, redis_url: str, tmp: Path) -> tuple[flo
     keys = Keys("bench-tp")
     cfg = parse_config(config_dict("bench-tp", rooms, redis_url, "mqtt://127.0.0.1:1", tmp / "data-tp"))
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    t0_ms = time.time_ns() // 1_000_000 - backlog * 1000
+    t0_ms = now_ms() - backlog * 1000
     pipe = client.pipeline(transaction=False)
     all_readings: dict[str, list[Reading]] = {}
     for ix in range(rooms):
@@ -174,7 +175,7 @@ def throughput(rooms: int, backlog: int, redis_url: str, tmp: Path) -> tuple[flo
     pure_rate = total / (time.perf_counter() - t)
     # one worker, from Redis, with commits
     w = Worker(cfg, redis.Redis.from_url(redis_url, decode_responses=True), keys, owner="bench")
-    now = time.time_ns() // 1_000_000
+    now = now_ms()
     for ix in range(rooms):  # start every room at the beginning of its backlog
         client.hset(keys.alarm_state(f"room-{ix}"), "last_id", "0-0")
     w.housekeeping(now)
@@ -184,7 +185,7 @@ def throughput(rooms: int, backlog: int, redis_url: str, tmp: Path) -> tuple[flo
     deadline = time.monotonic() + 600
     while w.stats.readings < total:
         if time.monotonic() >= next_house:  # keep the leases, as the worker's own loop does
-            w.housekeeping(time.time_ns() // 1_000_000)
+            w.housekeeping(now_ms())
             next_house = time.monotonic() + 1
         if w.poll(1) == 0 and time.monotonic() > deadline:
             raise SystemExit(f"worker stalled at {w.stats.readings}/{total} readings")

@@ -31,6 +31,7 @@ import redis
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from devices.transports.mqtt import MqttSettings, connect_async, make_client  # noqa: E402
+from monitor.model.clock import now_ms  # noqa: E402
 from monitor.model.keys import Keys  # noqa: E402
 from tests.servers import MosquittoProc, RedisProc  # noqa: E402
 
@@ -132,7 +133,7 @@ def drain(tmp: Path, rurl: str, mq: MosquittoProc, protocol: str, messages: int,
     wait_session(r, keys)
     stop_ingest(p)
     pub = Pub(mq.url)
-    ts0 = int(time.time() * 1000) - 3600_000
+    ts0 = now_ms() - 3600_000
     tops = topics()
     for i in range(messages):
         dev = i % len(tops)
@@ -176,7 +177,7 @@ def latency(tmp: Path, rurl: str, mq: MosquittoProc, seconds: float) -> tuple[fl
     period = 1.0 / len(tops)  # 100 devices × 1 Hz, evenly spread
     while time.monotonic() - start < seconds:
         topic = tops[n % len(tops)]
-        pub.c.publish(topic, json.dumps({"ts": int(time.time() * 1000), "hr": 70, "spo2": 98}), qos=1)
+        pub.c.publish(topic, json.dumps({"ts": now_ms(), "hr": 70, "spo2": 98}), qos=1)
         n += 1
         time.sleep(max(0.0, start + n * period - time.monotonic()))
     pub.wait(n)

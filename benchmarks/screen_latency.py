@@ -39,6 +39,7 @@ import paho.mqtt.client as mqtt  # noqa: E402
 import redis  # noqa: E402
 
 from monitor.accounts import users  # noqa: E402
+from monitor.model.clock import now_ms  # noqa: E402
 from monitor.model.keys import Keys  # noqa: E402
 from monitor.store import heartbeat
 from monitor.store.embedded import free_port  # noqa: E402
@@ -60,10 +61,6 @@ mo.observe(el, {characterData: true, childList: true, subtree: true});
   requestAnimationFrame(poll);
 })();
 """
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 # ---- CPU accounting from /proc (as the peer's measure.py) ------------------------------

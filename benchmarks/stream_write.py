@@ -18,6 +18,7 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from monitor.model.clock import now_ms  # noqa: E402
 from monitor.model.codec import to_fields  # noqa: E402
 from monitor.model.keys import Keys  # noqa: E402
 from monitor.model.readings import Reading  # noqa: E402
@@ -28,7 +29,7 @@ from tests.servers import RedisProc  # noqa: E402
 def throughput(url: str, n: int, rooms: int, tmp: Path) -> float:
     keys = Keys("bench")
     w = StreamWriter(url, keys, retention_ms=168 * 3600_000, spool_path=tmp / "spool.jsonl", buffer_max=n + 1)
-    base = int(time.time() * 1000)
+    base = now_ms()
     readings = [Reading(f"room-{i % rooms}", f"oxi-{i % rooms}", base + i, {"hr": 60 + i % 40, "spo2": 95 + i % 5, "pi": 2.5})
                 for i in range(n)]
     t0 = time.perf_counter()

@@ -20,10 +20,11 @@ from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconn
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from dashboard.auth import COOKIE, Sessions, cookie_value, safe_next
-from dashboard.context import User, current_user, wall_ms
+from dashboard.context import User, current_user
 from dashboard.data import Data
 from dashboard.live import Hub, monitoring_problems
 from monitor.accounts import audit, users
+from monitor.model.clock import now_ms
 from monitor.model.config import Config
 from monitor.store import redis_types
 from monitor.store.redis_conn import REDIS_DOWN
@@ -129,7 +130,7 @@ def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions,
 
     @server.get("/health")
     def health() -> JSONResponse:
-        now = wall_ms()
+        now = now_ms()
         body: dict[str, Any] = {"ts": now, "redis": False, "devices": {}, "alert_engine_heartbeat_age_s": None,
                                 "monitoring": False, "problems": []}
         try:
@@ -173,7 +174,7 @@ def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions,
                 "active_alerts": [a for a in alerts if a.get("room") == r.id],
                 "session": sessions_by_room.get(r.id, {}).get("id"),
             })
-        return {"ts": wall_ms(), "rooms": out}
+        return {"ts": now_ms(), "rooms": out}
 
     @server.get("/api/v1/alerts")
     def alerts(since: int = 0, room: str | None = None, limit: int = 1000) -> dict[str, Any]:
@@ -187,7 +188,7 @@ def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions,
         head = data.session(sid)
         if head is None:
             raise HTTPException(404, f"no session {sid!r} in Redis (see /review for archived sessions)")
-        end = int(head.get("ended_ms") or wall_ms())
+        end = int(head.get("ended_ms") or now_ms())
         readings = [{"ts": ts, "dev": dev, **vals, **({"flags": flags} if flags else {})}
                     for ts, dev, vals, flags in data.history(head["room"], int(head["started_ms"]), end)]
         return {"session": head, "events": data.session_events(sid), "readings": readings}
@@ -290,5 +291,5 @@ def _login(data: Data, cfg: Config, sessions: Sessions, name: str, password: str
     res = users.authenticate(data.client, data.keys, name, password,
                              max_failures=cfg.dashboard.lockout_failures, lockout_s=cfg.dashboard.lockout_min * 60)
     users.audit_login(data.client, data.keys, name, res, via="dashboard")
-    sid = sessions.create(res.user, wall_ms()) if res.ok and res.user else ""
+    sid = sessions.create(res.user, now_ms()) if res.ok and res.user else ""
     return res, sid

@@ -66,11 +66,12 @@ from fastapi import FastAPI, Request, Response
 from dashboard.api import install_routes
 from dashboard.auth import AuthMiddleware, Guard, Sessions
 from dashboard.components import nav
-from dashboard.context import AppContext, PageContext, current_user, wall_ms
+from dashboard.context import AppContext, PageContext, current_user
 from dashboard.data import Data
 from dashboard.live import Hub
 from monitor.accounts.users import ROLES
 from monitor.app.users_cli import redis_url_for
+from monitor.model.clock import now_ms
 from monitor.model.config import Config
 from monitor.store.redis_conn import REDIS_DOWN, connect
 
@@ -194,7 +195,7 @@ def build(cfg: Config, redis_url: str) -> tuple[Any, Hub, dash.Dash]:
         module, params = hit
         if user is None or not user.can(module.MIN_ROLE):
             return html.Div(f"This page needs the {module.MIN_ROLE} role.", className="vw-notfound"), nav(user, links)
-        pctx = PageContext(app=actx, user=user, now_ms=wall_ms())
+        pctx = PageContext(app=actx, user=user, now_ms=now_ms())
         try:
             return module.layout(pctx, **params), nav(user, links)
         except REDIS_DOWN:

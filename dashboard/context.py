@@ -6,12 +6,12 @@ Kept apart from dashboard/app.py so a page module imports these without importin
 from __future__ import annotations
 
 import contextvars
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from monitor.accounts.users import has_role
+from monitor.model.clock import Clock, now_ms
 from monitor.model.config import Config
 from monitor.model.keys import Keys
 
@@ -42,11 +42,6 @@ def current_user() -> User | None:
     return CURRENT_USER.get()
 
 
-def wall_ms() -> int:
-    """Now, ms since epoch (the default clock)."""
-    return time.time_ns() // 1_000_000
-
-
 @dataclass
 class AppContext:
     """Shared by all pages for the app's lifetime (given to `register_callbacks`)."""
@@ -54,7 +49,7 @@ class AppContext:
     cfg: Config
     keys: Keys
     data: Data
-    clock_ms: Callable[[], int] = wall_ms
+    clock_ms: Clock = now_ms
     current_user: Callable[[], User | None] = current_user
 
 

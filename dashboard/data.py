@@ -11,7 +11,6 @@ an API call from a pager and the engine all change an alert the same way.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -19,6 +18,7 @@ import redis
 
 from monitor.accounts import audit
 from monitor.alarms import actions
+from monitor.model.clock import now_ms
 from monitor.model.config import Config
 from monitor.model.keys import Keys
 from monitor.model.readings import METRICS
@@ -27,11 +27,6 @@ from monitor.store.redis_conn import REDIS_DOWN
 
 PRIORITY_RANK = {"high": 0, "medium": 1, "low": 2}
 LATEST_SCAN_MAX = 4000  # entries scanned back per room to find each metric's latest value
-
-
-def now_ms() -> int:
-    """Wall clock, ms since epoch."""
-    return time.time_ns() // 1_000_000
 
 
 def decode_vitals(fields: dict[str, str]) -> tuple[int, str, dict[str, float], list[str]]:

@@ -35,6 +35,7 @@ import redis.asyncio as aioredis
 
 from dashboard.data import Data, decode_vitals
 from dashboard.figures import monitoring_reasons, session_phase, sparkline_points
+from monitor.model.clock import now_ms
 from monitor.model.config import Config
 from monitor.model.keys import Keys
 from monitor.store import redis_types
@@ -48,11 +49,6 @@ SPARK_BUCKET_S = 10
 SPARK_METRICS = ("hr", "spo2")
 CLIENT_QUEUE_MAX = 2000  # messages; a tab that falls this far behind is disconnected (it reconnects)
 AIO_DOWN = REDIS_DOWN + (aioredis.ConnectionError, aioredis.TimeoutError)
-
-
-def now_ms() -> int:
-    """Wall clock, ms since epoch."""
-    return time.time_ns() // 1_000_000
 
 
 def _monitoring_state_fn():  # noqa: ANN202

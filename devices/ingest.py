@@ -22,11 +22,12 @@ from typing import Any
 
 from devices.statusboard import StatusBoard
 from devices.supervisor import DeviceSupervisor
+from monitor.model.clock import now_ms
 from monitor.model.config import Config, DeviceConfig, RoomConfig
 from monitor.store import heartbeat
 from monitor.store.redis_conn import REDIS_DOWN, connect
 from monitor.store.runtime import resolve
-from monitor.store.streams import StreamWriter, now_ms
+from monitor.store.streams import StreamWriter
 
 log = logging.getLogger(__name__)
 

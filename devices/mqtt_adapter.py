@@ -42,6 +42,7 @@ from devices.transports.mqtt import (
     make_client,
     reason_text,
 )
+from monitor.model.clock import now_ms
 from monitor.model.codec import reject_fields
 from monitor.model.config import Config, DeviceConfig, RoomConfig
 from monitor.model.ratelimit import RateLimiter
@@ -49,7 +50,7 @@ from monitor.model.readings import Reading, Refusal
 from monitor.store.redis_conn import REDIS_DOWN, connect
 from monitor.store.runtime import Endpoints
 from monitor.store.status import publish_status
-from monitor.store.streams import StreamWriter, now_ms
+from monitor.store.streams import StreamWriter
 
 log = logging.getLogger(__name__)
 

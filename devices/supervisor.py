@@ -30,12 +30,13 @@ from devices.protocols.framing import Parsed
 from devices.protocols.nibp_un300 import NibpPoller
 from devices.statusboard import StatusBoard
 from devices.transports.serial import LINK_ERRORS, open_link, read_available
+from monitor.model.clock import Clock, now_ms
 from monitor.model.config import DeviceConfig, RoomConfig
 from monitor.model.keys import Keys
 from monitor.model.ratelimit import RejectLimiter
 from monitor.model.readings import Refusal, accept
 from monitor.store.redis_conn import REDIS_DOWN
-from monitor.store.streams import StreamWriter, now_ms
+from monitor.store.streams import StreamWriter
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class DeviceSupervisor(threading.Thread):
         client: redis.Redis | None = None,
         opener: Callable[[DeviceConfig], serial.SerialBase] = open_link,
         mono: Callable[[], float] = time.monotonic,
-        wall_ms: Callable[[], int] = now_ms,
+        wall_ms: Clock = now_ms,
     ) -> None:
         super().__init__(name=f"device-{dev.id}", daemon=True)
         self.room, self.dev = room, dev

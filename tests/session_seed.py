@@ -15,6 +15,7 @@ from typing import Any
 
 import redis
 
+from monitor.model.clock import now_ms
 from monitor.model.codec import fmt_value
 from monitor.model.config import Config
 from monitor.model.keys import Keys
@@ -58,7 +59,7 @@ def seed_session(client: redis.Redis, keys: Keys, cfg: Config, *, room: str = "r
                  patient: str = "MRN-4711", duration_min: float = 130, t0_ms: int | None = None,
                  oxi_dev: str = "oxi-1", nibp_dev: str = "nibp-1", end: bool = False) -> Seeded:
     """Write a whole session (readings, alerts, events) ending at t0 + duration_min."""
-    t0 = t0_ms if t0_ms is not None else sessions.now_ms() - int((duration_min + 30) * MIN)
+    t0 = t0_ms if t0_ms is not None else now_ms() - int((duration_min + 30) * MIN)
     dose = t0 + 5 * MIN
     end_ms = t0 + int(duration_min * MIN)
     sid = sessions.start_session(client, keys, cfg, room, patient, "intranasal", "nurse-amy",

@@ -7,6 +7,7 @@ import pytest
 import sqlalchemy as sa
 
 from monitor.accounts import audit
+from monitor.model.clock import now_ms
 from monitor.sessions import archive
 from monitor.sessions import lifecycle as sessions
 from monitor.sessions.archive_schema import LATEST, readings, schema_version
@@ -132,7 +133,7 @@ def test_signoff_locks_and_addenda(rclient, keys, cfg):
 
 def test_list_filters(rclient, keys, cfg):
     a = seed_session(rclient, keys, cfg, duration_min=10, patient="MRN-A", end=True,
-                     t0_ms=sessions.now_ms() - 5 * 3_600_000)
+                     t0_ms=now_ms() - 5 * 3_600_000)
     b = seed_session(rclient, keys, cfg, duration_min=60, patient="MRN-B", end=True,
                      t0_ms=a.end_ms + 3_600_000)
     arch = archive.open_archive(cfg.archive.url)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import redis
 
+from monitor.model.clock import now_ms
 from monitor.store.status import read_status
-from monitor.store.streams import now_ms
 from tests.mqtt_support import (
     T_MON1,
     T_MON1_STATUS,

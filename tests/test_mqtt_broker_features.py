@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from devices.transports.mqtt import MqttSettings, Publisher
+from monitor.model.clock import now_ms
 from monitor.store.embedded import start_broker
 from monitor.store.status import read_status
-from monitor.store.streams import now_ms
 from tests.mqtt_support import T_MON1, T_MON2, mqtt_config, running_adapter, stream_ts, wait_for
 from tests.servers import MosquittoProc
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import redis
 
+from monitor.model.clock import now_ms
 from monitor.model.keys import Keys
-from monitor.store.streams import now_ms
 from tests.mqtt_support import (
     T_MON1,
     T_MON2,

@@ -10,9 +10,9 @@ import pytest
 
 from monitor.accounts import audit
 from monitor.app.cli import main
+from monitor.model.clock import now_ms
 from monitor.sessions import lifecycle as sessions
 from monitor.store.status import publish_status
-from monitor.store.streams import now_ms
 from tests.archive_fixtures import sqlite_url  # noqa: F401
 from tests.session_seed import room_config
 

@@ -8,11 +8,11 @@ action is about a session, and never into the process logs).
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import redis
 
+from monitor.model.clock import now_ms
 from monitor.model.keys import Keys
 from monitor.store import redis_types
 
@@ -29,7 +29,7 @@ def audit_fields(user: str, action: str, ts_ms: int, **details: Any) -> dict[str
 
 def record(client: redis.Redis, keys: Keys, user: str, action: str, **details: Any) -> str:
     """Append an audit entry now; returns its stream id. Audit entries are never trimmed."""
-    ts_ms = time.time_ns() // 1_000_000
+    ts_ms = now_ms()
     return client.xadd(keys.audit, redis_types.encodable(audit_fields(user, action, ts_ms, **details)))  # type: ignore[return-value]
 
 

@@ -13,7 +13,6 @@ import hashlib
 import json
 import re
 import secrets
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +21,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from monitor.accounts import audit
+from monitor.model import clock
 from monitor.model.keys import Keys
 from monitor.store import redis_types
 
@@ -50,10 +50,6 @@ class LoginResult:
     user: dict[str, Any] | None
     reason: str  # "ok" | "unknown" | "bad_password" | "disabled" | "locked"
     locked_until_ms: int = 0
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def role_rank(role: str) -> int:
@@ -121,7 +117,7 @@ def create_user(client: redis.Redis, keys: Keys, name: str, role: str, password:
     _check_name(name)
     _check_role(role)
     _check_password(password)
-    now = _now_ms() if now_ms is None else now_ms
+    now = clock.now_ms() if now_ms is None else now_ms
     record = {"name": name, "role": role, "pw_hash": hash_password(password), "disabled": False,
               "failures": 0, "locked_until_ms": 0, "created_ms": now, "updated_ms": now}
     if not client.hsetnx(keys.users, name, json.dumps(record, sort_keys=True)):
@@ -135,7 +131,7 @@ def set_password(client: redis.Redis, keys: Keys, name: str, password: str, acto
     _check_password(password)
     rec = _require(client, keys, name)
     rec.update(pw_hash=hash_password(password), failures=0, locked_until_ms=0)
-    _save(client, keys, rec, _now_ms())
+    _save(client, keys, rec, clock.now_ms())
     audit.record(client, keys, actor, "user_passwd", name=name)
 
 
@@ -145,7 +141,7 @@ def set_role(client: redis.Redis, keys: Keys, name: str, role: str, actor: str =
     rec = _require(client, keys, name)
     old = rec["role"]
     rec["role"] = role
-    _save(client, keys, rec, _now_ms())
+    _save(client, keys, rec, clock.now_ms())
     audit.record(client, keys, actor, "user_role", name=name, old=old, role=role)
 
 
@@ -155,7 +151,7 @@ def set_disabled(client: redis.Redis, keys: Keys, name: str, disabled: bool, act
     rec["disabled"] = bool(disabled)
     if not disabled:
         rec.update(failures=0, locked_until_ms=0)
-    _save(client, keys, rec, _now_ms())
+    _save(client, keys, rec, clock.now_ms())
     audit.record(client, keys, actor, "user_disable" if disabled else "user_enable", name=name)
 
 
@@ -164,7 +160,7 @@ def unlock(client: redis.Redis, keys: Keys, name: str, actor: str = "system") ->
     rec = _require(client, keys, name)
     was = bool(rec.get("locked_until_ms") or rec.get("failures"))
     rec.update(failures=0, locked_until_ms=0)
-    _save(client, keys, rec, _now_ms())
+    _save(client, keys, rec, clock.now_ms())
     audit.record(client, keys, actor, "user_unlock", name=name, was_locked=was)
     return was
 
@@ -176,7 +172,7 @@ def authenticate(client: redis.Redis, keys: Keys, name: str, password: str, *,
     Does not write the audit log (the caller knows the context: login form, station
     acknowledge, API) — see `audit_login`.
     """
-    now = _now_ms() if now_ms is None else now_ms
+    now = clock.now_ms() if now_ms is None else now_ms
     rec = get_user(client, keys, name) if NAME_RE.match(name or "") else None
     if rec is None:
         _verify(_DUMMY_HASH, password or "")

@@ -9,13 +9,13 @@ writes the audit log (monitor.accounts.audit.record). An unknown alert id raises
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
 import redis
 
 from monitor.accounts import audit
+from monitor.model import clock
 from monitor.model.keys import Keys
 
 from .model import AlertEvent, encode_record, event_for, room_of, sort_records
@@ -25,10 +25,6 @@ PAUSE_MAX_S = 120  # IEC 60601-1-8: audio paused for at most 2 minutes
 
 class NotLatched(ValueError):
     """Reset asked for an alert whose condition is still present (acknowledge it instead)."""
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 Change = Callable[[dict[str, Any], int], tuple[dict[str, Any] | None, AlertEvent | None]]
@@ -46,7 +42,7 @@ def _act(client: redis.Redis, keys: Keys, alert: str, user: str, action: str, ch
                 if raw is None:
                     raise KeyError(alert)
                 rec = json.loads(raw)
-                ts = now_ms if now_ms is not None else _now_ms()
+                ts = now_ms if now_ms is not None else clock.now_ms()
                 new, event = change(rec, ts)
                 pipe.multi()
                 if new is None:

@@ -25,12 +25,12 @@ import secrets
 import signal
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
 
+from monitor.model.clock import Clock, now_ms
 from monitor.model.codec import CodecError, from_fields
 from monitor.model.config import Config, RoomConfig
 from monitor.model.keys import Keys
@@ -56,11 +56,6 @@ BATCH = 1000  # stream entries per room per read
 TICK_MS = 500  # wall-clock conditions and timers
 HEARTBEAT_MS = 1000
 FIRST_LOOKBACK_MS = 60_000  # a room never evaluated before starts this far back
-
-
-def now_ms() -> int:
-    """Wall-clock ms since the epoch."""
-    return time.time_ns() // 1_000_000
 
 
 @dataclass
@@ -95,7 +90,7 @@ class Worker:
     """One alert-engine worker: leases, evaluation, ticks. Drive it with `run()` or `step()`."""
 
     def __init__(self, cfg: Config, client: redis.Redis, keys: Keys, *, owner: str | None = None,
-                 outbound: Outbound | None = None, clock: Callable[[], int] = now_ms) -> None:
+                 outbound: Outbound | None = None, clock: Clock = now_ms) -> None:
         self.cfg, self.client, self.keys = cfg, client, keys
         self.owner = owner or f"{heartbeat.instance_name()}-{secrets.token_hex(2)}"
         self.outbound = outbound

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import sqlalchemy as sa
 
 from monitor.accounts import audit
+from monitor.model.clock import now_ms
 from monitor.model.config import Config
 from monitor.sessions import archive
 from monitor.store.redis_conn import REDIS_DOWN, connect
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             _audit(cfg, args.user, "archive.backup", file=args.output, **counts)
             return 0
         if args.action == "purge":
-            cutoff = time.time_ns() // 1_000_000 - cfg.archive.retention_days * DAY_MS
+            cutoff = now_ms() - cfg.archive.retention_days * DAY_MS
             out = archive.purge(arch, cutoff)
             print(f"purged data older than {cfg.archive.retention_days} days: "
                   + ", ".join(f"{k} {v}" for k, v in out.items()))

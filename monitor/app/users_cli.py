@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 import redis
 
 from monitor.accounts import users
+from monitor.model.clock import now_ms
 from monitor.model.config import Config
 from monitor.model.keys import Keys
 from monitor.store.redis_conn import REDIS_DOWN, connect
@@ -81,7 +82,7 @@ def _dispatch(args: argparse.Namespace, client: redis.Redis, keys, env: Mapping[
         print(f"{'name':<20} {'role':<9} state")
         for r in rows:
             state = "disabled" if r.get("disabled") else "enabled"
-            if int(r.get("locked_until_ms") or 0) > users._now_ms():
+            if int(r.get("locked_until_ms") or 0) > now_ms():
                 state += ", locked out"
             print(f"{r['name']:<20} {r['role']:<9} {state}")
     else:

@@ -21,7 +21,6 @@ import logging
 import secrets
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
+from monitor.model import clock
 from monitor.model.config import Config
 from monitor.model.keys import ALERT_FIELDS, F_DEV, F_FLAGS, F_TS, Keys
 from monitor.model.readings import METRICS
@@ -236,7 +236,7 @@ def _copy_stream(
         with arch.engine.begin() as conn:
             insert_ignore(conn, table, rows)
             _upsert(conn, progress, {"scope": scope, "part": part, "last_id": last or "",
-                                     "done": finished and finishes, "updated_ms": _now_ms()},
+                                     "done": finished and finishes, "updated_ms": clock.now_ms()},
                     ["scope", "part"], ["last_id", "done", "updated_ms"])
         stats["entries"] += len(chunk)
         stats["rows"] += len(rows)
@@ -306,7 +306,7 @@ def archive_session(client: redis.Redis, keys: Keys, cfg: Config, sid: str, *,
     lo, hi = str(max(0, start_ms - SCAN_MARGIN_MS)), str(end_ms + SCAN_MARGIN_MS)
     rd, al = _copy_data(arch, client, keys, sid, room, start_ms, end_ms, lo, hi, batch_size, on_batch)
     au = archive_audit(client, keys, arch, batch_size, on_batch)
-    archived_ms = _now_ms()
+    archived_ms = clock.now_ms()
     n = _finish(arch, sid, state="archived", archived_ms=archived_ms)
     pipe = client.pipeline(transaction=False)
     pipe.hset(keys.session(sid), mapping={"state": "archived", "archived_ms": str(archived_ms)})
@@ -533,7 +533,7 @@ def record_audit_local(arch: Archive, clinic: str, user: str, action: str, **det
     """An audit entry written straight into the archive (when Redis is unreachable)."""
     from monitor.accounts.audit import audit_fields
 
-    ts = _now_ms()
+    ts = clock.now_ms()
     fields = audit_fields(user, action, ts, **details)
     entry_id = f"local-{ts}-{secrets.token_hex(3)}"
     with arch.engine.begin() as conn:
@@ -604,6 +604,3 @@ def backup(arch: Archive, dest: Path) -> dict[str, int]:
 def _int_or_none(v: Any) -> int | None:
     return int(v) if v not in (None, "") else None
 
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000

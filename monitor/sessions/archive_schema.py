@@ -11,11 +11,12 @@ race retries once.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
+
+from monitor.model.clock import now_ms
 
 metadata = sa.MetaData()
 
@@ -156,5 +157,5 @@ def _migrate(engine: Engine) -> int:
         for version, step in MIGRATIONS:
             if version > before:
                 step(conn)
-                conn.execute(schema_version.insert().values(version=version, applied_ms=time.time_ns() // 1_000_000))
+                conn.execute(schema_version.insert().values(version=version, applied_ms=now_ms()))
     return before

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import sqlalchemy as sa
 
+from monitor.model.clock import now_ms
 from monitor.model.config import Config
 from monitor.model.keys import Keys
 from monitor.store.redis_conn import REDIS_DOWN, connect
@@ -42,7 +42,7 @@ def start(cfg: Config, redis_url: str, keys: Keys, owner: str, stop: threading.E
         try:
             while not stop.wait(EVERY_S):
                 try:
-                    top_up_once(client, keys, cfg, owner, time.time_ns() // 1_000_000)
+                    top_up_once(client, keys, cfg, owner, now_ms())
                 except REDIS_DOWN as e:
                     log.warning("archive top-up skipped: Redis unreachable (%s)", e)
                 except sa.exc.SQLAlchemyError as e:

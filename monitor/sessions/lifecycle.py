@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +28,7 @@ import redis
 from pydantic import ValidationError
 
 from monitor.accounts import audit
+from monitor.model import clock
 from monitor.model.config import AlarmSpec, Config
 from monitor.model.keys import Keys
 from monitor.model.readings import METRICS, check_value
@@ -79,11 +79,6 @@ class SessionClosed(SessionError):
 
 class InvalidEvent(SessionError, ValueError):
     """An event whose values are not acceptable (unknown observation, BP out of range…)."""
-
-
-def now_ms() -> int:
-    """Wall clock, ms since epoch (UTC)."""
-    return time.time_ns() // 1_000_000
 
 
 # --- pure helpers --------------------------------------------------------------------
@@ -211,7 +206,7 @@ def start_session(
     for name, v in (("dose_mg", dose_mg), ("weight_kg", weight_kg)):
         if v is not None and not v > 0:
             raise InvalidEvent(f"{name} must be positive")
-    ts = now_ms if now_ms is not None else _now()
+    ts = now_ms if now_ms is not None else clock.now_ms()
     protocol = protocol or DEFAULT_PROTOCOL[route]
     sid = new_session_id(room, ts)
     if not client.hsetnx(keys.open_sessions, room, sid):
@@ -247,7 +242,7 @@ def record_dose(client: redis.Redis, keys: Keys, sid: str, user: str, at_ms: int
                 dose_mg: float | None = None, note: str | None = None, now_ms: int | None = None) -> str:
     """A dose event at `at_ms` (default now); the first one sets first_dose_ms. Returns event id."""
     _require(client, keys, sid)
-    ts = at_ms if at_ms is not None else (now_ms if now_ms is not None else _now())
+    ts = at_ms if at_ms is not None else (now_ms if now_ms is not None else clock.now_ms())
     if dose_mg is not None and not dose_mg > 0:
         raise InvalidEvent("dose_mg must be positive")
     eid = _append(client, keys, sid, event_fields("dose", ts, user, dose_mg=dose_mg, note=note))
@@ -269,7 +264,7 @@ def record_bp(client: redis.Redis, keys: Keys, sid: str, user: str, sbp: int, db
             raise InvalidEvent(f"{metric} {v} outside {m.low:g}–{m.high:g} {m.unit}")
     if dbp >= sbp:
         raise InvalidEvent(f"diastolic ({dbp}) must be below systolic ({sbp})")
-    ts = now_ms if now_ms is not None else _now()
+    ts = now_ms if now_ms is not None else clock.now_ms()
     eid = _append(client, keys, sid, event_fields("bp", ts, user, sbp=sbp, dbp=dbp))
     audit.record(client, keys, user, "session.bp", session=sid, sbp=sbp, dbp=dbp)
     return eid
@@ -281,7 +276,7 @@ def add_note(client: redis.Redis, keys: Keys, sid: str, user: str, text: str,
     _require(client, keys, sid)
     if not text or not text.strip():
         raise InvalidEvent("a note needs text")
-    ts = now_ms if now_ms is not None else _now()
+    ts = now_ms if now_ms is not None else clock.now_ms()
     eid = _append(client, keys, sid, event_fields("note", ts, user, text=text.strip()))
     audit.record(client, keys, user, "session.note", session=sid)
     return eid
@@ -294,7 +289,7 @@ def observe(client: redis.Redis, keys: Keys, sid: str, user: str, observation: s
     observation = observation.replace("-", "_")
     if observation not in OBSERVATIONS:
         raise InvalidEvent(f"unknown observation {observation!r}; expected one of {', '.join(OBSERVATIONS)}")
-    ts = now_ms if now_ms is not None else _now()
+    ts = now_ms if now_ms is not None else clock.now_ms()
     eid = _append(client, keys, sid, event_fields("observe", ts, user, observation=observation, text=text))
     if observation == "ready_to_leave":
         client.hsetnx(keys.session(sid), "ready_ms", str(ts))
@@ -323,7 +318,7 @@ def set_limit(client: redis.Redis, keys: Keys, sid: str, user: str, metric: str,
         eff = base.merged(parsed) if base else parsed
         if eff.low is not None and eff.high is not None and eff.low >= eff.high:
             raise InvalidEvent(f"{metric}: low ({eff.low:g}) must be below high ({eff.high:g})")
-    ts = now_ms if now_ms is not None else _now()
+    ts = now_ms if now_ms is not None else clock.now_ms()
     if stored:
         client.hset(keys.session_limits(sid), metric, json.dumps(stored, sort_keys=True))
     else:
@@ -342,7 +337,7 @@ def end_session(client: redis.Redis, keys: Keys, cfg: Config, sid: str, user: st
     """
     head = _require(client, keys, sid, open_only=False)
     if head.get("state") == "open":
-        ts = now_ms if now_ms is not None else _now()
+        ts = now_ms if now_ms is not None else clock.now_ms()
         ts = max(ts, int(head["started_ms"]))
         pipe = client.pipeline(transaction=True)
         pipe.hset(keys.session(sid), mapping={"state": "ended", "ended_ms": str(ts), "ended_by": user})
@@ -363,7 +358,7 @@ def sign_off(client: redis.Redis | None, keys: Keys, cfg: Config, sid: str, user
     """A director's sign-off (name, time) in the archive; the session is locked after it."""
     from monitor.sessions import archive
 
-    ts = now_ms if now_ms is not None else _now()
+    ts = now_ms if now_ms is not None else clock.now_ms()
     result = archive.sign_off(archive.open_archive(cfg.archive.url), sid, user, ts)
     if client is not None:
         if client.exists(keys.session(sid)):
@@ -379,12 +374,9 @@ def add_addendum(client: redis.Redis | None, keys: Keys, cfg: Config, sid: str, 
 
     if not text or not text.strip():
         raise InvalidEvent("an addendum needs text")
-    ts = now_ms if now_ms is not None else _now()
+    ts = now_ms if now_ms is not None else clock.now_ms()
     result = archive.add_addendum(archive.open_archive(cfg.archive.url), sid, user, text.strip(), ts)
     if client is not None:
         audit.record(client, keys, user, "session.addendum", session=sid)
     return result
 
-
-def _now() -> int:
-    return now_ms()

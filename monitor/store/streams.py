@@ -23,6 +23,7 @@ from pathlib import Path
 
 import redis
 
+from monitor.model.clock import now_ms
 from monitor.model.codec import from_fields, reject_fields, to_fields
 from monitor.model.keys import F_DEV, F_TS, Keys
 from monitor.model.readings import Reading, Refusal
@@ -41,11 +42,6 @@ TAIL_CHECK_MIN = 2500
 RECENT_KEYS_MAX = 20_000  # (dev, ts) identities remembered per stream for dedup
 
 Done = Callable[[], None]
-
-
-def now_ms() -> int:
-    """Wall-clock time in ms since the epoch (UTC)."""
-    return time.time_ns() // 1_000_000
 
 
 @dataclass
