@@ -70,10 +70,10 @@ from dashboard.context import AppContext, PageContext, current_user
 from dashboard.data import Data
 from dashboard.live import Hub
 from monitor.accounts.users import ROLES
-from monitor.app.users_cli import redis_url_for
 from monitor.model.clock import now_ms
 from monitor.model.config import Config
 from monitor.store.redis_conn import REDIS_DOWN, connect
+from monitor.store.runtime import redis_url_for
 
 log = logging.getLogger(__name__)
 

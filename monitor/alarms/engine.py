@@ -1,4 +1,6 @@
-"""`vitalwatch alerts`: one alert-engine worker. Several may run; they divide the rooms.
+"""The alert-engine worker behind `vitalwatch alerts` (started by monitor/app/alerts_cli.py).
+
+Several workers may run; they divide the rooms.
 
 Each room is evaluated by exactly one worker at a time: the worker holds the room's lease
 (`keys.room_owner(room)`, SET NX PX, renewed every ~ttl/3). A worker takes free rooms up to
@@ -18,11 +20,9 @@ Events go out on the outbound channel after they are committed.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import secrets
-import signal
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,10 +35,8 @@ from monitor.model.codec import CodecError, from_fields
 from monitor.model.config import Config, RoomConfig
 from monitor.model.keys import Keys
 from monitor.model.readings import Reading
-from monitor.sessions import archive_topup
 from monitor.store import heartbeat
-from monitor.store.redis_conn import REDIS_DOWN, connect
-from monitor.store.runtime import resolve
+from monitor.store.redis_conn import REDIS_DOWN
 
 from .evaluate import BP_METRICS, Book, apply_timers, apply_transitions, evaluate, reconcile
 from .model import AlertEvent, Cond, Rule, TechRule
@@ -364,37 +362,3 @@ def _age(value: str, now: int) -> int:
 def _bp_only(metrics: Any) -> bool:
     ms = {m for m in metrics if m not in ("ts", "dev", "flags")}
     return bool(ms) and ms <= BP_METRICS
-
-
-def run(args: argparse.Namespace, cfg: Config) -> int:
-    """Entry point of `vitalwatch alerts`."""
-    endpoints = resolve(cfg)
-    client = connect(endpoints.redis_url)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: Any) -> None:
-        log.info("signal %d: stopping", signum)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    owner = f"{heartbeat.instance_name()}-{secrets.token_hex(2)}"
-    outbound = Outbound(
-        endpoints.mqtt_url, endpoints.mqtt_version, cfg.mqtt.alerts_topic,
-        cfg.mqtt.client_id + "-alerts-" + owner if cfg.mqtt.client_id else f"vitalwatch-alerts-{owner}",
-        webhook_url=cfg.alerts.webhook_url, webhook_timeout_s=cfg.alerts.webhook_timeout_s,
-        username=endpoints.mqtt_username or None, password=endpoints.mqtt_password or None,
-        ca_file=cfg.mqtt.ca_file, cert_file=cfg.mqtt.cert_file, key_file=cfg.mqtt.key_file)
-    worker = Worker(cfg, client, endpoints.keys, owner=owner, outbound=outbound)
-    log.info("alert worker %s started (%d room(s) in config, lease %.1f s)", owner, len(cfg.rooms),
-             cfg.alerts.owner_ttl_s)
-    topup = archive_topup.start(cfg, endpoints.redis_url, endpoints.keys, owner, stop)
-    try:
-        worker.run(stop)
-    finally:
-        stop.set()
-        topup.join(5)
-        outbound.close()
-        client.close()
-    log.info("alert worker %s stopped: %d readings, %d events", owner, worker.stats.readings, worker.stats.events)
-    return 0

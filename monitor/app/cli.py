@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import getpass
-import importlib
 import logging
 import os
 import sys
@@ -23,20 +22,48 @@ log = logging.getLogger("vitalwatch")
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
-# subcommand → "module:function" implementing it
-HANDLERS: dict[str, str] = {
-    "demo": "monitor.app.demo:run",
-    "check-config": "monitor.app.cli:check_config",
-    "ingest": "devices.ingest:run",
-    "alerts": "monitor.alarms.engine:run",
-    "dashboard": "dashboard.app:run",
-    "simulate": "devices.simulators.cli:run",
-    "session": "monitor.app.sessions_cli:run",
-    "export": "monitor.sessions.export:run",
-    "user": "monitor.app.users_cli:run",
-    "run": "monitor.app.supervise:run",
-    "archive": "monitor.app.archive_cli:run",
-}
+Handler = Callable[[argparse.Namespace, Config], int]
+
+
+def handler_for(command: str) -> Handler:
+    """The function implementing `command`.
+
+    Imported on demand, so that `vitalwatch user list` does not load Dash, paho or
+    SQLAlchemy. This shell is the only part of monitor/ that imports devices/ and dashboard/.
+    """
+    if command == "check-config":
+        return check_config
+    if command == "demo":
+        from monitor.app import demo
+        return demo.run
+    if command == "run":
+        from monitor.app import supervise
+        return supervise.run
+    if command == "ingest":
+        from devices import ingest
+        return ingest.run
+    if command == "simulate":
+        from devices.simulators import cli as simulate_cli
+        return simulate_cli.run
+    if command == "alerts":
+        from monitor.app import alerts_cli
+        return alerts_cli.run
+    if command == "dashboard":
+        from dashboard import app as dashboard_app
+        return dashboard_app.run
+    if command == "session":
+        from monitor.app import sessions_cli
+        return sessions_cli.run
+    if command == "export":
+        from monitor.sessions import export
+        return export.run
+    if command == "user":
+        from monitor.app import users_cli
+        return users_cli.run
+    if command == "archive":
+        from monitor.app import archive_cli
+        return archive_cli.run
+    raise ValueError(f"no handler for command {command!r}")
 
 
 def _default_user() -> str:
@@ -169,17 +196,6 @@ def check_config(args: argparse.Namespace, cfg: Config) -> int:
     return EXIT_OK
 
 
-def _handler(name: str) -> Callable[[argparse.Namespace, Config], int] | None:
-    module_name, func = HANDLERS[name].split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name and module_name.startswith(e.name):
-            return None  # the module itself does not exist yet
-        raise
-    return getattr(module, func)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `vitalwatch` command."""
     args = build_parser().parse_args(argv)
@@ -198,10 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         setup_logging(args.command, cfg.logging.level, cfg.logging.format)
     else:
         setup_logging(args.command)
-    handler = _handler(args.command)
-    if handler is None:
-        print(f"vitalwatch {args.command}: not yet available in this version", file=sys.stderr)
-        return EXIT_USAGE
+    handler = handler_for(args.command)
     try:
         return int(handler(args, cfg) or 0)  # type: ignore[arg-type]
     except ConfigError as e:

@@ -18,7 +18,7 @@ from monitor.model.clock import now_ms
 from monitor.model.config import Config
 from monitor.model.keys import Keys
 from monitor.store.redis_conn import REDIS_DOWN, connect
-from monitor.store.runtime import resolve
+from monitor.store.runtime import redis_url_for
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -31,11 +31,6 @@ def read_password(env: Mapping[str, str], prompt: Callable[[str], str] = getpass
     if prompt("Repeat password: ") != first:
         raise users.UserError("passwords do not match")
     return first
-
-
-def redis_url_for(cfg: Config) -> str:
-    """The Redis URL: the configured one, or the running embedded server's (MQTT not needed)."""
-    return cfg.redis.url if cfg.redis.url != "embedded" else resolve(cfg).redis_url
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:

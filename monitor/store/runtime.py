@@ -112,6 +112,11 @@ def resolve(
                      mqtt_password=env.get("VITALWATCH_MQTT_PASSWORD", ""))
 
 
+def redis_url_for(cfg: Config) -> str:
+    """The Redis URL: the configured one, or the running embedded server's (MQTT not needed)."""
+    return cfg.redis.url if cfg.redis.url != "embedded" else resolve(cfg).redis_url
+
+
 def _with_tls(url: str, cfg: Config) -> str:
     """Carry [redis] TLS files in the URL, so every client built from it uses them."""
     if not url.startswith("rediss://"):

@@ -1,0 +1,59 @@
+"""`vitalwatch alerts`: one alert-engine worker plus the archive top-up loop, until SIGINT/SIGTERM.
+
+The worker (monitor/alarms/engine.py) evaluates the rooms it leases; the top-up loop
+(monitor/sessions/archive_topup.py) copies late readings into archived sessions. They are
+started together here, in the shell, so the alarms package needs nothing from sessions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import secrets
+import signal
+import threading
+from typing import Any
+
+from monitor.alarms.engine import Worker
+from monitor.alarms.outbound import Outbound
+from monitor.model.config import Config
+from monitor.sessions import archive_topup
+from monitor.store import heartbeat
+from monitor.store.redis_conn import connect
+from monitor.store.runtime import resolve
+
+log = logging.getLogger(__name__)
+
+
+def run(args: argparse.Namespace, cfg: Config) -> int:
+    """Entry point of `vitalwatch alerts`."""
+    endpoints = resolve(cfg)
+    client = connect(endpoints.redis_url)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping", signum)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    owner = f"{heartbeat.instance_name()}-{secrets.token_hex(2)}"
+    outbound = Outbound(
+        endpoints.mqtt_url, endpoints.mqtt_version, cfg.mqtt.alerts_topic,
+        cfg.mqtt.client_id + "-alerts-" + owner if cfg.mqtt.client_id else f"vitalwatch-alerts-{owner}",
+        webhook_url=cfg.alerts.webhook_url, webhook_timeout_s=cfg.alerts.webhook_timeout_s,
+        username=endpoints.mqtt_username or None, password=endpoints.mqtt_password or None,
+        ca_file=cfg.mqtt.ca_file, cert_file=cfg.mqtt.cert_file, key_file=cfg.mqtt.key_file)
+    worker = Worker(cfg, client, endpoints.keys, owner=owner, outbound=outbound)
+    log.info("alert worker %s started (%d room(s) in config, lease %.1f s)", owner, len(cfg.rooms),
+             cfg.alerts.owner_ttl_s)
+    topup = archive_topup.start(cfg, endpoints.redis_url, endpoints.keys, owner, stop)
+    try:
+        worker.run(stop)
+    finally:
+        stop.set()
+        topup.join(5)
+        outbound.close()
+        client.close()
+    log.info("alert worker %s stopped: %d readings, %d events", owner, worker.stats.readings, worker.stats.events)
+    return 0
