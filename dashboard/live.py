@@ -38,6 +38,7 @@ from dashboard.figures import monitoring_reasons, session_phase, sparkline_point
 from monitor.model.clock import now_ms
 from monitor.model.config import Config
 from monitor.model.keys import Keys
+from monitor.sessions.records import decode_header
 from monitor.store import redis_types
 from monitor.store.heartbeat import instance_name
 from monitor.store.redis_conn import REDIS_DOWN
@@ -295,8 +296,6 @@ class Hub:
         for r in self.rooms:
             pipe.hgetall(self.keys.session(open_[r])) if r in open_ else pipe.echo("")
         heads = await pipe.execute()
-        from monitor.sessions.lifecycle import decode_header
-
         for r, h in zip(self.rooms, heads, strict=True):
             view = self._session_view(decode_header(h) if isinstance(h, dict) and h else None, now)
             if view != self.state[r]["session"]:

@@ -24,7 +24,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import redis
 import sqlalchemy as sa
@@ -32,6 +32,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
+from monitor.accounts.audit import audit_fields
 from monitor.model import clock
 from monitor.model.config import Config
 from monitor.model.keys import ALERT_FIELDS, F_DEV, F_FLAGS, F_TS, Keys
@@ -39,16 +40,16 @@ from monitor.model.readings import METRICS
 from monitor.sessions.archive_schema import (
     alert_events,
     audit_log,
+    metadata,
     migrate,
     progress,
     readings,
     session_events,
     sessions,
 )
+from monitor.sessions.records import decode_event, get_session
+from monitor.sessions.review import SessionRecord, base_limits
 from monitor.store import redis_types
-
-if TYPE_CHECKING:
-    from monitor.sessions.review import SessionRecord
 
 log = logging.getLogger(__name__)
 
@@ -256,8 +257,6 @@ def archive_audit(client: redis.Redis, keys: Keys, arch: Archive, batch_size: in
 
 
 def _header_row(keys: Keys, head: dict[str, Any], cfg: Config, state: str) -> dict[str, Any]:
-    from monitor.sessions.review import base_limits  # pure
-
     return {
         "id": head["id"], "clinic": keys.clinic, "room": head.get("room"), "patient": head.get("patient"),
         "route": head.get("route"), "protocol": head.get("protocol"),
@@ -279,8 +278,6 @@ def archive_session(client: redis.Redis, keys: Keys, cfg: Config, sid: str, *,
     Returns {"session", "state", "readings", "events", "alert_events", "audit", "skipped"}.
     `on_batch(part, n)` is called after each committed batch (a test hook for crashes).
     """
-    from monitor.sessions.lifecycle import get_session
-
     arch = open_archive(cfg.archive.url)
     head = get_session(client, keys, sid)
     with arch.engine.connect() as conn:
@@ -367,8 +364,6 @@ def top_up_session(client: redis.Redis, keys: Keys, cfg: Config, sid: str) -> in
     so it reads only what arrived since; rows are keyed, so a rerun adds nothing. Signed
     sessions are locked and left alone. Returns the number of readings added.
     """
-    from monitor.sessions.lifecycle import get_session
-
     arch = open_archive(cfg.archive.url)
     head = get_session(client, keys, sid)
     if head is None or head.get("state") != "archived":
@@ -473,9 +468,6 @@ def list_sessions(arch: Archive, *, since_ms: int | None = None, until_ms: int |
 
 def load_session(arch: Archive, sid: str) -> SessionRecord:
     """Everything archived about one session, as the pure review layer's input."""
-    from monitor.sessions.lifecycle import decode_event
-    from monitor.sessions.review import SessionRecord
-
     with arch.engine.connect() as conn:
         head = conn.execute(sa.select(sessions).where(sessions.c.id == sid)).first()
         if head is None:
@@ -531,8 +523,6 @@ def audit_entries(arch: Archive, *, clinic: str | None = None, since_ms: int | N
 
 def record_audit_local(arch: Archive, clinic: str, user: str, action: str, **details: Any) -> str:
     """An audit entry written straight into the archive (when Redis is unreachable)."""
-    from monitor.accounts.audit import audit_fields
-
     ts = clock.now_ms()
     fields = audit_fields(user, action, ts, **details)
     entry_id = f"local-{ts}-{secrets.token_hex(3)}"
@@ -583,16 +573,12 @@ def backup(arch: Archive, dest: Path) -> dict[str, int]:
     else:
         target_engine = sa.create_engine(f"sqlite:///{tmp}")
         migrate(target_engine)
-        from monitor.sessions.archive_schema import metadata
-
         with arch.engine.connect() as src, target_engine.begin() as dst:
             for table in metadata.sorted_tables:
                 dst.execute(table.delete())
                 rows = src.execute(sa.select(table)).mappings()
                 while batch := rows.fetchmany(5000):
                     dst.execute(table.insert(), [dict(r) for r in batch])
-    from monitor.sessions.archive_schema import metadata
-
     with target_engine.connect() as conn:
         for table in metadata.sorted_tables:
             counts[table.name] = conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one()

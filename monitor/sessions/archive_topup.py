@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from monitor.model.clock import now_ms
 from monitor.model.config import Config
 from monitor.model.keys import Keys
+from monitor.sessions.archive import top_up_recent
 from monitor.store.redis_conn import REDIS_DOWN, connect
 
 log = logging.getLogger(__name__)
@@ -30,8 +31,6 @@ def top_up_once(client, keys: Keys, cfg: Config, owner: str, now_ms: int) -> int
         return None
     if not client.set(keys.archive_topup_lock, owner, nx=True, px=int(EVERY_S * 1000 * 0.9)):
         return None
-    from monitor.sessions.archive import top_up_recent
-
     return top_up_recent(client, keys, cfg, now_ms, int(cfg.archive.late_window_min * 60_000))
 
 

@@ -32,6 +32,8 @@ from monitor.model import clock
 from monitor.model.config import AlarmSpec, Config
 from monitor.model.keys import Keys
 from monitor.model.readings import METRICS, check_value
+from monitor.sessions import archive
+from monitor.sessions.records import decode_event, decode_header, get_session
 from monitor.store import redis_types
 from monitor.store.status import read_status
 
@@ -43,8 +45,6 @@ EVENT_TYPES = (
     "signoff",
 )
 STATES = ("open", "ended", "archived")
-_INT_FIELDS = ("started_ms", "first_dose_ms", "ended_ms", "signed_ms", "ready_ms", "archived_ms")
-_FLOAT_FIELDS = ("dose_mg", "weight_kg")
 
 
 class SessionError(Exception):
@@ -100,45 +100,12 @@ def event_fields(kind: str, ts_ms: int, user: str, **extra: Any) -> dict[str, st
     return fields
 
 
-def decode_event(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
-    """Decode a session-event stream entry (pure): ints/floats/JSON where the field says so."""
-    out: dict[str, Any] = {"id": entry_id, **fields}
-    out["ts"] = int(fields["ts"])
-    for k in ("sbp", "dbp"):
-        if k in fields:
-            out[k] = int(float(fields[k]))
-    if "dose_mg" in fields:
-        out["dose_mg"] = float(fields["dose_mg"])
-    for k in ("limit", "devices"):
-        if k in fields:
-            out[k] = json.loads(fields[k])
-    return out
-
-
-def decode_header(fields: dict[str, str]) -> dict[str, Any]:
-    """Session header hash → dict with ints for *_ms and floats for dose/weight (pure)."""
-    out: dict[str, Any] = dict(fields)
-    for k in _INT_FIELDS:
-        if fields.get(k):
-            out[k] = int(fields[k])
-    for k in _FLOAT_FIELDS:
-        if fields.get(k):
-            out[k] = float(fields[k])
-    return out
-
-
 def _num(v: float | int) -> str:
     f = float(v)
     return str(int(f)) if f.is_integer() else repr(f)
 
 
 # --- reads -------------------------------------------------------------------------------
-def get_session(client: redis.Redis, keys: Keys, sid: str) -> dict[str, Any] | None:
-    """The session's header (decoded), or None if Redis does not hold it."""
-    fields = redis_types.str_hash(client.hgetall(keys.session(sid)))
-    return decode_header(fields) if fields else None
-
-
 def open_session_for_room(client: redis.Redis, keys: Keys, room: str) -> str | None:
     """Id of the room's open session, or None."""
     return redis_types.opt_str(client.hget(keys.open_sessions, room))
@@ -348,16 +315,12 @@ def end_session(client: redis.Redis, keys: Keys, cfg: Config, sid: str, user: st
         if client.hget(keys.open_sessions, head["room"]) == sid:
             client.hdel(keys.open_sessions, head["room"])
         audit.record(client, keys, user, "session.end", session=sid)
-    from monitor.sessions import archive  # late import: archive imports this module's decoders
-
     return archive.archive_session(client, keys, cfg, sid)
 
 
 def sign_off(client: redis.Redis | None, keys: Keys, cfg: Config, sid: str, user: str,
              now_ms: int | None = None) -> dict[str, Any]:
     """A director's sign-off (name, time) in the archive; the session is locked after it."""
-    from monitor.sessions import archive
-
     ts = now_ms if now_ms is not None else clock.now_ms()
     result = archive.sign_off(archive.open_archive(cfg.archive.url), sid, user, ts)
     if client is not None:
@@ -370,8 +333,6 @@ def sign_off(client: redis.Redis | None, keys: Keys, cfg: Config, sid: str, user
 def add_addendum(client: redis.Redis | None, keys: Keys, cfg: Config, sid: str, user: str, text: str,
                  now_ms: int | None = None) -> dict[str, Any]:
     """A later change to an ended (possibly signed) session: stored as an addendum."""
-    from monitor.sessions import archive
-
     if not text or not text.strip():
         raise InvalidEvent("an addendum needs text")
     ts = now_ms if now_ms is not None else clock.now_ms()
