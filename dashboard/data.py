@@ -19,27 +19,30 @@ import redis
 from monitor.accounts import audit
 from monitor.alarms import actions
 from monitor.model.clock import now_ms
+from monitor.model.codec import CodecError, from_fields
 from monitor.model.config import Config
 from monitor.model.keys import Keys
 from monitor.model.readings import METRICS
 from monitor.store import heartbeat, redis_types
 from monitor.store.redis_conn import REDIS_DOWN
+from monitor.store.streams import read_range
 
 PRIORITY_RANK = {"high": 0, "medium": 1, "low": 2}
 LATEST_SCAN_MAX = 4000  # entries scanned back per room to find each metric's latest value
 
 
-def decode_vitals(fields: dict[str, str]) -> tuple[int, str, dict[str, float], list[str]]:
-    """(ts_ms, dev, values, flags) of one vitals-stream entry (pure; bad numbers skipped)."""
-    values: dict[str, float] = {}
-    for m in METRICS:
-        if m in fields:
-            try:
-                values[m] = float(fields[m])
-            except ValueError:
-                continue
-    flags = [f for f in fields.get("flags", "").split(",") if f]
-    return int(fields.get("ts") or 0), fields.get("dev", ""), values, flags
+VitalsRow = tuple[int, str, dict[str, float], list[str]]
+"""(ts_ms, dev, values, flags) of one reading: the shape figures and the push messages use."""
+
+
+def decode_vitals(fields: dict[str, str]) -> VitalsRow | None:
+    """One vitals-stream entry as a VitalsRow, via codec.from_fields (the engine's and the
+    archive's decoder too); None for an entry they refuse as well (pure)."""
+    try:
+        r = from_fields("", fields)
+    except CodecError:
+        return None
+    return r.ts_ms, r.device, dict(r.values), sorted(r.flags)
 
 
 def decode_alert(raw: str) -> dict[str, Any] | None:
@@ -74,7 +77,10 @@ class Data:
             if not chunk:
                 break
             for _id, f in chunk:
-                ts, dev, values, _flags = decode_vitals(f)
+                row = decode_vitals(f)
+                if row is None:
+                    continue
+                ts, dev, values, _flags = row
                 for m, v in values.items():
                     if m not in out:
                         out[m] = {"v": v, "ts": ts, "dev": dev}
@@ -84,18 +90,11 @@ class Data:
             end = f"({chunk[-1][0]}"
         return out
 
-    def history(self, room: str, start_ms: int, end_ms: int | None = None,
-                ) -> list[tuple[int, str, dict[str, float], list[str]]]:
-        """Decoded readings of a room whose stream ids fall in [start_ms, end_ms]."""
-        out: list[tuple[int, str, dict[str, float], list[str]]] = []
-        start, end = str(start_ms), (str(end_ms) if end_ms is not None else "+")
-        while True:
-            chunk = redis_types.entries(
-                self.client.xrange(self.keys.vitals(room), min=start, max=end, count=5000))
-            out.extend(decode_vitals(f) for _id, f in chunk)
-            if len(chunk) < 5000:
-                return out
-            start = f"({chunk[-1][0]}"
+    def history(self, room: str, start_ms: int, end_ms: int | None = None) -> list[VitalsRow]:
+        """Decoded readings of a room whose stream ids fall in [start_ms, end_ms] (malformed ones skipped)."""
+        end = str(end_ms) if end_ms is not None else "+"
+        entries = read_range(self.client, self.keys.vitals(room), str(start_ms), end, page=5000)
+        return [row for _id, f in entries if (row := decode_vitals(f)) is not None]
 
     # --- devices, heartbeats --------------------------------------------------------------
     def device_status(self, devices: list[str]) -> dict[str, dict[str, str]]:

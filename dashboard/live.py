@@ -253,7 +253,10 @@ class Hub:
         if st is None:
             return
         for _id, f in entries:
-            ts, dev, vals, flags = decode_vitals(f)
+            row = decode_vitals(f)
+            if row is None:
+                continue  # the engine refuses it too (and logs it)
+            ts, dev, vals, flags = row
             self.stats["readings"] += 1
             for m, v in vals.items():
                 cur = st["latest"].get(m)

@@ -34,8 +34,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from monitor.accounts.audit import audit_fields
 from monitor.model import clock
+from monitor.model.codec import CodecError, from_fields
 from monitor.model.config import Config
-from monitor.model.keys import ALERT_FIELDS, F_DEV, F_FLAGS, F_TS, Keys
+from monitor.model.keys import ALERT_FIELDS, Keys
 from monitor.model.readings import METRICS
 from monitor.sessions.archive_schema import (
     alert_events,
@@ -163,14 +164,15 @@ def _upsert(conn: Connection, table: sa.Table, row: dict[str, Any], keys: list[s
 
 # --- pure row builders ------------------------------------------------------------------
 def reading_row(sid: str, entry_id: str, fields: dict[str, str]) -> dict[str, Any] | None:
-    """A vitals-stream entry as a `readings` row, or None if malformed (pure)."""
+    """A vitals-stream entry as a `readings` row, or None if malformed (pure; codec.from_fields)."""
     try:
-        row: dict[str, Any] = {"session_id": sid, "stream_id": entry_id, "ts_ms": int(fields[F_TS]),
-                               "dev": fields[F_DEV], "flags": fields.get(F_FLAGS) or None}
-        for m in READING_METRICS:
-            row[m] = float(fields[m]) if m in fields else None
-    except (KeyError, ValueError):
+        r = from_fields("", fields)
+    except CodecError:
         return None
+    row: dict[str, Any] = {"session_id": sid, "stream_id": entry_id, "ts_ms": r.ts_ms, "dev": r.device,
+                           "flags": ",".join(sorted(r.flags)) or None}
+    for m in READING_METRICS:
+        row[m] = r.values.get(m)
     return row
 
 
