@@ -13,7 +13,8 @@ from typing import Any
 from dash import dcc, html
 
 from dashboard.context import User
-from dashboard.figures import fmt_age, fmt_value, session_phase, stale_after_s
+from dashboard.figures import fmt_age, fmt_value, stale_after_s
+from monitor.sessions.phase import session_phase
 
 LABELS = {"hr": "HR", "spo2": "SpO₂", "rr": "RR", "sbp": "BP", "temp": "Temp"}
 UNITS = {"hr": "/min", "spo2": "%", "rr": "/min", "sbp": "mmHg", "temp": "°C"}
@@ -75,8 +76,8 @@ def vitals_block(room: str, latest: Mapping[str, Mapping[str, Any]], now_ms: int
 def phase_span(room: str, session: Mapping[str, Any] | None, now_ms: int) -> html.Span:
     """Session phase and time since dose (the live script keeps the minutes current)."""
     ph = session_phase(session, now_ms)
-    return html.Span(ph["label"], className=f"vw-phase vw-phase-{ph['phase']}",
-                     **_attrs(room, "phase", **{"data-vw-dose-ms": str(ph["dose_ms"] or "")}))
+    return html.Span(ph.label, className=f"vw-phase vw-phase-{ph.stage}",
+                     **_attrs(room, "phase", **{"data-vw-dose-ms": str(ph.dose_ms or "")}))
 
 
 def devices_div(room: str, status: Mapping[str, Mapping[str, str]]) -> html.Div:

@@ -53,22 +53,6 @@ def fmt_value(metric: str, v: float | None) -> str:
     return f"{v:.1f}" if metric == "temp" else f"{v:.0f}"
 
 
-def session_phase(session: Mapping[str, Any] | None, now_ms: int) -> dict[str, Any]:
-    """{phase, label, dose_ms}: "none" | "pre-dose" | "post-dose" | "ready" | "ended"."""
-    if not session:
-        return {"phase": "none", "label": "no session", "dose_ms": None}
-    state = session.get("state")
-    if state in ("ended", "archived"):
-        return {"phase": "ended", "label": "session ended", "dose_ms": None}
-    dose = session.get("first_dose_ms")
-    if session.get("ready_ms"):
-        return {"phase": "ready", "label": "ready to leave", "dose_ms": int(dose) if dose else None}
-    if not dose:
-        return {"phase": "pre-dose", "label": "pre-dose", "dose_ms": None}
-    mins = max(0, (now_ms - int(dose)) // 60000)
-    return {"phase": "post-dose", "label": f"{mins} min since dose", "dose_ms": int(dose)}
-
-
 def highest_priority(alerts: Iterable[Mapping[str, Any]]) -> str | None:
     """The highest priority among active alerts (high > medium > low), or None."""
     best = None

@@ -34,10 +34,11 @@ import redis
 import redis.asyncio as aioredis
 
 from dashboard.data import Data, decode_vitals
-from dashboard.figures import monitoring_reasons, session_phase, sparkline_points
+from dashboard.figures import monitoring_reasons, sparkline_points
 from monitor.model.clock import now_ms
 from monitor.model.config import Config
 from monitor.model.keys import Keys
+from monitor.sessions.phase import session_phase
 from monitor.sessions.records import decode_header
 from monitor.store import redis_types
 from monitor.store.heartbeat import instance_name
@@ -234,7 +235,7 @@ class Hub:
         return {"id": s.get("id"), "state": s.get("state"), "started_ms": s.get("started_ms"),
                 "first_dose_ms": s.get("first_dose_ms"), "ready_ms": s.get("ready_ms"),
                 "route": s.get("route"), "protocol": s.get("protocol"),
-                "phase": session_phase(s, now)["phase"]}
+                "phase": session_phase(s, now).stage}
 
     def _send_to(self, c: Client, msg: dict[str, Any]) -> None:
         try:

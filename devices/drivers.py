@@ -7,7 +7,6 @@ driver also runs the `NibpPoller`. The supervisor does every piece of I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from devices.protocols.ansar_b import AnsarBParser
@@ -27,7 +26,6 @@ from monitor.model.readings import Refusal
 
 OXIMETER_QUIET_S = 3.0  # no valid frame this long → silent (a line/packet comes every ≤1 s)
 NIBP_QUIET_S = 2 * POLL_IDLE_S + 1  # two idle polls unanswered → the module is gone
-DOSING_WINDOW_MS = 40 * 60 * 1000  # BP peaks ~40 min after dosing; closer cycle until then
 
 
 @dataclass
@@ -171,25 +169,9 @@ def make_driver(dev: DeviceConfig, poller: NibpPoller | None = None) -> Driver:
     raise ValueError(f"no serial driver for protocol {dev.protocol!r}")
 
 
-def session_phase(session: Mapping[str, str] | None, now_ms: int) -> str:
-    """The room's session phase for NIBP cycling.
-
-    `idle` (no open session), `pre-dose` (open, no dose yet), `dosing` (less than 40 min
-    since the first dose), `observation` (after that, until the session ends).
-    """
-    if not session or session.get("state", "open") != "open":
-        return "idle"
-    try:
-        first_dose_ms = int(session.get("first_dose_ms") or 0)
-    except ValueError:
-        first_dose_ms = 0
-    if not first_dose_ms:
-        return "pre-dose"
-    return "dosing" if now_ms - first_dose_ms < DOSING_WINDOW_MS else "observation"
-
-
 def cycle_for(dev: DeviceConfig, phase: str) -> float:
-    """The cycle for `phase`: `cycle_by_phase_s[phase]` when set, else `cycle_s` (default 300)."""
+    """The cycle for NIBP `phase` (monitor/sessions/phase.py): `cycle_by_phase_s[phase]` when set,
+    else `cycle_s` (default 300)."""
     if dev.cycle_by_phase_s and phase in dev.cycle_by_phase_s:
         return dev.cycle_by_phase_s[phase]
     return dev.nibp_cycle_s

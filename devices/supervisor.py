@@ -25,7 +25,7 @@ from typing import cast
 import redis
 import serial
 
-from devices.drivers import Driver, NibpDriver, Step, cycle_for, make_driver, session_phase
+from devices.drivers import Driver, NibpDriver, Step, cycle_for, make_driver
 from devices.protocols.framing import Parsed
 from devices.protocols.nibp_un300 import NibpPoller
 from devices.statusboard import StatusBoard
@@ -35,6 +35,7 @@ from monitor.model.config import DeviceConfig, RoomConfig
 from monitor.model.keys import Keys
 from monitor.model.ratelimit import RejectLimiter
 from monitor.model.readings import Refusal, accept
+from monitor.sessions.phase import session_phase
 from monitor.store.redis_conn import REDIS_DOWN
 from monitor.store.streams import StreamWriter
 
@@ -276,7 +277,7 @@ class DeviceSupervisor(threading.Thread):
         except REDIS_DOWN as e:
             log.debug("cannot read the session phase: %s", e, extra=self._log_extra)
             return
-        phase = session_phase(session, self.wall_ms())
+        phase = session_phase(session, self.wall_ms()).nibp
         cycle_s = cycle_for(self.dev, phase)
         if cycle_s != self.poller.cycle_s:
             log.info("session phase %s: NIBP cycle %g s", phase, cycle_s, extra=self._log_extra)

@@ -13,6 +13,7 @@ from dashboard.app import Router, compile_route, discover_pages
 from monitor.accounts import users
 from monitor.app import users_cli
 from monitor.model.keys import Keys
+from monitor.sessions.phase import session_phase
 
 NOW = 1_800_000_000_000
 
@@ -25,8 +26,8 @@ NOW = 1_800_000_000_000
     ({"state": "ended", "first_dose_ms": NOW - 60_000}, "ended", "session ended"),
 ])
 def test_session_phase(session, phase, label) -> None:  # noqa: ANN001
-    out = figures.session_phase(session, NOW)
-    assert (out["phase"], out["label"]) == (phase, label)
+    out = session_phase(session, NOW)
+    assert (out.stage, out.label) == (phase, label)
 
 
 @pytest.mark.parametrize(("metric", "cycle", "stale_s", "expect"), [

@@ -191,8 +191,9 @@ def test_reconnect_does_not_reinflate_within_the_cycle():
 
 
 # --- session phase → cycle (devices/drivers.py) -----------------------------------------
-from devices.drivers import cycle_for, session_phase  # noqa: E402
+from devices.drivers import cycle_for  # noqa: E402
 from monitor.model.config import DeviceConfig  # noqa: E402
+from monitor.sessions.phase import session_phase  # noqa: E402
 
 NOW = 10_000_000
 
@@ -206,7 +207,7 @@ NOW = 10_000_000
     ({"state": "open", "first_dose_ms": "garbage"}, "pre-dose"),
 ])
 def test_session_phase(session, phase):
-    assert session_phase(session, NOW) == phase
+    assert session_phase(session, NOW).nibp == phase
 
 
 def test_cycle_for_phase_falls_back_to_cycle_s():
