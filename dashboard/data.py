@@ -45,15 +45,6 @@ def decode_vitals(fields: dict[str, str]) -> VitalsRow | None:
     return r.ts_ms, r.device, dict(r.values), sorted(r.flags)
 
 
-def decode_alert(raw: str) -> dict[str, Any] | None:
-    """One active-alert JSON value (pure); None when unreadable."""
-    try:
-        a = json.loads(raw)
-    except ValueError:
-        return None
-    return a if isinstance(a, dict) else None
-
-
 def sort_alerts(alerts: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """Alerts by priority (high first), then newest raised first."""
     return sorted(alerts, key=lambda a: (PRIORITY_RANK.get(a.get("priority", "low"), 3),
@@ -129,13 +120,6 @@ class Data:
                                                        count=count))
         out = [{"id": i, **f} for i, f in chunk]
         return [e for e in out if room is None or e.get("room") == room]
-
-    def find_alert(self, alert_id: str) -> dict[str, Any] | None:
-        """The active alert with this id, in any room."""
-        for a in self.active_alerts():
-            if a.get("alert") == alert_id:
-                return a
-        return None
 
     def acknowledge(self, alert_id: str, user: str) -> dict[str, Any]:
         """Acknowledge an alert as `user` (KeyError when unknown); returns its new state."""

@@ -17,7 +17,6 @@ TREND_TRACES: tuple[tuple[str, int], ...] = (
     ("hr", 1), ("spo2", 2), ("sbp", 3), ("dbp", 3), ("map", 3), ("rr", 4),
 )
 TREND_ROWS = ("HR /min", "SpO2 %", "BP mmHg", "RR /min")
-TILE_METRICS = ("hr", "sbp", "dbp", "map", "spo2", "rr")
 NIBP_METRICS = frozenset({"sbp", "dbp", "map"})
 DEFAULT_NIBP_CYCLE_S = 300.0
 NIBP_GRACE_S = 60.0  # a BP is "fresh" for one cycle plus a measurement's duration
@@ -63,20 +62,6 @@ def highest_priority(alerts: Iterable[Mapping[str, Any]]) -> str | None:
         if p == "medium" or (p == "low" and best is None):
             best = p
     return best
-
-
-def monitoring_reasons(redis_ok: bool, beats: Mapping[str, int], now_ms: int, stale_s: float) -> list[str]:
-    """Why the system is NOT MONITORING (empty list = monitoring)."""
-    if not redis_ok:
-        return ["Redis unreachable"]
-    out = []
-    for role, what in (("alerts", "alert engine"), ("ingest", "device ingest")):
-        beat = beats.get(role)
-        if beat is None:
-            out.append(f"{what} not running")
-        elif now_ms - beat > stale_s * 1000:
-            out.append(f"{what} silent for {int((now_ms - beat) / 1000)} s")
-    return out
 
 
 def sparkline_points(history: Sequence[tuple[int, str, Mapping[str, float], Sequence[str]]],

@@ -34,7 +34,8 @@ import redis
 import redis.asyncio as aioredis
 
 from dashboard.data import Data, decode_vitals
-from dashboard.figures import monitoring_reasons, sparkline_points
+from dashboard.figures import sparkline_points
+from monitor.alarms.technical import monitoring_state
 from monitor.model.clock import now_ms
 from monitor.model.config import Config
 from monitor.model.keys import Keys
@@ -53,28 +54,10 @@ CLIENT_QUEUE_MAX = 2000  # messages; a tab that falls this far behind is disconn
 AIO_DOWN = REDIS_DOWN + (aioredis.ConnectionError, aioredis.TimeoutError)
 
 
-def _monitoring_state_fn():  # noqa: ANN202
-    """The alert engine's pure monitoring_state(heartbeats, now_ms, cfg), if present."""
-    try:
-        from monitor.alarms.technical import monitoring_state
-    except ImportError:
-        return None
-    return monitoring_state
-
-
 def monitoring_problems(cfg: Config, beats_raw: dict[str, str], now: int) -> list[str]:
-    """NOT MONITORING reasons from the raw heartbeats hash (Redis itself answered)."""
-    fn = _monitoring_state_fn()
-    if fn is not None:
-        return list(fn(beats_raw, now, cfg).problems)
-    beats: dict[str, int] = {}
-    for k, v in beats_raw.items():
-        role = k.split(":", 1)[0]
-        try:
-            beats[role] = max(beats.get(role, 0), int(v))
-        except ValueError:
-            continue
-    return monitoring_reasons(True, beats, now, cfg.alerts.heartbeat_stale_s)
+    """NOT MONITORING reasons from the raw heartbeats hash (Redis itself answered): the alert
+    engine's own pure `monitoring_state`, so the screen and the engine agree."""
+    return list(monitoring_state(beats_raw, now, cfg).problems)
 
 
 @dataclass(eq=False)  # identity hash: tabs live in a set
@@ -100,7 +83,6 @@ class Hub:
         self.instance = instance_name()
         self.stats = {"readings": 0, "messages": 0, "tabs_dropped": 0, "redis_errors": 0}
         self._redis_ok = False
-        self._ready = asyncio.Event()
 
     @staticmethod
     def _empty_room() -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 One StreamWriter per process (its outage spool is named after the selection, so a
 restarted ingest with the same selection replays what it held), one supervisor thread per
-serial device, and the MQTT adapter for MQTT devices when it is available. Heartbeat
+serial device, and the MQTT adapter for MQTT devices. Heartbeat
 role `ingest` every second. SIGINT/SIGTERM: stop every device, flush the writer, exit 0.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import importlib
 import logging
 import signal
 import socket
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from devices import mqtt_adapter
 from devices.statusboard import StatusBoard
 from devices.supervisor import DeviceSupervisor
 from monitor.model.clock import now_ms
@@ -71,21 +71,6 @@ def spool_path(cfg: Config, rooms: list[str], devices: list[str]) -> Path:
     return cfg.data_dir / "spool" / f"{name}.jsonl"
 
 
-def start_mqtt(cfg: Config, endpoints: Any, writer: StreamWriter, mqtt_devices: Selected,
-               stop: threading.Event) -> Any | None:
-    """Start the MQTT adapter for `mqtt_devices`, or log loudly which are not ingested."""
-    if not mqtt_devices:
-        return None
-    names = ", ".join(d.id for _, d in mqtt_devices)
-    try:
-        module = importlib.import_module("devices.mqtt_adapter")
-        start = module.start
-    except (ImportError, AttributeError) as e:
-        log.error("MQTT adapter unavailable (%s): NOT ingesting MQTT device(s) %s", e, names)
-        return None
-    return start(cfg, endpoints, writer, mqtt_devices, stop)
-
-
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Entry point of `vitalwatch ingest`."""
     rooms, devices = list(args.room or []), list(args.device or [])
@@ -118,9 +103,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
              f" and {len(mqtt_devs)} MQTT device(s)" if mqtt_devs else "")
     if not selected:
         log.warning("no devices configured%s: only the heartbeat runs", " in the selection" if rooms or devices else "")
-    mqtt = None
+    mqtt: mqtt_adapter.MqttAdapter | None = None
     try:
-        mqtt = start_mqtt(cfg, endpoints, writer, mqtt_devs, stop)
+        if mqtt_devs:
+            mqtt = mqtt_adapter.start(cfg, endpoints, writer, mqtt_devs, stop)
         _heartbeat_loop(client, keys, stop, instance)
     finally:
         stop.set()

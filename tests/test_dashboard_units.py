@@ -49,13 +49,6 @@ def test_highest_priority(prios, best) -> None:  # noqa: ANN001
     assert figures.highest_priority({"priority": p} for p in prios) == best
 
 
-def test_monitoring_reasons() -> None:
-    assert figures.monitoring_reasons(False, {}, NOW, 10) == ["Redis unreachable"]
-    assert figures.monitoring_reasons(True, {"alerts": NOW - 1000, "ingest": NOW - 2000}, NOW, 10) == []
-    reasons = figures.monitoring_reasons(True, {"alerts": NOW - 30_000}, NOW, 10)
-    assert reasons == ["alert engine silent for 30 s", "device ingest not running"]
-
-
 def test_alert_episodes_from_events() -> None:
     ev = [
         {"alert": "a", "event": "raised", "ts": "100", "metric": "sbp", "priority": "high", "kind": "physiological"},

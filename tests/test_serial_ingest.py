@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import subprocess
@@ -119,19 +118,6 @@ def test_selection_and_stable_spool_name(make_config):
     assert ingest.spool_path(cfg, ["room-2"], ["a"]) == ingest.spool_path(cfg, ["room-2", "room-2"], ["a"])
     assert ingest.spool_path(cfg, ["room-2"], []) != ingest.spool_path(cfg, ["room-1"], [])
     assert ingest.spool_path(cfg, [], []).name == "ingest-all.jsonl"
-
-
-def test_missing_mqtt_adapter_is_logged_loudly(make_config, monkeypatch, caplog):
-    cfg = make_config(rooms=[{"id": "room-1", "devices": [
-        {"id": "b", "protocol": "json", "transport": "mqtt", "topic": "t/b"}]}])
-
-    def no_module(name: str):
-        raise ModuleNotFoundError(f"No module named {name!r}", name=name)
-
-    monkeypatch.setattr(ingest.importlib, "import_module", no_module)
-    with caplog.at_level(logging.ERROR):
-        assert ingest.start_mqtt(cfg, None, None, cfg.devices(), threading.Event()) is None  # type: ignore[arg-type]
-    assert "NOT ingesting MQTT device(s) b" in caplog.text
 
 
 def test_config_parse_for_docs_example():

@@ -192,7 +192,6 @@ class NibpPoller:
         self._seen_s1 = False
         self._next_poll_s = 0.0
         self._requested = False
-        self._out: list[bytes] = []
 
     # -- inputs --
     def connect(self, now_s: float) -> list[bytes]:

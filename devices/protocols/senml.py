@@ -38,7 +38,6 @@ UNITS: dict[str, frozenset[str]] = {
 }
 FLAGS_NAME = "flags"
 RELATIVE_LIMIT_S = 2**28  # RFC 8428 §4.5.3: smaller resolved times are relative to now
-BASE_FIELDS = {"bn", "bt", "bu", "bv", "bs", "bver"}
 RECORD_FIELDS = {"n", "u", "v", "vs", "vb", "vd", "s", "t", "ut"}
 _NAME_SPLIT = re.compile(r"[/:]")
 

@@ -236,11 +236,6 @@ class Physiology:
         """Simulated time of the first dose, or None before any."""
         return min((d.at_s for d in self.doses), default=None)
 
-    @property
-    def hypertensive_cross_min(self) -> float:
-        """Designed minute (after the first dose) at which the hypertensive surge crosses 180."""
-        return self._hyper[1]
-
     def vitals_at(self, sim_s: float) -> Vitals:
         """Vital signs at simulated second `sim_s` (pure: same seed and time, same result)."""
         p, seed = self.patient, self.patient.seed

@@ -40,7 +40,6 @@ DEFAULT_ROUTES: tuple[tuple[str, float | None], ...] = (
     ("iv", None), ("intranasal", 56.0), ("im", None), ("intranasal", 84.0))
 DEFAULT_DOSE_AT_MIN = 2.0
 CLOCK_SKEW_MS = 10 * 60 * 1000  # ahead by 10 min: beyond the contract's 5-min tolerance
-NOISE_PROBABILITY = 0.08  # share of emissions a noisy line corrupts
 
 
 class ScenarioError(ValueError):

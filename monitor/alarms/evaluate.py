@@ -114,7 +114,7 @@ def evaluate(room: str, rules: Mapping[str, Rule], tech: Mapping[str, TechRule],
                 rule = rules.get(metric)
                 if rule is None or (bp_failed and metric in BP_METRICS):
                     continue
-                key = "p:" + dev + ":" + metric
+                key = phys_key(dev, metric)
                 c = cur.get(key)
                 side = rule.breach(value)
                 if c is None and side is None:
@@ -128,7 +128,7 @@ def evaluate(room: str, rules: Mapping[str, Rule], tech: Mapping[str, TechRule],
                     changed[key] = new
         if (flags & ALL_CONDITION_FLAGS) or dev in tech_devs:
             for name, wanted in FLAG_CONDITIONS.items():
-                key = "t:" + dev + ":" + name
+                key = tech_key(dev, name)
                 c = cur.get(key)
                 present = bool(flags & wanted)
                 if not present and c is None:

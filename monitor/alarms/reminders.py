@@ -1,9 +1,9 @@
 """Reminders from a room's open dosing session (kind `reminder`), counted from the first dose.
 
 Pure: `reminder_conditions(session, events, now_ms, cfg, room)` takes the session hash and
-its events as stored by monitor/sessions.py (schema in docs/alerts.md) and returns the
-reminders that hold right now; the engine reconciles them into alerts (raised when they
-start, cleared when done). `read_session` is the one Redis read.
+its events as stored by monitor/sessions/lifecycle.py (schema in docs/alerts.md), which the
+engine reads from Redis, and returns the reminders that hold right now; the engine
+reconciles them into alerts (raised when they start, cleared when done).
 
 Per protocol (`[alerts.protocols.<name>]`: bp_checks_min, observe_min, bp_tolerance_min):
 - "BP check due before dosing": session open, no dose yet, no BP recorded since it started.
@@ -21,10 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import redis
-
 from monitor.model.config import Config, ReminderProtocol
-from monitor.model.keys import Keys
 
 from .model import Desired
 
@@ -111,11 +108,3 @@ def reminder_conditions(session: Mapping[str, str] | None, events: Sequence[Mapp
                                    "ready to discharge when stable", observe_end, protocol=name)
     return out
 
-
-def read_session(client: redis.Redis, keys: Keys, sid: str) -> tuple[dict[str, str], list[dict[str, str]]]:
-    """The session hash and its events, straight from Redis (schema: monitor/sessions.py)."""
-    pipe = client.pipeline(transaction=False)
-    pipe.hgetall(keys.session(sid))
-    pipe.xrange(keys.session_events(sid))
-    session, entries = pipe.execute()
-    return session, [dict(f) for _id, f in entries]

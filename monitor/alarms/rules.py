@@ -2,9 +2,9 @@
 
 `Config.alarm_spec(room, metric)` merges the first three layers; a nurse's temporary
 per-session overrides (hash `keys.session_limits(<open session>)`, metric → JSON of AlarmSpec
-fields) are laid on top here. Latching comes from the spec when it says so, else from
-`[alerts] latching` for the rule's priority. `build_rules` is pure; `read_session_limits`
-is the one Redis read.
+fields) are laid on top here; the engine reads that hash and passes it in. Latching comes
+from the spec when it says so, else from `[alerts] latching` for the rule's priority. Pure:
+no Redis, no clock.
 """
 
 from __future__ import annotations
@@ -12,13 +12,10 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from typing import cast
 
-import redis
 from pydantic import ValidationError
 
 from monitor.model.config import TECHNICAL_CONDITIONS, AlarmSpec, Config
-from monitor.model.keys import Keys
 from monitor.model.readings import METRICS
 
 from .model import Rule, TechRule
@@ -72,14 +69,6 @@ def build_rules(cfg: Config, room: str, session_limits: Mapping[str, str] | None
         if rule is not None:
             rules[metric] = rule
     return rules, problems
-
-
-def read_session_limits(client: redis.Redis, keys: Keys, room: str) -> tuple[str | None, dict[str, str]]:
-    """(open session id or None, its raw limits hash) for `room`, straight from Redis."""
-    sid = cast("str | None", client.hget(keys.open_sessions, room))
-    if not sid:
-        return None, {}
-    return sid, cast("dict[str, str]", client.hgetall(keys.session_limits(sid)))
 
 
 def technical_rules(cfg: Config) -> dict[str, TechRule]:

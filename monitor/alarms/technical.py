@@ -21,7 +21,6 @@ from monitor.model.config import Config, DeviceConfig, RoomConfig
 from .model import Desired, TechRule
 
 NIBP_DEFAULT_CYCLE_S = 300.0
-CONTINUOUS_PROTOCOLS = ("masimo-ascii", "nonin-df7", "ansar-b")
 
 
 def device_quiet_s(dev: DeviceConfig, cfg: Config, bp_only: bool = False) -> float:

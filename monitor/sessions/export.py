@@ -44,7 +44,6 @@ for _noisy in ("choreographer", "kaleido", "fontTools", "logistro"):
 CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
 DEJAVU = Path("/usr/share/fonts/truetype/dejavu")
 CSV_COLUMNS = ("ts_ms", "time_local", "room", "dev", *READING_METRICS, "flags")
-FORMATS = ("csv", "pdf", "png")
 
 
 class ExportError(RuntimeError):

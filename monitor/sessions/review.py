@@ -43,7 +43,6 @@ REMS_MANUAL_WINDOW_MIN = 30.0
 MIN_HOLD_MS = 10_000
 ADVERSE_OBSERVATIONS = ("sedation", "dissociation", "respiratory_depression", "nausea")
 PRIORITIES = ("high", "medium", "low")
-ALARM_KINDS = ("physiological", "technical")
 
 # (ts_ms, dev, flags, values in READING_METRICS order, None where absent)
 Row = tuple[int, str, "str | None", Sequence["float | None"]]
