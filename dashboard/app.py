@@ -72,6 +72,7 @@ from dashboard.live import Hub
 from monitor.accounts.users import ROLES
 from monitor.model.clock import now_ms
 from monitor.model.config import Config
+from monitor.model.keys import Keys
 from monitor.store.redis_conn import REDIS_DOWN, connect
 from monitor.store.runtime import redis_url_for
 
@@ -153,7 +154,7 @@ class Router:
 
 def build(cfg: Config, redis_url: str) -> tuple[Any, Hub, dash.Dash]:
     """The ASGI app (auth middleware around FastAPI + Dash), its push hub and the Dash app."""
-    keys = resolve_keys(cfg)
+    keys = Keys(cfg.clinic.id)
     client = connect(redis_url, timeout_s=2.0)
     data = Data(client, keys, cfg)
     sessions = Sessions(client, keys, cfg.dashboard.idle_logoff_min)
@@ -228,13 +229,6 @@ def _page_catchall(server: FastAPI, app: dash.Dash) -> None:
             reset_current_request(token)
 
     server.add_api_route("/{path:path}", index, methods=["GET"], include_in_schema=False)
-
-
-def resolve_keys(cfg: Config):  # noqa: ANN201
-    """The clinic's key names."""
-    from monitor.model.keys import Keys
-
-    return Keys(cfg.clinic.id)
 
 
 class Served:

@@ -23,6 +23,8 @@ from monitor.model.codec import CodecError, from_fields
 from monitor.model.config import Config
 from monitor.model.keys import Keys
 from monitor.model.readings import METRICS
+from monitor.sessions import lifecycle
+from monitor.sessions.records import get_session
 from monitor.store import heartbeat, redis_types
 from monitor.store.redis_conn import REDIS_DOWN
 from monitor.store.streams import read_range
@@ -137,15 +139,11 @@ class Data:
 
     def session(self, sid: str) -> dict[str, Any] | None:
         """A session header (decoded), or None."""
-        from monitor.sessions.lifecycle import get_session
-
         return get_session(self.client, self.keys, sid)
 
     def session_events(self, sid: str) -> list[dict[str, Any]]:
         """A session's events, oldest first."""
-        from monitor.sessions.lifecycle import session_events
-
-        return session_events(self.client, self.keys, sid)
+        return lifecycle.session_events(self.client, self.keys, sid)
 
     def room_sessions(self) -> dict[str, dict[str, Any]]:
         """room → its open session's header, for rooms that have one."""

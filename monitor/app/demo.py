@@ -20,8 +20,12 @@ import urllib.request
 import webbrowser
 from pathlib import Path
 
+from monitor.accounts.users import ensure_demo_accounts
 from monitor.app.supervise import Child, run_roles, vitalwatch_argv
 from monitor.model.config import Config, load_config
+from monitor.model.keys import Keys
+from monitor.sessions import lifecycle as sessions
+from monitor.store.redis_conn import connect
 from monitor.store.runtime import RuntimeFailure, resolve
 
 log = logging.getLogger(__name__)
@@ -88,10 +92,6 @@ def demo_timeline_text(rooms: int) -> str:
 def open_demo_sessions(redis_url: str, cfg: Config, dose_in_s: float, stop: threading.Event) -> None:
     """Open a session per room as a nurse would, and record each room's dose when the
     simulated patient is dosed, so tiles show phase and time since dose."""
-    from monitor.model.keys import Keys
-    from monitor.sessions import lifecycle as sessions
-    from monitor.store.redis_conn import connect
-
     keys = Keys(cfg.clinic.id)
     client = connect(redis_url, retries=3)
     try:
@@ -191,14 +191,6 @@ def run(args: argparse.Namespace, cfg: Config | None) -> int:
 
 def _demo_accounts(redis_url: str, cfg: Config) -> list[tuple[str, str]]:
     """Create nurse/director/admin accounts with fresh passwords (printed once)."""
-    from monitor.model.keys import Keys
-    from monitor.store.redis_conn import connect
-
-    try:
-        from monitor.accounts.users import ensure_demo_accounts
-    except ImportError:
-        log.error("accounts module missing: the dashboard will not accept logins")
-        return []
     client = connect(redis_url)
     try:
         return list(ensure_demo_accounts(client, Keys(cfg.clinic.id)))
