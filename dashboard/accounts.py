@@ -1,6 +1,6 @@
 """Pure rules behind the account pages (`/account`, `/admin/users`): no Redis, no Dash.
 
-The pages call monitor/users.py for every change (it validates, stores and audits); these
+The pages call monitor/accounts/users.py for every change (it validates, stores and audits); these
 functions decide what to refuse *before* that and how to show an account.
 """
 

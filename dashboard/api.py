@@ -269,7 +269,8 @@ async def _send_loop(ws: WebSocket, client: Any) -> None:
 
 
 async def _session_check(ws: WebSocket, user: User, sessions: Sessions) -> None:
-    """Tell the tab when its sign-in ended (idle logoff, logout elsewhere), then close."""
+    """Tell the tab when its sign-in ended (logout, idle logoff, or ended by a request that
+    found the account disabled — see Sessions.load), then close."""
     if not user.session_id:
         return
     while True:

@@ -31,10 +31,17 @@ module exposes exactly these names:
 
     def register_callbacks(app: dash.Dash, ctx: AppContext) -> None
         Registers the page's callbacks once at start. Callbacks stay a few lines: read through
-        `ctx.data` (dashboard/data.py is the only module that talks to Redis), build figures
-        with pure functions, and get the acting user with `ctx.current_user()` (a `User` or
-        None; the server already refused anonymous callers). Actions that change state write
-        the audit log (monitor.accounts.audit.record) with that user's name.
+        `ctx.data` (dashboard/data.py: readings, alerts, device status, heartbeats, sessions),
+        change state through the core's own functions given `ctx.data.client` (sessions,
+        session limits, accounts, the archive: the same code the CLI runs), build figures with
+        pure functions, and get the acting user with `ctx.current_user()` (a `User` or None;
+        the server already refused anonymous callers). Actions that change state write the
+        audit log (monitor.accounts.audit.record) with that user's name.
+
+Redis is reached from four places here: dashboard/data.py (`Data`, the pages' reader and
+alert actions), page callbacks passing `ctx.data.client` to monitor.* functions,
+dashboard/auth.py (sign-in sessions, accounts and tokens) and dashboard/live.py (the push
+hub's own `redis.asyncio` client).
 
 Optional: `TITLE: str` (browser tab / nav label) and `NAV: bool` (listed in the top nav).
 

@@ -1,8 +1,11 @@
-"""The dashboard's only Redis access: latest values, history, alerts, sessions, health.
+"""The dashboard's reader: latest values, history, alerts, device status, heartbeats, sessions.
 
-`Data` is the synchronous reader/writer used by pages, callbacks and the JSON API. The
-push loop (dashboard/live.py) has its own `redis.asyncio` client but decodes entries with the
-pure helpers here, so one reading looks the same on every path.
+`Data` is the synchronous reader (and alert-action writer) used by pages, callbacks and the
+JSON API; it also carries the Redis client that pages hand to the core's functions for
+changes (see dashboard/app.py for every place that reaches Redis). The push loop
+(dashboard/live.py) has its own `redis.asyncio` client but decodes entries with
+`decode_vitals` here — codec.from_fields underneath, as in the alert engine and the
+archive — so one reading looks the same on every path.
 
 Alert actions go through monitor/alarms/actions.py (the alert engine's module), so a click,
 an API call from a pager and the engine all change an alert the same way.

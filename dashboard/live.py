@@ -13,7 +13,10 @@ status and open sessions, and pushes only what changed. Each tab holds one WebSo
     dev     a room's device status, when it changed
     sess    a room's session header, when it changed
     mon     monitoring state, every second (also the browser's keep-alive: silence = lost)
-    logout  the sign-in ended (idle logoff, logout elsewhere, account disabled)
+    logout  the sign-in ended — sent by dashboard/api.py, not by this hub: every 5 s it checks
+            that the tab's sign-in still exists in Redis (gone after /logout, idle logoff, or
+            a later request of that sign-in that found the account disabled; disabling an
+            account does not by itself end sign-ins that make no further request)
 
 Why not Dash's own WebSocket callbacks: a persistent callback per tab would run one Redis
 loop per tab (N tabs → N blocking reads) and route every reading through the React store;

@@ -45,7 +45,7 @@ def parse_bp(sbp: Any, dbp: Any) -> tuple[int, int]:
     """Typed SBP/DBP → whole mmHg, checked like monitor.sessions.lifecycle.record_bp (pure).
 
     Raises BadInput with the reason: missing, not a whole number, outside the metric's
-    accepted range (monitor/readings.py METRICS), or diastolic not below systolic.
+    accepted range (monitor/model/readings.py METRICS), or diastolic not below systolic.
     """
     out: list[int] = []
     for metric, raw in (("sbp", sbp), ("dbp", dbp)):

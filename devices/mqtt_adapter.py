@@ -12,7 +12,7 @@ with the writer's (device, ts) de-duplication, each reading is stored once:
 
 Everything refused goes to `rejects` with a reason (rate-limited per source+reason to one a
 second; what is held back is counted in a summary entry and in the device's status).
-Device status hashes (monitor/status.py) are written about once a second.
+Device status hashes (monitor/store/status.py) are written about once a second.
 """
 
 from __future__ import annotations

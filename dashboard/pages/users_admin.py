@@ -1,7 +1,7 @@
 """`/admin/users` (admin): list accounts, add one, reset a password, change a role,
 disable/enable, unlock after failed sign-ins, issue or revoke API tokens.
 
-Every change goes through monitor/users.py — the same functions as `vitalwatch user` — which
+Every change goes through monitor/accounts/users.py — the same functions as `vitalwatch user` — which
 validates, stores and writes the audit entry with the acting admin's name (so nothing is
 audited twice here). The page refuses a change that would leave no enabled admin (the last
 admin disabling or demoting themselves). Disabling takes effect at once: the user's

@@ -1,7 +1,7 @@
 """Technical conditions that come from wall-clock state rather than from one reading.
 
 - Device silent / offline, from the device status hashes the ingest adapters write
-  (monitor/status.py) and the age of the device's last valid reading. The quiet time is
+  (monitor/store/status.py) and the age of the device's last valid reading. The quiet time is
   protocol-aware: continuous devices `[alerts] quiet_s`; an NIBP by its longest cycle plus
   `nibp_grace_s` (a device seen sending only blood pressure counts as an NIBP);
   `DeviceConfig.silence_s` overrides both.

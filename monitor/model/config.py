@@ -105,7 +105,7 @@ class MqttConfig(_Model):
     # level of each device topic + "/#" when one process runs all MQTT devices; [] = off.
     watch_topics: list[Annotated[str, Field(min_length=1)]] | None = None
     # unacked deliveries in flight; ≤ 2000 so a crash's redeliveries stay within the tail the
-    # stream writer checks for duplicates (monitor/streams.py TAIL_CHECK_MIN)
+    # stream writer checks for duplicates (monitor/store/streams.py TAIL_CHECK_MIN)
     receive_maximum: int = Field(default=1000, ge=1, le=2000)
 
     @field_validator("url")

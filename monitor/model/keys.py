@@ -51,7 +51,7 @@ class Keys:
         return f"{self.prefix}rejects"
 
     def device_status(self, device: str) -> str:
-        """Hash: one device's connection state and counters (see monitor/status.py)."""
+        """Hash: one device's connection state and counters (see monitor/store/status.py)."""
         return f"{self.prefix}device:{device}"
 
     @property

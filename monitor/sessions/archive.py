@@ -2,7 +2,7 @@
 
 SQLite by default (`archive.url = "sqlite:///data/archive.db"`, parent directories are
 created), PostgreSQL by URL (`postgresql://…`, driven by psycopg 3). The schema is versioned
-by monitor/archive_schema.py (a small migrations table, applied on open).
+by monitor/sessions/archive_schema.py (a small migrations table, applied on open).
 
 Archiving a session copies, from Redis: its header, every session event, every reading of
 the room's stream whose ts falls between start and end, the room's alert events in that
@@ -405,7 +405,7 @@ def top_up_recent(client: redis.Redis, keys: Keys, cfg: Config, now_ms: int, win
 
 def _alert_counts(conn: Connection, sid: str) -> dict[str, int]:
     # physiological alarms only: reminders and technical alarms are counted apart by the
-    # review (rows archived before this hold all kinds; monitor/review_list.py recounts)
+    # review (rows archived before this hold all kinds; monitor/sessions/review_list.py recounts)
     q = (sa.select(alert_events.c.priority, sa.func.count(sa.distinct(alert_events.c.alert)))
          .where(alert_events.c.session_id == sid, alert_events.c.event == "raised",
                 sa.or_(alert_events.c.kind.is_(None), alert_events.c.kind.notin_(("technical", "reminder"))))

@@ -2,7 +2,7 @@
 
 Works after Redis has been emptied: everything comes from monitor.sessions.archive.load_session.
 - CSV: one row per archived reading (ts_ms, local time, room, device, every metric, flags).
-- PNG: the review chart (monitor/review_figure.py) rendered by kaleido 1.x in the system
+- PNG: the review chart (monitor/sessions/review_figure.py) rendered by kaleido 1.x in the system
   Chromium (found on PATH or at CHROMIUM_PATHS; plotly.js comes from the installed plotly
   package and MathJax is disabled, so nothing is fetched at run time). One Chromium is
   kept warm per process (`render_png`), so a second export costs ~0.3 s, not ~3 s.

@@ -2,7 +2,7 @@
 
 redis-py 8 types replies as `bytes | str` (stream entries and ids also `| None`) because it
 cannot know that every client here is made with `decode_responses=True`
-(monitor/redis_conn.py; dashboard/live.py's asyncio client likewise). These functions state
+(monitor/store/redis_conn.py; dashboard/live.py's asyncio client likewise). These functions state
 what our clients really return, at the place a reply is read. They are `typing.cast`s: they
 neither convert nor check anything at run time.
 """
