@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-fast system-deps lint bench clean
+.PHONY: setup demo test test-fast system-deps lint import-graph bench clean
 
 setup: $(VENV)/.installed
 
@@ -23,9 +23,16 @@ system-deps:
 test: setup system-deps
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+# ruff, mypy, the layering contracts (pyproject.toml) and the import graph in docs/architecture.md
 lint: setup
-	$(BIN)/ruff check monitor devices dashboard tests benchmarks
-	$(BIN)/mypy monitor devices dashboard
+	$(BIN)/ruff check monitor devices dashboard tests benchmarks scripts
+	$(BIN)/mypy monitor devices dashboard scripts/import_graph.py
+	$(BIN)/lint-imports --no-cache --no-logo
+	$(BIN)/python scripts/import_graph.py --check
+
+# redraw the package picture in docs/architecture.md after an import between packages changed
+import-graph: setup
+	$(BIN)/python scripts/import_graph.py
 
 bench: setup
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
