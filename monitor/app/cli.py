@@ -31,39 +31,33 @@ def handler_for(command: str) -> Handler:
     Imported on demand, so that `vitalwatch user list` does not load Dash, paho or
     SQLAlchemy. This shell is the only part of monitor/ that imports devices/ and dashboard/.
     """
-    if command == "check-config":
-        return check_config
-    if command == "demo":
-        from monitor.app import demo
-        return demo.run
-    if command == "run":
-        from monitor.app import supervise
-        return supervise.run
-    if command == "ingest":
-        from devices import ingest
-        return ingest.run
-    if command == "simulate":
-        from devices.simulators import cli as simulate_cli
-        return simulate_cli.run
-    if command == "alerts":
-        from monitor.app import alerts_cli
-        return alerts_cli.run
-    if command == "dashboard":
-        from dashboard import app as dashboard_app
-        return dashboard_app.run
-    if command == "session":
-        from monitor.app import sessions_cli
-        return sessions_cli.run
-    if command == "export":
-        from monitor.sessions import export
-        return export.run
-    if command == "user":
-        from monitor.app import users_cli
-        return users_cli.run
-    if command == "archive":
-        from monitor.app import archive_cli
-        return archive_cli.run
-    raise ValueError(f"no handler for command {command!r}")
+    run: Handler
+    match command:
+        case "check-config":
+            return check_config
+        case "demo":
+            from monitor.app.demo import run
+        case "run":
+            from monitor.app.supervise import run
+        case "ingest":
+            from devices.ingest import run
+        case "simulate":
+            from devices.simulators.cli import run
+        case "alerts":
+            from monitor.app.alerts_cli import run
+        case "dashboard":
+            from dashboard.app import run
+        case "session":
+            from monitor.app.sessions_cli import run
+        case "export":
+            from monitor.sessions.export import run
+        case "user":
+            from monitor.app.users_cli import run
+        case "archive":
+            from monitor.app.archive_cli import run
+        case _:
+            raise ValueError(f"no handler for command {command!r}")
+    return run
 
 
 def _default_user() -> str:
