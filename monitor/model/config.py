@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -68,10 +69,32 @@ class ClinicConfig(_Model):
         return v
 
 
+def _known_priority(v: str) -> str:
+    if v not in PRIORITIES:
+        raise ValueError(f"unknown priority {v!r}; expected high, medium or low")
+    return v
+
+
+Priority = Annotated[str, AfterValidator(_known_priority)]
+
+
+def _embedded_or_url(pattern: str, what: str) -> AfterValidator:
+    """A validator: the value is "embedded" or matches `pattern` (else the error names `what`)."""
+    def check(v: str) -> str:
+        if v != "embedded" and not re.match(pattern, v):
+            raise ValueError(f"must be 'embedded' or {what}")
+        return v
+    return AfterValidator(check)
+
+
+RedisUrl = Annotated[str, _embedded_or_url(r"^(redis|rediss|unix)://", "a redis://, rediss:// or unix:// URL")]
+MqttUrl = Annotated[str, _embedded_or_url(r"^(mqtt|mqtts|tcp|ssl)://[^/]+", "an mqtt:// or mqtts:// URL")]
+
+
 class RedisConfig(_Model):
     """[redis] — `url = "embedded"` starts a local server owned by the app."""
 
-    url: str = "embedded"
+    url: RedisUrl = "embedded"
     retention_hours: float = Field(default=168, gt=0)
     # Writer tuning: how many accepted readings to hold in memory while Redis is away,
     # before spilling to the on-disk spool.
@@ -80,18 +103,11 @@ class RedisConfig(_Model):
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
 
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if v != "embedded" and not re.match(r"^(redis|rediss|unix)://", v):
-            raise ValueError("must be 'embedded' or a redis://, rediss:// or unix:// URL")
-        return v
-
 
 class MqttConfig(_Model):
     """[mqtt] — broker URL, client identity and protocol version."""
 
-    url: str = "embedded"
+    url: MqttUrl = "embedded"
     client_id: str = ""  # default: vitalwatch-<role>-<host>-<pid-stable suffix>
     version: Literal["5", "3.1.1"] = "5"
     shared_group: str = ""  # non-empty: subscribe via $share/<group>/<topic> (MQTT v5)
@@ -107,13 +123,6 @@ class MqttConfig(_Model):
     # unacked deliveries in flight; ≤ 2000 so a crash's redeliveries stay within the tail the
     # stream writer checks for duplicates (monitor/store/streams.py TAIL_CHECK_MIN)
     receive_maximum: int = Field(default=1000, ge=1, le=2000)
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if v != "embedded" and not re.match(r"^(mqtt|mqtts|tcp|ssl)://[^/]+", v):
-            raise ValueError("must be 'embedded' or an mqtt:// or mqtts:// URL")
-        return v
 
 
 class ArchiveConfig(_Model):
@@ -172,24 +181,17 @@ class DeviceConfig(_Model):
 
     @model_validator(mode="after")
     def _transport_fields(self) -> DeviceConfig:
-        if self.transport == "serial":
-            if self.protocol not in PROTOCOLS_SERIAL:
-                raise _field_error(
-                    "protocol",
-                    f"unknown serial protocol {self.protocol!r}; "
-                    f"expected one of {', '.join(PROTOCOLS_SERIAL)}",
-                )
+        serial = self.transport == "serial"
+        known = PROTOCOLS_SERIAL if serial else PROTOCOLS_MQTT
+        if self.protocol not in known:
+            raise _field_error("protocol", f"unknown {'serial' if serial else 'MQTT'} protocol {self.protocol!r}; "
+                                           f"expected one of {', '.join(known)}")
+        if serial:
             if not self.port:
                 raise _field_error("port", "a serial device needs a port")
             if self.topic is not None:
                 raise _field_error("topic", "a serial device has no topic")
         else:
-            if self.protocol not in PROTOCOLS_MQTT:
-                raise _field_error(
-                    "protocol",
-                    f"unknown MQTT protocol {self.protocol!r}; "
-                    f"expected one of {', '.join(PROTOCOLS_MQTT)}",
-                )
             if not self.topic:
                 raise _field_error("topic", "an MQTT device needs a topic")
             if any(c in self.topic for c in "+#"):
@@ -229,17 +231,10 @@ class AlarmSpec(_Model):
 
     low: float | None = None
     high: float | None = None
-    priority: str | None = None
+    priority: Priority | None = None
     delay_s: float | None = Field(default=None, ge=0, le=300)
     hysteresis: float | None = Field(default=None, ge=0)
     latching: bool | None = None
-
-    @field_validator("priority")
-    @classmethod
-    def _priority(cls, v: str | None) -> str | None:
-        if v is not None and v not in PRIORITIES:
-            raise ValueError(f"unknown priority {v!r}; expected high, medium or low")
-        return v
 
     @model_validator(mode="after")
     def _order(self) -> AlarmSpec:
@@ -277,15 +272,8 @@ TECHNICAL_CONDITIONS = (
 class TechnicalSpec(_Model):
     """A technical alarm condition's priority and condition delay."""
 
-    priority: str | None = None
+    priority: Priority | None = None
     delay_s: float | None = Field(default=None, ge=0, le=300)
-
-    @field_validator("priority")
-    @classmethod
-    def _priority(cls, v: str | None) -> str | None:
-        if v is not None and v not in PRIORITIES:
-            raise ValueError(f"unknown priority {v!r}; expected high, medium or low")
-        return v
 
 
 TECHNICAL_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -323,7 +311,7 @@ class AlertsConfig(_Model):
     heartbeat_forget_s: float = Field(default=600, gt=0)
     # Per technical condition: priority and condition delay; merged over TECHNICAL_DEFAULTS.
     technical: dict[str, TechnicalSpec] = Field(default_factory=dict)
-    reminder_priority: str = "low"
+    reminder_priority: Priority = "low"
     protocols: dict[str, ReminderProtocol] = Field(
         default_factory=lambda: {
             "esketamine": ReminderProtocol(bp_checks_min=[40.0], observe_min=120),
@@ -346,13 +334,6 @@ class AlertsConfig(_Model):
         for name in v:
             if name not in PRIORITIES:
                 raise _FieldError(name, f"unknown priority {name!r}; expected high, medium or low")
-        return v
-
-    @field_validator("reminder_priority")
-    @classmethod
-    def _reminder_priority(cls, v: str) -> str:
-        if v not in PRIORITIES:
-            raise ValueError(f"unknown priority {v!r}; expected high, medium or low")
         return v
 
     def technical_spec(self, condition: str) -> tuple[str, float]:
