@@ -446,24 +446,29 @@ def add_addendum(arch: Archive, sid: str, user: str, text: str, ts_ms: int) -> d
 
 
 # --- reads --------------------------------------------------------------------------------
+def _filtered(q: sa.Select[Any], ts_col: sa.Column[Any], since_ms: int | None, until_ms: int | None,
+              equal: list[tuple[sa.Column[Any], str | None]]) -> sa.Select[Any]:
+    """`q` limited to `ts_col` in [since_ms, until_ms] and to every (column, value) given a value."""
+    if since_ms is not None:
+        q = q.where(ts_col >= since_ms)
+    if until_ms is not None:
+        q = q.where(ts_col <= until_ms)
+    for col, value in equal:
+        if value:
+            q = q.where(col == value)
+    return q
+
+
 def list_sessions(arch: Archive, *, since_ms: int | None = None, until_ms: int | None = None,
                   room: str | None = None, patient: str | None = None, high_only: bool = False,
                   clinic: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
     """Archived sessions, newest first, filtered by start time, room, patient, high alerts."""
     cols = [c for c in sessions.c if c.name not in ("header", "limits")]
-    q = sa.select(*cols).order_by(sessions.c.started_ms.desc()).limit(limit)
-    if since_ms is not None:
-        q = q.where(sessions.c.started_ms >= since_ms)
-    if until_ms is not None:
-        q = q.where(sessions.c.started_ms <= until_ms)
-    if room:
-        q = q.where(sessions.c.room == room)
-    if patient:
-        q = q.where(sessions.c.patient == patient)
+    q = _filtered(sa.select(*cols).order_by(sessions.c.started_ms.desc()).limit(limit),
+                  sessions.c.started_ms, since_ms, until_ms,
+                  [(sessions.c.room, room), (sessions.c.patient, patient), (sessions.c.clinic, clinic)])
     if high_only:
         q = q.where(sessions.c.alerts_high > 0)
-    if clinic:
-        q = q.where(sessions.c.clinic == clinic)
     with arch.engine.connect() as conn:
         return [dict(r._mapping) for r in conn.execute(q)]
 
@@ -506,15 +511,8 @@ def audit_entries(arch: Archive, *, clinic: str | None = None, since_ms: int | N
                   until_ms: int | None = None, user: str | None = None, action: str | None = None,
                   limit: int = 500) -> list[dict[str, Any]]:
     """Archived audit entries, newest first, filtered (the admin's audit view)."""
-    q = sa.select(audit_log).order_by(audit_log.c.ts_ms.desc(), audit_log.c.stream_id.desc()).limit(limit)
-    if clinic:
-        q = q.where(audit_log.c.clinic == clinic)
-    if since_ms is not None:
-        q = q.where(audit_log.c.ts_ms >= since_ms)
-    if until_ms is not None:
-        q = q.where(audit_log.c.ts_ms <= until_ms)
-    if user:
-        q = q.where(audit_log.c.user == user)
+    q = _filtered(sa.select(audit_log).order_by(audit_log.c.ts_ms.desc(), audit_log.c.stream_id.desc()).limit(limit),
+                  audit_log.c.ts_ms, since_ms, until_ms, [(audit_log.c.clinic, clinic), (audit_log.c.user, user)])
     if action:
         q = q.where(audit_log.c.action.like(f"{action}%"))
     with arch.engine.connect() as conn:
