@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from devices.protocols.payload_checks import PayloadError, finish, load_json
 from monitor.model.readings import METRICS, Reading, Refusal, accept, settle_ts
@@ -59,6 +59,18 @@ def _number(rec: dict[str, Any], key: str) -> float | None:
     return float(v)
 
 
+T = TypeVar("T")
+
+
+def _text(rec: dict[str, Any], key: str, where: str, current: T) -> str | T:
+    """A base text field (bn, bu) when the record sets it, else the base value so far."""
+    if key not in rec:
+        return current
+    if not isinstance(rec[key], str):
+        raise PayloadError("bad_shape", f"{where}: {key} must be a string")
+    return rec[key]
+
+
 def decode(
     payload: bytes, recv_ts_ms: int, room: str, device: str, source: str | None = None
 ) -> tuple[list[Reading], list[Refusal]]:
@@ -79,7 +91,8 @@ def decode(
         return [], [Refusal(src, e.reason, e.detail, payload)]
 
     groups: dict[int, _Group] = {}  # device time (ms) → group, in order of first appearance
-    bn, bt, bu, bv = "", 0.0, None, 0.0
+    bn, bt, bv = "", 0.0, 0.0
+    bu: str | None = None
     for i, rec in enumerate(pack):
         where = f"record {i}"
         try:
@@ -89,16 +102,10 @@ def decode(
                 raise PayloadError("bad_shape", f"{where}: unsupported field {must_understand[0]!r}")
             if "bver" in rec and (not isinstance(rec["bver"], int) or isinstance(rec["bver"], bool)):
                 raise PayloadError("bad_shape", f"{where}: bver must be an integer")
-            if "bn" in rec:
-                if not isinstance(rec["bn"], str):
-                    raise PayloadError("bad_shape", f"{where}: bn must be a string")
-                bn = rec["bn"]
+            bn = _text(rec, "bn", where, bn)
+            bu = _text(rec, "bu", where, bu)
             if "bt" in rec:
                 bt = _number(rec, "bt") or 0.0
-            if "bu" in rec:
-                if not isinstance(rec["bu"], str):
-                    raise PayloadError("bad_shape", f"{where}: bu must be a string")
-                bu = rec["bu"]
             if "bv" in rec:
                 bv = _number(rec, "bv") or 0.0
         except PayloadError as e:

@@ -12,6 +12,7 @@ race retries once.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -67,11 +68,16 @@ session_events = sa.Table(
     sa.Column("data", sa.Text, nullable=False),  # JSON of the per-type fields
 )
 
+def _copied_entry() -> tuple[sa.Column[Any], ...]:
+    """Key columns of a stream entry copied for a session: (session, stream id), and its ts."""
+    return (sa.Column("session_id", sa.String(128), primary_key=True),
+            sa.Column("stream_id", sa.String(40), primary_key=True),
+            sa.Column("ts_ms", sa.BigInteger, nullable=False))
+
+
 readings = sa.Table(
     "readings", metadata,
-    sa.Column("session_id", sa.String(128), primary_key=True),
-    sa.Column("stream_id", sa.String(40), primary_key=True),
-    sa.Column("ts_ms", sa.BigInteger, nullable=False),
+    *_copied_entry(),
     sa.Column("dev", sa.String(64), nullable=False),
     *(sa.Column(m, sa.Float) for m in ("hr", "spo2", "sbp", "dbp", "map", "rr", "temp", "pi")),
     sa.Column("flags", sa.String(256)),
@@ -80,9 +86,7 @@ readings = sa.Table(
 
 alert_events = sa.Table(
     "alert_events", metadata,
-    sa.Column("session_id", sa.String(128), primary_key=True),
-    sa.Column("stream_id", sa.String(40), primary_key=True),
-    sa.Column("ts_ms", sa.BigInteger, nullable=False),
+    *_copied_entry(),
     sa.Column("room", sa.String(64)),
     sa.Column("alert", sa.String(128)),
     sa.Column("event", sa.String(32)),
