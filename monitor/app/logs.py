@@ -20,12 +20,16 @@ class _Context(logging.Filter):
         return True
 
 
-class TextFormatter(logging.Formatter):
-    """`2026-11-27T10:00:00Z INFO role room=… device=… message`"""
+class _RoleFormatter(logging.Formatter):
+    """A formatter that names the process's role on every line."""
 
     def __init__(self, role: str) -> None:
         super().__init__()
         self.role = role
+
+
+class TextFormatter(_RoleFormatter):
+    """`2026-11-27T10:00:00Z INFO role room=… device=… message`"""
 
     def format(self, record: logging.LogRecord) -> str:
         t = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
@@ -38,12 +42,8 @@ class TextFormatter(logging.Formatter):
         return line
 
 
-class JsonFormatter(logging.Formatter):
+class JsonFormatter(_RoleFormatter):
     """One JSON object per line, for log shippers."""
-
-    def __init__(self, role: str) -> None:
-        super().__init__()
-        self.role = role
 
     def format(self, record: logging.LogRecord) -> str:
         obj = {
