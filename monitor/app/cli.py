@@ -200,7 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = None  # the demo writes its own config
     else:
         try:
-            cfg = load_config(path)
+            cfg = load_config(path, os.environ)
         except ConfigError as e:
             print(f"vitalwatch: bad config: {e}", file=sys.stderr)
             return EXIT_USAGE

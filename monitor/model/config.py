@@ -545,7 +545,8 @@ def config_path(explicit: str | None, env: Mapping[str, str]) -> str:
 
 
 def load_config(path: str, env: Mapping[str, str] | None = None) -> Config:
-    """Read, override from the environment and validate one config file."""
+    """Read, override from `env` and validate one config file (the CLI passes its environment;
+    without `env` the process environment is used)."""
     env = os.environ if env is None else env
     p = Path(path)
     try:
