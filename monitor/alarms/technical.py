@@ -32,6 +32,8 @@ def device_quiet_s(dev: DeviceConfig, cfg: Config, bp_only: bool = False) -> flo
         return max(cycles) + cfg.alerts.nibp_grace_s
     if bp_only:
         return NIBP_DEFAULT_CYCLE_S + cfg.alerts.nibp_grace_s
+    if dev.protocol == "hl7":  # monitors send ORU^R01 every few seconds to a minute
+        return cfg.hl7.silence_s
     return cfg.alerts.quiet_s
 
 

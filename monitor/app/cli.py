@@ -181,10 +181,14 @@ def check_config(args: argparse.Namespace, cfg: Config) -> int:
     print(f"{cfg.source}: OK — clinic {cfg.clinic.id!r} ({cfg.clinic.name or 'unnamed'}), "
           f"{len(cfg.rooms)} room(s), {len(cfg.devices())} device(s)")
     print(f"  redis: {cfg.redis.url}   mqtt: {cfg.mqtt.url} (v{cfg.mqtt.version})   archive: {cfg.archive.url}")
+    if cfg.hl7.listen or cfg.hl7.outbound or cfg.fhir.url:
+        out = cfg.hl7.outbound
+        print(f"  hl7: listen {cfg.hl7.listen or 'off'}   outbound "
+              f"{f'{out.url} ({out.on})' if out else 'off'}   fhir: {cfg.fhir.url or 'off'}")
     for room in cfg.rooms:
         print(f"  {room.id}  {room.name}")
         for dev in room.devices:
-            where = dev.port if dev.transport == "serial" else dev.topic
+            where = {"serial": dev.port, "mqtt": dev.topic}.get(dev.transport, f"source={dev.source}")
             extra = f" @{dev.default_baudrate}" if dev.transport == "serial" else ""
             print(f"    - {dev.id:<12} {dev.protocol:<13} {dev.transport:<6} {where}{extra}")
     return EXIT_OK

@@ -29,6 +29,7 @@ from monitor.model.readings import METRICS
 DEFAULT_PATH = "config/vitalwatch.toml"
 PROTOCOLS_SERIAL = ("masimo-ascii", "nonin-df7", "nibp-un300", "ansar-b")
 PROTOCOLS_MQTT = ("json", "senml")
+PROTOCOLS_MLLP = ("hl7",)
 PRIORITIES = ("high", "medium", "low")
 ID_RE = r"^[a-z0-9][a-z0-9-]*$"
 
@@ -166,7 +167,7 @@ class DeviceConfig(_Model):
 
     id: Id
     protocol: str
-    transport: Literal["serial", "mqtt"]
+    transport: Literal["serial", "mqtt", "mllp"]
     port: str | None = None
     baudrate: int | None = Field(default=None, gt=0)
     bytesize: Literal[5, 6, 7, 8] = 8
@@ -178,9 +179,24 @@ class DeviceConfig(_Model):
     topic: str | None = None
     status_topic: str | None = None  # device-provided online/offline (last will) topic
     silence_s: float | None = Field(default=None, gt=0)
+    # HL7 devices: matched to OBX-18, else MSH-3, else PV1-3 of the messages ([hl7] listen)
+    source: str | None = Field(default=None, min_length=1, max_length=200)
 
     @model_validator(mode="after")
     def _transport_fields(self) -> DeviceConfig:
+        if self.transport != "mllp" and self.source is not None:
+            raise _field_error("source", "only an HL7 device (transport = \"mllp\") has a source")
+        if self.transport == "mllp":
+            if self.protocol not in PROTOCOLS_MLLP:
+                raise _field_error("protocol", f"unknown MLLP protocol {self.protocol!r}; expected hl7")
+            if not self.source or not self.source.strip():
+                raise _field_error("source", "an HL7 device needs a source (its OBX-18, MSH-3 or PV1-3 value)")
+            if self.port is not None or self.topic is not None:
+                raise _field_error("port" if self.port is not None else "topic",
+                                   "an HL7 device has neither port nor topic: it sends to [hl7] listen")
+            if self.cycle_s or self.cycle_by_phase_s:
+                raise _field_error("cycle_s", "only a nibp-un300 device has a measurement cycle")
+            return self
         serial = self.transport == "serial"
         known = PROTOCOLS_SERIAL if serial else PROTOCOLS_MQTT
         if self.protocol not in known:
@@ -211,6 +227,64 @@ class DeviceConfig(_Model):
     def nibp_cycle_s(self) -> float:
         """NIBP measurement cycle (protocol default 300 s)."""
         return self.cycle_s or 300.0
+
+
+class Hl7OutboundConfig(_Model):
+    """[hl7.outbound] — ORU^R01 to an EHR or interface engine, from the durable outbox."""
+
+    url: str  # mllp://host:port
+    on: Literal["session_end", "live"] = "session_end"
+    sending_application: str = "VITALWATCH"
+    sending_facility: str = ""
+    receiving_application: str = ""
+    receiving_facility: str = ""
+    timeout_s: float = Field(default=10, gt=0)  # wait this long for the receiver's ACK
+    max_obx: int = Field(default=2000, ge=10, le=100_000)  # a longer session is split into several messages
+    # Sessions archived within this window are sent when outbound is first switched on (or
+    # a sender was down): older ones are left alone.
+    backfill_h: float = Field(default=24, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not re.match(r"^mllp://[^/:]+:\d+/?$", v):
+            raise ValueError("must be mllp://host:port")
+        return v
+
+
+class Hl7Config(_Model):
+    """[hl7] — the inbound MLLP listener for every HL7 device, and outbound ORU^R01."""
+
+    listen: str | None = None  # "host:port"; no listener without it
+    silence_s: float = Field(default=30, gt=0)  # an HL7 device with no valid reading this long is silent
+    max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_connections: int = Field(default=500, ge=1)
+    idle_timeout_s: float = Field(default=600, gt=0)  # close a connection that sends nothing this long
+    outbound: Hl7OutboundConfig | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str | None) -> str | None:
+        if v is not None:
+            host, _, port = v.rpartition(":")
+            if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+                raise ValueError("must be host:port, e.g. 0.0.0.0:2575")
+        return v
+
+
+class FhirConfig(_Model):
+    """[fhir] — optional: POST each ended session as a transaction Bundle to a FHIR server."""
+
+    url: str | None = None  # the server's base URL (https://…/fhir); nothing is sent without it
+    timeout_s: float = Field(default=15, gt=0)
+    backfill_h: float = Field(default=24, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/]+", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
 
 
 class RoomConfig(_Model):
@@ -388,6 +462,8 @@ class Config(_Model):
     alerts: AlertsConfig = AlertsConfig()
     rooms: list[RoomConfig] = Field(default_factory=list)
     alarms: AlarmsConfig = AlarmsConfig()
+    hl7: Hl7Config = Hl7Config()
+    fhir: FhirConfig = FhirConfig()
     source: str = Field(default="", exclude=True)  # the file it came from
 
     @model_validator(mode="after")
@@ -406,6 +482,7 @@ class Config(_Model):
         if len(set(topics)) != len(topics):
             dup = next(t for t in topics if topics.count(t) > 1)
             raise _path_error("rooms", f"two devices share the MQTT topic {dup!r}")
+        _check_hl7(self)
         room_ids = {r.id for r in self.rooms}
         for room in self.alarms.rooms:
             if room not in room_ids:
@@ -461,6 +538,22 @@ def _field_error(field_name: str, msg: str) -> _FieldError:
 
 def _path_error(path: str, msg: str) -> _FieldError:
     return _FieldError("@" + path, msg)  # "@" = absolute path from the root
+
+
+def _check_hl7(cfg: Config) -> None:
+    """HL7 devices need the listener, and each source names one device."""
+    seen: dict[str, str] = {}
+    for ri, r in enumerate(cfg.rooms):
+        for di, d in enumerate(r.devices):
+            if d.transport != "mllp":
+                continue
+            if cfg.hl7.listen is None:
+                raise _path_error("hl7.listen", f"device {d.id!r} sends HL7 but [hl7] listen is not set")
+            assert d.source is not None
+            if d.source in seen:
+                raise _path_error(f"rooms[{ri}].devices[{di}].source",
+                                  f"source {d.source!r} is already device {seen[d.source]!r}'s")
+            seen[d.source] = d.id
 
 
 def _no_duplicates(ids: list[str], what: str) -> None:
