@@ -2,7 +2,8 @@
 
 One StreamWriter per process (its outage spool is named after the selection, so a
 restarted ingest with the same selection replays what it held), one supervisor thread per
-serial device, and the MQTT adapter for MQTT devices. Heartbeat
+serial device, the MQTT adapter for MQTT devices, and the MLLP
+listener (`[hl7] listen`) when the selection has HL7 devices. Heartbeat
 role `ingest` every second. SIGINT/SIGTERM: stop every device, flush the writer, exit 0.
 """
 
@@ -19,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from devices import mqtt_adapter
+from devices import hl7_listener, mqtt_adapter
 from devices.statusboard import StatusBoard
 from devices.supervisor import DeviceSupervisor
 from monitor.model.clock import now_ms
@@ -95,6 +96,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     board = StatusBoard(client, keys).start()
     serial_devs = [(r, d) for r, d in selected if d.transport == "serial"]
     mqtt_devs = [(r, d) for r, d in selected if d.transport == "mqtt"]
+    hl7_devs = [(r, d) for r, d in selected if d.transport == "mllp"]
     supervisors = [DeviceSupervisor(r, d, writer, board, stop, keys=keys, client=client)
                    for r, d in serial_devs]
     for s in supervisors:
@@ -104,12 +106,16 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     if not selected:
         log.warning("no devices configured%s: only the heartbeat runs", " in the selection" if rooms or devices else "")
     mqtt: mqtt_adapter.MqttAdapter | None = None
+    hl7: hl7_listener.Hl7Listener | None = None
     try:
         if mqtt_devs:
             mqtt = mqtt_adapter.start(cfg, endpoints, writer, mqtt_devs, stop)
+        hl7 = hl7_listener.start(cfg, keys, writer, board, hl7_devs, stop, client)
         _heartbeat_loop(client, keys, stop, instance)
     finally:
         stop.set()
+        if hl7 is not None:
+            hl7.join(JOIN_TIMEOUT_S)  # stops taking messages before the writer flushes
         _shutdown(supervisors, mqtt, writer, board, client, keys, instance)
         endpoints.stop()
     return EXIT_OK

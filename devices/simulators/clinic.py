@@ -17,6 +17,7 @@ from devices.simulators.mqtt_pub import MqttPublisher, MqttTarget
 from devices.simulators.physiology import Physiology
 from devices.simulators.runners import (
     DeviceSpec,
+    Hl7Runner,
     MqttRunner,
     NibpRunner,
     Runner,
@@ -38,7 +39,7 @@ class SimulationError(RuntimeError):
 
 def make_runner(room: str, dev: DeviceConfig, physiology: Physiology, clock: SimClock, truth: TruthLog,
                 timeline: Timeline, seed: int, stop: threading.Event, mqtt_target: MqttTarget | None,
-                base_dir: Path | None = None) -> Runner:
+                base_dir: Path | None = None, hl7_listen: str | None = None) -> Runner:
     """The runner for one configured device."""
     spec = DeviceSpec(room=room, device=dev.id, protocol=dev.protocol,
                       faults=timeline.faults_for(dev.id, dev.protocol), seed=seed, topic=dev.topic,
@@ -48,6 +49,13 @@ def make_runner(room: str, dev: DeviceConfig, physiology: Physiology, clock: Sim
             raise SimulationError(f"device {dev.id}: an MQTT device needs a broker URL")
         pub = MqttPublisher(mqtt_target, client_id=f"vitalwatch-sim-{dev.id}", status_topic=dev.status_topic)
         return MqttRunner(spec, physiology, clock, truth, pub, stop)
+    if dev.transport == "mllp":
+        if not hl7_listen:
+            raise SimulationError(f"device {dev.id}: an HL7 device needs [hl7] listen")
+        host, _, port = hl7_listen.rpartition(":")
+        host = host.strip("[]")
+        host = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host  # a wildcard bind: send to this host
+        return Hl7Runner(spec, physiology, clock, truth, (host, int(port)), dev.source or dev.id, stop)
     link = link_for(dev.port or "", base_dir)
     if dev.protocol == "nibp-un300":
         return NibpRunner(spec, physiology, clock, truth, link, stop)
@@ -73,7 +81,8 @@ class Clinic:
             if room.id not in self.physiology:
                 self.physiology[room.id] = build_physiology(seed, room.id, room_index.get(room.id, 0), timeline)
             self.runners.append(make_runner(room.id, dev, self.physiology[room.id], self.clock, self.truth,
-                                            timeline, seed, self.stop_event, mqtt_target, base_dir))
+                                            timeline, seed, self.stop_event, mqtt_target, base_dir,
+                                            hl7_listen=cfg.hl7.listen))
 
     def start(self) -> Clinic:
         """Start every device; return once each is reachable (or raise SimulationError)."""
@@ -113,6 +122,8 @@ class Clinic:
         for r in self.runners:
             if isinstance(r, MqttRunner):
                 where = f"mqtt topic {r.topic}"
+            elif isinstance(r, Hl7Runner):
+                where = f"ORU^R01 over MLLP to {r.address[0]}:{r.address[1]} as source {r.monitor.source}"
             else:
                 link = r.link  # type: ignore[attr-defined]
                 where = link.where + (f" -> {link.slave_name}" if getattr(link, "slave_name", "") else "")

@@ -4,14 +4,18 @@
   writes to a pty/TCP link.
 - `NibpRunner`: nibp-un300 — reads the host's command frames and answers them.
 - `MqttRunner`: json/senml — publishes each tick's payload QoS 1.
+- `Hl7Runner`: hl7 — ORU^R01 over MLLP to `[hl7] listen`, reading the ACKs.
 Each consults the timeline's fault windows for its device, injects them, and writes the
 ground truth (readings, noise, fault start/end, link events).
 """
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import logging
 import random
+import socket
 import threading
 import time
 from collections import deque
@@ -296,3 +300,150 @@ class MqttRunner(Runner):
         while self.held:
             self.publisher.publish(self.topic, self.held.popleft())
         self.publisher.stop()
+
+
+class Hl7Runner(Runner):
+    """An HL7 monitor: ORU^R01 over MLLP to `[hl7] listen`, as a Mindray-style device sends.
+
+    It connects as a client, sends one message a period and reads the ACKs; a message stays
+    unacknowledged until its AA/AE/AR arrives and is re-sent, oldest first, after a
+    reconnect (so the listener sees the re-sends it must store once). Faults: `unplugged`
+    = the connection dropped (nothing measured is sent meanwhile: truth `lost`),
+    `ignore-acks` = the monitor never reads its socket (the ACKs pile up; when the socket
+    will take no more, the monitor drops the connection and re-sends), `noisy-line` =
+    garbage bytes and broken frames, `sensor-off`, `clock-skew`.
+    """
+
+    SEND_TIMEOUT_S = 5.0
+    UNACKED_MAX = 5000
+
+    def __init__(self, spec: DeviceSpec, physiology: Physiology, clock: SimClock, truth: TruthLog,
+                 address: tuple[str, int], source: str, stop: threading.Event | None = None) -> None:
+        super().__init__(spec, physiology, clock, truth, stop)
+        from devices.simulators.emitters.hl7_oru import Hl7Monitor
+
+        self.address = address
+        self.monitor = Hl7Monitor(spec.room, spec.device, source)
+        self.sock: socket.socket | None = None
+        self.unacked: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+        self.acks: collections.Counter[str] = collections.Counter()  # AA/AE/AR received
+        self.resent = 0
+        self._inbuf = bytearray()
+
+    def _where(self) -> str:
+        return f"mllp://{self.address[0]}:{self.address[1]}"
+
+    def _connect(self) -> bool:
+        if self.sock is not None:
+            return True
+        try:
+            s = socket.create_connection(self.address, timeout=2.0)
+        except OSError as e:
+            self.truth.write("link", room=self.spec.room, device=self.spec.device, path=self._where(),
+                             event="no_listener", ts_ms=self.clock.now_ms(), error=str(e))
+            return False
+        s.settimeout(self.SEND_TIMEOUT_S)
+        self.sock = s
+        self.truth.write("link", room=self.spec.room, device=self.spec.device, path=self._where(),
+                         event="opened", ts_ms=self.clock.now_ms())
+        for data in list(self.unacked.values()):  # store-and-forward: re-send what was never answered
+            if not self._send(data):
+                return False
+            self.resent += 1
+        return True
+
+    def _drop(self, why: str) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.close()
+            self.sock = None
+            self._inbuf.clear()
+            self.truth.write("link", room=self.spec.room, device=self.spec.device, path=self._where(),
+                             event="closed", ts_ms=self.clock.now_ms(), why=why, unacked=len(self.unacked))
+
+    def _send(self, data: bytes) -> bool:
+        assert self.sock is not None
+        try:
+            self.sock.sendall(data)
+            return True
+        except OSError as e:  # includes a send timeout: the listener stopped reading us
+            self._drop(f"send failed: {e}")
+            return False
+
+    def _read_acks(self) -> None:
+        from monitor.model.mllp import MllpFramer
+
+        assert self.sock is not None
+        self.sock.setblocking(False)
+        try:
+            while True:
+                try:
+                    data = self.sock.recv(65536)
+                except (BlockingIOError, InterruptedError):
+                    break
+                if not data:
+                    self._drop("closed by the listener")
+                    return
+                self._inbuf += data
+        except OSError as e:
+            self._drop(f"read failed: {e}")
+            return
+        finally:
+            if self.sock is not None:
+                self.sock.settimeout(self.SEND_TIMEOUT_S)
+        framer = MllpFramer()
+        for piece in framer.feed(bytes(self._inbuf)):
+            if isinstance(piece, bytes):
+                code, ctrl = _msa(piece)
+                self.acks[code] += 1
+                self.unacked.pop(ctrl, None)
+        # keep an unfinished frame for the next read
+        last = self._inbuf.rfind(b"\x0b")
+        end = self._inbuf.rfind(b"\x1c")
+        self._inbuf = self._inbuf[last:] if last > end else bytearray()
+
+    def loop(self) -> None:
+        from monitor.model.mllp import frame
+
+        next_t = time.monotonic()
+        self.ready.set()
+        while not self.stop_event.is_set():
+            active = self.faults.update(self.clock.elapsed_s(), self.clock.now_ms())
+            if "unplugged" in active:
+                self._drop("unplugged")
+            ctx = self.context(active)
+            connected = "unplugged" not in active and self._connect()
+            if connected and "ignore-acks" not in active:
+                self._read_acks()
+            for chunk in self.monitor.tick(ctx):
+                raw = chunk.noise == "garbage"
+                data = chunk.data if raw else frame(chunk.data)
+                delivered = self.sock is not None and self._send(data)
+                if delivered and not raw and chunk.reading is not None and chunk.reading.expect == "stored":
+                    self.unacked[str(self.monitor.control)] = data
+                    while len(self.unacked) > self.UNACKED_MAX:
+                        self.unacked.popitem(last=False)
+                self.log_chunk(chunk, ctx, delivered)
+            next_t += self.monitor.period_s
+            delay = next_t - time.monotonic()
+            if delay < -1.0:
+                next_t, delay = time.monotonic(), 0.0
+            self.stop_event.wait(max(0.0, delay))
+
+    def shutdown(self) -> None:
+        if self.sock is not None:
+            with contextlib.suppress(OSError):
+                self.sock.settimeout(1.0)
+                self._read_acks()
+            self._drop("stopped")
+
+
+def _msa(ack: bytes) -> tuple[str, str]:
+    """(MSA-1, MSA-2) of an ACK ("?" when there is none)."""
+    text = ack.decode("utf-8", "replace")
+    sep = text[3] if len(text) > 3 else "|"
+    for seg in text.replace("\n", "\r").split("\r"):
+        if seg.startswith("MSA"):
+            f = seg.split(sep)
+            return (f[1] if len(f) > 1 else "?"), (f[2] if len(f) > 2 else "")
+    return "?", ""

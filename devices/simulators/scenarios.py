@@ -20,19 +20,20 @@ from typing import Any
 from devices.simulators.physiology import MODIFIERS, ROUTES
 
 PHYSIOLOGY = ("routine", *MODIFIERS)
-FAULTS = ("sensor-off", "unplugged", "noisy-line", "broker-outage", "clock-skew")
+FAULTS = ("sensor-off", "unplugged", "noisy-line", "broker-outage", "clock-skew", "ignore-acks")
 SCENARIOS = PHYSIOLOGY + FAULTS
 
 # Which transports/protocols a fault applies to.
-SENSOR_PROTOCOLS = ("masimo-ascii", "nonin-df7", "ansar-b", "nibp-un300", "json", "senml")
+SENSOR_PROTOCOLS = ("masimo-ascii", "nonin-df7", "ansar-b", "nibp-un300", "json", "senml", "hl7")
 SERIAL_PROTOCOLS = ("masimo-ascii", "nonin-df7", "nibp-un300", "ansar-b")
 MQTT_PROTOCOLS = ("json", "senml")
 _APPLIES = {
     "sensor-off": SENSOR_PROTOCOLS,
-    "unplugged": SERIAL_PROTOCOLS + MQTT_PROTOCOLS,
-    "noisy-line": SERIAL_PROTOCOLS + MQTT_PROTOCOLS,
+    "unplugged": SERIAL_PROTOCOLS + MQTT_PROTOCOLS + ("hl7",),  # hl7: the connection drops
+    "noisy-line": SERIAL_PROTOCOLS + MQTT_PROTOCOLS + ("hl7",),
     "broker-outage": MQTT_PROTOCOLS,
-    "clock-skew": ("masimo-ascii", *MQTT_PROTOCOLS),  # the only formats that carry device time
+    "clock-skew": ("masimo-ascii", *MQTT_PROTOCOLS, "hl7"),  # the only formats that carry device time
+    "ignore-acks": ("hl7",),  # a monitor that never reads its socket
 }
 
 # Default rotation of routes/doses over rooms when nothing is scripted (room index modulo 4).
@@ -79,6 +80,7 @@ DEFAULT_WINDOWS: dict[str, tuple[FaultWindow, ...]] = {
     "noisy-line": (FaultWindow("noisy-line"),),
     "broker-outage": (FaultWindow("broker-outage", at_s=40, duration_s=15, every_s=180),),
     "clock-skew": (FaultWindow("clock-skew"),),
+    "ignore-acks": (FaultWindow("ignore-acks"),),
 }
 
 

@@ -125,3 +125,42 @@ class Keys:
     def web_session(self, session_id: str) -> str:
         """String with TTL: a dashboard sign-in → JSON {user, role, created_ms, last_ms}."""
         return f"{self.prefix}web-session:{session_id}"
+
+    def hl7_receipt(self, sender: str, control_id: str) -> str:
+        """String with TTL: receive time (ms) first given to an HL7 message (MSH-3 + MSH-10)
+        whose readings lacked a device time, so a re-sent copy gets the same time."""
+        return f"{self.prefix}hl7-receipt:{sender}:{control_id}"
+
+    def outbox(self, dest: str) -> str:
+        """Stream: a destination's outbound messages, oldest first (monitor/store/outbox.py)."""
+        return f"{self.prefix}outbox:{dest}"
+
+    def outbox_state(self, dest: str) -> str:
+        """Hash: a destination's sender state (cursor = last settled id, attempts, last error)."""
+        return f"{self.prefix}outbox-state:{dest}"
+
+    def outbox_failed(self, dest: str) -> str:
+        """Hash: message id → JSON of a message the receiver refused (kept for resend)."""
+        return f"{self.prefix}outbox-failed:{dest}"
+
+    def outbox_lease(self, dest: str) -> str:
+        """String with TTL: which process sends a destination's messages right now."""
+        return f"{self.prefix}outbox-lease:{dest}"
+
+    def outbox_keys(self, dest: str) -> str:
+        """Sorted set: idempotency keys already enqueued for a destination, scored by time."""
+        return f"{self.prefix}outbox-keys:{dest}"
+
+    @property
+    def outbox_destinations(self) -> str:
+        """Set: every destination that has an outbox."""
+        return f"{self.prefix}outbox-destinations"
+
+    def hl7_live_cursor(self, dest: str) -> str:
+        """Hash: room → last vitals-stream id sent live to a destination."""
+        return f"{self.prefix}hl7-live:{dest}"
+
+    @property
+    def interop_lock(self) -> str:
+        """String with TTL: which process scans for ended sessions to send this round."""
+        return f"{self.prefix}interop-scan"
