@@ -17,6 +17,7 @@ from typing import Any
 from monitor.alarms.engine import Worker
 from monitor.alarms.outbound import Outbound
 from monitor.model.config import Config
+from monitor.interop import outbound as interop_outbound
 from monitor.sessions import archive_topup
 from monitor.store import heartbeat
 from monitor.store.redis_conn import connect
@@ -48,11 +49,15 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     log.info("alert worker %s started (%d room(s) in config, lease %.1f s)", owner, len(cfg.rooms),
              cfg.alerts.owner_ttl_s)
     topup = archive_topup.start(cfg, endpoints.redis_url, endpoints.keys, owner, stop)
+    # HL7/FHIR to the EHR: every worker runs the loop; a lease lets one send per destination
+    interop = interop_outbound.start(cfg, endpoints.redis_url, endpoints.keys, owner, stop)
     try:
         worker.run(stop)
     finally:
         stop.set()
         topup.join(5)
+        if interop is not None:
+            interop.join(5)
         outbound.close()
         client.close()
     log.info("alert worker %s stopped: %d readings, %d events", owner, worker.stats.readings, worker.stats.events)

@@ -277,6 +277,8 @@ class FhirConfig(_Model):
 
     url: str | None = None  # the server's base URL (https://…/fhir); nothing is sent without it
     timeout_s: float = Field(default=15, gt=0)
+    # identifier system of the patient ids (your MRN system URI); default urn:vitalwatch:<clinic>:patient
+    patient_system: str = ""
     backfill_h: float = Field(default=24, ge=0)
 
     @field_validator("url")

@@ -160,7 +160,6 @@ class Keys:
         """Hash: room → last vitals-stream id sent live to a destination."""
         return f"{self.prefix}hl7-live:{dest}"
 
-    @property
-    def interop_lock(self) -> str:
-        """String with TTL: which process scans for ended sessions to send this round."""
-        return f"{self.prefix}interop-scan"
+    def interop_lock(self, task: str) -> str:
+        """String with TTL: which process runs an outbound task (`scan`, `live`) this round."""
+        return f"{self.prefix}interop-lock:{task}"
