@@ -193,6 +193,29 @@ def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions,
                     for ts, dev, vals, flags in data.history(head["room"], int(head["started_ms"]), end)]
         return {"session": head, "events": data.session_events(sid), "readings": readings}
 
+    @server.get("/api/v1/sessions/{sid}/fhir")
+    def session_fhir(sid: str) -> Response:
+        """An archived session as a FHIR R4 Bundle of vital-signs Observations (director and up)."""
+        user = _require("director")
+        import sqlalchemy as sa
+
+        from monitor.sessions import archive
+        from monitor.sessions.export import fhir_json
+
+        try:
+            rec = archive.load_session(archive.open_archive(cfg.archive.url), sid)
+        except archive.NotArchived:
+            raise HTTPException(404, f"no archived session {sid!r} (is it ended?)") from None
+        except sa.exc.SQLAlchemyError as e:
+            raise HTTPException(503, f"archive unavailable: {e.__class__.__name__}") from None
+        body = fhir_json(rec, cfg.clinic.id, cfg.fhir.patient_system)
+        try:
+            audit.record(data.client, data.keys, user.name, "session.export", session=sid, format="fhir", via="api")
+        except REDIS_DOWN:  # never lose an audit entry: straight into the archive's table
+            archive.record_audit_local(archive.open_archive(cfg.archive.url), cfg.clinic.id, user.name,
+                                       "session.export", session=sid, format="fhir", via="api")
+        return Response(body, media_type="application/fhir+json")
+
     @server.post("/api/v1/alerts/{alert_id}/acknowledge")
     async def acknowledge(alert_id: str, request: Request) -> dict[str, Any]:
         return await _act(request, alert_id, "acknowledge")

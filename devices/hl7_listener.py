@@ -141,7 +141,7 @@ class Hl7Listener:
             for r, d in devices if d.transport == "mllp"}
         self.sources: dict[str, tuple[str, str]] = {d.source: (d.room, d.device) for d in self.devices.values()}
         # configured HL7 devices another ingest process runs: say so instead of "unknown source"
-        self.elsewhere = {d.source for _r, d in cfg.devices() if d.transport == "mllp" and d.id not in self.devices}
+        self.elsewhere = {d.source or "" for _r, d in cfg.devices() if d.transport == "mllp" and d.id not in self.devices}
         self.stats = ListenerStats()
         self.limiter = RateLimiter(1.0)
         self.bound = threading.Event()
@@ -249,7 +249,7 @@ class Hl7Listener:
                         self._garbage(piece, conn, label)
                     else:
                         await self._message(piece, conn, label)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             log.info("HL7 connection %s idle or not reading its answers for %g s: closed", peer, idle_s)
         except (ConnectionError, OSError) as e:
             log.info("HL7 connection %s lost: %s", peer, e)

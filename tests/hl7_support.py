@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ DATA = Path(__file__).parent / "data" / "hl7"
 
 def dtm(ms: int) -> str:
     """HL7 DTM in UTC with the offset."""
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y%m%d%H%M%S") + "+0000"
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y%m%d%H%M%S") + "+0000"
 
 
 def oru(control: str, ts_ms: int | None, obx: list[str], *, app: str = "MON^ABC123^EUI-64",

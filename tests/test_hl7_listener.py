@@ -3,8 +3,7 @@ refusals, re-sends stored once, monitors that never read, many connections."""
 
 from __future__ import annotations
 
-from tests.hl7_support import BPM, HR, PCT, SPO2, msa, nm, now_ms, oru, rig
-from tests.test_serial_supervisor import wait_for
+from tests.hl7_support import BPM, HR, PCT, SPO2, nm, now_ms, oru, rig
 
 
 def test_aa_after_the_reading_is_in_its_room_stream(make_config, redis_url, keys, rclient, tmp_path):

@@ -31,7 +31,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone, tzinfo
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 import hl7
@@ -98,7 +98,7 @@ class Hl7Result:
 Sources = Mapping[str, tuple[str, str]]  # configured source → (room, device)
 
 
-def decode(raw: bytes, recv_ms: int, sources: Sources, tz: tzinfo = timezone.utc,
+def decode(raw: bytes, recv_ms: int, sources: Sources, tz: tzinfo = UTC,
            *, source_label: str = "hl7") -> Hl7Result:
     """Parse one message received at `recv_ms`; see the module docstring. Never raises.
 
@@ -443,7 +443,8 @@ def parse_dtm(text: str, default_offset: tzinfo | None, tz: tzinfo) -> int:
 # --- the answer -----------------------------------------------------------------------------
 def _escape(text: str, header: Header) -> str:
     """Our text made safe inside a field of the sender's encoding (HL7 escape sequences)."""
-    comp, rep, esc, sub = (header.encoding + "^~\\&"[len(header.encoding):])[:4]
+    enc = (header.encoding + "^~\\&"[len(header.encoding):])[:4]
+    comp, rep, esc, sub = enc[0], enc[1], enc[2], enc[3]
     out = text.replace(esc, f"{esc}E{esc}")
     for ch, code in ((header.field_sep, "F"), (comp, "S"), (rep, "R"), (sub, "T")):
         out = out.replace(ch, f"{esc}{code}{esc}")
@@ -451,7 +452,7 @@ def _escape(text: str, header: Header) -> str:
 
 
 def _dtm(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).strftime("%Y%m%d%H%M%S+0000")
+    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y%m%d%H%M%S+0000")
 
 
 def ack_message(result: Hl7Result, now_ms: int, *, app: str = "VITALWATCH", facility: str = "") -> bytes:

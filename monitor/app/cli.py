@@ -55,6 +55,8 @@ def handler_for(command: str) -> Handler:
             from monitor.app.users_cli import run
         case "archive":
             from monitor.app.archive_cli import run
+        case "outbox":
+            from monitor.app.outbox_cli import run
         case _:
             raise ValueError(f"no handler for command {command!r}")
     return run
@@ -150,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", parents=[common, acting], help="post-session export")
     ex.add_argument("--session", required=True)
-    ex.add_argument("--format", required=True, choices=["csv", "pdf", "png"])
+    ex.add_argument("--format", required=True, choices=["csv", "pdf", "png", "fhir"])
     ex.add_argument("-o", dest="output", required=True, metavar="FILE")
 
     u = sub.add_parser("user", help="manage accounts")
@@ -173,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     bk = ars.add_parser("backup", parents=[common, acting])
     bk.add_argument("-o", dest="output", required=True, metavar="FILE")
     ars.add_parser("purge", parents=[common, acting])
+
+    ob = sub.add_parser("outbox", help="outbound queues to the EHR (HL7, FHIR): list, resend")
+    obs_ = ob.add_subparsers(dest="action", metavar="ACTION", required=True)
+    obs_.add_parser("list", parents=[common, acting])
+    obr = obs_.add_parser("resend", parents=[common, acting])
+    obr.add_argument("--dest", required=True, choices=["hl7", "fhir"])
+    obr.add_argument("message", metavar="MESSAGE_ID")
     return p
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from monitor.interop.rows import METRIC_ORDER, VitalRow
@@ -35,7 +35,7 @@ NAMESPACE = uuid.UUID("6f1e5a52-7c1e-4b44-9a55-2f0f6f3c2a10")  # fixed: the same
 
 def iso(ms: int) -> str:
     """An instant as FHIR dateTime with milliseconds and offset (UTC)."""
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
 def _quantity(metric: str, value: float) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import hl7
 
@@ -53,7 +53,7 @@ def escape(text: str) -> str:
 
 def dtm(ms: int) -> str:
     """HL7 DTM in UTC with milliseconds and offset: 20260301101500.123+0000."""
-    dt = datetime.fromtimestamp(ms / 1000, timezone.utc)
+    dt = datetime.fromtimestamp(ms / 1000, UTC)
     return dt.strftime("%Y%m%d%H%M%S") + f".{ms % 1000:03d}+0000"
 
 

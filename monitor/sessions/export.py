@@ -1,7 +1,8 @@
-"""`vitalwatch export --session ID --format csv|pdf|png -o FILE` — from the ARCHIVE only.
+"""`vitalwatch export --session ID --format csv|pdf|png|fhir -o FILE` — from the ARCHIVE only.
 
 Works after Redis has been emptied: everything comes from monitor.sessions.archive.load_session.
 - CSV: one row per archived reading (ts_ms, local time, room, device, every metric, flags).
+- FHIR: an R4 Bundle (collection) of vital-signs Observations (monitor/interop/fhir.py).
 - PNG: the review chart (monitor/sessions/review_figure.py) rendered by kaleido 1.x in the system
   Chromium (found on PATH or at CHROMIUM_PATHS; plotly.js comes from the installed plotly
   package and MathJax is disabled, so nothing is fetched at run time). One Chromium is
@@ -241,11 +242,27 @@ def pdf_bytes(rec: SessionRecord, s: dict[str, Any], tz_name: str, chart: bytes 
     return bytes(pdf.output())
 
 
+# --- FHIR R4 -------------------------------------------------------------------------------
+def fhir_json(rec: SessionRecord, clinic: str, patient_system: str = "") -> bytes:
+    """A FHIR R4 Bundle (collection) of the session's vital-signs Observations (monitor/interop/fhir.py)."""
+    import json
+    import time
+
+    from monitor.interop import fhir, rows
+
+    bundle = fhir.session_bundle(rows.from_archive(rec.readings), clinic=clinic or "vitalwatch",
+                                 session_id=str(rec.header["id"]), patient=str(rec.header.get("patient") or ""),
+                                 now_ms=time.time_ns() // 1_000_000, patient_system=patient_system)
+    return json.dumps(bundle, indent=1).encode()
+
+
 # --- the command -----------------------------------------------------------------------------
 def export_bytes(rec: SessionRecord, fmt: str, tz_name: str, user: str = "") -> bytes:
-    """The export of `rec` in `fmt` (csv|pdf|png) as bytes."""
+    """The export of `rec` in `fmt` (csv|pdf|png|fhir) as bytes."""
     if fmt == "csv":
         return csv_text(rec, tz_name).encode()
+    if fmt == "fhir":
+        return fhir_json(rec, clinic=str(rec.header.get("clinic") or ""))
     summary = review.summarize(rec)
     if fmt == "png":
         return chart_png(rec, summary, tz_name)
@@ -300,7 +317,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
               file=sys.stderr)
         return 1
     try:
-        data = export_bytes(rec, args.format, cfg.clinic.timezone, user=args.user)
+        if args.format == "fhir":  # the configured patient identifier system
+            data = fhir_json(rec, cfg.clinic.id, cfg.fhir.patient_system)
+        else:
+            data = export_bytes(rec, args.format, cfg.clinic.timezone, user=args.user)
     except ExportError as e:
         print(f"vitalwatch export: {e}", file=sys.stderr)
         return 1
@@ -310,5 +330,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     tmp.write_bytes(data)
     tmp.replace(out)
     record_export(cfg, args.user, args.session, args.format, str(out))
-    print(f"{out} ({args.format}, {len(data)} bytes, {len(rec.readings)} readings)")
+    extra = ""
+    if args.format == "fhir":
+        from monitor.interop import fhir, rows
+
+        extra = f", {fhir.expected_observations(rows.from_archive(rec.readings))} observations"
+    print(f"{out} ({args.format}, {len(data)} bytes, {len(rec.readings)} readings{extra})")
     return 0

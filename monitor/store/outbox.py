@@ -202,7 +202,8 @@ class Outbox:
 
     def pending_count(self, cap: int = 10_000) -> int:
         """How many messages wait (counted up to `cap`)."""
-        return len(self.client.xrange(self.keys.outbox(self.dest), min=f"({self._cursor()}", count=cap))
+        return len(redis_types.entries(self.client.xrange(self.keys.outbox(self.dest), min=f"({self._cursor()}",
+                                                          count=cap)))
 
     def failed(self) -> list[FailedMessage]:
         """Refused messages, newest refusal first."""

@@ -18,7 +18,7 @@ runner's (devices/simulators/runners.py).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from devices.simulators.emitters.base import Chunk, Context, TruthReading, garbage, nibp_due
 
@@ -28,7 +28,7 @@ MODEL = "BeneVision N12"
 
 def dtm(ms: int) -> str:
     """HL7 DTM with milliseconds and the UTC offset, as PCD-01 devices send it."""
-    dt = datetime.fromtimestamp(ms / 1000, timezone.utc)
+    dt = datetime.fromtimestamp(ms / 1000, UTC)
     return dt.strftime("%Y%m%d%H%M%S") + f".{ms % 1000:03d}0+0000"
 
 
