@@ -151,12 +151,13 @@ class _Msg:
     ~1,500 messages/s; tests/test_hl7_parser.py checks this split against the library's.)
     """
 
-    def __init__(self, msh: Any, segments: list[list[str]]) -> None:
-        self.msh = msh
+    def __init__(self, parsed: Any, segments: list[list[str]]) -> None:
+        self.parsed = parsed  # python-hl7's Message of the MSH segment
+        self.msh = parsed[0]
         self.segments = segments
-        seps = msh.separators  # segment, field, repetition, component, subcomponent
+        seps = parsed.separators  # segment, field, repetition, component, subcomponent
         self.rep, self.comp = seps[2], seps[3]
-        self.esc = msh.esc
+        self.esc = parsed.esc
 
     def msh_field(self, n: int) -> list[list[str]]:
         """MSH-n as repetitions of components (python-hl7's tree)."""
@@ -173,7 +174,7 @@ class _Msg:
         for rep in seg[n].split(self.rep):
             comps = rep.split(self.comp)
             if self.esc in rep:
-                comps = [self.msh.unescape(c) if self.esc in c else c for c in comps]
+                comps = [self.parsed.unescape(c) if self.esc in c else c for c in comps]
             out.append(comps)
         return out
 
@@ -201,7 +202,7 @@ def _decode(raw: bytes, recv_ms: int, sources: Sources, tz: tzinfo, source_label
                        AckError(*E_DATA_TYPE, "MSH^1", "unparseable MSH segment"))
     fsep = text[3]
     # only the segments we read: Z-segments, PID, NTE and the rest are never looked at
-    msg = _Msg(msh[0], [ln.split(fsep) for ln in lines[1:] if ln[:3] in ("PV1", "OBR", "OBX")])
+    msg = _Msg(msh, [ln.split(fsep) for ln in lines[1:] if ln[:3] in ("PV1", "OBR", "OBX")])
     mf = msg.msh_first
     header = Header(
         field_sep=fsep, encoding=text[4:text.find(fsep, 4)] if text.find(fsep, 4) > 4 else "^~\\&",

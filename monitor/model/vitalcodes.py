@@ -73,14 +73,29 @@ _BY_MDC_NAME = {c.name: c for c in CODES if c.system == "MDC"}
 _BY_LOINC = {c.code: c for c in CODES if c.system == "LN"}
 LOINC_SYSTEMS = frozenset({"LN", "LOINC", "http://loinc.org", "2.16.840.1.113883.6.1"})
 MDC_SYSTEMS = frozenset({"MDC", "IEEE11073", "urn:iso:std:iso:11073:10101", "2.16.840.1.113883.6.24"})
+_LOINC_U = {s.upper() for s in LOINC_SYSTEMS}
+_MDC_U = {s.upper() for s in MDC_SYSTEMS}
+
+
+def mdil_to_mdc(code: str) -> str | None:
+    """Philips MDIL notation `pppp-cccc` (partition and term code in hex, e.g. `0002-4182`)
+    → the MDC decimal code (147842), or None if it is not that notation."""
+    part, _, term = code.strip().partition("-")
+    try:
+        return str((int(part, 16) << 16) | int(term, 16)) if part and term else None
+    except ValueError:
+        return None
 
 
 def code_metric(identifier: str, text: str, system: str) -> Code | None:
     """The metric code for an OBX-3 (identifier, text, coding system), or None if not ours."""
     sys_u = system.strip().upper()
-    if sys_u in {s.upper() for s in LOINC_SYSTEMS}:
+    if sys_u in _LOINC_U:
         return _BY_LOINC.get(identifier.strip())
-    if sys_u in {s.upper() for s in MDC_SYSTEMS} or (not sys_u and text.startswith("MDC_")):
+    if sys_u == "MDIL":  # Philips: MDC terms written as hex partition-code
+        mdc = mdil_to_mdc(identifier)
+        return _BY_MDC_NUMBER.get(mdc) if mdc else None
+    if sys_u in _MDC_U or (not sys_u and text.startswith("MDC_")):
         hit = _BY_MDC_NUMBER.get(identifier.strip())
         if hit is not None:
             return hit
@@ -162,6 +177,8 @@ def to_metric_unit(metric: str, value: float, unit_codes: tuple[str, ...]) -> fl
         raise UnitError(f"{metric}: no unit (OBX-6 empty)")
     for u in seen:
         unit = UNITS.get(u) or _UNITS_CI.get(u.lower())
+        if unit is None and "-" in u:  # Philips MDIL unit code, e.g. 0004-0aa0 = bpm
+            unit = UNITS.get(mdil_to_mdc(u) or "")
         if unit is not None and metric in unit.metrics:
             return unit.convert(value)
     raise UnitError(f"{metric}: unit {'^'.join(seen)!r} is not one we convert")
