@@ -28,6 +28,7 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -56,7 +57,9 @@ MAX_UNACKED = 1000  # per connection; ≤ the writer's tail check (streams.TAIL_
 RECEIPT_TTL_S = 24 * 3600
 STATUS_TICK_S = 1.0
 READ_CHUNK = 65536
-RECENT_TS_MAX = 4096  # (device, ts) → message, per device, to tell re-sends from collisions
+SEND_BUFFER_BYTES = 64 * 1024  # kernel send buffer per connection
+ACK_BUFFER_HIGH = 64 * 1024  # asyncio's default high-water mark: drain() waits above it
+RECENT_TS_MAX = 20_000  # (device, ts) → message, per device, to tell re-sends from collisions
 
 
 @dataclasses.dataclass
@@ -72,6 +75,7 @@ class ListenerStats:
     ar: int = 0
     garbage: int = 0
     acks_sent: int = 0
+    held_back: int = 0  # times answers to a connection were backed up before reading it again
 
 
 @dataclasses.dataclass
@@ -228,6 +232,9 @@ class Hl7Listener:
                                  f"more than {self.cfg.hl7.max_connections} connections"), None)
             writer.close()
             return
+        sock = writer.get_extra_info("socket")
+        if sock is not None:  # answers are small: a monitor not reading them is noticed soon
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         conn = _Conn(writer, peer)
         self._conns.add(conn)
         self.stats.connections += 1
@@ -239,6 +246,9 @@ class Hl7Listener:
                 # Flow control before reading more: answers must be leaving (a monitor that
                 # never reads its ACKs fills the socket; drain() then waits) and not too many
                 # messages may wait for storage.
+                low, _high = writer.transport.get_write_buffer_limits()
+                if writer.transport.get_write_buffer_size() > low:
+                    self.stats.held_back += 1  # drain() waits if the transport paused writing
                 await asyncio.wait_for(writer.drain(), idle_s)
                 await asyncio.wait_for(conn.room.wait(), idle_s)
                 data = await asyncio.wait_for(reader.read(READ_CHUNK), idle_s)

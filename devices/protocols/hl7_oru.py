@@ -301,15 +301,16 @@ def _observations(msg: _Msg, header: Header, raw: bytes, recv_ms: int, sources: 
         if eq_keys:
             group_equipment = eq_keys
         code = _obx_code(msg, seg)
+        dev = _match(group_equipment, sources) or _match(msh_keys, sources) or _match(pv1_keys, sources)
+        if dev is not None:
+            res.devices.add(dev[1])  # heard from, even if this OBX is not one of ours
         if code is None:
             res.ignored += 1
             continue
-        dev = _match(group_equipment, sources) or _match(msh_keys, sources) or _match(pv1_keys, sources)
         if dev is None:
             unknown.add((group_equipment or msh_keys or pv1_keys or ["(none)"])[0])
             continue
         room, device = dev
-        res.devices.add(device)
         status = msg.first(seg, 11).strip().upper()
         # time first: a status-X reading needs its time too
         t14 = msg.first(seg, 14)
@@ -361,6 +362,8 @@ def _observations(msg: _Msg, header: Header, raw: bytes, recv_ms: int, sources: 
         res.refusals.extend(refs)
         if reading is not None:
             res.readings.append(reading)
+    if not res.devices and not unknown:  # a stranger sending only codes we do not take
+        unknown.add((msh_keys or pv1_keys or ["(none)"])[0])
     if unknown:
         label = ", ".join(sorted(unknown))[:200]
         res.refusals.append(Refusal(source_label, "unknown_source", f"no configured device has source {label} "
