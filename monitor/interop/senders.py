@@ -87,7 +87,10 @@ class MllpSender:
             if left <= 0:
                 raise TimeoutError(f"no answer within {self.timeout_s:g} s")
             self._sock.settimeout(left)
-            data = self._sock.recv(65536)
+            try:
+                data = self._sock.recv(65536)
+            except TimeoutError:
+                raise TimeoutError(f"no answer within {self.timeout_s:g} s") from None
             if not data:
                 return None
             for piece in self._framer.feed(data):
