@@ -98,7 +98,7 @@ def throughput(port: int, client: redis.Redis, keys: Keys, per_monitor: int) -> 
     for c in conns:
         c.expect = per_monitor
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=lambda c=c, b=b: [c.send(x) for x in b]) for c, b in zip(conns, batches)]
+    threads = [threading.Thread(target=lambda c=c, b=b: [c.send(x) for x in b]) for c, b in zip(conns, batches, strict=True)]
     for t in threads:
         t.start()
     for c in conns:
@@ -124,7 +124,7 @@ def latency(port: int, client: redis.Redis, keys: Keys, seconds: float) -> None:
     step = 1.0 / len(mons)
     tick = time.monotonic()
     while time.monotonic() < stop:
-        for m, c in zip(mons, conns):
+        for m, c in zip(mons, conns, strict=True):
             now = int(time.time() * 1000)
             c.send(frame(m.message(now, VITALS)))
             sent[(m.device, now)] = now
