@@ -41,6 +41,7 @@ import redis
 from devices.mqtt_adapter import device_state
 from devices.protocols import hl7_oru
 from devices.statusboard import StatusBoard
+from monitor.model.clock import now_ms
 from monitor.model.codec import reject_fields
 from monitor.model.config import Config, DeviceConfig, RoomConfig
 from monitor.model.keys import Keys
@@ -48,7 +49,6 @@ from monitor.model.mllp import Garbage, MllpFramer, frame
 from monitor.model.ratelimit import RateLimiter
 from monitor.model.readings import Reading, Refusal
 from monitor.store.redis_conn import REDIS_DOWN
-from monitor.model.clock import now_ms
 from monitor.store.streams import StreamWriter
 
 log = logging.getLogger(__name__)

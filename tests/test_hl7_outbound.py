@@ -18,11 +18,11 @@ from hl7apy.parser import parse_message
 
 from devices.protocols import hl7_oru
 from monitor.app.cli import main
-from monitor.interop import fhir, outbound, rows
+from monitor.interop import fhir, rows
 from monitor.model.codec import to_fields
 from monitor.model.mllp import MllpFramer, frame
 from monitor.model.readings import Reading
-from monitor.sessions import lifecycle
+from monitor.sessions import lifecycle, outbound
 from monitor.store.outbox import Delivered, Outbox, OutboxSender, Refused, Retry
 from tests.test_serial_supervisor import wait_for
 

@@ -12,8 +12,8 @@ import requests
 from fhir.resources.R4B.bundle import Bundle
 from selenium.webdriver.common.by import By
 
-from monitor.interop import outbound
 from monitor.model.config import parse_config
+from monitor.sessions import outbound
 from monitor.store.outbox import Outbox
 from tests.dashboard_support import click_css, login, served_dashboard, wait_for
 from tests.test_hl7_outbound import Ehr, ended_session, run_until

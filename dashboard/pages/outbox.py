@@ -17,7 +17,7 @@ from dash import ctx as dash_ctx
 
 from dashboard.context import AppContext, PageContext
 from monitor.accounts import audit
-from monitor.interop.outbound import destinations
+from monitor.sessions.outbound import destinations
 from monitor.store import redis_types
 from monitor.store.outbox import FailedMessage, Outbox
 from monitor.store.redis_conn import REDIS_DOWN

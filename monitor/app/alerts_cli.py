@@ -17,8 +17,8 @@ from typing import Any
 from monitor.alarms.engine import Worker
 from monitor.alarms.outbound import Outbound
 from monitor.model.config import Config
-from monitor.interop import outbound as interop_outbound
 from monitor.sessions import archive_topup
+from monitor.sessions import outbound as interop_outbound
 from monitor.store import heartbeat
 from monitor.store.redis_conn import connect
 from monitor.store.runtime import resolve

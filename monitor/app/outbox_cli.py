@@ -13,8 +13,8 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from monitor.accounts import audit
-from monitor.interop.outbound import destinations
 from monitor.model.config import Config
+from monitor.sessions.outbound import destinations
 from monitor.store import redis_types
 from monitor.store.outbox import Outbox
 from monitor.store.redis_conn import REDIS_DOWN, connect
