@@ -390,6 +390,12 @@ class Hl7Listener:
             d = self.devices[r.device]
             d.last_valid_ms = recv
             d.last_ts = max(d.last_ts or 0, r.ts_ms)
+            if d.state != "online":  # at once, not at the next status tick
+                log.info("%s → online", d.state, extra={"room": d.room, "device": d.device})
+                d.state = "online"
+                self.board.set(d.device, {"state": "online", "since_ms": recv, "detail": "", "updated_ms": recv,
+                                          "peer": d.peer, "last_ts": d.last_ts},
+                               urgent=True)
             self.board.incr(r.device, "frames")
             self.board.incr(r.device, "readings")
         if res.ignored:
