@@ -61,15 +61,15 @@ def fmt_ms(ts_ms: int | None, tz: ZoneInfo) -> str:
 
 
 def is_locked(record: Mapping[str, Any], now_ms: int) -> bool:
-    """True while the account is locked out after failed sign-ins."""
+    """True while failed sign-ins make some source wait before the next try."""
     return int(record.get("locked_until_ms") or 0) > now_ms
 
 
 def lock_text(record: Mapping[str, Any], now_ms: int, tz: ZoneInfo) -> str:
-    """"locked until HH:MM:SS" while locked, else "—"."""
+    """"backing off until HH:MM:SS" while failed sign-ins hold some source back, else "—"."""
     if not is_locked(record, now_ms):
         return "—"
-    return "locked until " + fmt_ms(int(record["locked_until_ms"]), tz)[11:]
+    return "backing off until " + fmt_ms(int(record["locked_until_ms"]), tz)[11:]
 
 
 def account_row(record: Mapping[str, Any], now_ms: int, tz: ZoneInfo) -> dict[str, str]:
@@ -94,3 +94,11 @@ def login_times(entries: Iterable[Mapping[str, Any]], name: str) -> list[int]:
 def valid_role(role: str | None) -> bool:
     """True for one of the four roles."""
     return role in ROLES
+
+
+def token_row(token: Mapping[str, Any], tz: ZoneInfo) -> dict[str, str]:
+    """One API token as the tokens table shows it (all strings)."""
+    return {"id": token["id"], "name": token["name"], "label": token.get("label") or "—",
+            "scopes": ", ".join(token.get("scopes") or []) or "—",
+            "created": fmt_ms(token.get("created_ms"), tz), "expires": fmt_ms(token.get("expires_ms"), tz),
+            "state": token.get("state", "")}

@@ -4,6 +4,12 @@ The auth middleware (dashboard/auth.py) has already authenticated every request 
 here except /login, /logout and /health; handlers read the user from `current_user()` and
 check the role an action needs. Handlers that touch Redis are plain `def`s, so FastAPI runs
 them in its thread pool and the push loop never waits on them.
+
+Signing in (the form, a station's acting-nurse check, the account page) goes through the
+limits of monitor/accounts/throttle.py, and the password check itself runs on a bounded
+HashPool, never on the request threads: a flood of attempts is refused ("busy") rather than
+queued, and the nurses' requests keep their threads. Unknown user, wrong password and
+disabled account get one answer; a throttled attempt gets 429 whatever the name.
 """
 
 from __future__ import annotations
@@ -12,6 +18,8 @@ import asyncio
 import html
 import json
 import logging
+import time
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -19,11 +27,14 @@ import anyio
 from fastapi import FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from dashboard.auth import COOKIE, Sessions, cookie_value, safe_next
+from dashboard.auth import COOKIE, Sessions, cookie_value, safe_next, session_digest
 from dashboard.context import User, current_user
 from dashboard.data import Data
 from dashboard.live import Hub, monitoring_problems
+from dashboard.security import CSRF_COOKIE, CSRF_FIELD, client_source, csrf_ok, new_csrf_token
 from monitor.accounts import audit, users
+from monitor.accounts.passwords import HashPool
+from monitor.accounts.throttle import LoginPolicy
 from monitor.model.clock import now_ms
 from monitor.model.config import Config
 from monitor.store import redis_types
@@ -39,22 +50,28 @@ border-radius:8px;min-width:18em}}label{{display:block;margin:.6em 0 .2em}}input
 font-size:1.1em;box-sizing:border-box}}button{{margin-top:1em;width:100%;padding:.6em;font-size:1.1em;
 background:#1e88e5;color:white;border:0;border-radius:4px}}.msg{{color:#ffab91;margin-top:.8em}}</style>
 </head><body><form method="post" action="/login" id="login-form"><h2>VitalWatch</h2>
-<input type="hidden" name="next" value="{next}">
+<input type="hidden" name="next" value="{next}"><input type="hidden" name="csrf" value="{csrf}">
 <label for="username">User name</label><input id="username" name="username" autocomplete="username" autofocus>
 <label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password">
 <button type="submit" id="login-submit">Sign in</button><div class="msg" id="login-msg">{msg}</div></form></body></html>"""
 
-REASON_TEXT = {
-    "unknown": "Wrong user name or password.",
-    "bad_password": "Wrong user name or password.",
-    "disabled": "This account is disabled.",
-    "locked": "Too many failed attempts: this account is locked for a while.",
-}
+LOGOUT_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>VitalWatch — sign out</title></head>
+<body style="font-family:system-ui,sans-serif"><form method="post" action="/logout" id="logout-form">
+<p>Sign out of VitalWatch on this screen?</p><button type="submit" id="logout-submit">Sign out</button>
+<a href="/">Back</a></form></body></html>"""
+
+# One answer for every refusal that could tell who exists: unknown name, wrong password,
+# disabled account (only an admin learns which: the audit log has the reason).
+WRONG = "Wrong user name or password."
+THROTTLED = "Too many failed attempts from here: wait a little, then try again."
+BUSY = "Sign-in is busy right now: try again in a few seconds."
+REASON_STATUS = {"unknown": (401, WRONG), "bad_password": (401, WRONG), "disabled": (401, WRONG),
+                 "throttled": (429, THROTTLED), "busy": (503, BUSY)}
 
 
-def login_page(next_path: str = "/", msg: str = "") -> str:
+def login_page(next_path: str = "/", msg: str = "", csrf: str = "") -> str:
     """The sign-in form (plain HTML: no script needed to sign in)."""
-    return LOGIN_PAGE.format(next=html.escape(safe_next(next_path)), msg=html.escape(msg))
+    return LOGIN_PAGE.format(next=html.escape(safe_next(next_path)), msg=html.escape(msg), csrf=html.escape(csrf))
 
 
 def _require(min_role: str) -> User:
@@ -66,11 +83,40 @@ def _require(min_role: str) -> User:
     return user
 
 
-def acting_user(data: Data, cfg: Config, user: User, body: dict[str, Any]) -> str:
+@dataclass
+class SignIn:
+    """Password checks off the request threads: limits, the bounded pool, the audit entry."""
+
+    data: Data
+    policy: LoginPolicy
+    pool: HashPool
+
+    async def check(self, name: str, password: str, source: str) -> users.LoginResult:
+        """Check `name`/`password` from `source` under the limits (await: no thread held
+        while the password is hashed)."""
+        c, k = self.data.client, self.data.keys
+        attempt = await anyio.to_thread.run_sync(users.begin_login, c, k, name, source, self.policy)
+        if not attempt.allowed:
+            return users.LoginResult(False, None, "throttled", attempt.wait_ms)
+        fut = self.pool.submit(users.check, attempt, password)
+        if fut is None:
+            await anyio.to_thread.run_sync(users.give_back, c, k, attempt, self.policy)
+            return users.LoginResult(False, None, "busy", 2000)
+        ok = await asyncio.wrap_future(fut)
+        return await anyio.to_thread.run_sync(users.finish_login, c, k, attempt, ok, password, self.policy)
+
+    async def audit(self, name: str, result: users.LoginResult, via: str, source: str) -> None:
+        """The attempt's audit entry (rate-limited for anonymous sources)."""
+        await anyio.to_thread.run_sync(lambda: users.audit_login(self.data.client, self.data.keys, name, result,
+                                                                 via=via, source=source))
+
+
+async def acting_user(signin: SignIn, user: User, body: dict[str, Any]) -> str:
     """Who acts: the signed-in person, or — on a station screen — the nurse who typed in.
 
     A station account may not act by itself: the acting nurse's name and password are
-    checked (with lockout) and the action is recorded under the nurse's name.
+    checked (under the sign-in limits, counted per station: a guesser elsewhere cannot slow
+    her down here) and the action is recorded under the nurse's name.
     """
     if user.role != "station":
         if not user.can("nurse"):
@@ -79,47 +125,76 @@ def acting_user(data: Data, cfg: Config, user: User, body: dict[str, Any]) -> st
     name, password = str(body.get("username") or ""), str(body.get("password") or "")
     if not name or not password:
         raise HTTPException(401, "a station screen needs the acting nurse's name and password")
-    res = users.authenticate(data.client, data.keys, name, password,
-                             max_failures=cfg.dashboard.lockout_failures,
-                             lockout_s=cfg.dashboard.lockout_min * 60)
-    users.audit_login(data.client, data.keys, name, res, via=f"station:{user.name}")
+    source = f"station:{user.name}"
+    res = await signin.check(name, password, source)
+    await signin.audit(name, res, via=f"station:{user.name}", source=source)
     if not res.ok or res.user is None:
-        raise HTTPException(401, REASON_TEXT.get(res.reason, "refused"))
+        status, text = REASON_STATUS.get(res.reason, (401, WRONG))
+        raise HTTPException(status, text)
     if not users.has_role(res.user["role"], "nurse"):
         raise HTTPException(403, "needs the nurse role")
     return res.user["name"]
 
 
-def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions, hub: Hub) -> None:
+def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions, hub: Hub,
+                   pool: HashPool | None = None) -> SignIn:
     """Add the non-Dash routes to the FastAPI server (before Dash adds its catch-all)."""
+    dcfg = cfg.dashboard
+    signin = SignIn(data, LoginPolicy.from_config(dcfg),
+                    pool or HashPool(dcfg.login_check_workers, dcfg.login_check_queue))
+
+    def form_page(nxt: str, msg: str, status: int = 200, token: str | None = None) -> HTMLResponse:
+        # one token per browser (kept while its cookie lives): a second GET of the form —
+        # another tab, or the favicon's redirect to /login — must not void the first
+        token = token if token and len(token) <= 64 else new_csrf_token()
+        resp = HTMLResponse(login_page(nxt, msg, token), status)
+        resp.set_cookie(CSRF_COOKIE, token, httponly=True, samesite="strict", secure=dcfg.secure_cookies,
+                        path="/login")
+        return resp
 
     @server.get("/login", response_class=HTMLResponse, include_in_schema=False)
-    def login_form(next: str = "/", expired: int = 0) -> HTMLResponse:  # noqa: A002
-        msg = "You were signed out after inactivity." if expired else ""
-        return HTMLResponse(login_page(next, msg))
+    def login_form(request: Request, next: str = "/", expired: int = 0) -> HTMLResponse:  # noqa: A002
+        return form_page(next, "You were signed out after inactivity." if expired else "",
+                         token=request.cookies.get(CSRF_COOKIE))
 
     @server.post("/login", include_in_schema=False)
     async def login_submit(request: Request) -> Response:
         form = {k: v[0] for k, v in parse_qs((await request.body()).decode("utf-8", "replace")).items()}
         name, password = form.get("username", "").strip(), form.get("password", "")
         nxt = safe_next(form.get("next"))
+        if not csrf_ok(request.cookies.get(CSRF_COOKIE), form.get(CSRF_FIELD)):
+            return form_page(nxt, "The sign-in form expired: please sign in again.", 403)
+        token = request.cookies.get(CSRF_COOKIE)
+        source = client_source(request.scope)
         try:
-            res, sid = await anyio.to_thread.run_sync(_login, data, cfg, sessions, name, password)
+            res = await signin.check(name, password, source)
+            await signin.audit(name, res, via="dashboard", source=source)
+            sid = await anyio.to_thread.run_sync(sessions.create, res.user, now_ms()) if res.ok and res.user else ""
         except REDIS_DOWN:
-            return HTMLResponse(login_page(nxt, "NOT MONITORING: Redis unreachable — cannot sign in."), 503)
+            return form_page(nxt, "NOT MONITORING: Redis unreachable — cannot sign in.", 503, token)
         if not res.ok:
-            return HTMLResponse(login_page(nxt, REASON_TEXT.get(res.reason, "Refused.")), 401)
+            status, text = REASON_STATUS.get(res.reason, (401, WRONG))
+            refused = form_page(nxt, text, status, token)
+            if status in (429, 503):
+                refused.headers["Retry-After"] = str(max(1, -(-res.retry_after_ms // 1000)))
+            return refused
         resp = RedirectResponse(nxt, status_code=303)
-        resp.set_cookie(COOKIE, sid, httponly=True, samesite="lax", secure=cfg.dashboard.secure_cookies, path="/")
+        resp.set_cookie(COOKIE, sid, httponly=True, samesite="lax", secure=dcfg.secure_cookies, path="/")
+        resp.delete_cookie(CSRF_COOKIE, path="/login")
         return resp
 
-    @server.get("/logout", include_in_schema=False)
+    @server.get("/logout", response_class=HTMLResponse, include_in_schema=False)
+    def logout_page() -> HTMLResponse:
+        # signing out changes state: only a POST does it (a link or image elsewhere cannot)
+        return HTMLResponse(LOGOUT_PAGE)
+
+    @server.post("/logout", include_in_schema=False)
     def logout(request: Request) -> Response:
         sid = cookie_value({"cookie": request.headers.get("cookie", "")})
         if sid:
             try:
                 user = sessions.load(sid)
-                sessions.end(sid)
+                sessions.end(session_digest(sid))
                 if user:
                     audit.record(data.client, data.keys, user.name, "logout")
             except REDIS_DOWN:
@@ -234,8 +309,7 @@ def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions,
         if not isinstance(body, dict):
             raise HTTPException(400, "body must be a JSON object")
 
-        def work() -> dict[str, Any]:
-            actor = acting_user(data, cfg, user, body)
+        def work(actor: str) -> dict[str, Any]:
             try:
                 if action == "acknowledge":
                     return data.acknowledge(alert_id, actor)
@@ -244,7 +318,8 @@ def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions,
                 raise HTTPException(404, f"no active alert {alert_id!r}") from None
 
         try:
-            return await anyio.to_thread.run_sync(work)
+            actor = await acting_user(signin, user, body)
+            return await anyio.to_thread.run_sync(work, actor)
         except REDIS_DOWN:
             raise HTTPException(503, "Redis unreachable") from None
 
@@ -254,25 +329,79 @@ def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions,
         if user is None:  # the middleware refuses anonymous sockets; this is belt and braces
             await ws.close(code=4401)
             return
+        principal = user.session_id or user.token
+        if not hub.open_socket(principal, dcfg.ws_per_session):
+            await ws.close(code=1008, reason="too many open live sockets for this sign-in")
+            return
         await ws.accept()
         client = hub.subscribe(user.name, user.role)
+        state = SocketState(rate=TokenBucket(dcfg.ws_messages_per_s, 4 * dcfg.ws_messages_per_s))
         sender = asyncio.create_task(_send_loop(ws, client))
-        checker = asyncio.create_task(_session_check(ws, user, sessions))
+        checker = asyncio.create_task(_session_check(ws, user, sessions, state))
         try:
             while True:
-                msg = json.loads(await ws.receive_text())
+                text = await ws.receive_text()
+                if not state.rate.take(time.monotonic()):
+                    await ws.close(code=1008, reason="too many messages")
+                    break
+                msg = json.loads(text)
                 kind = msg.get("t") if isinstance(msg, dict) else None
-                if kind == "activity" and user.session_id:
+                if kind == "activity" and user.session_id and state.valid and state.activity_due(time.monotonic()):
                     await anyio.to_thread.run_sync(sessions.touch, user)
-                elif kind == "screen":
-                    await hub.write_screen(str(msg.get("id", ""))[:64] or "unknown", bool(msg.get("sound_on")),
-                                           user.name)
+                elif kind == "screen" and state.valid:
+                    screen = str(msg.get("id", ""))[:64] or "unknown"
+                    if hub.presence_allowed(principal, screen, dcfg.ws_per_session):
+                        await hub.write_screen(f"{principal[:16]}:{screen}", bool(msg.get("sound_on")),
+                                               user.name, user.role)
         except (WebSocketDisconnect, ValueError, RuntimeError):
             pass
         finally:
             hub.unsubscribe(client)
+            hub.close_socket(principal)
             sender.cancel()
             checker.cancel()
+
+    return signin
+
+
+@dataclass
+class TokenBucket:
+    """At most `rate_per_s` on average, `burst` at once (pure: time is passed in)."""
+
+    rate_per_s: float
+    burst: float
+    tokens: float = -1.0
+    last_s: float = 0.0
+
+    def take(self, now_s: float) -> bool:
+        """True when one more message may pass now."""
+        if self.tokens < 0:
+            self.tokens, self.last_s = self.burst, now_s
+        self.tokens = min(self.burst, self.tokens + (now_s - self.last_s) * self.rate_per_s)
+        self.last_s = now_s
+        if self.tokens < 1:
+            return False
+        self.tokens -= 1
+        return True
+
+
+@dataclass
+class SocketState:
+    """One live socket: its message budget, whether its sign-in still holds, activity pacing."""
+
+    rate: TokenBucket
+    valid: bool = True
+    last_activity_s: float = field(default=-1e9)
+
+    def activity_due(self, now_s: float, every_s: float = 10.0) -> bool:
+        """Touch the session at most every `every_s` (live.js sends one per 20 s at most)."""
+        if now_s - self.last_activity_s < every_s:
+            return False
+        self.last_activity_s = now_s
+        return True
+
+
+SESSION_CHECK_S = 2.0
 
 
 async def _send_loop(ws: WebSocket, client: Any) -> None:
@@ -291,29 +420,21 @@ async def _send_loop(ws: WebSocket, client: Any) -> None:
         return
 
 
-async def _session_check(ws: WebSocket, user: User, sessions: Sessions) -> None:
-    """Tell the tab when its sign-in ended (logout, idle logoff, or ended by a request that
-    found the account disabled — see Sessions.load), then close."""
-    if not user.session_id:
-        return
+async def _session_check(ws: WebSocket, user: User, sessions: Sessions, state: SocketState) -> None:
+    """Every SESSION_CHECK_S: does the sign-in behind this socket still hold (not logged
+    out, idle-expired, disabled, role or password changed, token revoked or expired)? If
+    not, tell the tab and close — within seconds, for cookie and token sockets alike."""
     while True:
-        await asyncio.sleep(5)
+        await asyncio.sleep(SESSION_CHECK_S)
         try:
-            alive = await anyio.to_thread.run_sync(sessions.alive, user.session_id)
+            ok = await anyio.to_thread.run_sync(sessions.still_valid, user)
         except REDIS_DOWN:
             continue  # cannot tell; the NOT MONITORING banner already shows the outage
-        if not alive:
+        if not ok:
+            state.valid = False
             try:
                 await ws.send_text(json.dumps({"t": "logout"}))
                 await ws.close(code=4401)
             except (WebSocketDisconnect, RuntimeError):
                 pass
             return
-
-
-def _login(data: Data, cfg: Config, sessions: Sessions, name: str, password: str) -> tuple[users.LoginResult, str]:
-    res = users.authenticate(data.client, data.keys, name, password,
-                             max_failures=cfg.dashboard.lockout_failures, lockout_s=cfg.dashboard.lockout_min * 60)
-    users.audit_login(data.client, data.keys, name, res, via="dashboard")
-    sid = sessions.create(res.user, now_ms()) if res.ok and res.user else ""
-    return res, sid

@@ -40,8 +40,9 @@ module exposes exactly these names:
 
 Redis is reached from four places here: dashboard/data.py (`Data`, the pages' reader and
 alert actions), page callbacks passing `ctx.data.client` to monitor.* functions,
-dashboard/auth.py (sign-in sessions, accounts and tokens) and dashboard/live.py (the push
-hub's own `redis.asyncio` client).
+dashboard/auth.py and dashboard/api.py (sign-in sessions, accounts and tokens) and
+dashboard/live.py (the push hub's own `redis.asyncio` client). dashboard/security.py wraps
+it all: security headers and CSP on every answer, request body limits.
 
 Optional: `TITLE: str` (browser tab / nav label) and `NAV: bool` (listed in the top nav).
 
@@ -76,10 +77,12 @@ from dashboard.components import nav
 from dashboard.context import AppContext, PageContext, current_user
 from dashboard.data import Data
 from dashboard.live import Hub
+from dashboard.security import LOGIN_BODY_MAX, BodyLimit, SecurityHeaders, csp
 from monitor.accounts.users import ROLES
 from monitor.model.clock import now_ms
 from monitor.model.config import Config
 from monitor.model.keys import Keys
+from monitor.model.redact import redact_url
 from monitor.store.redis_conn import REDIS_DOWN, connect
 from monitor.store.runtime import redis_url_for
 
@@ -89,6 +92,7 @@ PAGES_PACKAGE = "dashboard.pages"
 REQUIRED_PAGE_NAMES = ("ROUTES", "MIN_ROLE", "ID_PREFIX", "layout", "register_callbacks")
 ASSETS = Path(__file__).parent / "assets"
 APP_ID_PREFIX = "app-"  # the shell's own ids (router, nav): any signed-in user
+WS_MAX_BYTES = 4096  # a live-socket message from a tab is a few dozen bytes
 
 
 def discover_pages() -> list[ModuleType]:
@@ -179,9 +183,10 @@ def build(cfg: Config, redis_url: str) -> tuple[Any, Hub, dash.Dash]:
         finally:
             stop.set()
             await asyncio.wait_for(task, timeout=5)
+            signin.pool.shutdown()
 
     server = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    install_routes(server, cfg, data, sessions, hub)
+    signin = install_routes(server, cfg, data, sessions, hub)
     # Dash 4's own docs allow a FastAPI server instance and update_title=None; its stubs do not
     app = dash.Dash(__name__, server=server,  # type: ignore[arg-type]
                     assets_folder=str(ASSETS), serve_locally=True,
@@ -213,8 +218,15 @@ def build(cfg: Config, redis_url: str) -> tuple[Any, Hub, dash.Dash]:
         m.register_callbacks(app, actx)
     _page_catchall(server, app)
     guard = Guard(sessions=sessions, client=client, keys=keys, page_role=router.page_role,
-                  callback_role=router.callback_role, secure_cookies=cfg.dashboard.secure_cookies)
-    return AuthMiddleware(server, guard), hub, app
+                  callback_role=router.callback_role, secure_cookies=cfg.dashboard.secure_cookies,
+                  allowed_origins=list(cfg.dashboard.allowed_origins))
+    # outermost first: headers on every answer (413s and 401s too), then the body limit,
+    # then sign-in and roles
+    limited = BodyLimit(AuthMiddleware(server, guard), cfg.dashboard.max_body_kb * 1024,
+                        {"/login": LOGIN_BODY_MAX, "/logout": LOGIN_BODY_MAX})
+    asgi = SecurityHeaders(limited, lambda: csp(app.csp_hashes()), hsts=cfg.dashboard.secure_cookies)
+    asgi.signin = signin  # type: ignore[attr-defined]  # tests and benchmarks read the pool's counters
+    return asgi, hub, app
 
 
 def _page_catchall(server: FastAPI, app: dash.Dash) -> None:
@@ -247,8 +259,10 @@ class Served:
         self.port = port or free_port()
         self.host = host
         asgi, self.hub, self.dash_app = build(cfg, redis_url)
+        self.asgi = asgi
         self.server = uvicorn.Server(uvicorn.Config(asgi, host=host, port=self.port, log_level="warning",
-                                                    ws="websockets-sansio", lifespan="on"))
+                                                    ws="websockets-sansio", lifespan="on",
+                                                    ws_max_size=WS_MAX_BYTES))
         self.thread = threading.Thread(target=self.server.run, name="dashboard", daemon=True)
 
     @property
@@ -280,9 +294,10 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     host = args.host or cfg.dashboard.host
     port = args.port if args.port is not None else cfg.dashboard.port
     asgi, _hub, _app = build(cfg, redis_url)
-    log.info("dashboard on http://%s:%d (Redis %s)", host, port, redis_url)
+    log.info("dashboard on http://%s:%d (Redis %s)", host, port, redact_url(redis_url))
     config = uvicorn.Config(asgi, host=host, port=port, log_level="warning", ws="websockets-sansio",
-                            lifespan="on", proxy_headers=True)
+                            lifespan="on", proxy_headers=True,
+                            forwarded_allow_ips=cfg.dashboard.forwarded_allow_ips, ws_max_size=WS_MAX_BYTES)
     # uvicorn handles SIGINT/SIGTERM itself: stops accepting, closes sockets, runs the lifespan
     # shutdown (which stops the push loop and removes this process's heartbeat).
     uvicorn.Server(config).run()

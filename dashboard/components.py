@@ -110,5 +110,7 @@ def nav(user: User | None, pages: list[tuple[str, str]]) -> html.Div:
         html.Span(className="vw-spacer"),
         html.Button("Start monitoring (sound off)", id="app-sound", className="vw-sound vw-sound-off", n_clicks=0),
         html.Span(who, className="vw-who", id="app-who"),
-        html.A("Sign out", href="/logout", className="vw-navlink"),
+        # a POST (a link would let any page sign the screen out with an <img src=/logout>)
+        html.Form(html.Button("Sign out", type="submit", id="app-logout", className="vw-navlink vw-logout"),
+                  method="POST", action="/logout", className="vw-logoutform"),
     ], className="vw-nav")

@@ -26,11 +26,18 @@ class User:
     name: str
     role: str
     via: str = "cookie"  # "cookie" | "token"
-    session_id: str = ""
+    session_id: str = ""  # sha256 of the session cookie (a cookie sign-in), never the cookie
+    token: str = ""  # sha256 of the API token (a token sign-in)
+    scopes: frozenset[str] | None = None  # a token's scopes; None: a person's sign-in (all)
+    epoch: int = 0  # the account's epoch the sign-in belongs to
 
     def can(self, min_role: str) -> bool:
         """True when this user's role is at least `min_role`."""
         return has_role(self.role, min_role)
+
+    def allows(self, scope: str) -> bool:
+        """True when a token sign-in carries `scope` (a person's sign-in carries every scope)."""
+        return self.scopes is None or scope in self.scopes
 
 
 # Set by the auth middleware for every request; Dash runs callbacks in a copy of this context.

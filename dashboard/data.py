@@ -33,6 +33,8 @@ from monitor.store.redis_conn import REDIS_DOWN
 from monitor.store.streams import read_range
 
 PRIORITY_RANK = {"high": 0, "medium": 1, "low": 2}
+NIBP_REQUESTS_MAX = 3
+NIBP_REQUEST_TTL_S = 600
 LATEST_SCAN_MAX = 4000  # entries scanned back per room to find each metric's latest value
 
 
@@ -160,10 +162,29 @@ class Data:
     # --- writes other than alerts ----------------------------------------------------------
     def request_nibp(self, device: str, user: str) -> None:
         """Queue a "measure BP now" request for an NIBP device (the adapter pops it)."""
-        self.client.lpush(self.keys.nibp_requests(device), json.dumps({"ts_ms": now_ms(), "user": user}))
+        key = self.keys.nibp_requests(device)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.lpush(key, json.dumps({"ts_ms": now_ms(), "user": user}))
+        pipe.ltrim(key, 0, NIBP_REQUESTS_MAX - 1)  # repeated clicks: one measurement is enough
+        pipe.expire(key, NIBP_REQUEST_TTL_S)  # a device that is off never inflates hours later
+        pipe.execute()
         audit.record(self.client, self.keys, user, "nibp.measure_now", device=device)
 
-    def report_screen(self, screen_id: str, sound_on: bool, user: str) -> None:
+    def report_screen(self, screen_id: str, sound_on: bool, user: str, role: str) -> None:
         """Record that a screen is watching (and whether its sound is on) right now."""
         self.client.hset(self.keys.screens, screen_id,
-                         json.dumps({"ts_ms": now_ms(), "sound_on": bool(sound_on), "user": user}))
+                         json.dumps({"ts_ms": now_ms(), "sound_on": bool(sound_on), "user": user, "role": role}))
+
+    def prune_screens(self, older_than_ms: int) -> int:
+        """Remove screens that last reported before `older_than_ms`; how many."""
+        old = []
+        for sid, raw in redis_types.str_hash(self.client.hgetall(self.keys.screens)).items():
+            try:
+                ts = int(json.loads(raw).get("ts_ms", 0))
+            except (ValueError, TypeError, AttributeError):
+                ts = 0
+            if ts < older_than_ms:
+                old.append(sid)
+        if old:
+            self.client.hdel(self.keys.screens, *old)
+        return len(old)

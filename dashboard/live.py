@@ -13,10 +13,10 @@ status and open sessions, and pushes only what changed. Each tab holds one WebSo
     dev     a room's device status, when it changed
     sess    a room's session header, when it changed
     mon     monitoring state, every second (also the browser's keep-alive: silence = lost)
-    logout  the sign-in ended — sent by dashboard/api.py, not by this hub: every 5 s it checks
-            that the tab's sign-in still exists in Redis (gone after /logout, idle logoff, or
-            a later request of that sign-in that found the account disabled; disabling an
-            account does not by itself end sign-ins that make no further request)
+    logout  the sign-in ended — sent by dashboard/api.py, not by this hub: every 2 s it checks
+            that the tab's sign-in still holds (not logged out or idle-expired; the account not
+            disabled, its role or password not changed; a token not revoked or expired), then
+            closes the socket
 
 Why not Dash's own WebSocket callbacks: a persistent callback per tab would run one Redis
 loop per tab (N tabs → N blocking reads) and route every reading through the React store;
@@ -38,6 +38,7 @@ import redis.asyncio as aioredis
 
 from dashboard.data import Data, decode_vitals
 from dashboard.figures import sparkline_points
+from monitor.accounts import audit
 from monitor.alarms.technical import monitoring_state
 from monitor.model.clock import now_ms
 from monitor.model.config import Config
@@ -54,6 +55,9 @@ SPARK_WINDOW_MS = 15 * 60 * 1000
 SPARK_BUCKET_S = 10
 SPARK_METRICS = ("hr", "spo2")
 CLIENT_QUEUE_MAX = 2000  # messages; a tab that falls this far behind is disconnected (it reconnects)
+PRESENCE_FORGET_S = 600.0  # a screen id unreported this long no longer counts toward a sign-in's limit
+SCREEN_FORGET_S = 600  # a `screens` entry unreported this long is removed
+HOUSEKEEPING_S = 10.0
 AIO_DOWN = REDIS_DOWN + (aioredis.ConnectionError, aioredis.TimeoutError)
 
 
@@ -86,6 +90,10 @@ class Hub:
         self.instance = instance_name()
         self.stats = {"readings": 0, "messages": 0, "tabs_dropped": 0, "redis_errors": 0}
         self._redis_ok = False
+        # live sockets and screen ids per sign-in (session or token digest): bounded
+        self.sockets: dict[str, int] = {}
+        self.presence: dict[str, dict[str, float]] = {}
+        self._next_housekeeping = 0.0
 
     @staticmethod
     def _empty_room() -> dict[str, Any]:
@@ -102,6 +110,34 @@ class Hub:
     def unsubscribe(self, c: Client) -> None:
         """Forget a tab."""
         self.clients.discard(c)
+
+    def open_socket(self, principal: str, limit: int) -> bool:
+        """Count one more live socket of a sign-in; False (not counted) beyond `limit`."""
+        if self.sockets.get(principal, 0) >= limit:
+            return False
+        self.sockets[principal] = self.sockets.get(principal, 0) + 1
+        return True
+
+    def close_socket(self, principal: str) -> None:
+        """A live socket of a sign-in closed."""
+        n = self.sockets.get(principal, 0) - 1
+        if n > 0:
+            self.sockets[principal] = n
+        else:
+            self.sockets.pop(principal, None)
+
+    def presence_allowed(self, principal: str, screen_id: str, limit: int, now_s: float | None = None) -> bool:
+        """May this sign-in report `screen_id`? At most `limit` screen ids per sign-in (ids
+        not reported for PRESENCE_FORGET_S are forgotten): a client cannot grow `screens`."""
+        now = time.monotonic() if now_s is None else now_s
+        seen = self.presence.setdefault(principal, {})
+        for sid, t in list(seen.items()):
+            if now - t > PRESENCE_FORGET_S:
+                del seen[sid]
+        if screen_id not in seen and len(seen) >= limit:
+            return False
+        seen[screen_id] = now
+        return True
 
     def hello(self, user: str, role: str) -> dict[str, Any]:
         """The full state message for a new tab."""
@@ -143,6 +179,12 @@ class Hub:
                 if time.monotonic() >= next_poll:
                     await self._poll(client)
                     next_poll = time.monotonic() + 1.0
+                if time.monotonic() >= self._next_housekeeping:
+                    self._next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+                    try:
+                        await asyncio.to_thread(self._housekeeping)
+                    except redis.ResponseError as e:  # a bad reply must not stop the push loop
+                        log.error("housekeeping failed: %s", e)
                 streams = dict(self.last_ids)
                 resp = await client.xread(redis_types.stream_ids(streams), block=500, count=1000)
                 for key, entries in redis_types.xread_entries(resp) or []:
@@ -291,12 +333,18 @@ class Hub:
                 self.state[r]["session"] = view
                 self.broadcast({"t": "sess", "room": r, "session": view})
 
-    async def write_screen(self, screen_id: str, sound_on: bool, user: str) -> None:
+    async def write_screen(self, screen_id: str, sound_on: bool, user: str, role: str) -> None:
         """A tab reports it is watching and whether its sound is on (read by the alert engine)."""
         try:
-            await asyncio.to_thread(self.data.report_screen, screen_id, sound_on, user)
+            await asyncio.to_thread(self.data.report_screen, screen_id, sound_on, user, role)
         except REDIS_DOWN as e:
             log.warning("could not record screen %s: %s", screen_id, e)
+
+    def _housekeeping(self) -> None:
+        """Every HOUSEKEEPING_S (in a thread): write held audit summaries, drop screens that
+        stopped reporting long ago (the engine ignores them anyway; this bounds the hash)."""
+        audit.flush_held(self.data.client, self.keys)
+        self.data.prune_screens(now_ms() - SCREEN_FORGET_S * 1000)
 
 
 def _device_view(s: dict[str, str]) -> dict[str, Any]:

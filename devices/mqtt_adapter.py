@@ -10,8 +10,10 @@ with the writer's (device, ts) de-duplication, each reading is stored once:
   (readings and rejects) is in Redis, and PUBACKs leave in arrival order (MQTT §4.6);
 - a redelivery after a crash carries the same device ts, so the writer skips it.
 
-Everything refused goes to `rejects` with a reason (rate-limited per source+reason to one a
-second; what is held back is counted in a summary entry and in the device's status).
+Everything refused goes to `rejects` with a reason (rate-limited per device and reason to
+one a second — messages on topics no device owns share one budget, so a flood of made-up
+topics writes one entry a second; what is held back is counted in a summary entry and in
+the device's status).
 Device status hashes (monitor/store/status.py) are written about once a second.
 """
 
@@ -57,6 +59,7 @@ log = logging.getLogger(__name__)
 Decoder = Callable[[bytes, int, str, str, str], tuple[list[Reading], list[Refusal]]]
 CODECS: dict[str, Decoder] = {"json": json_payload.decode, "senml": senml.decode}
 STATUS_TICK_S = 1.0
+UNKNOWN_SOURCE = "(topics no device owns)"  # rejects limiter key for unknown topics
 MAX_SLOTS = 64
 
 
@@ -370,7 +373,8 @@ class MqttAdapter:
             for ref in refusals:
                 if route is not None:
                     self.devices[route.device].rejects[ref.reason] += 1
-                allowed, held = self.limiter.allow((ref.source, ref.reason), mono)
+                # keyed by device, never by topic: made-up topics all share one budget
+                allowed, held = self.limiter.allow((route.device if route else UNKNOWN_SOURCE, ref.reason), mono)
                 if not allowed:
                     continue  # counted; drain() writes the summary
                 if held:

@@ -31,12 +31,15 @@ SHARED_REDIS = os.environ.get("VITALWATCH_TEST_REDIS", "redis://127.0.0.1:6379/0
 def _root_logging_restored() -> Iterator[None]:
     """Tests that call `monitor.app.cli.main()` in-process run `setup_logging`, which points the
     root logger at that test's captured stderr; put the root logger back afterwards so later
-    tests' threads never log into a closed stream."""
+    tests' threads never log into a closed stream (and put the umask back too)."""
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    umask = os.umask(0o022)  # `cli.main()` sets the CLI's private umask; undone after the test
+    os.umask(umask)
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+    os.umask(umask)
 
 
 @pytest.fixture(scope="session")

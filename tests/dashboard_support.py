@@ -4,6 +4,7 @@ headless Chromium, heartbeats, injected readings and alerts (CONTRACT/brief sche
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import redis
+import requests
 from selenium import webdriver
 from selenium.common.exceptions import (
     ElementClickInterceptedException,
@@ -67,6 +69,24 @@ def login(driver: webdriver.Chrome, base: str, user: str, password: str, path: s
     driver.find_element(By.ID, "password").send_keys(password)
     driver.find_element(By.ID, "login-submit").click()
     wait_for(lambda: driver.execute_script("return !!(window.VW && VW.connected && VW.user)"), 20, "live socket")
+
+
+def csrf_of(page: str) -> str:
+    """The sign-in form's CSRF token (hidden field) in the /login page's HTML."""
+    m = re.search(r'name="csrf" value="([^"]*)"', page)
+    assert m, "no CSRF field on the sign-in page"
+    return m.group(1)
+
+
+def http_login(base: str, user: str, password: str, next_path: str = "/",
+               session: requests.Session | None = None) -> tuple[requests.Response, requests.Session]:
+    """Sign in over HTTP as the form does (GET /login for its CSRF token, then POST);
+    (the POST's response, the session holding the cookie)."""
+    s = session or requests.Session()
+    token = csrf_of(s.get(f"{base}/login", timeout=10).text)
+    r = s.post(f"{base}/login", data={"username": user, "password": password, "next": next_path, "csrf": token},
+               allow_redirects=False, timeout=10)
+    return r, s
 
 
 class Beats:

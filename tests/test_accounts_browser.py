@@ -20,10 +20,10 @@ import redis
 import requests
 from selenium.webdriver.common.by import By
 
-from monitor.accounts import audit, users
+from monitor.accounts import audit, tokens, users
 from monitor.model.config import Config, parse_config
 from monitor.model.keys import Keys as ClinicKeys
-from tests.dashboard_support import click_css, fill, login, served_dashboard, wait_for
+from tests.dashboard_support import click_css, fill, http_login, login, served_dashboard, wait_for
 
 pytestmark = pytest.mark.browser
 PW = {"nina": "nurse-pass-1", "sta": "station-pass-1", "ada": "admin-pass-1"}
@@ -70,9 +70,7 @@ def text_of(d: Any, element_id: str) -> str:
 
 def sign_in(env: dict[str, Any], name: str, password: str) -> tuple[int, requests.Session]:
     """POST the sign-in form; (status, session holding the cookie)."""
-    s = requests.Session()
-    r = s.post(env["url"] + "/login", data={"username": name, "password": password, "next": "/"},
-               allow_redirects=False, timeout=10)
+    r, s = http_login(env["url"], name, password)
     return r.status_code, s
 
 
@@ -171,25 +169,40 @@ def test_admin_manages_accounts(env: dict[str, Any]) -> None:
     wait_for(lambda: cell(d, "neo", "state") == "enabled", 10, "enabled in the table")
     assert sign_in(env, "neo", "neo-pass-2")[0] == 303
 
-    # locked out by real failed sign-ins (lockout_failures = 3); the table shows it; unlock
+    # real failed sign-ins (lockout_failures = 3) make this place back off; the table shows
+    # it; clearing the failures lets the right password in at once
     for _ in range(3):
         assert sign_in(env, "neo", "wrong-guess")[0] == 401
-    assert sign_in(env, "neo", "neo-pass-2")[0] == 401  # locked: even the right password
+    assert sign_in(env, "neo", "neo-pass-2")[0] == 429  # backing off: even the right password
     d.get(env["url"] + "/admin/users")
-    wait_for(lambda: cell(d, "neo", "lock").startswith("locked until"), 15, "lock shown")
+    wait_for(lambda: cell(d, "neo", "lock").startswith("backing off until"), 15, "backoff shown")
+    assert cell(d, "neo", "failures") == "4"  # three checked, one refused unchecked
     d.execute_script(CAPTURE_JS)
     fill(d, "users-target", "neo")
-    act(d, "users-unlock", "neo unlocked.")
-    wait_for(lambda: cell(d, "neo", "lock") == "—", 10, "lock cleared in the table")
+    act(d, "users-unlock", "neo: sign-in failures cleared.")
+    wait_for(lambda: cell(d, "neo", "lock") == "—", 10, "backoff cleared in the table")
     assert sign_in(env, "neo", "neo-pass-2")[0] == 303
 
-    # an API token, shown once, works as a Bearer token
+    # an API token (scopes, lifetime, label), shown once, works as a Bearer token; it is
+    # listed by id and revoked from the table
+    click_css(d, "#users-token-scopes input[value=acknowledge]")  # read only
+    fill(d, "users-token-label", "wall display")
     act(d, "users-token", "API token issued for neo")
     token = text_of(d, "users-tokenval")
-    assert token.startswith(users.TOKEN_PREFIX)
+    assert token.startswith(tokens.TOKEN_PREFIX)
     me = requests.get(env["url"] + "/api/v1/me", headers={"Authorization": f"Bearer {token}"}, timeout=10)
     assert me.status_code == 200 and me.json()["name"] == "neo"
     assert token not in json.dumps(c.hgetall(k.tokens))  # only its digest is stored
+    tid = tokens.token_digest(token)[:12]
+    row = f"#users-tokens tr[data-vw-token='{tid}']"
+    wait_for(lambda: "wall display" in d.find_element(By.CSS_SELECTOR, row).text, 10, "token listed")
+    assert "read" in d.find_element(By.CSS_SELECTOR, row + " td[data-vw-field=scopes]").text
+    assert "acknowledge" not in d.find_element(By.CSS_SELECTOR, row + " td[data-vw-field=scopes]").text
+    click_css(d, row + " button")
+    wait_for(lambda: f"Token {tid} revoked." in text_of(d, "users-msg"), 10, "revoked")
+    assert requests.get(env["url"] + "/api/v1/me", headers={"Authorization": f"Bearer {token}"},
+                        timeout=10).status_code == 401
+    act(d, "users-token", "API token issued for neo")  # one more, for the audit order below
 
     # the last enabled admin may not disable or demote herself
     fill(d, "users-target", "ada")
@@ -203,7 +216,8 @@ def test_admin_manages_accounts(env: dict[str, Any]) -> None:
     mine = [(e["action"], e["user"]) for e in reversed(audit.entries(c, k))
             if e["details"].get("name") == "neo" and e["action"].startswith(("user_", "token_"))]
     assert mine == [("user_add", "ada"), ("user_passwd", "ada"), ("user_role", "ada"), ("user_disable", "ada"),
-                    ("user_enable", "ada"), ("user_unlock", "ada"), ("token_issue", "ada")]
+                    ("user_enable", "ada"), ("user_unlock", "ada"), ("token_issue", "ada"), ("token_revoke", "ada"),
+                    ("token_issue", "ada")]
     env["bodies"] = [json.loads(b) for b in d.execute_script("return window.__vwBodies")]
 
 

@@ -17,6 +17,7 @@ from dashboard.accounts import (
 )
 from dashboard.app import Router, discover_pages
 from monitor.accounts import audit, users
+from monitor.accounts.throttle import LoginPolicy
 from monitor.model.keys import Keys
 
 UTC = ZoneInfo("UTC")
@@ -51,10 +52,10 @@ def test_last_enabled_admin_cannot_be_demoted_or_disabled() -> None:
 def test_account_row_and_lock_text() -> None:
     rec = {"name": "nina", "role": "nurse", "disabled": True, "failures": 3, "locked_until_ms": 90_000,
            "updated_ms": 0}
-    assert lock_text(rec, 10_000, UTC) == "locked until 00:01:30"
+    assert lock_text(rec, 10_000, UTC) == "backing off until 00:01:30"
     assert lock_text(rec, 90_000, UTC) == "—"  # the lock ends at locked_until_ms
     row = account_row(rec, 10_000, UTC)
-    assert row == {"name": "nina", "role": "nurse", "state": "disabled", "lock": "locked until 00:01:30",
+    assert row == {"name": "nina", "role": "nurse", "state": "disabled", "lock": "backing off until 00:01:30",
                    "failures": "3", "updated": "—"}
 
 
@@ -67,13 +68,14 @@ def test_login_times_only_dashboard_sign_ins_of_that_user() -> None:
     assert login_times(entries, "nina") == [30, 10]
 
 
-def test_unlock_clears_lockout_and_is_audited(rclient: redis.Redis, keys: Keys) -> None:
+def test_unlock_clears_backoff_and_is_audited(rclient: redis.Redis, keys: Keys) -> None:
     users.create_user(rclient, keys, "nina", "nurse", "nurse-pass-1", actor="ada")
+    policy = LoginPolicy(pair_failures=3)
     for _ in range(3):
-        users.authenticate(rclient, keys, "nina", "wrong-pass", max_failures=3, lockout_s=600)
-    assert users.authenticate(rclient, keys, "nina", "nurse-pass-1", max_failures=3).reason == "locked"
+        users.authenticate(rclient, keys, "nina", "wrong-pass", policy=policy)
+    assert users.authenticate(rclient, keys, "nina", "nurse-pass-1", policy=policy).reason == "throttled"
     assert users.unlock(rclient, keys, "nina", actor="ada") is True
-    assert users.authenticate(rclient, keys, "nina", "nurse-pass-1", max_failures=3).ok
+    assert users.authenticate(rclient, keys, "nina", "nurse-pass-1", policy=policy).ok
     assert users.unlock(rclient, keys, "nina", actor="ada") is False
     entry = next(e for e in audit.entries(rclient, keys) if e["action"] == "user_unlock")
     assert entry["user"] == "ada" and entry["details"] == {"name": "nina", "was_locked": False}

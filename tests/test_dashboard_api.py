@@ -15,10 +15,11 @@ import requests
 import websocket
 
 from dashboard.app import Served
-from monitor.accounts import users
+from dashboard.auth import session_digest
+from monitor.accounts import tokens, users
 from monitor.model.keys import Keys
 from monitor.sessions import lifecycle as sessions
-from tests.dashboard_support import inject_alert, now_ms
+from tests.dashboard_support import csrf_of, http_login, inject_alert, now_ms
 from tests.test_dashboard_browser import make_cfg
 
 PW = {"nina": "nurse-pass-1", "dora": "director-pass-1", "sta": "station-pass-1", "adam": "admin-pass-1"}
@@ -43,9 +44,7 @@ def env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
 
 
 def signed_in(env: dict[str, Any], name: str) -> requests.Session:
-    s = requests.Session()
-    r = s.post(env["url"] + "/login", data={"username": name, "password": PW[name], "next": "/"},
-               allow_redirects=False)
+    r, s = http_login(env["url"], name, PW[name])
     assert r.status_code == 303, r.text
     s.headers["X-VW-Request"] = "1"
     return s
@@ -112,7 +111,7 @@ def test_roles_on_pages_and_callbacks(env: dict[str, Any]) -> None:
 
 def test_api_token_rooms_alerts_and_acknowledge(env: dict[str, Any]) -> None:
     c, k = env["client"], env["keys"]
-    token = users.issue_token(c, k, "nina", actor="test")
+    token = tokens.issue_token(c, k, "nina", actor="test")
     assert c.hget(k.tokens, token) is None  # only the digest is stored
     hdr = {"Authorization": f"Bearer {token}"}
     c.xadd(k.vitals("room-3"), {"ts": str(now_ms()), "dev": "mon-3", "hr": "77", "spo2": "96"})
@@ -170,35 +169,59 @@ def test_session_api_and_websocket_hello(env: dict[str, Any]) -> None:
         ws.close()
 
 
-def test_login_lockout_and_audit(env: dict[str, Any]) -> None:
+def test_login_backoff_one_answer_and_audit(env: dict[str, Any]) -> None:
     c, k = env["client"], env["keys"]
     users.create_user(c, k, "lou", "nurse", "lou-password-1")
-    for _ in range(env["cfg"].dashboard.lockout_failures):
-        r = requests.post(env["url"] + "/login", data={"username": "lou", "password": "bad"},
-                          allow_redirects=False, timeout=10)
-        assert r.status_code == 401
-    r = requests.post(env["url"] + "/login", data={"username": "lou", "password": "lou-password-1"},
-                      allow_redirects=False, timeout=10)
-    assert r.status_code == 401 and "locked" in r.text
-    actions = [(f["user"], f["action"]) for _i, f in c.xrange(k.audit)]
-    assert ("lou", "login_failed") in actions
+    answers = {}
+    for name in ("lou", "nobody-by-this-name"):
+        for _ in range(env["cfg"].dashboard.lockout_failures):
+            r, _s = http_login(env["url"], name, "bad-password")
+            assert r.status_code == 401 and "Wrong user name or password." in r.text
+        r, _s = http_login(env["url"], name, "lou-password-1")  # even the right one waits now
+        answers[name] = (r.status_code, re.sub(r'value="[^"]*"', "", r.text))
+    assert answers["lou"][0] == 429 and "Too many failed attempts" in answers["lou"][1]
+    assert answers["lou"] == answers["nobody-by-this-name"]  # nothing tells who exists
+    audit_rows = [(f["user"], f["action"], json.loads(f["details"])) for _i, f in c.xrange(k.audit)]
+    assert any(u == "lou" and a == "login_failed" and d["reason"] == "bad_password" for u, a, d in audit_rows)
+    unknown = [d for u, a, d in audit_rows if u == "?" and a == "login_failed"]
+    assert unknown and all("nobody" not in json.dumps(d) for d in unknown)  # typed names are not kept
     signed_in(env, "dora")
     assert ("dora", "login") in [(f["user"], f["action"]) for _i, f in c.xrange(k.audit)]
+
+
+def test_login_form_needs_its_csrf_token(env: dict[str, Any]) -> None:
+    s = requests.Session()
+    r = s.post(env["url"] + "/login", data={"username": "dora", "password": PW["dora"]}, allow_redirects=False,
+               timeout=10)
+    assert r.status_code == 403 and "vw_session" not in s.cookies  # no token: no sign-in
+    token = csrf_of(s.get(env["url"] + "/login", timeout=10).text)
+    r = s.post(env["url"] + "/login", data={"username": "dora", "password": PW["dora"], "csrf": token + "x"},
+               allow_redirects=False, timeout=10)
+    assert r.status_code == 403 and "vw_session" not in s.cookies  # another page's token: refused
 
 
 def test_idle_logoff_for_people_but_not_for_stations(env: dict[str, Any]) -> None:
     c, k = env["client"], env["keys"]
     nurse, station = signed_in(env, "nina"), signed_in(env, "sta")
-    nurse_key = k.web_session(nurse.cookies["vw_session"])
-    station_key = k.web_session(station.cookies["vw_session"])
+    nurse_key = k.web_session(session_digest(nurse.cookies["vw_session"]))
+    station_key = k.web_session(session_digest(station.cookies["vw_session"]))
+    assert not c.exists(k.web_session(nurse.cookies["vw_session"]))  # Redis holds a digest, not the id
     idle_s = env["cfg"].dashboard.idle_logoff_min * 60
     assert 0 < c.ttl(nurse_key) <= idle_s
     assert c.ttl(station_key) > 7 * 24 * 3600
     c.expire(nurse_key, 3)  # as if the nurse had been idle until 3 s before logoff
-    assert nurse.get(env["url"] + "/api/v1/me").status_code == 200  # activity restarts the clock
+    assert nurse.get(env["url"] + "/api/v1/me").status_code == 200  # an API read is not a person's input
+    assert c.ttl(nurse_key) <= 3
+    timer = {"changedPropIds": ["room-ev-tick.n_intervals"], "output": "room-events.children",
+             "outputs": {"id": "room-events", "property": "children"}, "inputs": [], "state": []}
+    nurse.post(env["url"] + "/_dash-update-component", json=timer)  # a page's timer is not either
+    assert c.ttl(nurse_key) <= 3
+    assert nurse.get(env["url"] + "/room/room-1").status_code == 200  # opening a page is
     assert c.ttl(nurse_key) > 3
     c.delete(nurse_key)  # the idle time ran out
     r = nurse.get(env["url"] + "/", allow_redirects=False)
     assert r.status_code == 303 and r.headers["location"].startswith("/login")
-    r = station.get(env["url"] + "/logout", allow_redirects=False)
+    assert station.get(env["url"] + "/logout", allow_redirects=False).status_code == 200  # a question only
+    assert c.exists(station_key)
+    r = station.post(env["url"] + "/logout", allow_redirects=False)
     assert r.status_code == 303 and not c.exists(station_key)

@@ -9,10 +9,9 @@ no NOT MONITORING banner) until some later page load.
 
 from __future__ import annotations
 
-import requests
-
 from dashboard.app import Served
 from monitor.accounts import users
+from tests.dashboard_support import http_login
 
 
 def test_first_page_after_start_is_a_deep_link_and_has_the_assets(make_config, rclient, keys, redis_url):
@@ -20,9 +19,7 @@ def test_first_page_after_start_is_a_deep_link_and_has_the_assets(make_config, r
     users.create_user(rclient, keys, "dr-deep", "director", "director-pass-1")
     served = Served(cfg, redis_url).start()
     try:
-        s = requests.Session()
-        r = s.post(served.url + "/login", data={"username": "dr-deep", "password": "director-pass-1",
-                                                "next": "/review/nope"}, allow_redirects=False)
+        r, s = http_login(served.url, "dr-deep", "director-pass-1", "/review/nope")
         assert r.status_code == 303
         for path in ("/review/nope", "/review", "/room/room-1"):
             page = s.get(served.url + path).text

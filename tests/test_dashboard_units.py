@@ -10,7 +10,8 @@ import redis
 
 from dashboard import auth, figures
 from dashboard.app import Router, compile_route, discover_pages
-from monitor.accounts import users
+from monitor.accounts import tokens, users
+from monitor.accounts.throttle import LoginPolicy
 from monitor.app import users_cli
 from monitor.model.keys import Keys
 from monitor.sessions.phase import session_phase
@@ -134,7 +135,7 @@ def test_router_and_convention() -> None:
 
 
 # --- accounts ---------------------------------------------------------------------------
-def test_users_lifecycle_lockout_tokens(rclient: redis.Redis, keys: Keys) -> None:
+def test_users_lifecycle_backoff_tokens(rclient: redis.Redis, keys: Keys) -> None:
     rec = users.create_user(rclient, keys, "nina", "nurse", "secret-pass")
     assert "pw_hash" not in rec and rec["role"] == "nurse"
     stored = users.get_user(rclient, keys, "nina")
@@ -147,20 +148,23 @@ def test_users_lifecycle_lockout_tokens(rclient: redis.Redis, keys: Keys) -> Non
         users.create_user(rclient, keys, "y", "nurse", "short")
     assert users.verify_password(rclient, keys, "nina", "secret-pass")["name"] == "nina"
     assert users.authenticate(rclient, keys, "ghost", "whatever").reason == "unknown"
-    for _ in range(2):
-        assert users.authenticate(rclient, keys, "nina", "bad", max_failures=3, now_ms=NOW).reason == "bad_password"
-    res = users.authenticate(rclient, keys, "nina", "bad", max_failures=3, lockout_s=60, now_ms=NOW)
-    assert res.reason == "locked" and res.locked_until_ms == NOW + 60_000
-    assert users.authenticate(rclient, keys, "nina", "secret-pass", now_ms=NOW + 59_000).reason == "locked"
-    assert users.authenticate(rclient, keys, "nina", "secret-pass", now_ms=NOW + 61_000).ok
+    policy = LoginPolicy(pair_failures=3, backoff_s=60)
+    for _ in range(3):
+        assert users.authenticate(rclient, keys, "nina", "bad", policy=policy, now_ms=NOW).reason == "bad_password"
+    res = users.authenticate(rclient, keys, "nina", "secret-pass", policy=policy, now_ms=NOW + 59_000)
+    assert res.reason == "throttled" and res.retry_after_ms == 1000  # 60 s after the last failure
+    assert users.authenticate(rclient, keys, "nina", "secret-pass", policy=policy, now_ms=NOW + 60_000).ok
+    # another source was never slowed down
+    assert users.authenticate(rclient, keys, "nina", "secret-pass", source="ip:10.0.0.9", policy=policy,
+                              now_ms=NOW + 1).ok
     users.set_disabled(rclient, keys, "nina", True)
     assert users.authenticate(rclient, keys, "nina", "secret-pass").reason == "disabled"
     users.set_disabled(rclient, keys, "nina", False)
     users.set_role(rclient, keys, "nina", "director")
-    tok = users.issue_token(rclient, keys, "nina")
-    assert users.user_for_token(rclient, keys, tok)["role"] == "director"
-    assert users.user_for_token(rclient, keys, tok + "x") is None
-    assert users.revoke_tokens(rclient, keys, "nina") == 1 and users.user_for_token(rclient, keys, tok) is None
+    tok = tokens.issue_token(rclient, keys, "nina")
+    assert tokens.user_for_token(rclient, keys, tok)["role"] == "director"
+    assert tokens.user_for_token(rclient, keys, tok + "x") is None
+    assert tokens.revoke_tokens(rclient, keys, "nina") == 1 and tokens.user_for_token(rclient, keys, tok) is None
     actions = [f["action"] for _i, f in rclient.xrange(keys.audit)]
     assert {"user_add", "user_disable", "user_enable", "user_role", "token_issue", "token_revoke"} <= set(actions)
 
@@ -198,18 +202,26 @@ def test_user_cli(make_config, rclient: redis.Redis, keys: Keys, monkeypatch: py
     monkeypatch.setenv("VITALWATCH_PASSWORD", "cli-password-2")
     assert run("passwd", name="nora") == 0 and users.verify_password(rclient, keys, "nora", "cli-password-2")
     capsys.readouterr()
-    assert run("token", name="nora") == 0
+    assert run("token", name="nora", scope=["acknowledge"], days=7, label="pager 3") == 0
     token = capsys.readouterr().out.strip().splitlines()[-1]
-    assert users.user_for_token(rclient, keys, token)["name"] == "nora"
+    assert tokens.user_for_token(rclient, keys, token)["scopes"] == frozenset({"acknowledge"})
+    assert run("token", name="nora", scope=["everything"], days=7, label="") == 2  # unknown scope
+    capsys.readouterr()
+    assert run("tokens", name="nora") == 0
+    listing = capsys.readouterr().out
+    tid = tokens.token_digest(token)[:12]
+    assert tid in listing and "acknowledge" in listing and "pager 3" in listing and token not in listing
+    assert run("revoke", name="nora", token=tid) == 0 and tokens.user_for_token(rclient, keys, token) is None
+    assert run("revoke", name="nora", token=tid) == 2
     assert run("list") == 0 and "nora" in capsys.readouterr().out
     assert run("passwd", name="ghost") == 2
     assert any(f["user"] == "ops" and f["action"] == "user_add" for _i, f in rclient.xrange(keys.audit))
-    for _ in range(5):  # five wrong passwords lock the account
+    for _ in range(5):  # five wrong passwords from one place: that place backs off
         users.authenticate(rclient, keys, "nora", "wrong-password")
     capsys.readouterr()
-    assert run("list") == 0 and "locked out" in capsys.readouterr().out
+    assert run("list") == 0 and "backs off" in capsys.readouterr().out
     assert run("unlock", name="nora") == 0 and "nora unlocked" in capsys.readouterr().out
-    assert run("list") == 0 and "locked out" not in capsys.readouterr().out
+    assert run("list") == 0 and "backs off" not in capsys.readouterr().out
     assert any(f["user"] == "ops" and f["action"] == "user_unlock" for _i, f in rclient.xrange(keys.audit))
 
 

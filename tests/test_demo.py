@@ -52,7 +52,10 @@ def _logins(lines: list[str]) -> dict[str, str]:
 def _api_rooms(port: int, user: str, password: str) -> dict:
     jar = CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-    opener.open(f"http://127.0.0.1:{port}/login", urlencode({"username": user, "password": password}).encode())
+    form = opener.open(f"http://127.0.0.1:{port}/login").read().decode()
+    token = re.search(r'name="csrf" value="([^"]*)"', form).group(1)  # type: ignore[union-attr]
+    opener.open(f"http://127.0.0.1:{port}/login",
+                urlencode({"username": user, "password": password, "csrf": token}).encode())
     import json
     return json.loads(opener.open(f"http://127.0.0.1:{port}/api/v1/rooms").read())
 

@@ -11,6 +11,7 @@ import pytest
 
 from devices.transports.mqtt import MqttSettings, Publisher
 from monitor.model.clock import now_ms
+from monitor.model.mqtt_acl import acl_users
 from monitor.store.embedded import start_broker
 from monitor.store.status import read_status
 from tests.mqtt_support import T_MON1, T_MON2, mqtt_config, running_adapter, stream_ts, wait_for
@@ -100,13 +101,18 @@ def test_tls_broker(rclient, keys, redis_url, tmp_path: Path):
 
 
 def test_embedded_amqtt_broker_mqtt_311(rclient, keys, redis_url, tmp_path: Path):
-    server = start_broker(tmp_path / "embedded", prefer="amqtt")
+    cfg = mqtt_config(keys.clinic, redis_url, "mqtt://127.0.0.1:1", tmp_path / "data", version="3.1.1")
+    accounts = {"vitalwatch-ingest": "ingest-pw-1", "vitalwatch-alerts": "alerts-pw-1", "vitalwatch-simulate": "sim-pw-1"}
+    server = start_broker(tmp_path / "embedded", prefer="amqtt", accounts=accounts,
+                          acl=acl_users(cfg, simulate=True))
     assert server.kind == "amqtt" and server.version == "3.1.1"
     try:
         cfg = mqtt_config(keys.clinic, redis_url, server.url, tmp_path / "data", version="3.1.1")
-        with running_adapter(cfg, redis_url, server.url, version="3.1.1") as adapter:
+        with running_adapter(cfg, redis_url, server.url, version="3.1.1", username="vitalwatch-ingest",
+                             password="ingest-pw-1") as adapter:
             assert adapter.subscribed.wait(15)
-            dev = Publisher(MqttSettings(server.url, version="3.1.1"))
+            dev = Publisher(MqttSettings(server.url, version="3.1.1", username="vitalwatch-simulate",
+                                         password="sim-pw-1"))
             ts = now_ms()
             try:
                 dev.publish(T_MON1, json.dumps({"ts": ts, "hr": 64, "spo2": 99}))

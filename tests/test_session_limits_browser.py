@@ -22,7 +22,7 @@ from monitor.accounts import audit
 from monitor.alarms.engine import Worker
 from monitor.model.config import Config, parse_config
 from monitor.sessions import lifecycle as sessions
-from tests.dashboard_support import click, fill, login, now_ms, served_dashboard, wait_for
+from tests.dashboard_support import click, fill, http_login, login, now_ms, served_dashboard, wait_for
 
 pytestmark = pytest.mark.browser
 PW = {"nina": "nurse-pass-1", "sta": "station-pass-1"}
@@ -86,9 +86,7 @@ def message(d: Any) -> tuple[str, str]:
 
 
 def signed_in(env: dict[str, Any], name: str) -> requests.Session:
-    s = requests.Session()
-    r = s.post(env["url"] + "/login", data={"username": name, "password": PW[name], "next": "/"},
-               allow_redirects=False, timeout=10)
+    r, s = http_login(env["url"], name, PW[name])
     assert r.status_code == 303, r.text
     return s
 

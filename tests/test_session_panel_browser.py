@@ -25,7 +25,16 @@ from monitor.alarms.engine import Worker
 from monitor.model.keys import Keys as ClinicKeys
 from monitor.sessions import lifecycle as sessions
 from monitor.store.status import publish_status
-from tests.dashboard_support import click, click_css, fill, login, now_ms, served_dashboard, wait_for
+from tests.dashboard_support import (
+    click,
+    click_css,
+    fill,
+    http_login,
+    login,
+    now_ms,
+    served_dashboard,
+    wait_for,
+)
 from tests.test_session_limits_browser import CAPTURE_JS, make_cfg
 
 pytestmark = pytest.mark.browser
@@ -98,9 +107,7 @@ def with_state(body: dict[str, Any], **values: Any) -> dict[str, Any]:
 
 
 def signed_in(env: dict[str, Any], name: str) -> requests.Session:
-    s = requests.Session()
-    r = s.post(env["url"] + "/login", data={"username": name, "password": PW[name], "next": "/"},
-               allow_redirects=False, timeout=10)
+    r, s = http_login(env["url"], name, PW[name])
     assert r.status_code == 303, r.text
     return s
 

@@ -14,6 +14,7 @@ from devices.simulators.fixtures import simulated_mqtt
 from devices.simulators.scenarios import FaultWindow
 from devices.simulators.truth import TruthLog
 from monitor.model.config import parse_config
+from monitor.store.runtime import RuntimeFailure
 from tests.test_sim_links import wait_for
 
 
@@ -128,4 +129,9 @@ def test_mqtt_version_and_url_come_from_the_runtime(tmp_path):
     assert (t.url, t.version, t.username, t.password) == ("mqtt://127.0.0.1:1999", "3.1.1", "dev", "pw")
     (tmp_path / "embedded.json").write_text(json.dumps({"mqtt_url": "mqtt://127.0.0.1:2999", "mqtt_version": "3.1.1"}))
     emb = parse_config({"clinic": {"id": "x"}, "data": {"dir": str(tmp_path)}})  # embedded Redis not running: fine
-    assert (mqtt_target(emb, {}).url, mqtt_target(emb, {}).version) == ("mqtt://127.0.0.1:2999", "3.1.1")
+    with pytest.raises(RuntimeFailure, match="no password for vitalwatch-simulate"):
+        mqtt_target(emb, {})  # the embedded broker takes no anonymous publisher
+    (tmp_path / "mqtt-credentials.json").write_text(json.dumps({"vitalwatch-simulate": "sim-pw"}))
+    t = mqtt_target(emb, {})
+    assert (t.url, t.version, t.username, t.password) == ("mqtt://127.0.0.1:2999", "3.1.1", "vitalwatch-simulate",
+                                                           "sim-pw")

@@ -17,6 +17,7 @@ from dash import Input, Output, dcc, html
 
 from dashboard.context import AppContext, PageContext
 from monitor.accounts import audit
+from monitor.model.redact import redact_url
 from monitor.sessions import archive
 from monitor.store.redis_conn import REDIS_DOWN
 
@@ -64,7 +65,7 @@ def layout(ctx: PageContext, **_params: str) -> Any:
         note = _sync(ctx.app)
         rows = _rows(ctx.app)
     except sa.exc.SQLAlchemyError as e:
-        return html.Div(f"ARCHIVE UNAVAILABLE ({ctx.cfg.archive.url}): {e.__class__.__name__}", className="vw-notfound")
+        return html.Div(f"ARCHIVE UNAVAILABLE ({redact_url(ctx.cfg.archive.url)}): {e.__class__.__name__}", className="vw-notfound")
     who = ctx.user.name if ctx.user else "unknown"
     try:
         audit.record(ctx.data.client, ctx.keys, who, "audit.view")

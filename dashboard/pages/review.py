@@ -19,6 +19,7 @@ from dash import Input, Output, State, dcc, html, no_update
 
 from dashboard.context import AppContext, PageContext
 from monitor.accounts import audit
+from monitor.model.redact import redact_url
 from monitor.sessions import archive, export, review, review_list
 from monitor.sessions import lifecycle as sessions
 from monitor.sessions.review_figure import build_figure
@@ -238,7 +239,7 @@ def layout(ctx: PageContext, session: str | None = None) -> Any:
         return html.Div([f"No archived session {session!r}. ", dcc.Link("All sessions", href="/review")],
                         className="vw-notfound")
     except sa.exc.SQLAlchemyError as e:
-        return html.Div(f"ARCHIVE UNAVAILABLE ({ctx.cfg.archive.url}): {e.__class__.__name__}",
+        return html.Div(f"ARCHIVE UNAVAILABLE ({redact_url(ctx.cfg.archive.url)}): {e.__class__.__name__}",
                         className="vw-notfound")
     user = ctx.user.name if ctx.user else "unknown"
     _audit(ctx.app, user, "session.view", session=session)

@@ -1,9 +1,11 @@
 """Room page `/room/<room>`: live trends with limits, markers and episodes; devices; session.
 
-Station and up may watch and ask an NIBP device to measure now; session controls (start,
-dose, note, end) and the open session's alarm-limit overrides ("Session limits") need the
-nurse role and are refused on the server otherwise (the callbacks check the signed-in user's
-role themselves: their output ids are this page's, which a station may use).
+Station and up may watch; asking an NIBP device to measure now (it inflates a patient's
+cuff), session controls (start, dose, note, end) and the open session's alarm-limit
+overrides ("Session limits") need the nurse role and are refused on the server otherwise
+(the callbacks check the signed-in user's role themselves: their output ids are this
+page's, which a station may use). Only a configured NIBP device of this room can be asked,
+and the trend window is one of the offered choices whatever a request says.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ def build_figure(app: AppContext, room: str, window: str | int, now_ms: int) -> 
     data = app.data
     sid = data.open_sessions().get(room)
     head = data.session(sid) if sid else None
+    if window not in WINDOWS_MIN and window != "session":
+        window = WINDOWS_MIN[0]  # a forged request cannot ask for a year of readings
     if window == "session" and head:
         start = int(head["started_ms"])
     else:
@@ -160,7 +164,8 @@ def layout(ctx: PageContext, room: str = "", **_params: str) -> html.Div:
                          nibp[0].nibp_cycle_s if nibp else None),
             html.Div([devices_div(room, status),
                       *[html.Button(f"Measure BP now ({d.id})", id={"page": "room", "kind": "nibp", "dev": d.id},
-                                    n_clicks=0, className="vw-nibp") for d in nibp],
+                                    n_clicks=0, className="vw-nibp", disabled=not can_act,
+                                    title="" if can_act else "needs a nurse sign-in") for d in nibp],
                       html.Span(id="room-nibp-msg", className="vw-muted")], className="vw-roomdevices"),
         ], className="vw-roomtop", **dattrs({"data-vw-room": room, "data-vw-part": "tile", "data-alert": "none"})),
         html.Div([html.H3("Alerts", className="vw-h"),
@@ -205,10 +210,15 @@ def register_callbacks(app: dash.Dash, actx: AppContext) -> None:
     def _nibp(clicks: list[int]) -> Any:  # str, or no_update
         trig = dash_ctx.triggered_id
         user = actx.current_user()
-        if not trig or not any(clicks) or user is None:
+        if not isinstance(trig, dict) or not any(clicks) or user is None:
             return no_update
-        actx.data.request_nibp(trig["dev"], user.name)
-        return f"Measurement requested from {trig['dev']}."
+        if not user.can(SESSION_ROLE):
+            return "Refused: measuring now needs a nurse sign-in."
+        dev = str(trig.get("dev"))
+        if dev not in {d.id for _r, d in actx.cfg.devices() if d.protocol == "nibp-un300"}:
+            return f"Refused: {dev!r} is not an NIBP device of this clinic."
+        actx.data.request_nibp(dev, user.name)
+        return f"Measurement requested from {dev}."
 
     _register_session_callbacks(app, actx)
 

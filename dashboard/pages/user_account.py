@@ -3,8 +3,9 @@
 For personal accounts only (nurse and up): a `station` account is a shared screen, its
 password is managed by an admin (`/admin/users` or `vitalwatch user passwd`). The change
 goes through monitor.accounts.users.set_password, which applies the CLI's rules and writes the audit
-entry (`user_passwd`, by the user); a wrong current password counts toward the lockout like
-a failed sign-in and is audited as `user_passwd_refused`.
+entry (`user_passwd`, by the user) and signs out every other sign-in of the account (this
+one stays). A wrong current password counts toward the sign-in limits (source
+"self:<name>") like a failed sign-in and is audited as `user_passwd_refused`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from dash import Input, Output, State, dcc, html
 from dashboard.accounts import fmt_ms, login_times, password_change_problem
 from dashboard.context import AppContext, PageContext
 from monitor.accounts import audit, users
+from monitor.accounts.throttle import LoginPolicy
+from monitor.model.clock import now_ms
 from monitor.store.redis_conn import REDIS_DOWN
 
 ROUTES = ("/account",)
@@ -63,25 +66,28 @@ def layout(ctx: PageContext, **_params: str) -> Any:
 
 
 def change_own_password(actx: AppContext, name: str, current: str | None, new: str | None,
-                        repeat: str | None) -> tuple[bool, str]:
-    """Check the form, the current password (with lockout), then store; (ok, message)."""
+                        repeat: str | None, session_digest: str = "") -> tuple[bool, str]:
+    """Check the form, the current password (under the sign-in limits), then store; the
+    sign-in `session_digest` stays, every other one of the account ends. (ok, message)"""
     problem = password_change_problem(current, new, repeat)
     if problem:
         return False, f"Refused: {problem}."
     client, keys, dcfg = actx.data.client, actx.keys, actx.cfg.dashboard
-    res = users.authenticate(client, keys, name, current or "", max_failures=dcfg.lockout_failures,
-                             lockout_s=dcfg.lockout_min * 60)
+    res = users.authenticate(client, keys, name, current or "", source=f"self:{name}",
+                             policy=LoginPolicy.from_config(dcfg))
     if not res.ok:
         audit.record(client, keys, name, "user_passwd_refused", reason=res.reason, via="dashboard")
-        if res.reason == "locked":
-            return False, ("Refused: too many wrong passwords; the account is locked until "
-                           f"{fmt_ms(res.locked_until_ms, ZoneInfo(actx.cfg.clinic.timezone))[11:]}.")
+        if res.reason == "throttled":
+            until = fmt_ms(now_ms() + res.retry_after_ms, ZoneInfo(actx.cfg.clinic.timezone))[11:]
+            return False, f"Refused: too many wrong passwords; try again after {until}."
         return False, "Refused: the current password is wrong."
     try:
-        users.set_password(client, keys, name, new or "", actor=name)  # audits user_passwd
+        users.set_password(client, keys, name, new or "", actor=name,  # audits user_passwd
+                           keep_session=session_digest or None)
     except users.UserError as e:
         return False, f"Refused: {e}."
-    return True, "Password changed. Use the new password from your next sign-in."
+    return True, ("Password changed. Your other sign-ins were signed out; use the new password "
+                  "from your next sign-in.")
 
 
 def register_callbacks(app: Any, ctx: AppContext) -> None:
@@ -98,7 +104,7 @@ def register_callbacks(app: Any, ctx: AppContext) -> None:
         if user is None or not user.can(MIN_ROLE):
             return "Refused: a personal (nurse or higher) sign-in is needed.", ERROR_STYLE, "", "", ""
         try:
-            ok, text = change_own_password(ctx, user.name, current, new, repeat)
+            ok, text = change_own_password(ctx, user.name, current, new, repeat, user.session_id)
         except REDIS_DOWN:
             ok, text = False, "NOT MONITORING: Redis unreachable — password not changed."
         return text, OK_STYLE if ok else ERROR_STYLE, "", "", ""

@@ -1,11 +1,14 @@
 """`/admin/users` (admin): list accounts, add one, reset a password, change a role,
-disable/enable, unlock after failed sign-ins, issue or revoke API tokens.
+disable/enable, clear sign-in failures, issue API tokens (scopes, lifetime, label), list
+them and revoke one or all of an account's.
 
-Every change goes through monitor/accounts/users.py — the same functions as `vitalwatch user` — which
-validates, stores and writes the audit entry with the acting admin's name (so nothing is
-audited twice here). The page refuses a change that would leave no enabled admin (the last
-admin disabling or demoting themselves). Disabling takes effect at once: the user's
-sign-ins and tokens stop working on their next request.
+Every change goes through monitor/accounts (users.py, tokens.py) — the same functions as
+`vitalwatch user` — which validate, store and write the audit entry with the acting admin's
+name (so nothing is audited twice here). The page refuses a change that would leave no
+enabled admin (the last admin disabling or demoting themselves). Disabling, a role change
+and a password reset take effect at once: the user's sign-ins end, and their open live
+screens close within seconds; a revoked token stops on its next request and its sockets
+close within seconds too.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from zoneinfo import ZoneInfo
 from dash import ALL, Input, Output, State, dcc, html, no_update
 from dash import ctx as dash_ctx
 
-from dashboard.accounts import account_row, leaves_no_admin, valid_role
+from dashboard.accounts import account_row, leaves_no_admin, token_row, valid_role
 from dashboard.context import AppContext, PageContext
-from monitor.accounts import users
+from monitor.accounts import tokens, users
+from monitor.accounts.throttle import LoginPolicy
 from monitor.store.redis_conn import REDIS_DOWN
 
 ROUTES = ("/admin/users",)
@@ -30,8 +34,10 @@ ERROR_STYLE = {"color": "#c62828", "fontWeight": "bold"}
 OK_STYLE = {"color": "#2e7d32", "fontWeight": "bold"}
 ACTIONS = ("users-add", "users-reset", "users-setrole", "users-disable", "users-enable", "users-unlock",
            "users-token", "users-revoke")
-COLUMNS = (("name", "User"), ("role", "Role"), ("state", "State"), ("lock", "Lockout"),
+COLUMNS = (("name", "User"), ("role", "Role"), ("state", "State"), ("lock", "Sign-in backoff"),
            ("failures", "Failed attempts"), ("updated", "Changed"))
+TOKEN_COLUMNS = (("id", "Token"), ("name", "User"), ("label", "Label"), ("scopes", "Scopes"),
+                 ("created", "Issued"), ("expires", "Expires"), ("state", "State"))
 
 
 def users_table(records: list[dict[str, Any]], now_ms: int, tz: ZoneInfo) -> html.Table:
@@ -46,6 +52,21 @@ def users_table(records: list[dict[str, Any]], now_ms: int, tz: ZoneInfo) -> htm
         body.append(html.Tr(cells, **{"data-vw-user": r["name"]}))
     if not body:
         body = [html.Tr(html.Td("No accounts.", colSpan=len(COLUMNS) + 1))]
+    return html.Table([html.Thead(head), html.Tbody(body)], className="vw-table")
+
+
+def tokens_table(items: list[dict[str, Any]], tz: ZoneInfo) -> html.Table:
+    """Every API token (never the token itself: its id) with a Revoke button each (pure)."""
+    head = html.Tr([html.Th(t) for _k, t in TOKEN_COLUMNS] + [html.Th("")])
+    body = []
+    for t in items:
+        row = token_row(t, tz)
+        cells = [html.Td(row[k], **{"data-vw-field": k}) for k, _t in TOKEN_COLUMNS]  # type: ignore[arg-type]
+        cells.append(html.Td(html.Button("Revoke", id={"page": "users", "revoke": t["id"]}, n_clicks=0,
+                                         className="vw-danger")))
+        body.append(html.Tr(cells, **{"data-vw-token": t["id"]}))
+    if not body:
+        body = [html.Tr(html.Td("No API tokens.", colSpan=len(TOKEN_COLUMNS) + 1))]
     return html.Table([html.Thead(head), html.Tbody(body)], className="vw-table")
 
 
@@ -66,7 +87,7 @@ def _btn(cid: str, label: str, cls: str = "vw-ack") -> html.Button:
 def layout(ctx: PageContext, **_params: str) -> Any:
     """The accounts table and the two forms (add; act on one account)."""
     tz = ZoneInfo(ctx.cfg.clinic.timezone)
-    records = users.list_users(ctx.data.client, ctx.keys)
+    records = users.list_users(ctx.data.client, ctx.keys, LoginPolicy.from_config(ctx.cfg.dashboard), ctx.now_ms)
     return html.Div([
         html.H2("Users"),
         html.Div(users_table(records, ctx.now_ms, tz), id="users-table"),
@@ -80,10 +101,22 @@ def layout(ctx: PageContext, **_params: str) -> Any:
                  className="vw-controls"),
         html.Div([_roles("users-role", "nurse"), _btn("users-setrole", "Change role")], className="vw-controls"),
         html.Div([_btn("users-disable", "Disable", "vw-danger"), _btn("users-enable", "Enable"),
-                  _btn("users-unlock", "Unlock"), _btn("users-token", "Issue API token"),
-                  _btn("users-revoke", "Revoke API tokens", "vw-danger")], className="vw-controls"),
+                  _btn("users-unlock", "Clear sign-in failures"),
+                  _btn("users-revoke", "Revoke all API tokens", "vw-danger")], className="vw-controls"),
+        html.Div([dcc.Checklist(id="users-token-scopes", options=[{"label": f" {k}", "value": k}
+                                                                  for k in tokens.SCOPES],
+                                value=list(tokens.DEFAULT_SCOPES), inline=True,
+                                inputStyle={"marginLeft": ".8em", "marginRight": ".2em"}),
+                  dcc.Input(id="users-token-days", type="number", min=1, max=tokens.MAX_DAYS,
+                            value=tokens.DEFAULT_DAYS, style={"width": "5em"}),
+                  html.Span("days", className="vw-muted"),
+                  _inp("users-token-label", "label (e.g. pager 3)"),
+                  _btn("users-token", "Issue API token")], className="vw-controls"),
         html.Div(id="users-msg", role="status"),
         html.Div(id="users-tokenbox"),
+        html.H3("API tokens", className="vw-h"),
+        html.Div(tokens_table(tokens.list_tokens(ctx.data.client, ctx.keys, now_ms=ctx.now_ms), tz),
+                 id="users-tokens"),
     ], className="vw-users")
 
 
@@ -119,12 +152,17 @@ def apply_action(actx: AppContext, actor: str, action: str, v: dict[str, Any]) -
         return True, f"{name} enabled.", ""
     if action == "users-unlock":
         was = users.unlock(client, keys, name, actor=actor)
-        return True, f"{name} unlocked." if was else f"{name} was not locked (failure count cleared).", ""
+        return True, f"{name}: sign-in failures cleared." if was else f"{name} had no sign-in failures.", ""
     if action == "users-token":
-        token = users.issue_token(client, keys, name, actor=actor)
+        try:
+            days = float(v.get("token_days") or tokens.DEFAULT_DAYS)
+        except (TypeError, ValueError):
+            return False, "Refused: the token lifetime must be a number of days.", ""
+        token = tokens.issue_token(client, keys, name, actor=actor, scopes=list(v.get("token_scopes") or []),
+                                   days=days, label=(v.get("token_label") or "").strip())
         return True, f"API token issued for {name}. It is shown once, below: copy it now.", token
     if action == "users-revoke":
-        n = users.revoke_tokens(client, keys, name, actor=actor)
+        n = tokens.revoke_tokens(client, keys, name, actor=actor)
         return True, f"Revoked {n} API token(s) of {name}.", ""
     return False, f"Refused: unknown action {action!r}.", ""
 
@@ -133,33 +171,64 @@ def register_callbacks(app: Any, ctx: AppContext) -> None:
     """All account changes (one callback, by button) and the table's Select buttons."""
     tz = ZoneInfo(ctx.cfg.clinic.timezone)
 
+    policy = LoginPolicy.from_config(ctx.cfg.dashboard)
+
+    def tables() -> tuple[Any, Any]:
+        now = ctx.clock_ms()
+        return (users_table(users.list_users(ctx.data.client, ctx.keys, policy, now), now, tz),
+                tokens_table(tokens.list_tokens(ctx.data.client, ctx.keys, now_ms=now), tz))
+
     @app.callback(Output("users-msg", "children"), Output("users-msg", "style"),
                   Output("users-tokenbox", "children"), Output("users-table", "children"),
+                  Output("users-tokens", "children"),
                   Output("users-add-pw", "value"), Output("users-pw", "value"),
                   *[Input(a, "n_clicks") for a in ACTIONS],
                   State("users-add-name", "value"), State("users-add-role", "value"),
                   State("users-add-pw", "value"), State("users-target", "value"),
                   State("users-pw", "value"), State("users-role", "value"),
+                  State("users-token-scopes", "value"), State("users-token-days", "value"),
+                  State("users-token-label", "value"),
                   prevent_initial_call=True)
     def _act(*args: Any) -> tuple[Any, ...]:
-        add_name, add_role, add_pw, target, pw, role = args[len(ACTIONS):]
+        add_name, add_role, add_pw, target, pw, role, t_scopes, t_days, t_label = args[len(ACTIONS):]
         user = ctx.current_user()
         # the middleware already refused non-admins (ids "users-…"); checked again at the write
         if user is None or not user.can(MIN_ROLE):
-            return "Refused: managing users needs the admin role.", ERROR_STYLE, "", no_update, "", ""
+            return "Refused: managing users needs the admin role.", ERROR_STYLE, "", no_update, no_update, "", ""
         values = {"add_name": add_name, "add_role": add_role, "add_pw": add_pw, "target": target,
-                  "pw": pw, "role": role}
+                  "pw": pw, "role": role, "token_scopes": t_scopes, "token_days": t_days, "token_label": t_label}
         token = ""
         try:
             ok, text, token = apply_action(ctx, user.name, str(dash_ctx.triggered_id), values)
         except users.UserError as e:
             ok, text = False, f"Refused: {e}."
         except REDIS_DOWN:
-            return ("NOT MONITORING: Redis unreachable — nothing changed.", ERROR_STYLE, "", no_update, "", "")
+            return ("NOT MONITORING: Redis unreachable — nothing changed.", ERROR_STYLE, "", no_update, no_update,
+                    "", "")
         box = html.Div([html.Span("API token (shown once): "), html.Code(token, id="users-tokenval")],
                        className="vw-warning") if token else ""
-        table = users_table(users.list_users(ctx.data.client, ctx.keys), ctx.clock_ms(), tz)
-        return text, OK_STYLE if ok else ERROR_STYLE, box, table, "", ""
+        return (text, OK_STYLE if ok else ERROR_STYLE, box, *tables(), "", "")
+
+    @app.callback(Output("users-msg", "children", allow_duplicate=True),
+                  Output("users-msg", "style", allow_duplicate=True),
+                  Output("users-tokens", "children", allow_duplicate=True),
+                  Input({"page": "users", "revoke": ALL}, "n_clicks"), prevent_initial_call=True)
+    def _revoke_one(clicks: list[int | None]) -> tuple[Any, ...]:
+        trig = dash_ctx.triggered_id
+        user = ctx.current_user()
+        # re-rendering the table adds fresh buttons (n_clicks 0), which also fires this
+        if not isinstance(trig, dict) or not dash_ctx.triggered[0].get("value"):
+            return no_update, no_update, no_update
+        if user is None or not user.can(MIN_ROLE):
+            return "Refused: managing tokens needs the admin role.", ERROR_STYLE, no_update
+        try:
+            done = tokens.revoke_token(ctx.data.client, ctx.keys, str(trig["revoke"]), actor=user.name)
+        except users.UserError as e:
+            return f"Refused: {e}.", ERROR_STYLE, no_update
+        except REDIS_DOWN:
+            return "NOT MONITORING: Redis unreachable — nothing changed.", ERROR_STYLE, no_update
+        text = f"Token {trig['revoke']} revoked." if done else f"No token {trig['revoke']} (already revoked?)."
+        return text, OK_STYLE if done else ERROR_STYLE, tables()[1]
 
     @app.callback(Output("users-target", "value"), Input({"page": "users", "sel": ALL}, "n_clicks"),
                   prevent_initial_call=True)

@@ -28,14 +28,14 @@ log = logging.getLogger(__name__)
 
 
 def mqtt_target(cfg: Config, env: dict[str, str] | os._Environ[str]) -> MqttTarget:
-    """Broker URL and version (embedded broker found via monitor.store.runtime), credentials from env."""
+    """Broker URL and version (embedded broker found via monitor.store.runtime), credentials
+    from env — or the embedded broker's simulator account."""
     # The simulator never talks to Redis: resolve only the MQTT side, so an embedded Redis
     # need not be running for it.
     probe = cfg.model_copy(update={"redis": RedisConfig(url="redis://127.0.0.1:1/0")})
-    ep = resolve(probe)
-    return MqttTarget(ep.mqtt_url, ep.mqtt_version, env.get("VITALWATCH_MQTT_USERNAME") or None,
-                      env.get("VITALWATCH_MQTT_PASSWORD") or None, cfg.mqtt.ca_file, cfg.mqtt.cert_file,
-                      cfg.mqtt.key_file)
+    ep = resolve(probe, env=env, mqtt_role="simulate")
+    return MqttTarget(ep.mqtt_url, ep.mqtt_version, ep.mqtt_username or None, ep.mqtt_password or None,
+                      cfg.mqtt.ca_file, cfg.mqtt.cert_file, cfg.mqtt.key_file)
 
 
 def run(args: argparse.Namespace, cfg: Config) -> int:

@@ -1,41 +1,42 @@
-"""Accounts: hashed passwords, roles, disable/enable, lockout, API tokens — all in Redis.
+"""Accounts: hashed passwords, roles, disable/enable, sign-in limits — all in Redis, atomically.
 
-`keys.users` is a hash user name → JSON record {name, role, pw_hash, disabled, failures,
-locked_until_ms, created_ms, updated_ms}. Passwords are argon2id hashes (argon2-cffi).
-`keys.tokens` is a hash sha256(token) hex → user name; the token itself is shown once and
-never stored. Every change is written to the audit log with the acting user.
-Roles, lowest first: station < nurse < director < admin (CONTRACT.md).
+Each account is one hash `keys.user(name)` with a field per attribute (name, role, pw_hash,
+disabled, epoch, created_ms, updated_ms) and its name in the set `keys.user_names`. Changes
+write only their own fields in one server-side step (Lua), so a sign-in that fails while an
+admin disables the account or resets its password cannot write the old record back.
+Failed sign-ins are not stored in the account at all: monitor/accounts/throttle.py counts
+them in keys of their own (per typed name, per source) with backoff instead of a hard lock.
+
+`epoch` grows with every disable, enable, role change and password change; a dashboard
+sign-in remembers the epoch it was made in and is void once it differs, and the change
+also deletes the account's sign-ins at once (`end_sessions`). Passwords are argon2id
+(monitor/accounts/passwords.py). Every change is written to the audit log with the actor.
+Roles, lowest first: station < nurse < director < admin (CONTRACT.md). API tokens:
+monitor/accounts/tokens.py.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 import secrets
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from monitor.accounts import audit
+from monitor.accounts import audit, passwords
+from monitor.accounts.throttle import LoginPolicy, Throttle, login_state, name_id
 from monitor.model import clock
 from monitor.model.keys import Keys
 from monitor.store import redis_types
 
 ROLES: tuple[str, ...] = ("station", "nurse", "director", "admin")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
-TOKEN_PREFIX = "vwt_"
 MIN_PASSWORD_LEN = 8
 DEMO_USERS: tuple[tuple[str, str], ...] = (("nurse", "nurse"), ("director", "director"), ("admin", "admin"))
-
-# OWASP's argon2id baseline (19 MiB, t=2, p=1): ~20 ms a check here, so logins stay quick
-# on a shared 2-core box while an offline guess stays expensive.
-_HASHER = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
-# Verified against when the user does not exist, so timing does not reveal who exists.
-_DUMMY_HASH = _HASHER.hash("not-a-real-password")
+hash_password = passwords.hash_password
 
 
 class UserError(ValueError):
@@ -44,12 +45,32 @@ class UserError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class LoginResult:
-    """Outcome of `authenticate`: the user record when ok, else a reason code."""
+    """Outcome of a sign-in check: the user record when ok, else a reason code.
+
+    reason: "ok" | "unknown" | "bad_password" | "disabled" (right password, disabled
+    account) | "throttled" (not checked: wait `retry_after_ms`) | "busy" (not checked:
+    the password-check queue is full).
+    """
 
     ok: bool
     user: dict[str, Any] | None
-    reason: str  # "ok" | "unknown" | "bad_password" | "disabled" | "locked"
-    locked_until_ms: int = 0
+    reason: str
+    retry_after_ms: int = 0
+
+
+@dataclass(slots=True)
+class Attempt:
+    """A sign-in between its reservation and its password check (see `begin_login`)."""
+
+    name: str
+    source: str
+    wait_ms: int
+    record: dict[str, Any] | None = field(repr=False, default=None)
+
+    @property
+    def allowed(self) -> bool:
+        """True when the password may be checked now."""
+        return self.wait_ms == 0
 
 
 def role_rank(role: str) -> int:
@@ -60,11 +81,6 @@ def role_rank(role: str) -> int:
 def has_role(role: str | None, min_role: str) -> bool:
     """True when `role` is at least `min_role`."""
     return role is not None and role_rank(role) >= role_rank(min_role) >= 0
-
-
-def hash_password(password: str) -> str:
-    """An argon2id hash of `password` (pure apart from the random salt)."""
-    return _HASHER.hash(password)
 
 
 def _check_name(name: str) -> None:
@@ -87,21 +103,117 @@ def public(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "pw_hash"}
 
 
+def decode(raw: dict[str, str]) -> dict[str, Any] | None:
+    """An account hash as a record with typed values (pure); None when empty or partial."""
+    if not raw or "role" not in raw or "name" not in raw:
+        return None
+    return {"name": raw["name"], "role": raw["role"], "pw_hash": raw.get("pw_hash", ""),
+            "disabled": raw.get("disabled") == "1", "epoch": int(raw.get("epoch") or 0),
+            "created_ms": int(raw.get("created_ms") or 0), "updated_ms": int(raw.get("updated_ms") or 0)}
+
+
+def _encode(record: dict[str, Any]) -> dict[str, str]:
+    return {"name": record["name"], "role": record["role"], "pw_hash": record.get("pw_hash", ""),
+            "disabled": "1" if record.get("disabled") else "0", "epoch": str(int(record.get("epoch") or 0)),
+            "created_ms": str(int(record.get("created_ms") or 0)),
+            "updated_ms": str(int(record.get("updated_ms") or 0))}
+
+
+# --- server-side steps ------------------------------------------------------------------
+# KEYS: user hash, names set. ARGV: field/value pairs. 1 = created, 0 = exists.
+_CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+redis.call('SADD', KEYS[2], redis.call('HGET', KEYS[1], 'name'))
+return 1
+"""
+# KEYS: user hash [, a sign-in to carry over to the new epoch]. ARGV[1] = bump epoch (1/0),
+# then field/value pairs. The new epoch, or -1 when the account does not exist.
+_UPDATE = """
+if redis.call('HEXISTS', KEYS[1], 'role') == 0 then return -1 end
+local n = #ARGV
+if n > 1 then redis.call('HSET', KEYS[1], unpack(ARGV, 2, n)) end
+if ARGV[1] ~= '1' then return tonumber(redis.call('HGET', KEYS[1], 'epoch') or '0') end
+local e = redis.call('HINCRBY', KEYS[1], 'epoch', 1)
+if #KEYS > 1 then
+  local raw = redis.call('GET', KEYS[2])
+  if raw then
+    local rec = cjson.decode(raw)
+    rec['epoch'] = e
+    redis.call('SET', KEYS[2], cjson.encode(rec), 'KEEPTTL')
+  end
+end
+return e
+"""
+# KEYS: user hash. ARGV: expected old hash, new hash. Re-hash only if nobody changed it.
+_REHASH = """
+if redis.call('HGET', KEYS[1], 'pw_hash') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'pw_hash', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
+def _script(client: redis.Redis, text: str) -> Any:
+    return client.register_script(text)
+
+
+# --- reading ----------------------------------------------------------------------------
+def _migrate_legacy(client: redis.Redis, keys: Keys, only: str | None = None) -> None:
+    """Move accounts from the old one-JSON-per-user hash (`keys.users`) to per-field hashes.
+
+    Failure counts and lockouts of the old format are dropped (throttle.py keeps them now).
+    """
+    legacy: dict[str, str]
+    if only is not None:
+        raw = redis_types.opt_str(client.hget(keys.users, only))
+        legacy = {only: raw} if raw else {}
+    elif client.exists(keys.users):
+        legacy = redis_types.str_hash(client.hgetall(keys.users))
+    else:
+        return
+    create = _script(client, _CREATE)
+    for name, text in legacy.items():
+        try:
+            rec = json.loads(text)
+            rec = {**rec, "name": rec.get("name", name), "epoch": 0}
+            create(keys=[keys.user(name), keys.user_names], args=[x for kv in _encode(rec).items() for x in kv])
+        except (ValueError, KeyError, TypeError):
+            continue  # unreadable: left in the legacy hash for an operator to look at
+        client.hdel(keys.users, name)
+
+
 def get_user(client: redis.Redis, keys: Keys, name: str) -> dict[str, Any] | None:
-    """The stored record of `name`, or None."""
-    raw = client.hget(keys.users, name)
-    return json.loads(raw) if raw else None
+    """The stored record of `name` (with its password hash), or None."""
+    if not NAME_RE.match(name or ""):
+        return None
+    rec = decode(redis_types.str_hash(client.hgetall(keys.user(name))))
+    if rec is None and client.hexists(keys.users, name):
+        _migrate_legacy(client, keys, only=name)
+        rec = decode(redis_types.str_hash(client.hgetall(keys.user(name))))
+    return rec
 
 
-def list_users(client: redis.Redis, keys: Keys) -> list[dict[str, Any]]:
-    """All accounts (without hashes), by name."""
-    out = [public(json.loads(v)) for v in client.hgetall(keys.users).values()]
-    return sorted(out, key=lambda r: r["name"])
-
-
-def _save(client: redis.Redis, keys: Keys, record: dict[str, Any], now_ms: int) -> None:
-    record["updated_ms"] = now_ms
-    client.hset(keys.users, record["name"], json.dumps(record, sort_keys=True))
+def list_users(client: redis.Redis, keys: Keys, policy: LoginPolicy | None = None,
+               now_ms: int | None = None) -> list[dict[str, Any]]:
+    """All accounts (without hashes) by name, with their sign-in failures (`failures`,
+    `refused`, `locked_until_ms`: until when their worst source waits)."""
+    _migrate_legacy(client, keys)
+    names = sorted(redis_types.str_set(client.smembers(keys.user_names)))
+    pipe = client.pipeline(transaction=False)
+    for n in names:
+        pipe.hgetall(keys.user(n))
+        pipe.hgetall(keys.login_failures(name_id(n)))
+    res = pipe.execute() if names else []
+    now = clock.now_ms() if now_ms is None else now_ms
+    out = []
+    for i in range(0, len(res), 2):
+        rec = decode(redis_types.str_hash(res[i]))
+        if rec is None:
+            continue
+        out.append({**public(rec), **login_state(redis_types.str_hash(res[i + 1]), policy or LoginPolicy(), now)})
+    return out
 
 
 def _require(client: redis.Redis, keys: Keys, name: str) -> dict[str, Any]:
@@ -111,153 +223,178 @@ def _require(client: redis.Redis, keys: Keys, name: str) -> dict[str, Any]:
     return rec
 
 
+# --- changes ----------------------------------------------------------------------------
 def create_user(client: redis.Redis, keys: Keys, name: str, role: str, password: str,
                 actor: str = "system", now_ms: int | None = None) -> dict[str, Any]:
     """Create an account; UserError if it exists or the name/role/password is bad."""
     _check_name(name)
     _check_role(role)
     _check_password(password)
+    if get_user(client, keys, name) is not None:  # also moves a legacy record over first
+        raise UserError(f"user {name!r} already exists")
     now = clock.now_ms() if now_ms is None else now_ms
     record = {"name": name, "role": role, "pw_hash": hash_password(password), "disabled": False,
-              "failures": 0, "locked_until_ms": 0, "created_ms": now, "updated_ms": now}
-    if not client.hsetnx(keys.users, name, json.dumps(record, sort_keys=True)):
+              "epoch": 0, "created_ms": now, "updated_ms": now}
+    created = _script(client, _CREATE)(keys=[keys.user(name), keys.user_names],
+                                       args=[x for kv in _encode(record).items() for x in kv])
+    if not created:
         raise UserError(f"user {name!r} already exists")
     audit.record(client, keys, actor, "user_add", name=name, role=role)
     return public(record)
 
 
-def set_password(client: redis.Redis, keys: Keys, name: str, password: str, actor: str = "system") -> None:
-    """Replace a user's password (also clears a lockout)."""
+def _update(client: redis.Redis, keys: Keys, name: str, bump: bool, keep_session: str | None = None,
+            **fields: str) -> int:
+    """Write `fields` of an existing account in one step; the (new) epoch. The sign-in with
+    digest `keep_session` moves to the new epoch in the same step (it stays valid)."""
+    args: list[Any] = ["1" if bump else "0"]
+    for k, v in {**fields, "updated_ms": str(clock.now_ms())}.items():
+        args += [k, v]
+    skeys = [keys.user(name)] + ([keys.web_session(keep_session)] if keep_session else [])
+    epoch = int(_script(client, _UPDATE)(keys=skeys, args=args))
+    if epoch < 0:
+        raise UserError(f"no user {name!r}")
+    return epoch
+
+
+def end_sessions(client: redis.Redis, keys: Keys, name: str, keep: str | None = None) -> int:
+    """Delete every dashboard sign-in of `name` (but the one with digest `keep`); how many."""
+    digests = [d for d in redis_types.str_set(client.smembers(keys.user_sessions(name))) if d != keep]
+    if not digests:
+        return 0
+    pipe = client.pipeline(transaction=False)
+    for d in digests:
+        pipe.delete(keys.web_session(d))
+    pipe.srem(keys.user_sessions(name), *digests)
+    return sum(int(x) for x in pipe.execute()[:-1])
+
+
+def set_password(client: redis.Redis, keys: Keys, name: str, password: str, actor: str = "system",
+                 keep_session: str | None = None) -> int:
+    """Replace a user's password; ends their sign-ins (but `keep_session`, a session digest:
+    the person changing her own) and clears sign-in failures. Returns the new epoch."""
     _check_password(password)
-    rec = _require(client, keys, name)
-    rec.update(pw_hash=hash_password(password), failures=0, locked_until_ms=0)
-    _save(client, keys, rec, clock.now_ms())
+    _check_name(name)
+    epoch = _update(client, keys, name, True, keep_session=keep_session, pw_hash=hash_password(password))
+    end_sessions(client, keys, name, keep=keep_session)
+    Throttle(client, keys, LoginPolicy()).clear(name)
     audit.record(client, keys, actor, "user_passwd", name=name)
+    return epoch
 
 
 def set_role(client: redis.Redis, keys: Keys, name: str, role: str, actor: str = "system") -> None:
-    """Change a user's role."""
+    """Change a user's role; their sign-ins end (they sign in again with the new role)."""
     _check_role(role)
-    rec = _require(client, keys, name)
-    old = rec["role"]
-    rec["role"] = role
-    _save(client, keys, rec, clock.now_ms())
+    old = _require(client, keys, name)["role"]
+    _update(client, keys, name, True, role=role)
+    end_sessions(client, keys, name)
     audit.record(client, keys, actor, "user_role", name=name, old=old, role=role)
 
 
 def set_disabled(client: redis.Redis, keys: Keys, name: str, disabled: bool, actor: str = "system") -> None:
-    """Disable (no login, tokens refused) or enable an account; enabling clears a lockout."""
-    rec = _require(client, keys, name)
-    rec["disabled"] = bool(disabled)
-    if not disabled:
-        rec.update(failures=0, locked_until_ms=0)
-    _save(client, keys, rec, clock.now_ms())
+    """Disable (sign-ins end, no new ones, tokens refused) or enable an account; enabling
+    also clears sign-in failures."""
+    _check_name(name)
+    _update(client, keys, name, True, disabled="1" if disabled else "0")
+    if disabled:
+        end_sessions(client, keys, name)
+    else:
+        Throttle(client, keys, LoginPolicy()).clear(name)
     audit.record(client, keys, actor, "user_disable" if disabled else "user_enable", name=name)
 
 
 def unlock(client: redis.Redis, keys: Keys, name: str, actor: str = "system") -> bool:
-    """Clear a lockout and the failure count; True when the account was locked or had failures."""
-    rec = _require(client, keys, name)
-    was = bool(rec.get("locked_until_ms") or rec.get("failures"))
-    rec.update(failures=0, locked_until_ms=0)
-    _save(client, keys, rec, clock.now_ms())
+    """Clear a name's sign-in failures and backoff; True when there were any."""
+    _require(client, keys, name)
+    was = Throttle(client, keys, LoginPolicy()).clear(name)
     audit.record(client, keys, actor, "user_unlock", name=name, was_locked=was)
     return was
 
 
-def authenticate(client: redis.Redis, keys: Keys, name: str, password: str, *,
-                 max_failures: int = 5, lockout_s: float = 900, now_ms: int | None = None) -> LoginResult:
-    """Check a password, counting failures: `max_failures` in a row lock the account.
-
-    Does not write the audit log (the caller knows the context: login form, station
-    acknowledge, API) — see `audit_login`.
-    """
+# --- signing in -------------------------------------------------------------------------
+def begin_login(client: redis.Redis, keys: Keys, name: str, source: str, policy: LoginPolicy,
+                now_ms: int | None = None) -> Attempt:
+    """Reserve a password check for `name` from `source` (or learn how long to wait)."""
     now = clock.now_ms() if now_ms is None else now_ms
-    rec = get_user(client, keys, name) if NAME_RE.match(name or "") else None
+    wait = Throttle(client, keys, policy).reserve(name or "", source, now)
+    rec = get_user(client, keys, name) if wait == 0 else None
+    return Attempt(name or "", source, wait, rec)
+
+
+def check(attempt: Attempt, password: str) -> bool:
+    """The password check itself (CPU only: run it on a HashPool)."""
+    return passwords.verify(attempt.record["pw_hash"] if attempt.record else None, password)
+
+
+def give_back(client: redis.Redis, keys: Keys, attempt: Attempt, policy: LoginPolicy) -> None:
+    """The check never ran (queue full): the reservation does not count as a failure."""
+    Throttle(client, keys, policy).settle(attempt.name, attempt.source, success=False)
+
+
+def finish_login(client: redis.Redis, keys: Keys, attempt: Attempt, ok: bool, password: str,
+                 policy: LoginPolicy) -> LoginResult:
+    """Turn a checked attempt into a result; a right password gives the reservation back."""
+    rec = attempt.record
     if rec is None:
-        _verify(_DUMMY_HASH, password or "")
         return LoginResult(False, None, "unknown")
-    if rec.get("locked_until_ms", 0) > now:
-        return LoginResult(False, None, "locked", rec["locked_until_ms"])
-    if not _verify(rec["pw_hash"], password or ""):
-        rec["failures"] = int(rec.get("failures", 0)) + 1
-        if rec["failures"] >= max_failures:
-            rec["locked_until_ms"] = now + int(lockout_s * 1000)
-            rec["failures"] = 0
-        _save(client, keys, rec, now)
-        if rec.get("locked_until_ms", 0) > now:
-            return LoginResult(False, None, "locked", rec["locked_until_ms"])
+    if not ok:
         return LoginResult(False, None, "bad_password")
     if rec.get("disabled"):
         return LoginResult(False, None, "disabled")
-    if rec.get("failures") or rec.get("locked_until_ms"):
-        rec.update(failures=0, locked_until_ms=0)
-        _save(client, keys, rec, now)
-    if _HASHER.check_needs_rehash(rec["pw_hash"]):
-        rec["pw_hash"] = hash_password(password)
-        _save(client, keys, rec, now)
+    Throttle(client, keys, policy).settle(attempt.name, attempt.source, success=True)
+    if passwords.needs_rehash(rec["pw_hash"]):
+        _script(client, _REHASH)(keys=[keys.user(rec["name"])], args=[rec["pw_hash"], hash_password(password)])
     return LoginResult(True, public(rec), "ok")
 
 
-def verify_password(client: redis.Redis, keys: Keys, name: str, password: str, *,
-                    max_failures: int = 5, lockout_s: float = 900,
-                    now_ms: int | None = None) -> dict[str, Any] | None:
-    """The user record if `password` is right and the account usable, else None."""
-    res = authenticate(client, keys, name, password, max_failures=max_failures,
-                       lockout_s=lockout_s, now_ms=now_ms)
+def authenticate(client: redis.Redis, keys: Keys, name: str, password: str, *, source: str = "local",
+                 policy: LoginPolicy | None = None, pool: passwords.HashPool | None = None,
+                 now_ms: int | None = None) -> LoginResult:
+    """Check a password under the sign-in limits (synchronous: CLI, pages, tests).
+
+    With `pool`, the check runs there (and "busy" comes back when its queue is full).
+    Does not write the audit log (the caller knows the context) — see `audit_login`.
+    """
+    policy = policy or LoginPolicy()
+    attempt = begin_login(client, keys, name, source, policy, now_ms)
+    if not attempt.allowed:
+        return LoginResult(False, None, "throttled", attempt.wait_ms)
+    fut: Future[bool] | None = pool.submit(check, attempt, password) if pool is not None else None
+    if pool is not None and fut is None:
+        give_back(client, keys, attempt, policy)
+        return LoginResult(False, None, "busy", 1000)
+    ok = fut.result() if fut is not None else check(attempt, password)
+    return finish_login(client, keys, attempt, ok, password, policy)
+
+
+def verify_password(client: redis.Redis, keys: Keys, name: str, password: str, **kw: Any) -> dict[str, Any] | None:
+    """The user record if `password` is right and the account usable, else None
+    (`authenticate`'s keywords apply)."""
+    res = authenticate(client, keys, name, password, **kw)
     return res.user if res.ok else None
 
 
-def audit_login(client: redis.Redis, keys: Keys, name: str, result: LoginResult, via: str) -> None:
-    """Write a login attempt (success or refusal, with its reason) to the audit log."""
-    action = "login" if result.ok else "login_failed"
-    audit.record(client, keys, name if result.ok or result.reason != "unknown" else f"?{name[:64]}",
-                 action, via=via, reason=result.reason)
-
-
-def _verify(pw_hash: str, password: str) -> bool:
-    try:
-        return _HASHER.verify(pw_hash, password)
-    except VerifyMismatchError:
-        return False
-    except (VerificationError, InvalidHashError):
-        return False
-
-
-def token_digest(token: str) -> str:
-    """The stored form of an API token: sha256 hex (a token is random, so no salt needed)."""
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def issue_token(client: redis.Redis, keys: Keys, name: str, actor: str = "system") -> str:
-    """A new API token for `name`; only its digest is stored. Shown once to the caller."""
-    _require(client, keys, name)
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    client.hset(keys.tokens, token_digest(token), name)
-    audit.record(client, keys, actor, "token_issue", name=name, digest=token_digest(token)[:12])
-    return token
-
-
-def revoke_tokens(client: redis.Redis, keys: Keys, name: str, actor: str = "system") -> int:
-    """Remove every token of `name`; returns how many."""
-    gone = [d for d, u in client.hgetall(keys.tokens).items() if u == name]
-    if gone:
-        client.hdel(keys.tokens, *gone)
-        audit.record(client, keys, actor, "token_revoke", name=name, count=len(gone))
-    return len(gone)
-
-
-def user_for_token(client: redis.Redis, keys: Keys, token: str) -> dict[str, Any] | None:
-    """The (enabled) user an API token belongs to, or None."""
-    if not token or not token.startswith(TOKEN_PREFIX):
-        return None
-    name = redis_types.opt_str(client.hget(keys.tokens, token_digest(token)))
-    if not name:
-        return None
-    rec = get_user(client, keys, name)
-    if rec is None or rec.get("disabled"):
-        return None
-    return public(rec)
+def audit_login(client: redis.Redis, keys: Keys, name: str, result: LoginResult, via: str,
+                source: str = "") -> None:
+    """Write a sign-in attempt to the audit log. A refused attempt from an anonymous source
+    is rate-limited per source (audit.record_limited); a typed name that is no account is
+    logged as a digest, never as typed (people type passwords into the name field)."""
+    if result.ok:
+        audit.record(client, keys, name, "login", via=via)
+        return
+    # the typed name is logged only when it is an account (throttled attempts never loaded it)
+    known = result.reason != "unknown" and NAME_RE.match(name or "") is not None \
+        and bool(client.exists(keys.user(name)))
+    user = name if known else "?"
+    details: dict[str, Any] = {"via": via, "reason": result.reason}
+    if not known:
+        details["name_digest"] = name_id(name or "")[:12]
+    if source:
+        details["source"] = source
+    if source.startswith("ip:"):
+        audit.record_limited(client, keys, source, user, "login_failed", **details)
+    else:
+        audit.record(client, keys, user, "login_failed", **details)
 
 
 def generate_password(nbytes: int = 9) -> str:

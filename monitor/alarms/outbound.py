@@ -32,15 +32,22 @@ from .model import AlertEvent
 log = logging.getLogger(__name__)
 
 
+# Who is at a screen to hear an alarm: a station screen or a nurse. A director reviewing or
+# an admin managing users with the sound on does not stand in for them.
+WATCHING_ROLES = frozenset({"station", "nurse"})
+
+
 def unattended(screens: Mapping[str, str], now_ms: int, stale_s: float) -> bool:
-    """True when no station screen has reported within `stale_s` with its sound on (pure)."""
+    """True when no screen of a watching role (WATCHING_ROLES) has reported within
+    `stale_s` with its sound on (pure)."""
     for raw in screens.values():
         try:
             s = json.loads(raw)
             fresh = now_ms - int(s.get("ts_ms", 0)) <= stale_s * 1000
         except (ValueError, TypeError, AttributeError):
             continue  # a malformed entry is not a screen anyone can hear
-        if fresh and s.get("sound_on", True):
+        # entries of dashboards older than the `role` field: counted as before (station)
+        if fresh and s.get("sound_on", True) and s.get("role", "station") in WATCHING_ROLES:
             return False
     return True
 

@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def run(args: argparse.Namespace, cfg: Config) -> int:
     """Entry point of `vitalwatch alerts`."""
-    endpoints = resolve(cfg)
+    endpoints = resolve(cfg, mqtt_role="alerts")
     client = connect(endpoints.redis_url)
     stop = threading.Event()
 

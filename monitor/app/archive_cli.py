@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from monitor.accounts import audit
 from monitor.model.clock import now_ms
 from monitor.model.config import Config
+from monitor.model.redact import redact_text, redact_url
 from monitor.sessions import archive
 from monitor.store.redis_conn import REDIS_DOWN, connect
 from monitor.store.runtime import RuntimeFailure, resolve
@@ -52,7 +53,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             _audit(cfg, args.user, "archive.purge", retention_days=cfg.archive.retention_days, **out)
             return 0
     except sa.exc.SQLAlchemyError as e:
-        print(f"vitalwatch archive {args.action}: archive failed ({cfg.archive.url}): {e}", file=sys.stderr)
+        print(f"vitalwatch archive {args.action}: archive failed ({redact_url(cfg.archive.url)}): "
+              f"{redact_text(str(e))}", file=sys.stderr)
         return 1
     except OSError as e:
         print(f"vitalwatch archive {args.action}: {e}", file=sys.stderr)

@@ -16,11 +16,15 @@ from collections.abc import Callable, Sequence
 
 from monitor.app.logs import setup_logging
 from monitor.model.config import Config, ConfigError, config_path, load_config
+from monitor.model.redact import redact_text, redact_url
 from monitor.store.runtime import RuntimeFailure
 
 log = logging.getLogger("vitalwatch")
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
+# Files VitalWatch writes (data directory, spools, archive, exports) hold patient data and
+# credentials: readable by their owner only.
+PRIVATE_UMASK = 0o077
 
 Handler = Callable[[argparse.Namespace, Config], int]
 
@@ -35,6 +39,8 @@ def handler_for(command: str) -> Handler:
     match command:
         case "check-config":
             return check_config
+        case "mqtt-acl":
+            return mqtt_acl
         case "demo":
             from monitor.app.demo import run
         case "run":
@@ -160,15 +166,31 @@ def build_parser() -> argparse.ArgumentParser:
     ua = us.add_parser("add", parents=[common, acting])
     ua.add_argument("name")
     ua.add_argument("--role", required=True, choices=["station", "nurse", "director", "admin"])
-    for action in ("passwd", "disable", "enable", "unlock", "token"):
+    for action in ("passwd", "disable", "enable", "unlock"):
         x = us.add_parser(action, parents=[common, acting])
         x.add_argument("name")
+    ut = us.add_parser("token", parents=[common, acting], help="issue an API token (printed once)")
+    ut.add_argument("name")
+    ut.add_argument("--scope", action="append", default=[], metavar="S",
+                    help="read, acknowledge, sessions (repeat or comma-separate; default read,acknowledge)")
+    ut.add_argument("--days", type=float, default=90, help="lifetime in days (default 90, at most 365)")
+    ut.add_argument("--label", default="", help="what the token is for, e.g. 'pager 3'")
+    utl = us.add_parser("tokens", parents=[common, acting], help="list API tokens (ids, scopes, expiry)")
+    utl.add_argument("name", nargs="?")
+    urv = us.add_parser("revoke", parents=[common, acting], help="revoke one API token, or all of an account's")
+    urv.add_argument("name")
+    urv.add_argument("--token", metavar="ID", help="the token's id from `user tokens` (default: all of NAME's)")
     ur = us.add_parser("role", parents=[common, acting])
     ur.add_argument("name")
     ur.add_argument("role", choices=["station", "nurse", "director", "admin"])
     us.add_parser("list", parents=[common, acting])
 
     sub.add_parser("run", parents=[common], help="supervise ingest + alerts + dashboard")
+
+    acl = sub.add_parser("mqtt-acl", parents=[common],
+                         help="print the Mosquitto ACL for the configured devices (one user per device)")
+    acl.add_argument("--simulate", action="store_true", help="include the simulator's account")
+    acl.add_argument("-o", dest="output", metavar="FILE", help="write to FILE instead of stdout")
 
     ar = sub.add_parser("archive", help="archive maintenance: backup and purge")
     ars = ar.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -189,11 +211,12 @@ def check_config(args: argparse.Namespace, cfg: Config) -> int:
     """`vitalwatch check-config`: print a summary of the validated config."""
     print(f"{cfg.source}: OK — clinic {cfg.clinic.id!r} ({cfg.clinic.name or 'unnamed'}), "
           f"{len(cfg.rooms)} room(s), {len(cfg.devices())} device(s)")
-    print(f"  redis: {cfg.redis.url}   mqtt: {cfg.mqtt.url} (v{cfg.mqtt.version})   archive: {cfg.archive.url}")
+    print(f"  redis: {redact_url(cfg.redis.url)}   mqtt: {redact_url(cfg.mqtt.url)} (v{cfg.mqtt.version})   "
+          f"archive: {redact_url(cfg.archive.url)}")
     if cfg.hl7.listen or cfg.hl7.outbound or cfg.fhir.url:
         out = cfg.hl7.outbound
         print(f"  hl7: listen {cfg.hl7.listen or 'off'}   outbound "
-              f"{f'{out.url} ({out.on})' if out else 'off'}   fhir: {cfg.fhir.url or 'off'}")
+              f"{f'{redact_url(out.url)} ({out.on})' if out else 'off'}   fhir: {redact_url(cfg.fhir.url) or 'off'}")
     for room in cfg.rooms:
         print(f"  {room.id}  {room.name}")
         for dev in room.devices:
@@ -203,9 +226,23 @@ def check_config(args: argparse.Namespace, cfg: Config) -> int:
     return EXIT_OK
 
 
+def mqtt_acl(args: argparse.Namespace, cfg: Config) -> int:
+    """`vitalwatch mqtt-acl`: the broker ACL for this config (see docs/deployment.md)."""
+    from monitor.model.mqtt_acl import acl_users, mosquitto_acl
+
+    text = mosquitto_acl(acl_users(cfg, simulate=args.simulate))
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    else:
+        print(text, end="")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `vitalwatch` command."""
     args = build_parser().parse_args(argv)
+    os.umask(PRIVATE_UMASK)  # inherited by every role and embedded server started from here
     if getattr(args, "user", "absent") is None:
         args.user = _default_user()
     path = config_path(getattr(args, "config", None), os.environ)
@@ -215,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             cfg = load_config(path, os.environ)
         except ConfigError as e:
-            print(f"vitalwatch: bad config: {e}", file=sys.stderr)
+            print(f"vitalwatch: bad config: {redact_text(str(e))}", file=sys.stderr)
             return EXIT_USAGE
     if cfg is not None:
         setup_logging(args.command, cfg.logging.level, cfg.logging.format)
@@ -225,10 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(handler(args, cfg) or 0)  # type: ignore[arg-type]
     except ConfigError as e:
-        print(f"vitalwatch: bad config: {e}", file=sys.stderr)
+        print(f"vitalwatch: bad config: {redact_text(str(e))}", file=sys.stderr)
         return EXIT_USAGE
     except RuntimeFailure as e:
-        print(f"vitalwatch {args.command}: {e}", file=sys.stderr)
+        print(f"vitalwatch {args.command}: {redact_text(str(e))}", file=sys.stderr)
         return EXIT_FAIL
     except KeyboardInterrupt:
         return EXIT_OK

@@ -24,6 +24,7 @@ from monitor.accounts.users import ensure_demo_accounts
 from monitor.app.supervise import Child, run_roles, vitalwatch_argv
 from monitor.model.config import Config, load_config
 from monitor.model.keys import Keys
+from monitor.model.redact import redact_url
 from monitor.sessions import lifecycle as sessions
 from monitor.store.redis_conn import connect
 from monitor.store.runtime import RuntimeFailure, resolve
@@ -169,8 +170,8 @@ def run(args: argparse.Namespace, cfg: Config | None) -> int:
             _wait_for_dashboard(args.port, timeout_s=60)
             print(f"VitalWatch demo: {args.rooms} rooms, data in {data_dir}", flush=True)
             print(f"dashboard: {url}", flush=True)
-            print(f"redis: {endpoints.redis_url}", flush=True)
-            print(f"mqtt: {endpoints.mqtt_url} (MQTT {endpoints.mqtt_version})", flush=True)
+            print(f"redis: {redact_url(endpoints.redis_url)}", flush=True)
+            print(f"mqtt: {redact_url(endpoints.mqtt_url)} (MQTT {endpoints.mqtt_version})", flush=True)
             for user, password in accounts:
                 print(f"login: {user} / {password}", flush=True)
             print("Press Ctrl-C to stop.", flush=True)

@@ -1,7 +1,9 @@
 """One logging set-up for every role: level, text or JSON lines, room and device in each line.
 
 Adapters log with `extra={"room": …, "device": …}`; the formatters print them when present.
-Patient identifiers never go to logs: log session ids, not patient ids.
+Patient identifiers never go to logs: log session ids, not patient ids. Secrets never do
+either: every formatted line passes through `redact_text`, which masks the password of any
+URL in it (a Redis or archive URL inside an exception message included).
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ import json
 import logging
 import sys
 import time
+
+from monitor.model.redact import redact_text
 
 
 class _Context(logging.Filter):
@@ -39,7 +43,7 @@ class TextFormatter(_RoleFormatter):
         line = f"{t}Z {record.levelname} {self.role} {record.name}{ctx}: {record.getMessage()}"
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return redact_text(line)
 
 
 class JsonFormatter(_RoleFormatter):
@@ -51,13 +55,13 @@ class JsonFormatter(_RoleFormatter):
             "level": record.levelname.lower(),
             "role": self.role,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact_text(record.getMessage()),
         }
         for k in ("room", "device"):
             if getattr(record, k, ""):
                 obj[k] = getattr(record, k)
         if record.exc_info:
-            obj["exc"] = self.formatException(record.exc_info)
+            obj["exc"] = redact_text(self.formatException(record.exc_info))
         return json.dumps(obj, ensure_ascii=False)
 
 

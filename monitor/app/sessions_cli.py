@@ -17,6 +17,7 @@ import sqlalchemy as sa
 
 from monitor.model.config import Config
 from monitor.model.keys import Keys
+from monitor.model.redact import redact_text, redact_url
 from monitor.sessions import lifecycle as sessions
 from monitor.sessions import limits as session_limits
 from monitor.store.redis_conn import REDIS_DOWN, connect
@@ -122,6 +123,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         print(f"vitalwatch session {args.action}: Redis unreachable: {e}", file=sys.stderr)
         return EXIT_FAIL
     except sa.exc.SQLAlchemyError as e:
-        print(f"vitalwatch session {args.action}: archive failed ({cfg.archive.url}): {e.__class__.__name__}: {e}; "
+        print(f"vitalwatch session {args.action}: archive failed ({redact_url(cfg.archive.url)}): "
+              f"{e.__class__.__name__}: {redact_text(str(e))}; "
               "the session is ended — rerun `vitalwatch session end` to resume archiving", file=sys.stderr)
         return EXIT_FAIL

@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass, field
 
 from monitor.model.config import Config
+from monitor.model.redact import redact_url
 from monitor.store.embedded import owned_child_kwargs
 from monitor.store.runtime import Endpoints, resolve
 
@@ -132,5 +133,5 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         Child("dashboard", vitalwatch_argv("dashboard", *conf)),
     ]
     print(f"VitalWatch running: dashboard http://{cfg.dashboard.host}:{cfg.dashboard.port}/  "
-          f"redis {endpoints.redis_url}  mqtt {endpoints.mqtt_url}", flush=True)
+          f"redis {redact_url(endpoints.redis_url)}  mqtt {redact_url(endpoints.mqtt_url)}", flush=True)
     return run_roles(cfg, endpoints, children)

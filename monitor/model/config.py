@@ -157,8 +157,26 @@ class DashboardConfig(_Model):
     idle_logoff_min: float = Field(default=15, gt=0)
     secure_cookies: bool = False  # set true behind the TLS proxy
     secret_file: str = ""  # default: <data.dir>/dashboard-secret
+    # Sign-in limits (monitor/accounts/throttle.py): free failures per (name, source), then
+    # backoff from login_backoff_s doubling up to lockout_min; per name over unknown sources;
+    # per source over all names.
     lockout_failures: int = Field(default=5, gt=0)
     lockout_min: float = Field(default=15, gt=0)
+    login_backoff_s: float = Field(default=30, gt=0)
+    login_account_failures: int = Field(default=20, gt=0)
+    login_account_backoff_max_s: float = Field(default=60, gt=0)
+    login_source_failures: int = Field(default=30, gt=0)
+    login_check_workers: int = Field(default=1, ge=1, le=8)  # threads hashing passwords
+    login_check_queue: int = Field(default=16, ge=0, le=1000)  # checks waiting; beyond: "busy"
+    max_body_kb: int = Field(default=1024, gt=0)  # any request body (sign-in form: 16 KiB)
+    ws_messages_per_s: float = Field(default=5, gt=0)  # from one tab (burst 4× that); beyond: closed
+    ws_per_session: int = Field(default=12, gt=0)  # open live sockets (tabs) per sign-in or token
+    # Origins allowed to open /ws/live besides the dashboard's own (scheme://host[:port]).
+    allowed_origins: list[str] = Field(default_factory=list)
+    # Proxies whose X-Forwarded-For / -Proto is believed (uvicorn forwarded_allow_ips): the
+    # client address is what sign-in limits count by. "*" only when nothing but the proxy
+    # can reach the dashboard (docker compose).
+    forwarded_allow_ips: str = "127.0.0.1"
     stale_s: float = Field(default=5, gt=0)  # a non-BP value older than this looks stale on screen
 
 

@@ -100,13 +100,47 @@ class Keys:
 
     @property
     def users(self) -> str:
-        """Hash: user name → JSON account record (hashed password, role, state)."""
+        """Legacy hash: user name → JSON account record (read once, moved to `user(name)`)."""
         return f"{self.prefix}users"
+
+    def user(self, name: str) -> str:
+        """Hash: one account — name, role, pw_hash, disabled, epoch, created_ms, updated_ms."""
+        return f"{self.prefix}user:{name}"
+
+    @property
+    def user_names(self) -> str:
+        """Set: every account name."""
+        return f"{self.prefix}user-names"
+
+    def user_sessions(self, name: str) -> str:
+        """Set: digests of one account's dashboard sign-ins (ended together on disable etc.)."""
+        return f"{self.prefix}user-sessions:{name}"
 
     @property
     def tokens(self) -> str:
-        """Hash: sha256(token) → user name."""
+        """Hash: sha256(token) hex → JSON {name, scopes, created_ms, expires_ms, label, epoch}."""
         return f"{self.prefix}tokens"
+
+    def login_failures(self, name_id: str) -> str:
+        """Hash with TTL: failed sign-ins of one typed user name (by digest), total and per source."""
+        return f"{self.prefix}login-fail:{name_id}"
+
+    def login_source(self, source_id: str) -> str:
+        """Hash with TTL: failed sign-ins from one source (IP address or station) over all names."""
+        return f"{self.prefix}login-src:{source_id}"
+
+    def login_known(self, name_id: str) -> str:
+        """Set with TTL: sources a user name signed in from recently (exempt from the account limit)."""
+        return f"{self.prefix}login-known:{name_id}"
+
+    @property
+    def audit_held(self) -> str:
+        """Hash: anonymous source → JSON count of audit entries held back by the rate limit."""
+        return f"{self.prefix}audit-held"
+
+    def audit_rate(self, source_id: str, minute: int) -> str:
+        """String with TTL: audit entries written for one anonymous source in one minute."""
+        return f"{self.prefix}audit-rate:{source_id}:{minute}"
 
     def nibp_requests(self, device: str) -> str:
         """List: "measure now" requests for an NIBP device."""
@@ -119,12 +153,13 @@ class Keys:
 
     @property
     def screens(self) -> str:
-        """Hash: station screen id → JSON {ts, sound_on}; who is watching right now."""
+        """Hash: screen id → JSON {ts_ms, sound_on, user, role}; who is watching right now."""
         return f"{self.prefix}screens"
 
-    def web_session(self, session_id: str) -> str:
-        """String with TTL: a dashboard sign-in → JSON {user, role, created_ms, last_ms}."""
-        return f"{self.prefix}web-session:{session_id}"
+    def web_session(self, digest: str) -> str:
+        """String with TTL: a dashboard sign-in, by sha256 of its cookie value → JSON
+        {user, role, epoch, created_ms} (the cookie value itself is never stored)."""
+        return f"{self.prefix}web-session:{digest}"
 
     def hl7_receipt(self, sender: str, control_id: str) -> str:
         """String with TTL: receive time (ms) first given to an HL7 message (MSH-3 + MSH-10)

@@ -32,6 +32,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
+from monitor.accounts import audit
 from monitor.accounts.audit import audit_fields
 from monitor.model import clock
 from monitor.model.codec import CodecError, from_fields
@@ -252,10 +253,17 @@ def _copy_stream(
 
 
 def archive_audit(client: redis.Redis, keys: Keys, arch: Archive, batch_size: int = BATCH_SIZE,
-                  on_batch: OnBatch | None = None) -> dict[str, int]:
-    """Copy new audit entries (all of keys.audit since the last run) into the archive."""
-    return _copy_stream(arch, client, f"audit:{keys.clinic}", "audit", keys.audit, "-", "+", audit_log,
-                        lambda i, f: audit_row(keys.clinic, i, f), batch_size, on_batch, finishes=False)
+                  on_batch: OnBatch | None = None, retention_ms: int | None = None) -> dict[str, int]:
+    """Copy new audit entries (all of keys.audit since the last run) into the archive; with
+    `retention_ms`, then trim from Redis what the archive holds and is older than that."""
+    scope = f"audit:{keys.clinic}"
+    stats = _copy_stream(arch, client, scope, "audit", keys.audit, "-", "+", audit_log,
+                         lambda i, f: audit_row(keys.clinic, i, f), batch_size, on_batch, finishes=False)
+    if retention_ms is not None:
+        with arch.engine.connect() as conn:
+            archived_id, _done = _progress(conn, scope, "audit")
+        stats["trimmed"] = audit.trim_archived(client, keys, archived_id, retention_ms)
+    return stats
 
 
 def _header_row(keys: Keys, head: dict[str, Any], cfg: Config, state: str) -> dict[str, Any]:
@@ -304,7 +312,8 @@ def archive_session(client: redis.Redis, keys: Keys, cfg: Config, sid: str, *,
 
     lo, hi = str(max(0, start_ms - SCAN_MARGIN_MS)), str(end_ms + SCAN_MARGIN_MS)
     rd, al = _copy_data(arch, client, keys, sid, room, start_ms, end_ms, lo, hi, batch_size, on_batch)
-    au = archive_audit(client, keys, arch, batch_size, on_batch)
+    au = archive_audit(client, keys, arch, batch_size, on_batch,
+                       retention_ms=int(cfg.redis.retention_hours * 3_600_000))
     archived_ms = clock.now_ms()
     n = _finish(arch, sid, state="archived", archived_ms=archived_ms)
     pipe = client.pipeline(transaction=False)

@@ -3,7 +3,8 @@
 `session end` archives at once, but a reading measured before the end can reach Redis
 later (ingest batching; an MQTT device forwarding messages it held during a broker outage).
 Every minute one process (a Redis lock with TTL decides which) copies such late entries of
-sessions archived within `archive.late_window_min` into the archive. It runs in its own
+sessions archived within `archive.late_window_min` into the archive, and new audit entries
+too (then trims the audit stream below what the archive holds). It runs in its own
 thread with its own Redis client, so archive I/O never delays alarm evaluation.
 """
 
@@ -17,7 +18,7 @@ import sqlalchemy as sa
 from monitor.model.clock import now_ms
 from monitor.model.config import Config
 from monitor.model.keys import Keys
-from monitor.sessions.archive import top_up_recent
+from monitor.sessions.archive import archive_audit, open_archive, top_up_recent
 from monitor.store.redis_conn import REDIS_DOWN, connect
 
 log = logging.getLogger(__name__)
@@ -26,10 +27,17 @@ EVERY_S = 60.0
 
 
 def top_up_once(client, keys: Keys, cfg: Config, owner: str, now_ms: int) -> int | None:  # noqa: ANN001
-    """Run one top-up if this process wins the minute's lock; readings added, or None."""
-    if cfg.archive.late_window_min <= 0:
-        return None
+    """Run one top-up if this process wins the minute's lock; readings added, or None.
+
+    The winner also archives new audit entries and trims the audit stream below what the
+    archive holds (beyond `redis.retention_hours`), so the stream stays bounded even when
+    no session ends for a long time.
+    """
     if not client.set(keys.archive_topup_lock, owner, nx=True, px=int(EVERY_S * 1000 * 0.9)):
+        return None
+    archive_audit(client, keys, open_archive(cfg.archive.url),
+                  retention_ms=int(cfg.redis.retention_hours * 3_600_000))
+    if cfg.archive.late_window_min <= 0:
         return None
     return top_up_recent(client, keys, cfg, now_ms, int(cfg.archive.late_window_min * 60_000))
 

