@@ -4,12 +4,15 @@ the config and files it mounts exist, and the config validates."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 
-from monitor.app.cli import build_parser
+from monitor.app.cli import build_parser, main
 from monitor.model.config import load_config
+from monitor.model.mqtt_acl import acl_users, mosquitto_acl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,16 +42,69 @@ def test_redis_is_durable_and_password_protected() -> None:
         assert word in cmd
 
 
-def test_mosquitto_files_exist_and_acl_limits_devices() -> None:
+def test_mosquitto_files_exist_tls_listener_and_acl_per_device() -> None:
     svc = _compose()["services"]["mosquitto"]
     for vol in svc["volumes"]:
         src = vol.split(":")[0]
         if src.startswith("./"):
             assert (ROOT / src).exists(), src
+    assert svc["ports"] == ["8883:8883"]  # only TLS is published; 1883 stays inside
     conf = (ROOT / "deploy/mosquitto/mosquitto.conf").read_text()
     assert "allow_anonymous false" in conf and "acl_file" in conf and "password_file" in conf
+    tls = conf[conf.index("listener 8883"):]
+    assert "certfile /mosquitto/certs/" in tls and "keyfile /mosquitto/certs/" in tls
     acl = (ROOT / "deploy/mosquitto/acl").read_text()
-    assert "pattern write vitalwatch/+/%u" in acl
+    # the committed ACL is what `vitalwatch mqtt-acl` writes for config/compose.toml
+    cfg = load_config(str(ROOT / "config/compose.toml"), env={})
+    assert acl == mosquitto_acl(acl_users(cfg))
+    for line in acl.splitlines():
+        if line.startswith("topic write") and "alerts" not in line:
+            assert "+" not in line and "#" not in line and "%" not in line, line  # no wildcard room level
+    assert "pattern" not in acl and "vitalwatch-simulate" not in acl  # simulator only with --simulate
+    assert "user vitalwatch-simulate" in mosquitto_acl(acl_users(cfg, simulate=True))
+
+
+def test_mqtt_acl_command_writes_the_same(tmp_path: Path) -> None:
+    out = tmp_path / "acl"
+    assert main(["mqtt-acl", "-c", str(ROOT / "config/compose.toml"), "-o", str(out)]) == 0
+    assert out.read_text() == (ROOT / "deploy/mosquitto/acl").read_text()
+
+
+def test_nothing_starts_before_the_secrets_check() -> None:
+    services = _compose()["services"]
+    pre = services["preflight"]
+    assert pre["entrypoint"][-1] == "/deploy/check-secrets.sh"
+    assert set(pre["command"]) == {"REDIS_PASSWORD", "MQTT_INGEST_PASSWORD", "MQTT_ALERTS_PASSWORD"}
+    for name in ("redis", "mosquitto", "ingest", "alerts", "dashboard"):
+        assert services[name]["depends_on"]["preflight"] == {"condition": "service_completed_successfully"}, name
+    sim = services["simulate"]
+    assert sim["depends_on"]["preflight-simulate"] == {"condition": "service_completed_successfully"}
+    assert services["preflight-simulate"]["profiles"] == ["simulate"]
+    assert services["preflight-simulate"]["command"] == ["MQTT_SIMULATE_PASSWORD"]
+
+
+@pytest.mark.parametrize(("value", "ok"), [
+    ("", False), ("short-1", False), ("change-me-long-random", False), ("CHANGEME-CHANGEME-1", False),
+    ("my-password-is-long", False), ("secret-secret-secret", False),
+    ("kP3v9XqL2mZt8RwY5nBc", True),
+])
+def test_check_secrets_refuses_placeholders(value: str, ok: bool) -> None:
+    env = {"PATH": "/usr/bin:/bin", "REDIS_PASSWORD": value}
+    out = subprocess.run(["sh", str(ROOT / "deploy/check-secrets.sh"), "REDIS_PASSWORD"], env=env,
+                         capture_output=True, text=True, timeout=10)
+    assert (out.returncode == 0) is ok, (value, out.stderr)
+    assert value not in out.stderr or not value  # the refusal never echoes the secret
+
+
+def test_env_example_has_no_usable_values() -> None:
+    for line in (ROOT / "deploy/env.example").read_text().splitlines():
+        if line.endswith("_PASSWORD=") or not line.strip() or line.startswith("#"):
+            continue
+        assert "PASSWORD" not in line.split("=", 1)[0], line
+
+
+def test_caddy_sends_hsts() -> None:
+    assert "Strict-Transport-Security" in (ROOT / "deploy/caddy/Caddyfile").read_text()
 
 
 def test_compose_config_validates_with_env_overrides() -> None:

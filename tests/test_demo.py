@@ -3,6 +3,7 @@ real browser, clean stop. (Slow by nature: ~40 s.)"""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -56,8 +57,46 @@ def _api_rooms(port: int, user: str, password: str) -> dict:
     token = re.search(r'name="csrf" value="([^"]*)"', form).group(1)  # type: ignore[union-attr]
     opener.open(f"http://127.0.0.1:{port}/login",
                 urlencode({"username": user, "password": password, "csrf": token}).encode())
-    import json
     return json.loads(opener.open(f"http://127.0.0.1:{port}/api/v1/rooms").read())
+
+
+def demo_dir(proc: subprocess.Popen) -> Path:
+    """The --data-dir the demo process was started with."""
+    args = proc.args
+    return Path(args[args.index("--data-dir") + 1])
+
+
+def mqtt_accepts(port: int, user: str | None = None, password: str | None = None) -> bool:
+    """True when the broker on `port` accepts this client (MQTT 3.1.1: both brokers speak it)."""
+    import paho.mqtt.client as mqtt
+
+    result: list[bool] = []
+    done = threading.Event()
+    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{time.monotonic_ns()}",
+                    protocol=mqtt.MQTTv311)
+    if user is not None:
+        c.username_pw_set(user, password)
+    c.on_connect = lambda _c, _u, _f, rc, _p: (result.append(not rc.is_failure), done.set())
+    c.on_disconnect = lambda *_a: done.set()
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    done.wait(10)
+    c.loop_stop()
+    c.disconnect()
+    return bool(result and result[0])
+
+
+def readable_by_others(root: Path) -> list[str]:
+    """Directories and regular files under `root` (itself included) with any group/other
+    permission bit (symlinks to ptys and sockets have their own rules)."""
+    import stat
+
+    bad = []
+    for p in [root, *root.rglob("*")]:
+        st = os.lstat(p)
+        if (stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)) and st.st_mode & 0o077:
+            bad.append(f"{p} {oct(st.st_mode & 0o777)}")
+    return bad
 
 
 def test_demo_runs_everything_and_stops_cleanly(demo) -> None:
@@ -88,6 +127,16 @@ def test_demo_runs_everything_and_stops_cleanly(demo) -> None:
 
     health = urllib.request.urlopen(f"http://127.0.0.1:{port}/health").read().decode()
     assert '"redis":true' in health.replace(" ", "")
+
+    # closed to other local users: the broker refuses anonymous clients and wrong passwords
+    # (the simulator's MQTT readings above arrived with its own generated password), and no
+    # file in the data directory is readable by anyone but its owner
+    mqtt_port = int(re.search(r"^mqtt: mqtt://127\.0\.0\.1:(\d+)", out, re.M).group(1))
+    assert not mqtt_accepts(mqtt_port)
+    assert not mqtt_accepts(mqtt_port, "vitalwatch-simulate", "not-the-password")
+    creds = json.loads((demo_dir(proc) / "mqtt-credentials.json").read_text())
+    assert mqtt_accepts(mqtt_port, "vitalwatch-simulate", creds["vitalwatch-simulate"])
+    assert readable_by_others(demo_dir(proc)) == []
 
     driver = chromium()
     try:
