@@ -89,13 +89,11 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimit:
     """ASGI middleware: request bodies over `limit_for(path)` bytes get 413 and a closed
-    connection, read no further."""
+    connection, read no further. A declared Content-Length is judged before anything is
+    read (the server's framing keeps the body to it); a body without one (chunked) is read
+    here up to the limit first and handed on only if it fits."""
 
     def __init__(self, app: Any, default_max: int, per_path: dict[str, int] | None = None) -> None:
         self.app, self.default_max, self.per_path = app, default_max, per_path or {}
@@ -110,31 +108,38 @@ class BodyLimit:
             return
         limit = self.limit_for(scope["path"])
         length = dict(scope.get("headers", [])).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            await _too_large(send, limit)
-            return
-        seen = 0
-        started = False
-
-        async def limited_receive() -> dict[str, Any]:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise _TooLarge
-            return message
-
-        async def tracking_send(message: dict[str, Any]) -> None:
-            nonlocal started
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
+        if length is not None:
+            if not length.isdigit() or int(length) > limit:
                 await _too_large(send, limit)
+                return
+            await self.app(scope, receive, send)
+            return
+        chunks, size, more = [], 0, True
+        last: dict[str, Any] = {"type": "http.request", "body": b"", "more_body": False}
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                last = message  # the client went away: the app learns it as usual
+                break
+            body = message.get("body", b"")
+            size += len(body)
+            if size > limit:
+                await _too_large(send, limit)
+                return
+            chunks.append(body)
+            more = message.get("more_body", False)
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                if last["type"] != "http.request":
+                    return last
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 async def _too_large(send: Send, limit: int) -> None:

@@ -35,25 +35,29 @@ def wait_port(port: int, timeout_s: float = 10.0) -> None:
 class RedisProc:
     """A redis-server we own: AOF with fsync always, restartable on the same port and dir."""
 
-    def __init__(self, workdir: Path, port: int | None = None, binary: str | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, binary: str | None = None,
+                 password: str = "") -> None:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
         self.binary = binary or shutil.which("redis-server") or redis_binary()
+        self.password = password  # requirepass, when set
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
 
     def start(self) -> RedisProc:
         self.proc = subprocess.Popen(
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
              "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-             "--logfile", str(self.dir / "redis.log"), *REDIS_TUNING],
+             "--logfile", str(self.dir / "redis.log"), *REDIS_TUNING,
+             *(["--requirepass", self.password] if self.password else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.2, password=self.password or None)
         while True:
             try:
                 client.ping()

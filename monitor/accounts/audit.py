@@ -90,7 +90,7 @@ def held_summaries(raw: list[str]) -> list[dict[str, Any]]:
     for k, v in flat.items():
         head, _, part = k.rpartition("|")
         source, _, action = head.rpartition("|")
-        item = out.setdefault((source, action), {"source": source, "action": action})
+        item = out.setdefault((source, action), {"source": source, "held_action": action})
         item[{"n": "count", "first": "first_ms", "last": "last_ms"}.get(part, part)] = int(v)
     return list(out.values())
 
