@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import paho.mqtt.client as mqtt
 import redis
 
 from monitor.model.clock import now_ms
@@ -140,6 +142,36 @@ def test_reject_floods_are_rate_limited_but_counted(mosquitto_proc, rclient, key
         wait_for(lambda: read_status(rclient, keys, ["mon-2"])["mon-2"].get("rejects:invalid_json") == "20",
                  what="all 20 counted in the device status")
     assert rclient.xlen(keys.rejects) < 20
+
+
+def test_made_up_topics_share_one_reject_budget(mosquitto_proc, rclient, keys, redis_url, tmp_path: Path):
+    """2,000 messages, each to a topic no device owns, cost a handful of `rejects` entries
+    (keyed by device, never by topic), and every one of them is still counted."""
+    cfg = mqtt_config(keys.clinic, redis_url, mosquitto_proc.url, tmp_path / "data")
+    n = 2000
+    with running_adapter(cfg, redis_url, mosquitto_proc.url) as adapter:
+        adapter.subscribed.wait(10)
+        pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="flood", protocol=mqtt.MQTTv5)
+        pub.connect("127.0.0.1", mosquitto_proc.port)
+        pub.loop_start()
+        for i in range(n):
+            pub.publish(f"vitalwatch/made-up-{i}/x", b'{"hr": 70}', qos=1).wait_for_publish(10)
+        pub.loop_stop()
+        pub.disconnect()
+        wait_for(lambda: adapter.unknown_topic_count == n, what="every message seen")
+
+        def represented() -> int:
+            # a reject stands for itself plus those held before it ("+N more suppressed before
+            # this"); a summary ("+N more like this suppressed") stands for the N it held
+            total = 0
+            for r in entries(rclient, keys.rejects):
+                m = re.search(r"\+(\d+) more", r["detail"])
+                total += int(m.group(1)) if m and r["detail"].startswith("+") else 1 + (int(m.group(1)) if m else 0)
+            return total
+
+        wait_for(lambda: represented() == n, what="every message accounted for in rejects")
+        written = rclient.xlen(keys.rejects)
+    assert written < 50, written  # not one per topic
 
 
 def test_status_topic_and_silence_timeout(mosquitto_proc, rclient, keys, redis_url, tmp_path: Path):
