@@ -8,7 +8,6 @@ so a URL inside an exception message cannot carry a password into the logs eithe
 from __future__ import annotations
 
 import re
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 MASK = "***"
 # scheme://user:password@host  — password is anything up to the last "@" before the host
@@ -17,32 +16,25 @@ _USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<user>[^:/@
 _BARE = re.compile(r"(?P<scheme>\b(?:redis|rediss|redis\+sentinel|redis\+cluster|unix)://)(?P<pw>[^:/@\s'\"]+)@")
 _QUERY_SECRET = re.compile(r"(?i)(?P<k>[?&](?:password|passwd|pwd|secret|token|api_key|apikey|access_token)=)"
                            r"(?P<v>[^&#\s'\"]+)")
-SECRET_PARAMS = frozenset({"password", "passwd", "pwd", "secret", "token", "api_key", "apikey", "access_token"})
+_URL = re.compile(r"^(?P<scheme>[a-zA-Z][a-zA-Z0-9+.\-]*://)(?P<netloc>[^/?#]*)(?P<rest>.*)$", re.S)
 
 
 def redact_url(url: str | None) -> str:
     """`url` with any password (user info or a secret query parameter) replaced by ***."""
     if not url:
         return url or ""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
+    m = _URL.match(url)
+    if m is None:
         return redact_text(url)
-    netloc = parts.netloc
+    scheme, netloc, rest = m["scheme"], m["netloc"], m["rest"]
     if "@" in netloc:
-        userinfo, _, host = netloc.rpartition("@")
+        userinfo, host = netloc.rsplit("@", 1)
         user, sep, _pw = userinfo.partition(":")
         if sep:
             netloc = f"{user}:{MASK}@{host}"
-        elif parts.scheme.startswith(("redis", "unix")):
+        elif scheme.lower().startswith(("redis", "unix")):
             netloc = f"{MASK}@{host}"  # redis://secret@host: the bare user info is a password
-    query = parts.query
-    if query and any(k.lower() in SECRET_PARAMS for k, _v in parse_qsl(query, keep_blank_values=True)):
-        pairs = [(k, MASK if k.lower() in SECRET_PARAMS else v) for k, v in parse_qsl(query, keep_blank_values=True)]
-        query = urlencode(pairs, safe="*/:")
-    if netloc == parts.netloc and query == parts.query:
-        return url  # nothing secret (urlunsplit would also rewrite unix:///path as unix:/path)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    return scheme + netloc + _QUERY_SECRET.sub(lambda q: f"{q['k']}{MASK}", rest)
 
 
 def redact_text(text: str) -> str:
