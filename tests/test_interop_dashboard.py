@@ -15,7 +15,7 @@ from selenium.webdriver.common.by import By
 from monitor.model.config import parse_config
 from monitor.sessions import outbound
 from monitor.store.outbox import Outbox
-from tests.dashboard_support import click_css, login, served_dashboard, wait_for
+from tests.dashboard_support import click_css, http_login, login, served_dashboard, wait_for
 from tests.test_hl7_outbound import Ehr, ended_session, run_until
 
 PW = {"dora": ("director", "director-pass-1"), "nina": ("nurse", "nurse-pass-1"), "adam": ("admin", "admin-pass-1")}
@@ -39,9 +39,7 @@ def env(redis_url: str, tmp_path_factory: pytest.TempPathFactory):
 
 
 def session_as(env: dict[str, Any], name: str) -> requests.Session:
-    s = requests.Session()
-    r = s.post(env["url"] + "/login", data={"username": name, "password": PW[name][1], "next": "/"},
-               allow_redirects=False)
+    r, s = http_login(env["url"], name, PW[name][1])
     assert r.status_code == 303
     s.headers["X-VW-Request"] = "1"
     return s

@@ -17,6 +17,7 @@ from dash import ctx as dash_ctx
 
 from dashboard.context import AppContext, PageContext
 from monitor.accounts import audit
+from monitor.model.redact import redact_url
 from monitor.sessions.outbound import destinations
 from monitor.store import redis_types
 from monitor.store.outbox import FailedMessage, Outbox
@@ -81,9 +82,9 @@ def dest_panel(ctx: AppContext, dest: str, tz: ZoneInfo) -> html.Div:
 
 def _target(ctx: AppContext, dest: str) -> str:
     if dest == "hl7" and ctx.cfg.hl7.outbound:
-        return f"{ctx.cfg.hl7.outbound.url} ({ctx.cfg.hl7.outbound.on})"
+        return f"{redact_url(ctx.cfg.hl7.outbound.url)} ({ctx.cfg.hl7.outbound.on})"
     if dest == "fhir" and ctx.cfg.fhir.url:
-        return ctx.cfg.fhir.url
+        return redact_url(ctx.cfg.fhir.url)
     return "not configured any more"
 
 

@@ -24,6 +24,7 @@ from urllib.parse import urlparse
 
 from monitor.interop.hl7_out import read_ack
 from monitor.model.mllp import MllpFramer, frame
+from monitor.model.redact import redact_url
 from monitor.store.outbox import Delivered, Message, Outcome, Refused, Retry
 
 log = logging.getLogger(__name__)
@@ -116,10 +117,10 @@ class FhirSender:
         except urllib.error.HTTPError as e:
             body = e.read(65536).decode("utf-8", "replace") if e.fp else ""
             if e.code in (408, 429) or e.code >= 500:
-                return Retry(f"HTTP {e.code} from {self.url}")
+                return Retry(f"HTTP {e.code} from {redact_url(self.url)}")
             return Refused(f"HTTP {e.code}: {_outcome_text(body) or e.reason}", body[:4000])
         except (urllib.error.URLError, OSError, TimeoutError) as e:
-            return Retry(f"{self.url}: {getattr(e, 'reason', e)}")
+            return Retry(f"{redact_url(self.url)}: {getattr(e, 'reason', e)}")  # shown on /outbox
 
 
 def _outcome_text(body: str) -> str:
