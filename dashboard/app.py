@@ -76,6 +76,7 @@ from dashboard.auth import AuthMiddleware, Guard, Sessions
 from dashboard.components import nav
 from dashboard.context import AppContext, PageContext, current_user
 from dashboard.data import Data
+from dashboard.director_api import install_director_routes
 from dashboard.live import Hub
 from dashboard.security import LOGIN_BODY_MAX, BodyLimit, SecurityHeaders, csp
 from monitor.accounts.users import ROLES
@@ -187,6 +188,7 @@ def build(cfg: Config, redis_url: str) -> tuple[Any, Hub, dash.Dash]:
 
     server = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     signin = install_routes(server, cfg, data, sessions, hub)
+    install_director_routes(server, cfg, data)
     # Dash 4's own docs allow a FastAPI server instance and update_title=None; its stubs do not
     app = dash.Dash(__name__, server=server,  # type: ignore[arg-type]
                     assets_folder=str(ASSETS), serve_locally=True,

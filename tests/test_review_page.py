@@ -150,7 +150,7 @@ def test_director_finds_reviews_signs_and_exports(served, browser, tmp_path):
     _wait_id(browser, row_id)
     browser.find_element(By.CSS_SELECTOR, "#review-high input").click()
     _wait_id(browser, row_id)
-    assert "1/0/0" in browser.find_element(By.ID, row_id).text
+    _wait_text(browser, row_id, "1/0/0")  # the list may re-render under us: wait, do not grab
     _click(browser, f"#{row_id} a")
 
     _wait_text(browser, "review-session-id", sd.sid)

@@ -17,10 +17,12 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from dash import Input, Output, State, dcc, html, no_update
 
+from dashboard import rems_view
 from dashboard.context import AppContext, PageContext
+from dashboard.pages.patient import patient_href
 from monitor.accounts import audit
 from monitor.model.redact import redact_url
-from monitor.sessions import archive, export, review, review_list
+from monitor.sessions import archive, export, rems_form, rems_pdf, rems_store, review, review_list
 from monitor.sessions import lifecycle as sessions
 from monitor.sessions.review_figure import build_figure
 from monitor.store.redis_conn import REDIS_DOWN
@@ -30,7 +32,7 @@ MIN_ROLE = "director"
 ID_PREFIX = "review-"
 TITLE = "Review"
 NAV = True
-EXPORT_MIME = {"pdf": "application/pdf", "png": "image/png", "csv": "text/csv"}
+EXPORT_MIME = {"pdf": "application/pdf", "png": "image/png", "csv": "text/csv", "rems": "application/pdf"}
 
 
 # --- pure layout builders ------------------------------------------------------------------
@@ -146,8 +148,20 @@ def events_list(rec: review.SessionRecord, tz: ZoneInfo) -> html.Ul:
     return html.Ul(items, id="review-events")
 
 
-def session_page(rec: review.SessionRecord, s: dict[str, Any], tz_name: str, user_name: str) -> html.Div:
-    """The whole `/review/<session>` page for one archived session."""
+def director_links(h: dict[str, Any], rems: rems_form.FormState | None, tz: ZoneInfo) -> list[Any]:
+    """Links to the patient's course and, for esketamine sessions, the REMS form and its state."""
+    links: list[Any] = [dcc.Link(f"Patient {h['patient']}: course across sessions", href=patient_href(h["patient"]),
+                                 id="review-patient-course")]
+    if rems is not None:
+        links += [" · ", dcc.Link("REMS Patient Monitoring Form", href=f"/rems/{h['id']}", id="review-rems-link"),
+                  ": ", html.Span(rems_view.status_text(rems, tz), id="review-rems-status",
+                                  className=rems_view.status_class(rems))]
+    return links
+
+
+def session_page(rec: review.SessionRecord, s: dict[str, Any], tz_name: str, user_name: str,
+                 rems: rems_form.FormState | None = None) -> html.Div:
+    """The whole `/review/<session>` page for one archived session (`rems`: its REMS form, if any)."""
     tz = ZoneInfo(tz_name)
     h = rec.header
     signed = h.get("signed_by")
@@ -173,8 +187,12 @@ def session_page(rec: review.SessionRecord, s: dict[str, Any], tz_name: str, use
             html.Button("Export PDF", id="review-export-pdf", n_clicks=0, className="vw-btn"),
             html.Button("Export PNG", id="review-export-png", n_clicks=0, className="vw-btn"),
             html.Button("Export CSV", id="review-export-csv", n_clicks=0, className="vw-btn"),
+            # always present (the export callback listens to it), shown for esketamine sessions only
+            html.Button("Export REMS form", id="review-export-rems", n_clicks=0, className="vw-btn",
+                        style={} if rems is not None else {"display": "none"}),
             dcc.Download(id="review-download"), html.Span(id="review-export-status"),
         ], className="vw-row"),
+        html.Div(director_links(h, rems, tz), className="vw-row"),
         dcc.Graph(id="review-chart", figure=fig, config={"displaylogo": False}),
         html.H3("Summary"), vitals_table(s),
         html.H3("Alerts"),
@@ -189,10 +207,14 @@ def session_page(rec: review.SessionRecord, s: dict[str, Any], tz_name: str, use
     ], className="review-session")
 
 
-def list_page(rows: list[dict[str, Any]], rooms: list[str], tz: ZoneInfo) -> html.Div:
-    """`/review`: filters and the session list."""
+def list_page(rows: list[dict[str, Any]], rooms: list[str], tz: ZoneInfo,
+              due: tuple[list[rems_form.FormState], int] | None = None) -> html.Div:
+    """`/review`: REMS forms due / overdue, filters and the session list."""
     return html.Div([
         html.H2("Session review"),
+        *([html.H3("REMS forms due / overdue"), rems_view.due_table(due[0], due[1], tz, "review-rems-due")]
+          if due is not None else []),
+        html.H3("Sessions"),
         html.Div([
             dcc.DatePickerRange(id="review-dates", display_format="YYYY-MM-DD", clearable=True),
             dcc.Dropdown(id="review-room", options=[{"label": r, "value": r} for r in rooms],
@@ -233,7 +255,8 @@ def layout(ctx: PageContext, session: str | None = None) -> Any:
         arch = _arch(ctx.app)
         if session is None:
             rows = review_list.with_alarm_counts(arch, archive.list_sessions(arch, clinic=ctx.cfg.clinic.id))
-            return list_page(rows, [r.id for r in ctx.cfg.rooms], tz)
+            due = rems_store.forms_due(arch, ctx.cfg, ctx.now_ms, limit=100)
+            return list_page(rows, [r.id for r in ctx.cfg.rooms], tz, due)
         rec = archive.load_session(arch, session)
     except archive.NotArchived:
         return html.Div([f"No archived session {session!r}. ", dcc.Link("All sessions", href="/review")],
@@ -243,7 +266,8 @@ def layout(ctx: PageContext, session: str | None = None) -> Any:
                         className="vw-notfound")
     user = ctx.user.name if ctx.user else "unknown"
     _audit(ctx.app, user, "session.view", session=session)
-    return session_page(rec, review.summarize(rec), ctx.cfg.clinic.timezone, user)
+    rems = rems_pdf.form_for_record(rec, ctx.cfg, ctx.now_ms) if rems_form.is_rems_session(rec.header) else None
+    return session_page(rec, review.summarize(rec), ctx.cfg.clinic.timezone, user, rems)
 
 
 def register_callbacks(app: Any, ctx: AppContext) -> None:
@@ -292,8 +316,9 @@ def register_callbacks(app: Any, ctx: AppContext) -> None:
 
     @app.callback(Output("review-download", "data"), Output("review-export-status", "children"),
                   Input("review-export-pdf", "n_clicks"), Input("review-export-png", "n_clicks"),
-                  Input("review-export-csv", "n_clicks"), State("review-sid", "data"), prevent_initial_call=True)
-    def _export(_pdf: int, _png: int, _csv: int, sid: str) -> tuple[Any, Any]:
+                  Input("review-export-csv", "n_clicks"), Input("review-export-rems", "n_clicks"),
+                  State("review-sid", "data"), prevent_initial_call=True)
+    def _export(_pdf: int, _png: int, _csv: int, _rems: int, sid: str) -> tuple[Any, Any]:
         from dash import ctx as dash_ctx
 
         user = ctx.current_user()
@@ -302,8 +327,12 @@ def register_callbacks(app: Any, ctx: AppContext) -> None:
             return no_update, no_update
         rec = archive.load_session(_arch(ctx), sid)
         try:
-            data = export.export_bytes(rec, fmt, ctx.cfg.clinic.timezone, user=user.name)
+            if fmt == "rems":
+                data = rems_pdf.export_rems(rec, ctx.cfg, user=user.name, now_ms=ctx.clock_ms())
+            else:
+                data = export.export_bytes(rec, fmt, ctx.cfg.clinic.timezone, user=user.name)
         except export.ExportError as e:
             return no_update, f"Export failed: {e}"
         _audit(ctx, user.name, "session.export", session=sid, format=fmt, via="dashboard")
-        return dcc.send_bytes(data, f"{sid}.{fmt}", type=EXPORT_MIME[fmt]), f"{fmt.upper()} exported."
+        name = f"{sid}-rems.pdf" if fmt == "rems" else f"{sid}.{fmt}"
+        return dcc.send_bytes(data, name, type=EXPORT_MIME[fmt]), f"{fmt.upper()} exported."

@@ -63,6 +63,8 @@ def handler_for(command: str) -> Handler:
             from monitor.app.archive_cli import run
         case "outbox":
             from monitor.app.outbox_cli import run
+        case "report":
+            from monitor.app.report_cli import run
         case _:
             raise ValueError(f"no handler for command {command!r}")
     return run
@@ -158,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("export", parents=[common, acting], help="post-session export")
     ex.add_argument("--session", required=True)
-    ex.add_argument("--format", required=True, choices=["csv", "pdf", "png", "fhir"])
+    ex.add_argument("--format", required=True, choices=["csv", "pdf", "png", "fhir", "rems"])
     ex.add_argument("-o", dest="output", required=True, metavar="FILE")
 
     u = sub.add_parser("user", help="manage accounts")
@@ -204,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     obr = obs_.add_parser("resend", parents=[common, acting])
     obr.add_argument("--dest", required=True, choices=["hl7", "fhir"])
     obr.add_argument("message", metavar="MESSAGE_ID")
+
+    from monitor.app import report_cli  # the `report` subcommand's arguments live beside its code
+
+    report_cli.add_parser(sub, [common, acting])
     return p
 
 

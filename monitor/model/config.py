@@ -136,6 +136,31 @@ class ArchiveConfig(_Model):
     late_window_min: float = Field(default=30, ge=0)
 
 
+class RemsSettingConfig(_Model):
+    """[rems.setting] — the healthcare setting printed on every REMS Patient Monitoring Form."""
+
+    name: str = ""  # default: clinic.name
+    address1: str = ""
+    address2: str = ""
+    city: str = ""
+    state: str = ""
+    zip: str = ""
+
+
+class RemsConfig(_Model):
+    """[rems] — the esketamine (Spravato) REMS Patient Monitoring Form (docs/rems.md)."""
+
+    # the program asks for the form within 7 days of the treatment session
+    due_days: int = Field(default=7, ge=1, le=60)
+    setting: RemsSettingConfig = RemsSettingConfig()
+
+
+class ResearchConfig(_Model):
+    """[research] — multi-session research CSV exports (docs/reports.md)."""
+
+    pseudonym_key_file: str = ""  # default: <data.dir>/pseudonym-key (32 random bytes, created once)
+
+
 class DataConfig(_Model):
     """[data] — where embedded servers, spools and logs keep their files."""
 
@@ -484,6 +509,8 @@ class Config(_Model):
     alarms: AlarmsConfig = AlarmsConfig()
     hl7: Hl7Config = Hl7Config()
     fhir: FhirConfig = FhirConfig()
+    rems: RemsConfig = RemsConfig()
+    research: ResearchConfig = ResearchConfig()
     source: str = Field(default="", exclude=True)  # the file it came from
 
     @model_validator(mode="after")

@@ -47,6 +47,7 @@ from monitor.sessions.archive_schema import (
     progress,
     readings,
     session_events,
+    session_summaries,
     sessions,
 )
 from monitor.sessions.records import decode_event, get_session
@@ -364,7 +365,20 @@ def _finish(arch: Archive, sid: str, **values: Any) -> int:
         conn.execute(sessions.update().where(sessions.c.id == sid).values(
             n_readings=n, alerts_high=counts.get("high", 0), alerts_medium=counts.get("medium", 0),
             alerts_low=counts.get("low", 0), **values))
+    _summarise(arch, sid)
     return int(n)
+
+
+def _summarise(arch: Archive, sid: str) -> None:
+    """Store the session's report summary (monitor/sessions/summaries.py) now that its data is
+    counted. A failure here never fails the archive: the report recomputes a missing summary."""
+    from monitor.sessions import summaries
+
+    try:
+        summaries.refresh(arch, sid)
+    except (sa.exc.SQLAlchemyError, ValueError, KeyError, TypeError, ArithmeticError) as e:
+        log.error("archive %s: report summary not stored (%s: %s); it is recomputed when a report "
+                  "reads it", sid, type(e).__name__, e)
 
 
 def top_up_session(client: redis.Redis, keys: Keys, cfg: Config, sid: str) -> int:
@@ -549,6 +563,7 @@ def purge(arch: Archive, older_than_ms: int) -> dict[str, int]:
             sessions.c.ended_ms.is_not(None), sessions.c.ended_ms < older_than_ms))]
         for chunk_start in range(0, len(ids), 500):
             chunk = ids[chunk_start:chunk_start + 500]
+            conn.execute(session_summaries.delete().where(session_summaries.c.session_id.in_(chunk)))
             for name, table in (("readings", readings), ("events", session_events),
                                 ("alert_events", alert_events)):
                 out[name] += conn.execute(table.delete().where(table.c.session_id.in_(chunk))).rowcount

@@ -124,13 +124,31 @@ progress = sa.Table(
 
 V1_TABLES = [sessions, session_events, readings, alert_events, audit_log, progress]
 
+# v2: one row per archived session with the numbers the clinic quality report and a
+# patient's course need (monitor/sessions/quality.py), written at archive time, so a report
+# over a year of sessions never re-reads their readings. `version` says which computation
+# wrote it; an older version is recomputed when read (monitor/sessions/summaries.py).
+session_summaries = sa.Table(
+    "session_summaries", metadata,
+    sa.Column("session_id", sa.String(128), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("computed_ms", sa.BigInteger, nullable=False),
+    sa.Column("data", sa.Text, nullable=False),  # JSON: the numbers (quality.session_summary)
+    sa.Column("curve", sa.Text),  # JSON: the BP curve, read only by a patient's course
+)
+
 
 def _v1(conn: Connection) -> None:
     metadata.create_all(conn, tables=V1_TABLES)
 
 
+def _v2(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[session_summaries])
+
+
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _v1),
+    (2, _v2),
 ]
 LATEST = MIGRATIONS[-1][0]
 

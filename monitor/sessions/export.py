@@ -1,4 +1,4 @@
-"""`vitalwatch export --session ID --format csv|pdf|png|fhir -o FILE` — from the ARCHIVE only.
+"""`vitalwatch export --session ID --format csv|pdf|png|fhir|rems -o FILE` — from the ARCHIVE only.
 
 Works after Redis has been emptied: everything comes from monitor.sessions.archive.load_session.
 - CSV: one row per archived reading (ts_ms, local time, room, device, every metric, flags).
@@ -10,6 +10,7 @@ Works after Redis has been emptied: everything comes from monitor.sessions.archi
 - PDF (fpdf2): patient id and session header, the chart, the summary per vital, alert
   counts (physiological alarms, technical alarms and reminders apart) and median time to
   acknowledge, the alert log (all kinds, with a kind column), the REMS form values, notes.
+- REMS: the esketamine REMS Patient Monitoring Form, prefilled (monitor/sessions/rems_pdf.py).
 Every export is written to the audit log (Redis when reachable, else straight into the
 archive's audit table, so no export goes unrecorded).
 """
@@ -321,6 +322,14 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     try:
         if args.format == "fhir":  # the configured patient identifier system
             data = fhir_json(rec, cfg.clinic.id, cfg.fhir.patient_system)
+        elif args.format == "rems":  # the esketamine REMS form: monitor/sessions/rems_pdf.py
+            from monitor.sessions.rems_pdf import NotRemsExport, export_rems
+
+            try:
+                data = export_rems(rec, cfg, user=args.user)
+            except NotRemsExport as e:
+                print(f"vitalwatch export: {e}", file=sys.stderr)
+                return 2
         else:
             data = export_bytes(rec, args.format, cfg.clinic.timezone, user=args.user)
     except ExportError as e:
