@@ -18,7 +18,6 @@ Handlers are plain `def`s: FastAPI runs them in its thread pool, off the push lo
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import anyio
@@ -29,6 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from dashboard.api import _require
 from dashboard.data import Data
 from monitor.accounts import audit
+from monitor.model import clock
 from monitor.model.config import Config
 from monitor.sessions import (
     archive,
@@ -76,7 +76,7 @@ def install_director_routes(server: FastAPI, cfg: Config, data: Data) -> None:
             archive.record_audit_local(arch(), cfg.clinic.id, user, action, **details)
 
     def now() -> int:
-        return time.time_ns() // 1_000_000
+        return clock.now_ms()
 
     def span(date_from: str, date_to: str) -> tuple[int, int]:
         try:

@@ -331,7 +331,7 @@ def register_callbacks(app: Any, ctx: AppContext) -> None:
                 data = rems_pdf.export_rems(rec, ctx.cfg, user=user.name, now_ms=ctx.clock_ms())
             else:
                 data = export.export_bytes(rec, fmt, ctx.cfg.clinic.timezone, user=user.name)
-        except export.ExportError as e:
+        except (export.ExportError, rems_pdf.NotRemsExport) as e:
             return no_update, f"Export failed: {e}"
         _audit(ctx, user.name, "session.export", session=sid, format=fmt, via="dashboard")
         name = f"{sid}-rems.pdf" if fmt == "rems" else f"{sid}.{fmt}"

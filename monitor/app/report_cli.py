@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from monitor.model import clock
 from monitor.model.config import Config
 
 if TYPE_CHECKING:
@@ -74,7 +74,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         arch = open_archive(cfg.archive.url)
         if args.format == "research":
             return _research(args, cfg, arch, since_ms, until_ms, out)
-        rep = report.build(arch, cfg, since_ms, until_ms, args.room, time.time_ns() // 1_000_000)
+        rep = report.build(arch, cfg, since_ms, until_ms, args.room, clock.now_ms())
     except sa.exc.SQLAlchemyError as e:
         print(f"vitalwatch report: archive unavailable ({cfg.archive.url}): {e.__class__.__name__}: {e}",
               file=sys.stderr)

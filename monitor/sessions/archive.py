@@ -39,6 +39,7 @@ from monitor.model.codec import CodecError, from_fields
 from monitor.model.config import Config
 from monitor.model.keys import ALERT_FIELDS, Keys
 from monitor.model.readings import METRICS
+from monitor.sessions import quality
 from monitor.sessions.archive_schema import (
     alert_events,
     audit_log,
@@ -370,15 +371,26 @@ def _finish(arch: Archive, sid: str, **values: Any) -> int:
 
 
 def _summarise(arch: Archive, sid: str) -> None:
-    """Store the session's report summary (monitor/sessions/summaries.py) now that its data is
-    counted. A failure here never fails the archive: the report recomputes a missing summary."""
-    from monitor.sessions import summaries
-
+    """Store the session's report summary now that its data is counted. A failure here never
+    fails the archive: readers (monitor/sessions/summaries.py) recompute a missing summary."""
     try:
-        summaries.refresh(arch, sid)
+        store_summary(arch, sid)
     except (sa.exc.SQLAlchemyError, ValueError, KeyError, TypeError, ArithmeticError) as e:
         log.error("archive %s: report summary not stored (%s: %s); it is recomputed when a report "
                   "reads it", sid, type(e).__name__, e)
+
+
+def store_summary(arch: Archive, sid: str) -> dict[str, Any]:
+    """Compute one archived session's report summary (monitor.sessions.quality) and store it in
+    `session_summaries` — the numbers as `data`, the BP curve apart as `curve` (only a
+    patient's course reads it). Returns the summary with its curve."""
+    data = quality.session_summary(load_session(arch, sid))
+    row = {"session_id": sid, "version": quality.SUMMARY_VERSION, "computed_ms": clock.now_ms(),
+           "data": json.dumps({k: v for k, v in data.items() if k != "curve"}, separators=(",", ":")),
+           "curve": json.dumps(data["curve"], separators=(",", ":"))}
+    with arch.engine.begin() as conn:
+        _upsert(conn, session_summaries, row, ["session_id"], ["version", "computed_ms", "data", "curve"])
+    return data
 
 
 def top_up_session(client: redis.Redis, keys: Keys, cfg: Config, sid: str) -> int:

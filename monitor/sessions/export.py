@@ -37,6 +37,7 @@ from monitor.model.config import Config
 from monitor.model.readings import short_label
 from monitor.model.redact import redact_text, redact_url
 from monitor.sessions import review
+from monitor.sessions.pdf_fonts import pdf_fonts as _pdf_fonts
 from monitor.sessions.review import READING_METRICS, SessionRecord, fmt_duration, fmt_value
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,6 @@ for _noisy in ("choreographer", "kaleido", "fontTools", "logistro"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
-DEJAVU = Path("/usr/share/fonts/truetype/dejavu")
 CSV_COLUMNS = ("ts_ms", "time_local", "room", "dev", *READING_METRICS, "flags")
 
 
@@ -119,16 +119,6 @@ def chart_png(rec: SessionRecord, summary: dict[str, Any], tz_name: str) -> byte
 
 
 # --- PDF (fpdf2) ------------------------------------------------------------------------------
-def _pdf_fonts(pdf: Any) -> tuple[str, bool]:
-    """Use DejaVu (Unicode: SpO₂, °C, ±) when installed, else Helvetica with Latin-1 text."""
-    regular, bold = DEJAVU / "DejaVuSans.ttf", DEJAVU / "DejaVuSans-Bold.ttf"
-    if regular.exists() and bold.exists():
-        pdf.add_font("DejaVu", "", str(regular))
-        pdf.add_font("DejaVu", "B", str(bold))
-        return "DejaVu", True
-    return "Helvetica", False
-
-
 def _t(ms: int | None, tz: ZoneInfo, fmt: str = "%Y-%m-%d %H:%M:%S") -> str:
     return "—" if ms is None else datetime.fromtimestamp(ms / 1000, tz).strftime(fmt)
 

@@ -13,16 +13,17 @@ from __future__ import annotations
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from monitor.model import clock
 from monitor.model.config import Config
 from monitor.sessions import quality, rems_form
-from monitor.sessions.export import ExportError, _pdf_fonts
+from monitor.sessions.pdf_fonts import pdf_fonts, text_filter
 from monitor.sessions.review import SessionRecord
 
 BLANK = "_______________________"
 PROGRAM = "www.SPRAVATOrems.com"
 
 
-class NotRemsExport(ExportError):
+class NotRemsExport(ValueError):
     """The session is not an esketamine session: there is no REMS form to export."""
 
 
@@ -44,10 +45,8 @@ def pdf_bytes(form: rems_form.FormState, tz_name: str, generated_by: str = "", n
     tz = ZoneInfo(tz_name)
     pdf = FPDF(orientation="P", unit="mm", format="A4")
     pdf.set_auto_page_break(True, margin=12)
-    font, unicode_ok = _pdf_fonts(pdf)
-
-    def txt(x: str) -> str:
-        return x if unicode_ok else x.encode("latin-1", "replace").decode("latin-1")
+    font, unicode_ok = pdf_fonts(pdf)
+    txt = text_filter(unicode_ok)
 
     pdf.add_page()
     pdf.set_font(font, "B", 14)
@@ -108,9 +107,7 @@ def pdf_bytes(form: rems_form.FormState, tz_name: str, generated_by: str = "", n
 
 def export_rems(rec: SessionRecord, cfg: Config, user: str = "", now_ms: int | None = None) -> bytes:
     """`export --format rems`: the form of one archived session as PDF bytes."""
-    import time
-
-    now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+    now = now_ms if now_ms is not None else clock.now_ms()
     return pdf_bytes(form_for_record(rec, cfg, now), cfg.clinic.timezone, generated_by=user, now_ms=now)
 
 

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from monitor.sessions.export import _pdf_fonts
+from monitor.sessions.pdf_fonts import pdf_fonts, text_filter
 from monitor.sessions.report import Report
 from monitor.sessions.review import fmt_duration
 
@@ -46,10 +46,8 @@ def pdf_bytes(rep: Report, generated_by: str = "") -> bytes:
     t = rep.totals
     pdf = FPDF(orientation="P", unit="mm", format="A4")
     pdf.set_auto_page_break(True, margin=12)
-    font, unicode_ok = _pdf_fonts(pdf)
-
-    def txt(x: str) -> str:
-        return x if unicode_ok else x.encode("latin-1", "replace").decode("latin-1")
+    font, unicode_ok = pdf_fonts(pdf)
+    txt = text_filter(unicode_ok)
 
     def heading(text: str, size: float = 11) -> None:
         pdf.set_font(font, "B", size)

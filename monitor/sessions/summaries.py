@@ -1,9 +1,9 @@
 """Per-session summaries in the archive (`session_summaries`): written at archive time, read by
 the quality report, the patient course and the REMS lists.
 
-`refresh(arch, sid)` loads one archived session and stores `quality.session_summary` of it;
-monitor.sessions.archive calls it whenever a session's data is (re)counted — at the end of
-archiving and after a late-data top-up. Readers (`in_range`, `for_patient`, `get_many`)
+`refresh(arch, sid)` (monitor.sessions.archive.store_summary) loads one archived session and
+stores `quality.session_summary` of it; the archive does so whenever a session's data is
+(re)counted — at the end of archiving and after a late-data top-up. Readers (`in_range`, `for_patient`, `get_many`)
 recompute, once, any listed session whose summary is missing or was written by an older
 `quality.SUMMARY_VERSION` (sessions archived before this table existed), so their answers
 are always complete; only that first read is slow.
@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from monitor.sessions import quality
-from monitor.sessions.archive import Archive, load_session
+from monitor.sessions.archive import Archive, store_summary
 from monitor.sessions.archive_schema import session_summaries, sessions
 
 log = logging.getLogger(__name__)
@@ -30,16 +27,7 @@ CHUNK = 500  # ids per IN (...) list
 
 def refresh(arch: Archive, sid: str) -> dict[str, Any]:
     """Compute and store one session's summary from its archived data; returns it (with its curve)."""
-    data = quality.session_summary(load_session(arch, sid))
-    numbers = {k: v for k, v in data.items() if k != "curve"}
-    row = {"session_id": sid, "version": quality.SUMMARY_VERSION, "computed_ms": time.time_ns() // 1_000_000,
-           "data": json.dumps(numbers, separators=(",", ":")),
-           "curve": json.dumps(data["curve"], separators=(",", ":"))}
-    with arch.engine.begin() as conn:
-        ins = (pg_insert if conn.dialect.name == "postgresql" else sqlite_insert)(session_summaries).values(**row)
-        conn.execute(ins.on_conflict_do_update(index_elements=["session_id"], set_={
-            c: getattr(ins.excluded, c) for c in ("version", "computed_ms", "data", "curve")}))
-    return data
+    return store_summary(arch, sid)
 
 
 def _select(arch: Archive, where: list[Any], curves: bool = False) -> list[dict[str, Any]]:
