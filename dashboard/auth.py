@@ -131,6 +131,11 @@ class Sessions:
         return now is not None and now.role == user.role and now.name == user.name
 
 
+# GETs that return patient ids and readings: a session, the director's reports and the REMS forms
+PATIENT_DATA_PATHS = ("/api/v1/sessions/", "/api/v1/patients/", "/api/v1/report", "/api/v1/research",
+                      "/api/v1/rems/")
+
+
 def token_scope(method: str, path: str, kind: str = "http") -> str | None:
     """The scope a token needs for this request, "" when any valid token may, None when no
     token may (pure). Tokens are for the JSON API and the live socket only."""
@@ -144,7 +149,7 @@ def token_scope(method: str, path: str, kind: str = "http") -> str | None:
         return None
     if path == "/api/v1/me":
         return ""
-    if path.startswith("/api/v1/sessions/"):
+    if path.startswith(PATIENT_DATA_PATHS):
         return "sessions"
     return "read"
 

@@ -18,8 +18,10 @@ import requests
 
 from dashboard.app import Served
 from monitor.accounts import audit, users
+from monitor.accounts.tokens import issue_token
 from tests.archive_fixtures import sqlite_url  # noqa: F401
 from tests.course_seed import Alarm, Plan, seed_all, two_room_config
+from tests.dashboard_support import http_login
 from tests.test_rems_form import COMPLETE
 
 DAY = 86_400_000
@@ -42,7 +44,8 @@ def env(rclient, keys, make_config, sqlite_url, redis_url) -> Iterator[dict[str,
     tokens = {}
     for name, role in ACCOUNTS.items():
         users.create_user(rclient, keys, name, role, PW)
-        tokens[name] = users.issue_token(rclient, keys, name)
+        tokens[name] = issue_token(rclient, keys, name, scopes=["read", "sessions"])
+    tokens["dora-read"] = issue_token(rclient, keys, "dora", scopes=["read"])
     served = Served(cfg, redis_url).start()
     days = [datetime.fromtimestamp(sd.plan.t0_ms / 1000, ZoneInfo(TZ)).date() for sd in seeded]
     try:
@@ -58,8 +61,7 @@ def api(env: dict[str, Any], who: str | None, method: str, path: str, **kw: Any)
 
 
 def signed_in(env: dict[str, Any], name: str) -> requests.Session:
-    s = requests.Session()
-    r = s.post(env["url"] + "/login", data={"username": name, "password": PW, "next": "/"}, allow_redirects=False)
+    r, s = http_login(env["url"], name, PW)
     assert r.status_code == 303, r.text
     return s
 
@@ -74,6 +76,9 @@ def test_report_course_research_for_directors_and_admins_only(env):
             assert api(env, who, "GET", path).status_code == 403, (who, path)
         for who in ("dora", "adam"):
             assert api(env, who, "GET", path).status_code == 200, (who, path)
+    # they carry patient ids and readings: a token needs the "sessions" scope, as for a session
+    for path in paths:
+        assert api(env, "dora-read", "GET", path).status_code == 403, path
     rep = api(env, "dora", "GET", f"/api/v1/report?{env['range']}").json()
     assert rep["totals"]["sessions"] == 4 and {s["session"] for s in rep["sessions"]} == {
         sd.sid for sd in env["seeded"]}
@@ -112,14 +117,22 @@ def test_rems_api_for_nurses(env, rclient, keys):
     assert form["status"] == "incomplete" and "lot number" in form["missing"]
     due = api(env, "nina", "GET", "/api/v1/rems/due").json()
     assert due["total"] == 3 and due["overdue"] == 1  # the IV session has no form; the 9-day-old one is overdue
-    r = api(env, "nina", "POST", f"/api/v1/sessions/{a2}/rems/submitted", json={"method": "portal"})
+    # entries are written by a signed-in person (a cookie and the X-VW-Request header); API
+    # tokens only read and acknowledge (docs/security.md)
+    assert api(env, "nina", "POST", f"/api/v1/sessions/{a2}/rems", json={"lot_number": "L0"}).status_code in (401, 403)
+    s = signed_in(env, "nina")
+    url = env["url"] + f"/api/v1/sessions/{a2}/rems"
+    assert s.post(url, json={"lot_number": "L2"}).status_code == 403  # no CSRF header
+    s.headers["X-VW-Request"] = "1"
+    r = s.post(url + "/submitted", json={"method": "portal"})
     assert r.status_code == 409 and "missing" in r.json()["detail"]
-    r = api(env, "nina", "POST", f"/api/v1/sessions/{a2}/rems", json={"lot_number": "L1", "maois": "perhaps"})
+    r = s.post(url, json={"lot_number": "L1", "maois": "perhaps"})
     assert r.status_code == 400 and "yes or no" in r.json()["detail"]
-    r = api(env, "nina", "POST", f"/api/v1/sessions/{a2}/rems", json=COMPLETE)
+    assert api(env, "nina", "GET", f"/api/v1/sessions/{a2}/rems").json()["status"] == "incomplete"  # nothing stored
+    r = s.post(url, json=COMPLETE)
     assert r.status_code == 200 and r.json()["status"] == "ready to submit"
     assert audit.entries(rclient, keys)[0]["action"] == "rems.update"
-    r = api(env, "nina", "POST", f"/api/v1/sessions/{a2}/rems/submitted", json={"method": "fax", "reference": "F1"})
+    r = s.post(url + "/submitted", json={"method": "fax", "reference": "F1"})
     assert r.status_code == 200 and r.json()["status"] == "submitted"
     assert audit.entries(rclient, keys)[0]["action"] == "rems.submitted"
     assert api(env, "nina", "GET", "/api/v1/rems/due").json()["total"] == 2
@@ -127,8 +140,5 @@ def test_rems_api_for_nurses(env, rclient, keys):
     assert pdf.status_code == 200 and pdf.content[:5] == b"%PDF-"
     iv = env["seeded"][3].sid
     assert api(env, "nina", "GET", f"/api/v1/sessions/{iv}/rems").status_code == 409
-    assert api(env, "nina", "POST", f"/api/v1/sessions/{iv}/rems", json={"lot_number": "x"}).status_code == 409
+    assert s.post(env["url"] + f"/api/v1/sessions/{iv}/rems", json={"lot_number": "x"}).status_code == 409
     assert api(env, "nina", "GET", "/api/v1/sessions/nope/rems").status_code == 404
-    # a cookie-authenticated POST needs the CSRF header, like every other API POST
-    s = signed_in(env, "nina")
-    assert s.post(env["url"] + f"/api/v1/sessions/{a2}/rems", json={"lot_number": "L2"}).status_code == 403

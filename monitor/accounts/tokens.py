@@ -27,7 +27,8 @@ ID_LEN = 12
 SCOPES: dict[str, str] = {
     "read": "live overview, rooms, alerts (GET /api/v1/rooms, /api/v1/alerts, /ws/live)",
     "acknowledge": "acknowledge, pause and reset alarms (POST /api/v1/alerts/<id>/…)",
-    "sessions": "a session with its readings and patient id (GET /api/v1/sessions/…)",
+    "sessions": "a session with its readings and patient id (GET /api/v1/sessions/…); the director's reports "
+                "and the REMS forms (GET /api/v1/report, /research.csv, /patients/…, /rems/…)",
 }
 DEFAULT_SCOPES: tuple[str, ...] = ("read", "acknowledge")
 DEFAULT_DAYS = 90
