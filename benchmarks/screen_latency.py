@@ -44,7 +44,7 @@ from monitor.model.keys import Keys  # noqa: E402
 from monitor.store import heartbeat
 from monitor.store.embedded import free_port  # noqa: E402
 from monitor.store.status import publish_status  # noqa: E402
-from tests.dashboard_support import chromium, login, wait_for  # noqa: E402
+from tests.dashboard_support import chromium, login, wait_page  # noqa: E402
 from tests.servers import MosquittoProc, RedisProc, wait_port  # noqa: E402
 
 TICK = os.sysconf("SC_CLK_TCK")
@@ -193,7 +193,7 @@ def run_once(path: str, n_rooms: int, markers: int, warmup_s: float, timeout_s: 
         driver = chromium()
         t_page = time.time()
         login(driver, f"http://127.0.0.1:{port}", "bench", "bench-password")
-        wait_for(lambda: all(driver.execute_script(
+        wait_page(lambda: all(driver.execute_script(
             "var e=document.querySelector('[data-vw-part=value][data-vw-room=\"'+arguments[0]+'\"][data-vw-metric=hr]');"
             "return e && e.textContent !== '--'", r) for r in (rooms[0], rooms[-1])), 60, "rooms rendered")
         result["page_render_s"] = round(time.time() - t_page, 2)
@@ -213,7 +213,7 @@ def run_once(path: str, n_rooms: int, markers: int, warmup_s: float, timeout_s: 
             t0 = now_ms()
             send(room, int(marker), t0)
             try:
-                got = wait_for(lambda: driver.execute_script("return VWB.seen !== null ? [VWB.seen, VWB.written] : null"),
+                got = wait_page(lambda: driver.execute_script("return VWB.seen !== null ? [VWB.seen, VWB.written] : null"),
                                timeout_s, f"marker {marker}")
                 lat_seen.append(got[0] - t0)
                 if got[1] is not None:

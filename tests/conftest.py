@@ -2,8 +2,9 @@
 
 - `redis_url`: the machine's Redis on 127.0.0.1:6379 when it answers (CI starts it), else
   one we start for the session. Tests isolate by clinic id (key prefix), so they can share it.
-- `redis_proc` / `mosquitto_proc`: servers of our own on free ports, for tests that kill
-  or restart them.
+- `redis_proc` / `mosquitto_proc` / `pg_server`: servers of our own on free ports (tests/servers.py),
+  for tests that kill or restart them.
+- `make_config`: a validated config for this test's clinic (tests/configs.py builds every config).
 """
 
 from __future__ import annotations
@@ -20,8 +21,9 @@ from typing import Any
 import pytest
 import redis
 
-from monitor.model.config import Config, parse_config
+from monitor.model.config import Config
 from monitor.model.keys import Keys
+from tests.configs import config_mapping, parsed
 from tests.servers import MosquittoProc, PostgresProc, RedisProc
 
 SHARED_REDIS = os.environ.get("VITALWATCH_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -98,25 +100,11 @@ def mosquitto_proc(tmp_path: Path) -> Iterator[MosquittoProc]:
     proc.kill()
 
 
-def base_config(clinic_id: str = "test", **overrides: Any) -> dict[str, Any]:
-    """A small valid config mapping (one room, one serial device) to modify in tests."""
-    data: dict[str, Any] = {
-        "clinic": {"id": clinic_id, "name": "Test"},
-        "rooms": [{"id": "room-1", "devices": [
-            {"id": "oxi-1", "protocol": "masimo-ascii", "transport": "serial", "port": "/dev/null"}]}],
-    }
-    data.update(overrides)
-    return data
-
-
 @pytest.fixture
 def make_config(clinic_id: str, redis_url: str, tmp_path: Path):
-    """Build a validated Config for this test's clinic, on the test Redis, data in tmp."""
-    def _make(**overrides: Any) -> Config:
-        data = base_config(clinic_id)
-        data["redis"] = {"url": redis_url}
-        data["data"] = {"dir": str(tmp_path / "data")}
-        data["archive"] = {"url": f"sqlite:///{tmp_path / 'archive.db'}"}
-        data.update(overrides)
-        return parse_config(data, source="test.toml")
+    """Build a validated Config for this test's clinic, on the test Redis, data in tmp
+    (keyword arguments as for `tests.configs.config_mapping`)."""
+    def _make(**sections: Any) -> Config:
+        return parsed(config_mapping(clinic_id, redis_url=redis_url, data_dir=tmp_path / "data",
+                                     archive_url=f"sqlite:///{tmp_path / 'archive.db'}", **sections))
     return _make

@@ -25,6 +25,7 @@ from selenium.webdriver.common.keys import Keys as KeyPress
 from monitor.alarms.model import alert_id
 from monitor.model.keys import Keys
 from monitor.store import heartbeat
+from tests.waiting import wait_for
 
 CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000",
@@ -46,19 +47,14 @@ def chromium() -> webdriver.Chrome:
     return webdriver.Chrome(service=webdriver.ChromeService("/usr/bin/chromedriver"), options=opts)
 
 
-def wait_for(fn: Callable[[], Any], timeout_s: float = 10.0, what: str = "condition") -> Any:
-    """Poll `fn` until it returns something truthy (a browser renders on its own schedule)."""
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except (JavascriptException, WebDriverException, KeyError, IndexError):
-            last = None
-        if last:
-            return last
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+PAGE_FLUX = (JavascriptException, WebDriverException, KeyError, IndexError)
+"""What a page being redrawn under a check raises: in a browser wait it means "not yet"."""
+
+
+def wait_page(fn: Callable[[], Any], timeout_s: float = 20.0, what: str = "condition") -> Any:
+    """`wait_for` for the browser: the page renders on its own schedule and may be redrawn
+    under the check, so PAGE_FLUX exceptions count as not yet."""
+    return wait_for(fn, timeout_s, what, ignoring=PAGE_FLUX)
 
 
 def login(driver: webdriver.Chrome, base: str, user: str, password: str, path: str = "/") -> None:
@@ -68,7 +64,7 @@ def login(driver: webdriver.Chrome, base: str, user: str, password: str, path: s
     driver.find_element(By.ID, "username").send_keys(user)
     driver.find_element(By.ID, "password").send_keys(password)
     driver.find_element(By.ID, "login-submit").click()
-    wait_for(lambda: driver.execute_script("return !!(window.VW && VW.connected && VW.user)"), 20, "live socket")
+    wait_page(lambda: driver.execute_script("return !!(window.VW && VW.connected && VW.user)"), 20, "live socket")
 
 
 def csrf_of(page: str) -> str:
@@ -177,7 +173,7 @@ def fill(d: Any, element_id: str, text: str) -> None:
     el.send_keys(KeyPress.BACKSPACE)
     if text:
         el.send_keys(text)
-    wait_for(lambda: el.get_attribute("value") == text, 5, f"#{element_id} = {text!r}")
+    wait_page(lambda: el.get_attribute("value") == text, 5, f"#{element_id} = {text!r}")
 
 
 def click_css(d: Any, selector: str) -> None:
@@ -192,7 +188,7 @@ def click_css(d: Any, selector: str) -> None:
             return False
         return True
 
-    wait_for(attempt, 10, f"clickable {selector}")
+    wait_page(attempt, 10, f"clickable {selector}")
 
 
 def click(d: Any, element_id: str) -> None:

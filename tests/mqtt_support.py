@@ -8,7 +8,7 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +17,12 @@ import redis
 
 from devices.mqtt_adapter import MqttAdapter, start
 from devices.transports.mqtt import MqttSettings, connect_async, make_client
-from monitor.model.config import Config, parse_config
+from monitor.model.config import Config
 from monitor.model.keys import Keys
 from monitor.store.runtime import Endpoints
 from monitor.store.streams import StreamWriter, now_ms
+from tests.configs import config_mapping, mqtt_device, parsed, room_entry, write_config
+from tests.waiting import wait_for
 
 T_MON1 = "vitalwatch/room-1/mon-1"
 T_MON1_STATUS = "vitalwatch/room-1/mon-1/status"
@@ -30,35 +32,25 @@ T_MON2 = "vitalwatch/room-2/mon-2"
 
 def mqtt_rooms() -> list[dict[str, Any]]:
     """Two rooms, three MQTT devices (json with a status topic, senml, json)."""
-    return [
-        {"id": "room-1", "devices": [
-            {"id": "mon-1", "protocol": "json", "transport": "mqtt", "topic": T_MON1,
-             "status_topic": T_MON1_STATUS},
-            {"id": "nibp-1", "protocol": "senml", "transport": "mqtt", "topic": T_NIBP1}]},
-        {"id": "room-2", "devices": [
-            {"id": "mon-2", "protocol": "json", "transport": "mqtt", "topic": T_MON2}]},
-    ]
+    return [room_entry("room-1", mqtt_device("mon-1", "json", T_MON1, status_topic=T_MON1_STATUS),
+                 mqtt_device("nibp-1", "senml", T_NIBP1)),
+            room_entry("room-2", mqtt_device("mon-2", "json", T_MON2))]
+
+
+def mqtt_config_mapping(clinic: str, redis_url: str, mqtt_url: str, data_dir: Path, **mqtt_extra: Any) -> dict[str, Any]:
+    """The MQTT rooms on the given Redis and broker, as a config mapping."""
+    return config_mapping(clinic, rooms=mqtt_rooms(), redis_url=redis_url, mqtt_url=mqtt_url, data_dir=data_dir,
+                          mqtt=mqtt_extra)
 
 
 def mqtt_config(clinic: str, redis_url: str, mqtt_url: str, data_dir: Path, **mqtt_extra: Any) -> Config:
     """A validated config with the MQTT rooms, on the given Redis and broker."""
-    return parse_config({
-        "clinic": {"id": clinic}, "redis": {"url": redis_url},
-        "mqtt": {"url": mqtt_url, **mqtt_extra}, "data": {"dir": str(data_dir)},
-        "rooms": mqtt_rooms()}, source="test.toml")
+    return parsed(mqtt_config_mapping(clinic, redis_url, mqtt_url, data_dir, **mqtt_extra))
 
 
 def write_toml(path: Path, clinic: str, redis_url: str, mqtt_url: str, data_dir: Path) -> Path:
     """The same config as a TOML file, for `vitalwatch ingest` subprocesses."""
-    lines = [f'[clinic]\nid = "{clinic}"\n', f'[redis]\nurl = "{redis_url}"\n',
-             f'[mqtt]\nurl = "{mqtt_url}"\n', f'[data]\ndir = "{data_dir}"\n']
-    for room in mqtt_rooms():
-        lines.append(f'[[rooms]]\nid = "{room["id"]}"\n')
-        for d in room["devices"]:
-            body = "".join(f'{k} = "{v}"\n' for k, v in d.items())
-            lines.append(f"[[rooms.devices]]\n{body}")
-    path.write_text("\n".join(lines))
-    return path
+    return write_config(path, mqtt_config_mapping(clinic, redis_url, mqtt_url, data_dir))
 
 
 @contextlib.contextmanager
@@ -85,17 +77,6 @@ def mosquitto_pub(port: int, topic: str, payload: bytes | str, *extra: str) -> N
     subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-V", "mqttv5", "-q", "1",
                     "-t", topic, "-s", *extra], input=data, check=True, timeout=10)
 
-
-def wait_for(pred: Callable[[], Any], timeout_s: float = 30.0, what: str = "condition") -> Any:
-    """Poll `pred` until it returns something truthy (no timing is asserted, only reached)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}; last: {got!r}")
-        time.sleep(0.05)
 
 
 def stream_ts(client: redis.Redis, key: str, dev: str) -> list[int]:

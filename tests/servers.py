@@ -13,95 +13,120 @@ import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Self
 
 import redis
 
 from monitor.store.embedded import REDIS_TUNING, free_port, redis_binary
+from tests.waiting import wait_for
 
 
 def wait_port(port: int, timeout_s: float = 10.0) -> None:
     """Wait until something listens on 127.0.0.1:port."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listening on {port}") from None
-            time.sleep(0.02)
+    def listening() -> bool:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    wait_for(listening, timeout_s, f"something listening on port {port}", ignoring=(OSError,), interval_s=0.02)
 
 
-class RedisProc:
-    """A redis-server we own: AOF with fsync always, restartable on the same port and dir."""
+class ServerProc:
+    """A server we start as our child on a free port, with a data directory kept across restarts.
 
-    def __init__(self, workdir: Path, port: int | None = None, binary: str | None = None,
-                 password: str = "") -> None:
+    Subclasses say only what differs: the command line (`argv`), when it is ready (`ready`) and
+    whether `restart` stops it cleanly or kills it (`clean_restart`).
+    """
+
+    clean_restart = False
+    #: exceptions `ready()` raises while the server is still coming up
+    not_ready: tuple[type[BaseException], ...] = (OSError,)
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def argv(self) -> list[str]:
+        """The server's command line (writes any config file it needs)."""
+        raise NotImplementedError
+
+    def ready(self) -> bool:
+        """True once the server answers."""
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        """Start it and wait until it answers; fail at once if it exits instead."""
+        self.proc = subprocess.Popen(self.argv(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{type(self).__name__} exited with {self.proc.returncode}; see {self.dir}")
+            return self.ready()
+
+        wait_for(up, 10, f"{type(self).__name__} on port {self.port}", ignoring=self.not_ready, interval_s=0.02)
+        return self
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no final fsync or save."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        """SIGTERM: the server shuts down cleanly (saves what it persists on exit)."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def restart(self, down_s: float = 0.0) -> None:
+        """Take it down (`stop` if `clean_restart`, else `kill`), stay down `down_s`, start again."""
+        self.stop() if self.clean_restart else self.kill()
+        time.sleep(down_s)  # a real outage of the asked length, not a synchronisation
+        self.start()
+
+
+class RedisProc(ServerProc):
+    """A redis-server we own: AOF with fsync always, restartable on the same port and dir."""
+
+    not_ready = (redis.ConnectionError, redis.BusyLoadingError)
+
+    def __init__(self, workdir: Path, port: int | None = None, binary: str | None = None,
+                 password: str = "") -> None:
+        super().__init__(workdir, port)
         self.binary = binary or shutil.which("redis-server") or redis_binary()
         self.password = password  # requirepass, when set
-        self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
-    def start(self) -> RedisProc:
-        self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-             "--logfile", str(self.dir / "redis.log"), *REDIS_TUNING,
-             *(["--requirepass", self.password] if self.password else [])],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.2, password=self.password or None)
-        while True:
-            try:
-                client.ping()
-                break
-            except (redis.ConnectionError, redis.BusyLoadingError):
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-        client.close()
-        return self
+    def argv(self) -> list[str]:
+        return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
+                "--appendonly", "yes", "--appendfsync", "always", "--save", "",
+                "--logfile", str(self.dir / "redis.log"), *REDIS_TUNING,
+                *(["--requirepass", self.password] if self.password else [])]
 
-    def kill(self) -> None:
-        """kill -9: no shutdown, no final fsync."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-    def restart(self, down_s: float = 0.0) -> None:
-        self.kill()
-        time.sleep(down_s)
-        self.start()
+    def ready(self) -> bool:
+        with redis.Redis(port=self.port, socket_connect_timeout=0.2, password=self.password or None) as client:
+            return bool(client.ping())
 
 
-class MosquittoProc:
+class MosquittoProc(ServerProc):
     """A mosquitto we own on a free port, with persistence, optional ACL and passwords."""
 
+    clean_restart = True  # mosquitto saves sessions and queued messages on SIGTERM
+
     def __init__(self, workdir: Path, port: int | None = None, extra_conf: str = "") -> None:
-        self.dir = workdir
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port()
+        super().__init__(workdir, port)
         self.extra_conf = extra_conf
-        self.proc: subprocess.Popen[bytes] | None = None
         self.binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
 
-    def start(self) -> MosquittoProc:
+    def argv(self) -> list[str]:
         conf = self.dir / "mosquitto.conf"
         anon = "" if "allow_anonymous" in self.extra_conf else "allow_anonymous true\n"
         # as root, mosquitto drops to user "mosquitto" and then cannot write its log and
@@ -112,26 +137,11 @@ class MosquittoProc:
             f"persistence true\npersistence_location {self.dir}/\n"
             "max_queued_messages 1000000\nmax_inflight_messages 100\n"
             f"log_dest file {self.dir}/mosquitto.log\n" + self.extra_conf)
-        self.proc = subprocess.Popen([self.binary, "-c", str(conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port)
-        return self
+        return [self.binary, "-c", str(conf)]
 
-    def kill(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop(self) -> None:
-        """SIGTERM: mosquitto saves its persistence file on a clean stop."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-    def restart(self, down_s: float = 0.0) -> None:
-        self.stop()
-        time.sleep(down_s)
-        self.start()
+    def ready(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+            return True
 
 
 def _postgres_bindir() -> Path:

@@ -20,6 +20,7 @@ from monitor.model.codec import fmt_value
 from monitor.model.config import Config
 from monitor.model.keys import Keys
 from monitor.sessions import lifecycle as sessions
+from tests.configs import mqtt_device, room_entry, serial_device
 
 MIN = 60_000
 
@@ -126,6 +127,5 @@ def seed_session(client: redis.Redis, keys: Keys, cfg: Config, *, room: str = "r
 
 def room_config(make_config: Any) -> Config:
     """A config with one room holding the seeded devices (oxi-1 serial, nibp-1 MQTT)."""
-    return make_config(rooms=[{"id": "room-1", "name": "Treatment Room 1", "devices": [
-        {"id": "oxi-1", "protocol": "masimo-ascii", "transport": "serial", "port": "/dev/null"},
-        {"id": "nibp-1", "protocol": "json", "transport": "mqtt", "topic": "vw/room-1/nibp-1"}]}])
+    return make_config(rooms=[room_entry("room-1", serial_device("oxi-1"), mqtt_device("nibp-1", "json", "vw/room-1/nibp-1"),
+                                   name="Treatment Room 1")])

@@ -21,9 +21,10 @@ import requests
 from selenium.webdriver.common.by import By
 
 from monitor.accounts import audit, tokens, users
-from monitor.model.config import Config, parse_config
+from monitor.model.config import Config
 from monitor.model.keys import Keys as ClinicKeys
-from tests.dashboard_support import click_css, fill, http_login, login, served_dashboard, wait_for
+from tests.configs import config_mapping, parsed, room_entry, serial_device
+from tests.dashboard_support import click_css, fill, http_login, login, served_dashboard, wait_page
 
 pytestmark = pytest.mark.browser
 PW = {"nina": "nurse-pass-1", "sta": "station-pass-1", "ada": "admin-pass-1"}
@@ -43,13 +44,9 @@ if (!window.__vwBodies) {
 
 def make_cfg(clinic: str, redis_url: str, tmp: str) -> Config:
     """One room; lockout after 3 wrong passwords."""
-    return parse_config({
-        "clinic": {"id": clinic, "name": "Test"},
-        "redis": {"url": redis_url}, "mqtt": {"url": "mqtt://127.0.0.1:1883"},
-        "data": {"dir": tmp}, "dashboard": {"lockout_failures": 3},
-        "rooms": [{"id": "room-1", "name": "Room 1", "devices": [
-            {"id": "oxi-1", "protocol": "masimo-ascii", "transport": "serial", "port": "/dev/null"}]}],
-    }, source="test.toml")
+    return parsed(config_mapping(clinic, redis_url=redis_url, mqtt_url="mqtt://127.0.0.1:1883", data_dir=tmp,
+                                 dashboard={"lockout_failures": 3},
+                                 rooms=[room_entry("room-1", serial_device("oxi-1"), name="Room 1")]))
 
 
 @pytest.fixture(scope="module")
@@ -87,17 +84,17 @@ def account(c: redis.Redis, k: ClinicKeys, name: str) -> dict[str, Any]:
 def act(d: Any, button: str, expect: str) -> None:
     """Press one of the admin page's buttons and wait for its message."""
     click_css(d, f"#{button}")
-    wait_for(lambda: expect in text_of(d, "users-msg"), 10, f"message {expect!r}")
+    wait_page(lambda: expect in text_of(d, "users-msg"), 10, f"message {expect!r}")
 
 
 def test_nurse_changes_own_password(env: dict[str, Any]) -> None:
     d, c, k = env["driver"], env["client"], env["keys"]
     login(d, env["url"], "nina", PW["nina"], path="/account")
     d.get(env["url"] + "/account")
-    wait_for(lambda: d.find_element(By.ID, "acct-form").is_displayed(), 15, "account page")
+    wait_page(lambda: d.find_element(By.ID, "acct-form").is_displayed(), 15, "account page")
     assert text_of(d, "acct-name") == "nina" and text_of(d, "acct-role") == "nurse"
     assert text_of(d, "acct-logins").startswith("this sign-in ")
-    nav = wait_for(lambda: d.find_element(By.CLASS_NAME, "vw-nav").text, 15, "nav bar")
+    nav = wait_page(lambda: d.find_element(By.CLASS_NAME, "vw-nav").text, 15, "nav bar")
     assert "My account" in nav and "Users" not in nav
 
     def submit(current: str, new: str, again: str, expect: str) -> None:
@@ -105,7 +102,7 @@ def test_nurse_changes_own_password(env: dict[str, Any]) -> None:
         fill(d, "acct-new", new)
         fill(d, "acct-new2", again)
         click_css(d, "#acct-submit")
-        wait_for(lambda: expect in text_of(d, "acct-msg"), 10, f"message {expect!r}")
+        wait_page(lambda: expect in text_of(d, "acct-msg"), 10, f"message {expect!r}")
 
     submit("not-my-password", "nina-new-pass", "nina-new-pass", "Refused: the current password is wrong.")
     submit(PW["nina"], "nina-new-pass", "nina-other-pass", "Refused: the new passwords do not match.")
@@ -127,8 +124,8 @@ def test_admin_manages_accounts(env: dict[str, Any]) -> None:
     d, c, k = env["driver"], env["client"], env["keys"]
     login(d, env["url"], "ada", PW["ada"], path="/admin/users")
     d.get(env["url"] + "/admin/users")
-    wait_for(lambda: cell(d, "nina", "role") == "nurse", 15, "users table")
-    nav = wait_for(lambda: d.find_element(By.CLASS_NAME, "vw-nav").text, 15, "nav bar")
+    wait_page(lambda: cell(d, "nina", "role") == "nurse", 15, "users table")
+    nav = wait_page(lambda: d.find_element(By.CLASS_NAME, "vw-nav").text, 15, "nav bar")
     assert "Users" in nav and "My account" in nav
     d.execute_script(CAPTURE_JS)
 
@@ -136,7 +133,7 @@ def test_admin_manages_accounts(env: dict[str, Any]) -> None:
     fill(d, "users-add-name", "neo")
     fill(d, "users-add-pw", "neo-pass-1")
     act(d, "users-add", "Added neo (nurse).")
-    wait_for(lambda: cell(d, "neo", "state") == "enabled", 10, "neo in the table")
+    wait_page(lambda: cell(d, "neo", "state") == "enabled", 10, "neo in the table")
     assert account(c, k, "neo")["role"] == "nurse"
     assert sign_in(env, "neo", "neo-pass-1")[0] == 303
     # a duplicate is refused with the reason
@@ -146,7 +143,7 @@ def test_admin_manages_accounts(env: dict[str, Any]) -> None:
 
     # pick neo from the table; reset the password
     click_css(d, "#users-table tr[data-vw-user='neo'] button")
-    wait_for(lambda: d.find_element(By.ID, "users-target").get_attribute("value") == "neo", 10, "neo selected")
+    wait_page(lambda: d.find_element(By.ID, "users-target").get_attribute("value") == "neo", 10, "neo selected")
     fill(d, "users-pw", "neo-pass-2")
     act(d, "users-reset", "Password reset for neo")
     assert sign_in(env, "neo", "neo-pass-1")[0] == 401
@@ -155,18 +152,18 @@ def test_admin_manages_accounts(env: dict[str, Any]) -> None:
     # role change
     click_css(d, "#users-role input[value=director]")
     act(d, "users-setrole", "neo is now director.")
-    wait_for(lambda: cell(d, "neo", "role") == "director", 10, "role in the table")
+    wait_page(lambda: cell(d, "neo", "role") == "director", 10, "role in the table")
     assert account(c, k, "neo")["role"] == "director"
 
     # disable: sign-in refused and an existing sign-in stops at once; enable: works again
     status, neo_web = sign_in(env, "neo", "neo-pass-2")
     assert status == 303 and neo_web.get(env["url"] + "/api/v1/me", timeout=10).json()["name"] == "neo"
     act(d, "users-disable", "neo disabled")
-    wait_for(lambda: cell(d, "neo", "state") == "disabled", 10, "disabled in the table")
+    wait_page(lambda: cell(d, "neo", "state") == "disabled", 10, "disabled in the table")
     assert sign_in(env, "neo", "neo-pass-2")[0] == 401
     assert neo_web.get(env["url"] + "/api/v1/me", timeout=10).status_code == 401
     act(d, "users-enable", "neo enabled.")
-    wait_for(lambda: cell(d, "neo", "state") == "enabled", 10, "enabled in the table")
+    wait_page(lambda: cell(d, "neo", "state") == "enabled", 10, "enabled in the table")
     assert sign_in(env, "neo", "neo-pass-2")[0] == 303
 
     # real failed sign-ins (lockout_failures = 3) make this place back off; the table shows
@@ -175,12 +172,12 @@ def test_admin_manages_accounts(env: dict[str, Any]) -> None:
         assert sign_in(env, "neo", "wrong-guess")[0] == 401
     assert sign_in(env, "neo", "neo-pass-2")[0] == 429  # backing off: even the right password
     d.get(env["url"] + "/admin/users")
-    wait_for(lambda: cell(d, "neo", "lock").startswith("backing off until"), 15, "backoff shown")
+    wait_page(lambda: cell(d, "neo", "lock").startswith("backing off until"), 15, "backoff shown")
     assert cell(d, "neo", "failures") == "4"  # three checked, one refused unchecked
     d.execute_script(CAPTURE_JS)
     fill(d, "users-target", "neo")
     act(d, "users-unlock", "neo: sign-in failures cleared.")
-    wait_for(lambda: cell(d, "neo", "lock") == "—", 10, "backoff cleared in the table")
+    wait_page(lambda: cell(d, "neo", "lock") == "—", 10, "backoff cleared in the table")
     assert sign_in(env, "neo", "neo-pass-2")[0] == 303
 
     # an API token (scopes, lifetime, label), shown once, works as a Bearer token; it is
@@ -195,11 +192,11 @@ def test_admin_manages_accounts(env: dict[str, Any]) -> None:
     assert token not in json.dumps(c.hgetall(k.tokens))  # only its digest is stored
     tid = tokens.token_digest(token)[:12]
     row = f"#users-tokens tr[data-vw-token='{tid}']"
-    wait_for(lambda: "wall display" in d.find_element(By.CSS_SELECTOR, row).text, 10, "token listed")
+    wait_page(lambda: "wall display" in d.find_element(By.CSS_SELECTOR, row).text, 10, "token listed")
     assert "read" in d.find_element(By.CSS_SELECTOR, row + " td[data-vw-field=scopes]").text
     assert "acknowledge" not in d.find_element(By.CSS_SELECTOR, row + " td[data-vw-field=scopes]").text
     click_css(d, row + " button")
-    wait_for(lambda: f"Token {tid} revoked." in text_of(d, "users-msg"), 10, "revoked")
+    wait_page(lambda: f"Token {tid} revoked." in text_of(d, "users-msg"), 10, "revoked")
     assert requests.get(env["url"] + "/api/v1/me", headers={"Authorization": f"Bearer {token}"},
                         timeout=10).status_code == 401
     act(d, "users-token", "API token issued for neo")  # one more, for the audit order below
@@ -248,7 +245,7 @@ def test_nurse_and_station_cannot_manage_users(env: dict[str, Any]) -> None:
 
     # in the browser: the nurse gets the refusal page, and no Users link
     login(d, url, "nina", PW["nina"])
-    nav = wait_for(lambda: d.find_element(By.CLASS_NAME, "vw-nav").text, 15, "nav bar")
+    nav = wait_page(lambda: d.find_element(By.CLASS_NAME, "vw-nav").text, 15, "nav bar")
     assert "My account" in nav and "Users" not in nav
     d.get(url + "/admin/users")
     body_text = d.find_element(By.TAG_NAME, "body").text

@@ -18,7 +18,7 @@ from monitor.alarms.model import Cond, Desired, Rule, TechRule, alert_id, room_o
 from monitor.alarms.rules import build_rules, technical_rules
 from monitor.model.config import parse_config
 from monitor.model.readings import Reading
-from tests.conftest import base_config
+from tests.configs import config_mapping
 
 T0 = 1_795_813_200_000
 HR = Rule("hr", low=50, high=120, priority="medium", delay_ms=6000, hysteresis=3, latching=False)
@@ -241,7 +241,7 @@ def test_reconcile_raises_updates_quietly_and_clears():
 
 
 def test_rules_merge_defaults_room_session_and_latching():
-    cfg = parse_config({**base_config("c1"), "alarms": {"defaults": {"hr": {"high": 130}},
+    cfg = parse_config({**config_mapping("c1"), "alarms": {"defaults": {"hr": {"high": 130}},
                                                         "rooms": {"room-1": {"hr": {"delay_s": 2}}}},
                         "alerts": {"latching": {"high": True, "medium": True, "low": False}}})
     rules, problems = build_rules(cfg, "room-1", {"hr": '{"high": 140}', "spo2": '{"low": 85}',

@@ -22,7 +22,10 @@ import pytest
 from monitor.alarms.model import alert_id, event_from_fields
 from monitor.model.codec import to_fields
 from monitor.model.readings import Reading
+from tests.configs import config_mapping, mqtt_device, room_entry
+from tests.configs import write_config as write_config_file
 from tests.servers import kill_quietly
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 ROOMS = ["room-1", "room-2", "room-3"]
@@ -31,42 +34,13 @@ PLAN = [80] * 5 + [130] * 10 + [80] * 5 + [130] * 10 + [80] * 5
 
 
 def write_config(tmp: Path, clinic: str, redis_url: str, mqtt_url: str) -> Path:
-    rooms = "".join(
-        f'[[rooms]]\nid = "{r}"\n  [[rooms.devices]]\n  id = "oxi-{r[-1]}"\n  protocol = "json"\n'
-        f'  transport = "mqtt"\n  topic = "vw-live/{r}"\n' for r in ROOMS)
-    text = f"""
-[clinic]
-id = "{clinic}"
-[redis]
-url = "{redis_url}"
-[mqtt]
-url = "{mqtt_url}"
-alerts_topic = "vw-live/alerts"
-[data]
-dir = "{tmp / 'data'}"
-[archive]
-url = "sqlite:///{tmp / 'archive.db'}"
-[alerts]
-owner_ttl_s = 1.5
-heartbeat_stale_s = 3
-{rooms}
-[alarms.defaults]
-hr = {{ low = 50, high = 120, priority = "medium", delay_s = 3, hysteresis = 3 }}
-"""
-    path = tmp / "vitalwatch.toml"
-    path.write_text(text)
-    return path
-
-
-def wait_for(pred, timeout_s: float, what: str):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+    return write_config_file(tmp / "vitalwatch.toml", config_mapping(
+        clinic, redis_url=redis_url, mqtt_url=mqtt_url, data_dir=tmp / "data",
+        archive_url=f"sqlite:///{tmp / 'archive.db'}",
+        rooms=[room_entry(r, mqtt_device(f"oxi-{r[-1]}", "json", f"vw-live/{r}")) for r in ROOMS],
+        mqtt={"alerts_topic": "vw-live/alerts"},
+        alerts={"owner_ttl_s": 1.5, "heartbeat_stale_s": 3},
+        alarms={"defaults": {"hr": {"low": 50, "high": 120, "priority": "medium", "delay_s": 3, "hysteresis": 3}}}))
 
 
 @pytest.mark.slow

@@ -10,11 +10,11 @@ from monitor.alarms.reminders import reminder_conditions
 from monitor.alarms.rules import technical_rules
 from monitor.alarms.technical import device_conditions, device_quiet_s, monitoring_state
 from monitor.model.config import parse_config
-from tests.conftest import base_config
+from tests.configs import config_mapping
 
 T0 = 1_795_813_200_000
 MIN = 60_000
-CFG = parse_config({**base_config("c1"), "rooms": [{"id": "room-1", "devices": [
+CFG = parse_config({**config_mapping("c1"), "rooms": [{"id": "room-1", "devices": [
     {"id": "oxi-1", "protocol": "masimo-ascii", "transport": "serial", "port": "/dev/null"},
     {"id": "nibp-1", "protocol": "nibp-un300", "transport": "serial", "port": "/dev/null", "cycle_s": 300,
      "cycle_by_phase_s": {"dosing": 300, "observation": 900}},

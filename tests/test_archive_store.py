@@ -12,6 +12,7 @@ from monitor.sessions import archive
 from monitor.sessions import lifecycle as sessions
 from monitor.sessions.archive_schema import LATEST, readings, schema_version
 from tests.archive_fixtures import archive_url, pg_url, sqlite_url  # noqa: F401
+from tests.configs import config_mapping, write_config
 from tests.session_seed import room_config, seed_session
 
 
@@ -163,9 +164,9 @@ def test_purge_and_backup(rclient, keys, cfg, tmp_path):
 def test_archive_cli_backup_and_purge(rclient, keys, redis_url, sqlite_url, tmp_path, capsys):  # noqa: F811
     from monitor.app.cli import main
 
-    conf = tmp_path / "vw.toml"
-    conf.write_text(f'[clinic]\nid = "{keys.clinic}"\n[redis]\nurl = "{redis_url}"\n'
-                    f'[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n[archive]\nurl = "{sqlite_url}"\nretention_days = 1\n')
+    conf = write_config(tmp_path / "vw.toml", config_mapping(
+        keys.clinic, redis_url=redis_url, mqtt_url="mqtt://127.0.0.1:1883", archive_url=sqlite_url,
+        archive={"retention_days": 1}, rooms=[]))
     archive.open_archive(sqlite_url)
     assert main(["archive", "backup", "-c", str(conf), "--user", "admin", "-o", str(tmp_path / "b.db")]) == 0
     assert (tmp_path / "b.db").exists()

@@ -14,14 +14,15 @@ from typing import Any
 import pytest
 from selenium.webdriver.common.by import By
 
-from monitor.model.config import Config, parse_config
+from monitor.model.config import Config
+from tests.configs import config_mapping, mqtt_device, parsed, room_entry, serial_device
 from tests.dashboard_support import (
     dom_value,
     inject_alert,
     login,
     now_ms,
     served_dashboard,
-    wait_for,
+    wait_page,
 )
 
 pytestmark = pytest.mark.browser
@@ -30,23 +31,12 @@ PASSWORDS = {"nina": "nurse-pass-1", "dora": "director-pass-1", "sta": "station-
 
 def make_cfg(clinic: str, redis_url: str, tmp: str) -> Config:
     """Three rooms: a serial oximeter, a serial NIBP (cycle 300 s), an MQTT monitor."""
-    return parse_config({
-        "clinic": {"id": clinic, "name": "Test"},
-        "redis": {"url": redis_url}, "mqtt": {"url": "mqtt://127.0.0.1:1883"},
-        "data": {"dir": tmp},
-        "rooms": [
-            {"id": "room-1", "name": "Room 1", "devices": [
-                {"id": "oxi-1", "protocol": "masimo-ascii", "transport": "serial", "port": "/dev/null"}]},
-            {"id": "room-2", "name": "Room 2", "devices": [
-                {"id": "nibp-2", "protocol": "nibp-un300", "transport": "serial", "port": "/dev/null",
-                 "cycle_s": 300}]},
-            {"id": "room-3", "name": "Room 3", "devices": [
-                {"id": "mon-3", "protocol": "json", "transport": "mqtt", "topic": "vw-test/room-3/mon-3"}]},
-            {"id": "room-4", "name": "Room 4", "devices": [
-                {"id": "mon-4", "protocol": "json", "transport": "mqtt", "topic": "vw-test/room-4/mon-4"},
-                {"id": "nibp-4", "protocol": "nibp-un300", "transport": "serial", "port": "/dev/null",
-                 "cycle_s": 300}]},
-        ]}, source="test.toml")
+    return parsed(config_mapping(clinic, redis_url=redis_url, mqtt_url="mqtt://127.0.0.1:1883", data_dir=tmp, rooms=[
+        room_entry("room-1", serial_device("oxi-1"), name="Room 1"),
+        room_entry("room-2", serial_device("nibp-2", "nibp-un300", cycle_s=300), name="Room 2"),
+        room_entry("room-3", mqtt_device("mon-3", "json", "vw-test/room-3/mon-3"), name="Room 3"),
+        room_entry("room-4", mqtt_device("mon-4", "json", "vw-test/room-4/mon-4"),
+             serial_device("nibp-4", "nibp-un300", cycle_s=300), name="Room 4")]))
 
 
 @pytest.fixture(scope="module")
@@ -82,10 +72,10 @@ def test_login_then_overview_values_equal_redis(env: dict[str, Any]) -> None:
     for room, metric in (("room-1", "hr"), ("room-1", "spo2"), ("room-2", "sbp"), ("room-2", "dbp"),
                          ("room-2", "map"), ("room-3", "hr"), ("room-3", "rr")):
         want = latest_in_redis(env, room, metric)
-        wait_for(lambda r=room, m=metric, w=want: dom_value(d, r, m) == w, 10, f"{room} {metric} = {want}")
+        wait_page(lambda r=room, m=metric, w=want: dom_value(d, r, m) == w, 10, f"{room} {metric} = {want}")
     # live: a new value replaces the old one without reloading
     xadd(env, "room-1", "oxi-1", hr=101)
-    wait_for(lambda: dom_value(d, "room-1", "hr") == "101", 10, "pushed HR 101")
+    wait_page(lambda: dom_value(d, "room-1", "hr") == "101", 10, "pushed HR 101")
     assert "nina (nurse)" in d.find_element(By.ID, "app-who").text
 
 
@@ -94,16 +84,16 @@ def test_breach_turns_tile_red_lists_alert_and_acknowledge_records_user(env: dic
     login(d, env["url"], "nina", PASSWORDS["nina"])
     xadd(env, "room-2", "nibp-2", sbp=196, dbp=101, map=133)
     rec = inject_alert(env["client"], env["keys"], "room-2", "sbp", "high", 196, 180, dev="nibp-2")
-    tile = wait_for(lambda: d.find_element(By.ID, "ov-tile-room-2").get_attribute("data-alert") == "high"
+    tile = wait_page(lambda: d.find_element(By.ID, "ov-tile-room-2").get_attribute("data-alert") == "high"
                     and d.find_element(By.ID, "ov-tile-room-2"), 10, "red tile")
     assert d.execute_script("return VW.blinkHalfMs.high") == 250  # 2 Hz flashing
     bg = "return getComputedStyle(arguments[0]).backgroundColor"
-    wait_for(lambda: d.execute_script(bg, tile) == "rgb(239, 83, 80)", 5, "flash on")
-    wait_for(lambda: d.execute_script(bg, tile) == "rgb(255, 205, 210)", 5, "flash off")
-    row = wait_for(lambda: d.find_element(By.CSS_SELECTOR, f"[data-alert-id='{rec['alert']}']"), 10, "alert row")
+    wait_page(lambda: d.execute_script(bg, tile) == "rgb(239, 83, 80)", 5, "flash on")
+    wait_page(lambda: d.execute_script(bg, tile) == "rgb(255, 205, 210)", 5, "flash off")
+    row = wait_page(lambda: d.find_element(By.CSS_SELECTOR, f"[data-alert-id='{rec['alert']}']"), 10, "alert row")
     assert "SBP high 196" in row.text and "HIGH" in row.text
     row.find_element(By.CSS_SELECTOR, "button[data-act=acknowledge]").click()
-    stored = wait_for(lambda: json.loads(env["client"].hget(env["keys"].active_alerts("room-2"), rec["alert"]))
+    stored = wait_page(lambda: json.loads(env["client"].hget(env["keys"].active_alerts("room-2"), rec["alert"]))
                       if json.loads(env["client"].hget(env["keys"].active_alerts("room-2"), rec["alert"]))
                       .get("acknowledged_by") else None, 10, "acknowledged in Redis")
     assert stored["acknowledged_by"] == "nina"
@@ -111,7 +101,7 @@ def test_breach_turns_tile_red_lists_alert_and_acknowledge_records_user(env: dic
     assert any(e["event"] == "acknowledged" and e["user"] == "nina" for e in events)
     audit_rows = [f for _i, f in env["client"].xrange(env["keys"].audit) if f["action"] == "alert.acknowledge"]
     assert any(a["user"] == "nina" and rec["alert"] in a["details"] for a in audit_rows)
-    wait_for(lambda: "acknowledged by nina" in d.find_element(
+    wait_page(lambda: "acknowledged by nina" in d.find_element(
         By.CSS_SELECTOR, f"[data-alert-id='{rec['alert']}']").text, 10, "ack shown")
     env["client"].delete(env["keys"].active_alerts("room-2"))
 
@@ -129,8 +119,8 @@ def test_stale_values_look_stale(env: dict[str, Any]) -> None:
             "return document.querySelector('[data-vw-part=value][data-vw-room=\"'+arguments[0]+'\"]"
             "[data-vw-metric=\"'+arguments[1]+'\"]').getAttribute('data-vw-stale')", room, metric)
 
-    wait_for(lambda: dom_value(d, "room-4", "rr") == "15" and stale("room-4", "hr") == "1", 10, "stale HR")
-    wait_for(lambda: dom_value(d, "room-4", "sbp") == "118", 10, "BP shown")
+    wait_page(lambda: dom_value(d, "room-4", "rr") == "15" and stale("room-4", "hr") == "1", 10, "stale HR")
+    wait_page(lambda: dom_value(d, "room-4", "sbp") == "118", 10, "BP shown")
     assert stale("room-4", "sbp") == "0"
     assert stale("room-1", "hr") == "0"
     style = d.execute_script("var e=document.querySelector('[data-vw-room=\"room-4\"][data-vw-metric=\"hr\"]"
@@ -142,18 +132,18 @@ def test_station_acknowledge_asks_for_a_nurse(env: dict[str, Any]) -> None:
     d = env["driver"]
     login(d, env["url"], "sta", PASSWORDS["sta"])
     rec = inject_alert(env["client"], env["keys"], "room-1", "spo2", "high", 84, 90, dev="oxi-1")
-    row = wait_for(lambda: d.find_element(By.CSS_SELECTOR, f"[data-alert-id='{rec['alert']}']"), 10, "alert row")
+    row = wait_page(lambda: d.find_element(By.CSS_SELECTOR, f"[data-alert-id='{rec['alert']}']"), 10, "alert row")
     row.find_element(By.CSS_SELECTOR, "button[data-act=acknowledge]").click()
-    wait_for(lambda: d.find_element(By.ID, "vw-modal").is_displayed(), 5, "who-is-acting prompt")
+    wait_page(lambda: d.find_element(By.ID, "vw-modal").is_displayed(), 5, "who-is-acting prompt")
     d.find_element(By.ID, "vw-ack-user").send_keys("nina")
     d.find_element(By.ID, "vw-ack-pass").send_keys("wrong-password")
     d.find_element(By.ID, "vw-ack-submit").click()
-    wait_for(lambda: "Wrong" in d.find_element(By.ID, "vw-ack-msg").text, 5, "refusal shown")
+    wait_page(lambda: "Wrong" in d.find_element(By.ID, "vw-ack-msg").text, 5, "refusal shown")
     assert json.loads(env["client"].hget(env["keys"].active_alerts("room-1"), rec["alert"]))["acknowledged_by"] is None
     d.find_element(By.ID, "vw-ack-pass").clear()
     d.find_element(By.ID, "vw-ack-pass").send_keys(PASSWORDS["nina"])
     d.find_element(By.ID, "vw-ack-submit").click()
-    wait_for(lambda: json.loads(env["client"].hget(env["keys"].active_alerts("room-1"), rec["alert"]))
+    wait_page(lambda: json.loads(env["client"].hget(env["keys"].active_alerts("room-1"), rec["alert"]))
              .get("acknowledged_by") == "nina", 10, "acknowledged as the nurse, not the station")
     env["client"].delete(env["keys"].active_alerts("room-1"))
 
@@ -172,13 +162,13 @@ def test_room_page_trend_limits_and_live_extend(env: dict[str, Any]) -> None:
     for i in range(5):
         xadd(env, "room-1", "oxi-1", ts_ms=now_ms() - (5 - i) * 1000, hr=80 + i, spo2=96)
     d.get(env["url"] + "/room/room-1")
-    wait_for(lambda: d.execute_script("return !!document.querySelector('#room-trend .js-plotly-plot')"), 15, "trend")
+    wait_page(lambda: d.execute_script("return !!document.querySelector('#room-trend .js-plotly-plot')"), 15, "trend")
     names = d.execute_script("var gd=document.querySelector('#room-trend .js-plotly-plot');"
                              "return (gd.layout.shapes||[]).map(function(s){return s.name||''})")
     assert "limit-hr-high" in names and "limit-spo2-low" in names
     n0 = d.execute_script("return document.querySelector('#room-trend .js-plotly-plot').data[0].x.length")
     xadd(env, "room-1", "oxi-1", hr=91, spo2=97)
-    wait_for(lambda: d.execute_script(
+    wait_page(lambda: d.execute_script(
         "return document.querySelector('#room-trend .js-plotly-plot').data[0].x.length") > n0, 10, "extendData")
     assert d.execute_script("return document.querySelector('#room-trend .js-plotly-plot').layout.uirevision") == "room-1-15"
 
@@ -186,20 +176,20 @@ def test_room_page_trend_limits_and_live_extend(env: dict[str, Any]) -> None:
 def test_sound_starts_on_click_repeats_until_acknowledged_and_is_reported(env: dict[str, Any]) -> None:
     d = env["driver"]
     login(d, env["url"], "nina", PASSWORDS["nina"])
-    button = wait_for(lambda: d.find_element(By.ID, "app-sound"), 10, "nav")
+    button = wait_page(lambda: d.find_element(By.ID, "app-sound"), 10, "nav")
     assert "sound off" in button.text.lower()  # visible sign before the autoplay click
     button.click()
-    wait_for(lambda: d.execute_script("return VW.audio.ctx && VW.audio.ctx.state") == "running", 5, "audio on")
-    wait_for(lambda: "Sound on" in d.find_element(By.ID, "app-sound").text, 5, "sound-on label")
-    screens = wait_for(lambda: [json.loads(v) for v in env["client"].hvals(env["keys"].screens)
+    wait_page(lambda: d.execute_script("return VW.audio.ctx && VW.audio.ctx.state") == "running", 5, "audio on")
+    wait_page(lambda: "Sound on" in d.find_element(By.ID, "app-sound").text, 5, "sound-on label")
+    screens = wait_page(lambda: [json.loads(v) for v in env["client"].hvals(env["keys"].screens)
                                 if json.loads(v).get("sound_on")], 10, "screen reported with sound on")
     assert screens[0]["user"] == "nina"
     rec = inject_alert(env["client"], env["keys"], "room-3", "rr", "medium", 5, 8, dev="mon-3")
-    wait_for(lambda: d.execute_script("return VW.audio.playing") == "medium", 10, "medium alarm sounding")
-    plays = wait_for(lambda: d.execute_script("return VW.audio.plays"), 10, "a play")
+    wait_page(lambda: d.execute_script("return VW.audio.playing") == "medium", 10, "medium alarm sounding")
+    plays = wait_page(lambda: d.execute_script("return VW.audio.plays"), 10, "a play")
     d.execute_script("VW.audio.lastPlayMs = {}")  # skip the 8 s wait between medium bursts
-    wait_for(lambda: d.execute_script("return VW.audio.plays") > plays, 5, "the pattern repeats")
-    row = wait_for(lambda: d.find_element(By.CSS_SELECTOR, f"[data-alert-id='{rec['alert']}']"), 10, "row")
+    wait_page(lambda: d.execute_script("return VW.audio.plays") > plays, 5, "the pattern repeats")
+    row = wait_page(lambda: d.find_element(By.CSS_SELECTOR, f"[data-alert-id='{rec['alert']}']"), 10, "row")
     row.find_element(By.CSS_SELECTOR, "button[data-act=pause]").click()
-    wait_for(lambda: d.execute_script("return VW.audio.playing") is None, 10, "silent while paused")
+    wait_page(lambda: d.execute_script("return VW.audio.playing") is None, 10, "silent while paused")
     env["client"].delete(env["keys"].active_alerts("room-3"))

@@ -12,7 +12,7 @@ from selenium.webdriver.common.by import By
 from dashboard.app import Served
 from monitor.accounts import users
 from monitor.model.keys import Keys
-from tests.dashboard_support import Beats, chromium, login, wait_for
+from tests.dashboard_support import Beats, chromium, login, wait_page
 from tests.servers import RedisProc
 from tests.test_dashboard_browser import make_cfg
 
@@ -36,23 +36,23 @@ def test_not_monitoring_when_redis_stops_engine_goes_silent_or_server_goes(redis
     driver = chromium()
     try:
         login(driver, served.url, "nina", "nurse-pass-1")
-        wait_for(lambda: banner(driver) == "", 10, "monitoring (no banner)")
+        wait_page(lambda: banner(driver) == "", 10, "monitoring (no banner)")
         # 1. the alert engine and ingest stop heartbeating
         beats.stop()
-        text = wait_for(lambda: banner(driver), 30, "banner for stale heartbeats")
+        text = wait_page(lambda: banner(driver), 30, "banner for stale heartbeats")
         assert text.startswith("NOT MONITORING") and "Alert engine" in text
         beats = Beats(client, keys).start()
-        wait_for(lambda: banner(driver) == "", 10, "monitoring again")
+        wait_page(lambda: banner(driver) == "", 10, "monitoring again")
         # 2. Redis stops
         redis_proc.kill()
-        text = wait_for(lambda: banner(driver), 10, "banner for Redis down")
+        text = wait_page(lambda: banner(driver), 10, "banner for Redis down")
         assert "NOT MONITORING" in text and "Redis unreachable" in text
         assert driver.find_element(By.ID, "vw-banner").value_of_css_property("position") == "sticky"
         redis_proc.start()
-        wait_for(lambda: banner(driver) == "", 20, "monitoring after Redis returns")
+        wait_page(lambda: banner(driver) == "", 20, "monitoring after Redis returns")
         # 3. the dashboard server goes away: the browser itself notices
         served.stop()
-        text = wait_for(lambda: banner(driver), 10, "banner for a lost connection")
+        text = wait_page(lambda: banner(driver), 10, "banner for a lost connection")
         assert "connection to the server lost" in text
     finally:
         driver.quit()

@@ -20,7 +20,8 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from monitor.store.embedded import free_port
-from tests.dashboard_support import chromium, login, wait_for
+from tests.dashboard_support import chromium, login, wait_page
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -145,9 +146,9 @@ def test_demo_runs_everything_and_stops_cleanly(demo) -> None:
             return driver.find_element(By.ID, f"ov-tile-room-{i}").text
 
         for i in range(1, 5):
-            wait_for(lambda i=i: re.search(r"\b\d{2,3}\b", tile_text(i)), 20, f"numbers on room-{i}")
+            wait_page(lambda i=i: re.search(r"\b\d{2,3}\b", tile_text(i)), 20, f"numbers on room-{i}")
         before = tile_text(1)
-        wait_for(lambda: tile_text(1) != before, 15, "room-1 tile changing")
+        wait_page(lambda: tile_text(1) != before, 15, "room-1 tile changing")
         driver.save_screenshot(str(Path(os.environ.get("VW_SHOTS", "/tmp")) / "demo-overview.png"))
     finally:
         driver.quit()

@@ -40,7 +40,9 @@ from monitor.model.keys import Keys
 from monitor.sessions.review import fmt_duration, fmt_value
 from monitor.store.embedded import free_port
 from monitor.store.streams import read_range
-from tests.dashboard_support import chromium, login, wait_for
+from tests.configs import config_mapping, mqtt_device, room_entry, serial_device
+from tests.configs import write_config as write_config_file
+from tests.dashboard_support import chromium, login, wait_page
 from tests.servers import MosquittoProc, kill_quietly
 
 pytestmark = pytest.mark.browser
@@ -60,36 +62,12 @@ CSV_METRICS = ("hr", "spo2", "sbp", "dbp", "map", "rr", "temp", "pi")
 
 def write_config(tmp: Path, clinic: str, redis_url: str, mqtt_url: str) -> Path:
     """One room: a serial Masimo oximeter (pty) and an MQTT json NIBP (5-simulated-min cycle)."""
-    path = tmp / "vitalwatch.toml"
-    path.write_text(f"""
-[clinic]
-id = "{clinic}"
-name = "E2E Clinic"
-timezone = "UTC"
-[redis]
-url = "{redis_url}"
-[mqtt]
-url = "{mqtt_url}"
-[data]
-dir = "{tmp / 'data'}"
-[archive]
-url = "sqlite:///{tmp / 'archive.db'}"
-[[rooms]]
-id = "{ROOM}"
-name = "Treatment Room 1"
-  [[rooms.devices]]
-  id = "oxi-1"
-  protocol = "masimo-ascii"
-  transport = "serial"
-  port = "{tmp / 'tty' / 'oxi-1'}"
-  [[rooms.devices]]
-  id = "nibp-1"
-  protocol = "json"
-  transport = "mqtt"
-  topic = "vw-e2e/{clinic}/nibp-1"
-  silence_s = 60
-""")
-    return path
+    return write_config_file(tmp / "vitalwatch.toml", config_mapping(
+        {"id": clinic, "name": "E2E Clinic", "timezone": "UTC"}, redis_url=redis_url, mqtt_url=mqtt_url,
+        data_dir=tmp / "data", archive_url=f"sqlite:///{tmp / 'archive.db'}",
+        rooms=[room_entry(ROOM, serial_device("oxi-1", port=tmp / "tty" / "oxi-1"),
+                    mqtt_device("nibp-1", "json", f"vw-e2e/{clinic}/nibp-1", silence_s=60),
+                    name="Treatment Room 1")]))
 
 
 class Cli:
@@ -186,7 +164,7 @@ def test_intranasal_session_nurse_to_director(tmp_path, clinic_id, keys, rclient
                       "--dose-mg", "56", "--user", "nurse1").strip().splitlines()[-1]
         assert rclient.hget(keys.session(sid), "state") == "open"
         cli.run("session", "bp", "--session", sid, "--sbp", "128", "--dbp", "80", "--user", "nurse1")
-        dose = wait_for(lambda: next((r for r in read_truth(truth_file) if r["kind"] == "dose"), None)
+        dose = wait_page(lambda: next((r for r in read_truth(truth_file) if r["kind"] == "dose"), None)
                         if truth_file.exists() else None, 30, "the simulator's dose")
         at = datetime.fromtimestamp(dose["ts_ms"] / 1000, UTC).isoformat(timespec="milliseconds")
         cli.run("session", "dose", "--session", sid, "--at", at, "--dose-mg", "56", "--user", "nurse1")
@@ -201,16 +179,16 @@ def test_intranasal_session_nurse_to_director(tmp_path, clinic_id, keys, rclient
         def raised() -> dict[str, str] | None:
             return next((e for e in alert_events(rclient, keys) if e["event"] == "raised" and e.get("metric") == "sbp"
                          and e["priority"] == "high" and e["room"] == ROOM), None)
-        alert = wait_for(raised, 75, "a high SBP alert raised")
+        alert = wait_page(raised, 75, "a high SBP alert raised")
 
         # --- acknowledged through the HTTP API with a bearer token --------------------------------
-        wait_for(lambda: urllib.request.urlopen(f"{base}/health", timeout=2).status == 200, 30, "dashboard up")
+        wait_page(lambda: urllib.request.urlopen(f"{base}/health", timeout=2).status == 200, 30, "dashboard up")
         req = urllib.request.Request(f"{base}/api/v1/alerts/{alert['alert']}/acknowledge", data=b"{}", method="POST",
                                      headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as resp:
             state = json.load(resp)
         assert state["acknowledged_by"] == "nurse1"
-        acked = wait_for(lambda: next((e for e in alert_events(rclient, keys) if e["event"] == "acknowledged"
+        acked = wait_page(lambda: next((e for e in alert_events(rclient, keys) if e["event"] == "acknowledged"
                                        and e["alert"] == alert["alert"]), None), 10, "acknowledged event")
         assert acked["user"] == "nurse1"
 
@@ -242,16 +220,16 @@ def test_intranasal_session_nurse_to_director(tmp_path, clinic_id, keys, rclient
 
         driver = chromium()
         login(driver, base, "dr-e2e", DIRECTOR_PW, "/review")  # a deep link as the first page
-        table = wait_for(lambda: driver.find_element(By.ID, "review-table"), 20, "review list")
+        table = wait_page(lambda: driver.find_element(By.ID, "review-table"), 20, "review list")
         assert len(driver.find_elements(By.CSS_SELECTOR, "#review-table tr.review-row")) == 2
         driver.find_element(By.ID, "review-patient").send_keys(PATIENT, KeyPress.ENTER)
-        wait_for(lambda: is_stale(table), 20, "the filtered list")  # the filter callback replaced it
-        rows = wait_for(lambda: [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#review-table tr.review-row")],
+        wait_page(lambda: is_stale(table), 20, "the filtered list")  # the filter callback replaced it
+        rows = wait_page(lambda: [r.text for r in driver.find_elements(By.CSS_SELECTOR, "#review-table tr.review-row")],
                         20, "rows")
         assert len(rows) == 1 and PATIENT in rows[0] and ROOM in rows[0], rows
         assert "1/" in rows[0]  # one high-priority episode (the list's H/M/L column)
         driver.find_element(By.CSS_SELECTOR, f"#review-row-{sid} a").click()
-        wait_for(lambda: driver.find_element(By.ID, "review-patient-id").text == PATIENT, 20, "session page")
+        wait_page(lambda: driver.find_element(By.ID, "review-patient-id").text == PATIENT, 20, "session page")
         assert driver.current_url.endswith(f"/review/{sid}")
         assert driver.find_element(By.ID, "review-v-sbp-max").text == fmt_value(sbp_max)
         # the alert log: one row per episode (raised, priority, alert, acknowledged by, after, cleared)

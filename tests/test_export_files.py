@@ -13,35 +13,15 @@ from monitor.app.cli import main
 from monitor.sessions import archive, review
 from monitor.sessions.review import fmt_duration, fmt_value
 from tests.archive_fixtures import sqlite_url  # noqa: F401
+from tests.configs import config_mapping, mqtt_device, room_entry, serial_device, write_config
 from tests.session_seed import seed_session
 
 
 def _config_file(tmp_path: Path, clinic: str, redis_url: str, archive_url: str) -> str:
-    p = tmp_path / "vw.toml"
-    p.write_text(f"""
-[clinic]
-id = "{clinic}"
-timezone = "America/Denver"
-[redis]
-url = "{redis_url}"
-[mqtt]
-url = "mqtt://127.0.0.1:1883"
-[archive]
-url = "{archive_url}"
-[[rooms]]
-id = "room-1"
-  [[rooms.devices]]
-  id = "oxi-1"
-  protocol = "masimo-ascii"
-  transport = "serial"
-  port = "/dev/null"
-  [[rooms.devices]]
-  id = "nibp-1"
-  protocol = "json"
-  transport = "mqtt"
-  topic = "vw/room-1/nibp-1"
-""")
-    return str(p)
+    return str(write_config(tmp_path / "vw.toml", config_mapping(
+        {"id": clinic, "timezone": "America/Denver"}, redis_url=redis_url, mqtt_url="mqtt://127.0.0.1:1883",
+        archive_url=archive_url,
+        rooms=[room_entry("room-1", serial_device("oxi-1"), mqtt_device("nibp-1", "json", "vw/room-1/nibp-1"))])))
 
 
 @pytest.fixture

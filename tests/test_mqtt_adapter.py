@@ -21,8 +21,8 @@ from tests.mqtt_support import (
     mosquitto_pub,
     mqtt_config,
     running_adapter,
-    wait_for,
 )
+from tests.waiting import wait_for
 
 
 def entries(rclient: redis.Redis, key: str) -> list[dict[str, str]]:

@@ -14,8 +14,9 @@ from monitor.model.clock import now_ms
 from monitor.model.mqtt_acl import acl_users
 from monitor.store.embedded import start_broker
 from monitor.store.status import read_status
-from tests.mqtt_support import T_MON1, T_MON2, mqtt_config, running_adapter, stream_ts, wait_for
+from tests.mqtt_support import T_MON1, T_MON2, mqtt_config, running_adapter, stream_ts
 from tests.servers import MosquittoProc
+from tests.waiting import wait_for
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from devices.mqtt_adapter import AckSequencer, device_state
 from devices.mqtt_plan import parse_status, plan_subscriptions, slot_client_id
 from devices.transports.mqtt import MqttUrlError, parse_url
 from monitor.model.config import parse_config
-from tests.conftest import base_config
+from tests.configs import config_mapping
 
 
 def cfg_with(mqtt: dict | None = None, extra_room: bool = False):
@@ -20,7 +20,7 @@ def cfg_with(mqtt: dict | None = None, extra_room: bool = False):
     if extra_room:
         rooms.append({"id": "room-2", "devices": [
             {"id": "mon-2", "protocol": "json", "transport": "mqtt", "topic": "vitalwatch/room-2/mon-2"}]})
-    return parse_config(base_config("c1", rooms=rooms, mqtt=mqtt or {}))
+    return parse_config(config_mapping("c1", rooms=rooms, mqtt=mqtt or {}))
 
 
 def test_plan_all_devices_watches_first_levels_without_overlap():

@@ -24,10 +24,10 @@ from tests.mqtt_support import (
     mqtt_config,
     running_adapter,
     stream_ts,
-    wait_for,
     write_toml,
 )
 from tests.servers import RedisProc
+from tests.waiting import wait_for
 
 VITALWATCH = str(Path(sys.executable).with_name("vitalwatch"))
 

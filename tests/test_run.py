@@ -13,7 +13,8 @@ import urllib.request
 from pathlib import Path
 
 from monitor.store.embedded import free_port
-from tests.dashboard_support import wait_for
+from tests.configs import config_mapping, mqtt_device, room_entry, write_config
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,24 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_run_supervises_roles_and_stops_in_order(tmp_path: Path) -> None:
     port = free_port()
     data = tmp_path / "data"
-    conf = tmp_path / "clinic.toml"
-    conf.write_text(f"""
-[clinic]
-id = "runtest"
-[data]
-dir = "{data}"
-[archive]
-url = "sqlite:///{tmp_path / 'archive.db'}"
-[dashboard]
-port = {port}
-[[rooms]]
-id = "room-1"
-  [[rooms.devices]]
-  id = "mon-1"
-  protocol = "json"
-  transport = "mqtt"
-  topic = "vitalwatch/room-1/mon-1"
-""")
+    conf = write_config(tmp_path / "clinic.toml", config_mapping(
+        {"id": "runtest"}, data_dir=data, archive_url=f"sqlite:///{tmp_path / 'archive.db'}",
+        dashboard={"port": port}, rooms=[room_entry("room-1", mqtt_device("mon-1", "json", "vitalwatch/room-1/mon-1"))]))
     env = {k: v for k, v in os.environ.items() if not k.startswith("VITALWATCH_")}
     log = tmp_path / "run.log"
     with open(log, "wb") as err:

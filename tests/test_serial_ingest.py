@@ -14,22 +14,17 @@ import pytest
 
 from devices import ingest
 from monitor.model.config import parse_config
+from tests.configs import config_mapping, room_entry
+from tests.configs import write_config as write_config_file
 from tests.fake_serial import MASIMO_LINES, PtyDevice
-from tests.test_serial_supervisor import wait_for
+from tests.waiting import wait_for
 
 SHARED_MQTT = "mqtt://127.0.0.1:1883"
 
 
 def write_config(tmp: Path, clinic: str, redis_url: str, devices: list[dict]) -> Path:
-    lines = [f'[clinic]\nid = "{clinic}"\n', f'[redis]\nurl = "{redis_url}"\n',
-             f'[mqtt]\nurl = "{SHARED_MQTT}"\n', f'[data]\ndir = "{tmp / "data"}"\n',
-             '[[rooms]]\nid = "room-1"\n']
-    for d in devices:
-        lines.append("[[rooms.devices]]\n" + "".join(
-            f"{k} = {v!r}\n".replace("'", '"') for k, v in d.items()))
-    path = tmp / "vitalwatch.toml"
-    path.write_text("\n".join(lines))
-    return path
+    return write_config_file(tmp / "vitalwatch.toml", config_mapping(
+        clinic, redis_url=redis_url, mqtt_url=SHARED_MQTT, data_dir=tmp / "data", rooms=[room_entry("room-1", *devices)]))
 
 
 def start_ingest(config: Path, *extra: str) -> subprocess.Popen:

@@ -20,18 +20,7 @@ from monitor.model.ratelimit import RejectLimiter
 from monitor.model.readings import Refusal
 from monitor.store.streams import StreamWriter
 from tests.fake_serial import CAPTURE, MASIMO_LINES, NibpResponder, PtyDevice
-
-
-def wait_for(pred: Callable[[], Any], timeout_s: float = 15.0, what: str = "condition") -> Any:
-    """Poll until `pred()` is truthy (a wait, not a timing assertion)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        got = pred()
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
+from tests.waiting import wait_for
 
 
 class Rig:

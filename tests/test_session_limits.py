@@ -22,7 +22,7 @@ from monitor.sessions import lifecycle as sessions
 from monitor.sessions.limits import apply_limit, describe, effective_limits, limit_spec, read_raw
 from monitor.store import heartbeat
 from monitor.store.status import publish_status
-from tests.conftest import base_config
+from tests.configs import config_mapping, room_entry, serial_device, write_config
 
 T0 = 1_795_813_200_000
 
@@ -60,7 +60,7 @@ def test_limit_spec_refuses_with_a_clear_message(args, message):
 
 
 def test_effective_limits_layers_and_marks_session_fields():
-    cfg = parse_config(base_config("x", alarms={"defaults": {"sbp": {"priority": "medium"}},
+    cfg = parse_config(config_mapping("x", alarms={"defaults": {"sbp": {"priority": "medium"}},
                                                 "rooms": {"room-1": {"sbp": {"high": 170}}}}), source="t.toml")
     eff = effective_limits(cfg, "room-1", {})
     assert (eff["sbp"]["low"], eff["sbp"]["high"], eff["sbp"]["priority"]) == (90, 170, "medium")
@@ -160,27 +160,10 @@ def test_engine_raises_and_holds_by_the_session_override(rclient, keys, cfg):
 
 # --- CLI --------------------------------------------------------------------------------
 def _write_cfg(tmp_path: Path, clinic_id: str, redis_url: str) -> str:
-    p = tmp_path / "vw.toml"
-    p.write_text(f"""
-[clinic]
-id = "{clinic_id}"
-[redis]
-url = "{redis_url}"
-[mqtt]
-url = "mqtt://127.0.0.1:1883"
-[archive]
-url = "sqlite:///{tmp_path / 'archive.db'}"
-[[rooms]]
-id = "room-1"
-  [[rooms.devices]]
-  id = "oxi-1"
-  protocol = "masimo-ascii"
-  transport = "serial"
-  port = "/dev/null"
-[alarms.rooms.room-1]
-sbp = {{ high = 170 }}
-""")
-    return str(p)
+    return str(write_config(tmp_path / "vw.toml", config_mapping(
+        {"id": clinic_id}, redis_url=redis_url, mqtt_url="mqtt://127.0.0.1:1883",
+        archive_url=f"sqlite:///{tmp_path / 'archive.db'}", alarms={"rooms": {"room-1": {"sbp": {"high": 170}}}},
+        rooms=[room_entry("room-1", serial_device("oxi-1"))])))
 
 
 def test_cli_session_limit_set_clear_and_errors(rclient, keys, clinic_id, redis_url, tmp_path, capsys):

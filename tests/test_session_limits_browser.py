@@ -20,9 +20,10 @@ from selenium.webdriver.common.by import By
 
 from monitor.accounts import audit
 from monitor.alarms.engine import Worker
-from monitor.model.config import Config, parse_config
+from monitor.model.config import Config
 from monitor.sessions import lifecycle as sessions
-from tests.dashboard_support import click, fill, http_login, login, now_ms, served_dashboard, wait_for
+from tests.configs import config_mapping, parsed, room_entry, serial_device
+from tests.dashboard_support import click, fill, http_login, login, now_ms, served_dashboard, wait_page
 
 pytestmark = pytest.mark.browser
 PW = {"nina": "nurse-pass-1", "sta": "station-pass-1"}
@@ -43,14 +44,10 @@ if (!window.__vwBodies) {
 
 def make_cfg(clinic: str, redis_url: str, tmp: str) -> Config:
     """One room with an oximeter and an NIBP; SBP high 180 by default."""
-    return parse_config({
-        "clinic": {"id": clinic, "name": "Test"},
-        "redis": {"url": redis_url}, "mqtt": {"url": "mqtt://127.0.0.1:1883"},
-        "data": {"dir": tmp}, "archive": {"url": f"sqlite:///{tmp}/archive.db"},
-        "rooms": [{"id": ROOM, "name": "Room 1", "devices": [
-            {"id": "oxi-1", "protocol": "masimo-ascii", "transport": "serial", "port": "/dev/null"},
-            {"id": "nibp-1", "protocol": "nibp-un300", "transport": "serial", "port": "/dev/null", "cycle_s": 300}]}],
-    }, source="test.toml")
+    return parsed(config_mapping(clinic, redis_url=redis_url, mqtt_url="mqtt://127.0.0.1:1883", data_dir=tmp,
+                                 archive_url=f"sqlite:///{tmp}/archive.db", rooms=[room_entry(
+                                     ROOM, serial_device("oxi-1"), serial_device("nibp-1", "nibp-un300", cycle_s=300),
+                                     name="Room 1")]))
 
 
 @pytest.fixture(scope="module")
@@ -107,8 +104,8 @@ def test_nurse_sets_sbp_high_190_engine_uses_it_and_others_cannot(env: dict[str,
     c.xadd(k.vitals(ROOM), {"ts": str(now_ms() - 2000), "dev": "nibp-1", "sbp": "150", "dbp": "90", "map": "110"})
     login(d, env["url"], "nina", PW["nina"])
     d.get(env["url"] + f"/room/{ROOM}")
-    wait_for(lambda: d.find_element(By.ID, "room-lim-form").is_displayed(), 15, "session limits form")
-    wait_for(lambda: limit_line(d, "limit-sbp-high") == 180, 15, "trend limit line at the config's 180")
+    wait_page(lambda: d.find_element(By.ID, "room-lim-form").is_displayed(), 15, "session limits form")
+    wait_page(lambda: limit_line(d, "limit-sbp-high") == 180, 15, "trend limit line at the config's 180")
     assert table_cell(d, "sbp", "high") == ("180", "0")
     d.execute_script(CAPTURE_JS)
 
@@ -116,22 +113,22 @@ def test_nurse_sets_sbp_high_190_engine_uses_it_and_others_cannot(env: dict[str,
     fill(d, "room-lim-low", "200")
     fill(d, "room-lim-high", "100")
     click(d, "room-lim-apply")
-    wait_for(lambda: "low (200) must be below high (100)" in message(d)[0], 10, "low ≥ high refused")
+    wait_page(lambda: "low (200) must be below high (100)" in message(d)[0], 10, "low ≥ high refused")
     assert message(d)[0].startswith("Refused:") and "color: rgb(198, 40, 40)" in message(d)[1]
     fill(d, "room-lim-low", "")
     fill(d, "room-lim-high", "400")
     click(d, "room-lim-apply")
-    wait_for(lambda: "sbp high 400 is outside the accepted range 40–300 mmHg" in message(d)[0], 10, "range refused")
+    wait_page(lambda: "sbp high 400 is outside the accepted range 40–300 mmHg" in message(d)[0], 10, "range refused")
     assert c.hgetall(k.session_limits(sid)) == {}
 
     # SBP high 190 for this session
     fill(d, "room-lim-high", "190")
     click(d, "room-lim-apply")
-    wait_for(lambda: message(d)[0].startswith("Set by nina: sbp: low 90 · high 190*"), 10, "applied")
+    wait_page(lambda: message(d)[0].startswith("Set by nina: sbp: low 90 · high 190*"), 10, "applied")
     assert json.loads(c.hget(k.session_limits(sid), "sbp")) == {"high": 190.0}
-    wait_for(lambda: table_cell(d, "sbp", "high") == ("190 session", "1"), 10, "table marks the override")
+    wait_page(lambda: table_cell(d, "sbp", "high") == ("190 session", "1"), 10, "table marks the override")
     assert table_cell(d, "sbp", "low") == ("90", "0")
-    wait_for(lambda: limit_line(d, "limit-sbp-high") == 190, 10, "trend limit line moved to 190")
+    wait_page(lambda: limit_line(d, "limit-sbp-high") == 190, 10, "trend limit line moved to 190")
     entry = next(a for a in audit.entries(c, k) if a["action"] == "session.limit")
     assert entry["user"] == "nina" and entry["details"] == {"session": sid, "metric": "sbp", "limit": {"high": 190.0}}
     assert entry["ts"] > 0
@@ -160,25 +157,25 @@ def test_nurse_sets_sbp_high_190_engine_uses_it_and_others_cannot(env: dict[str,
     # the station screen: sees the limits in force, not the form; a forced click is refused
     login(d, env["url"], "sta", PW["sta"])
     d.get(env["url"] + f"/room/{ROOM}")
-    wait_for(lambda: d.find_element(By.ID, "room-lim-note").text.startswith("Changing this session's limits needs"),
+    wait_page(lambda: d.find_element(By.ID, "room-lim-note").text.startswith("Changing this session's limits needs"),
              15, "station note")
     assert not d.find_element(By.ID, "room-lim-form").is_displayed()
     assert table_cell(d, "sbp", "high") == ("190 session", "1")
     d.execute_script("document.getElementById('room-lim-apply').click()")
-    wait_for(lambda: message(d)[0].startswith("Refused: changing a session's limits needs the nurse role"),
+    wait_page(lambda: message(d)[0].startswith("Refused: changing a session's limits needs the nurse role"),
              10, "station refused")
     assert json.loads(c.hget(k.session_limits(sid), "sbp")) == {"high": 190.0}
 
     # back as the nurse: clear the override; the room's limits come back
     login(d, env["url"], "nina", PW["nina"])
     d.get(env["url"] + f"/room/{ROOM}")
-    wait_for(lambda: d.find_element(By.ID, "room-lim-form").is_displayed(), 15, "form again")
+    wait_page(lambda: d.find_element(By.ID, "room-lim-form").is_displayed(), 15, "form again")
     click(d, "room-lim-clear")
-    wait_for(lambda: "cleared by nina" in message(d)[0], 10, "cleared")
+    wait_page(lambda: "cleared by nina" in message(d)[0], 10, "cleared")
     assert c.hgetall(k.session_limits(sid)) == {}
-    wait_for(lambda: limit_line(d, "limit-sbp-high") == 180, 10, "trend back at 180")
+    wait_page(lambda: limit_line(d, "limit-sbp-high") == 180, 10, "trend back at 180")
 
     # ending the session from the page hides the form (the overrides end with the session)
     click(d, "room-end")
-    wait_for(lambda: not d.find_element(By.ID, "room-lim-form").is_displayed(), 20, "form hidden after end")
+    wait_page(lambda: not d.find_element(By.ID, "room-lim-form").is_displayed(), 20, "form hidden after end")
     assert "no open session" in d.find_element(By.ID, "room-lim-note").text

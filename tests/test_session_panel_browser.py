@@ -33,7 +33,7 @@ from tests.dashboard_support import (
     login,
     now_ms,
     served_dashboard,
-    wait_for,
+    wait_page,
 )
 from tests.test_session_limits_browser import CAPTURE_JS, make_cfg
 
@@ -116,42 +116,42 @@ def test_nurse_runs_a_session_from_the_room_page_station_cannot(env: dict[str, A
     d, c, k, cfg = env["driver"], env["client"], env["keys"], env["cfg"]
     login(d, env["url"], "nina", PW["nina"])
     d.get(env["url"] + f"/room/{ROOM}")
-    wait_for(lambda: d.find_element(By.ID, "room-start-form").is_displayed(), 15, "start form")
+    wait_page(lambda: d.find_element(By.ID, "room-start-form").is_displayed(), 15, "start form")
     d.execute_script(CAPTURE_JS)
 
     # the start form lists the room's devices with their status; Start waits for the tick
     listed = [li.get_attribute("data-vw-confirm-dev") for li in d.find_elements(By.CSS_SELECTOR, "#room-confirm-devs li")]
     assert listed == ["oxi-1", "nibp-1"]
     chips = d.find_element(By.CSS_SELECTOR, "#room-start-form [data-vw-part=devices]")
-    wait_for(lambda: "oxi-1 online" in chips.text and "nibp-1 unknown" in chips.text, 10, "device status chips")
+    wait_page(lambda: "oxi-1 online" in chips.text and "nibp-1 unknown" in chips.text, 10, "device status chips")
     start = d.find_element(By.ID, "room-start")
     assert start.get_attribute("disabled") is not None
     fill(d, "room-patient", "MRN-77")
     d.find_element(By.CSS_SELECTOR, "#room-devices-ok input[type=checkbox]").click()
-    wait_for(lambda: start.get_attribute("disabled") is None, 5, "Start enabled after the tick")
+    wait_page(lambda: start.get_attribute("disabled") is None, 5, "Start enabled after the tick")
     click(d, "room-start")
-    wait_for(lambda: "started by nina; devices confirmed: oxi-1 (online), nibp-1 (unknown)" in msg(d)[0],
+    wait_page(lambda: "started by nina; devices confirmed: oxi-1 (online), nibp-1 (unknown)" in msg(d)[0],
              15, "started")
     sid = sessions.open_session_for_room(c, k, ROOM)
     assert sid and sid in msg(d)[0]
     conf = events(c, k, sid, "devices_confirmed")
     assert len(conf) == 1 and conf[0]["user"] == "nina"
     assert [(x["id"], x["state"]) for x in conf[0]["devices"]] == [("oxi-1", "online"), ("nibp-1", "unknown")]
-    wait_for(lambda: d.find_element(By.ID, "room-open-form").is_displayed(), 10, "open-session controls")
-    wait_for(lambda: any(r.startswith(tuple("0123456789")) and "Devices confirmed" in r and "nina" in r
+    wait_page(lambda: d.find_element(By.ID, "room-open-form").is_displayed(), 10, "open-session controls")
+    wait_page(lambda: any(r.startswith(tuple("0123456789")) and "Devices confirmed" in r and "nina" in r
                          for r in event_rows(d)), 10, "devices_confirmed in the events list")
 
     # the engine's reminder for this session shows beside the controls
     engine_tick(cfg, c, k)
     rem = d.find_element(By.ID, "room-reminders")
-    wait_for(lambda: "BP check due before dosing" in rem.text, 10, "pre-dose BP reminder")
+    wait_page(lambda: "BP check due before dosing" in rem.text, 10, "pre-dose BP reminder")
 
     # dose
     fill(d, "room-dose-mg", "56")
     click(d, "room-dose")
-    wait_for(lambda: msg(d)[0] == "Dose recorded by nina.", 10, "dose recorded")
+    wait_page(lambda: msg(d)[0] == "Dose recorded by nina.", 10, "dose recorded")
     assert [(e["dose_mg"], e["user"]) for e in events(c, k, sid, "dose")] == [(56.0, "nina")]
-    wait_for(lambda: "marker-dose" in shape_names(d) and "dose 56 mg" in trend_annotations(d), 10, "dose marker")
+    wait_page(lambda: "marker-dose" in shape_names(d) and "dose 56 mg" in trend_annotations(d), 10, "dose marker")
 
     # bad BPs are refused on screen, in red, and nothing is stored
     for sbp, dbp, reason in (("90", "95", "diastolic (95) must be below systolic (90)"),
@@ -162,7 +162,7 @@ def test_nurse_runs_a_session_from_the_room_page_station_cannot(env: dict[str, A
         fill(d, "room-bp-sbp", sbp)
         fill(d, "room-bp-dbp", dbp)
         click(d, "room-bp")
-        wait_for(lambda: reason in msg(d)[0], 10, f"refused: {reason}")  # noqa: B023 (waited on here)
+        wait_page(lambda: reason in msg(d)[0], 10, f"refused: {reason}")  # noqa: B023 (waited on here)
         assert msg(d)[0].startswith("Refused:") and "color: rgb(198, 40, 40)" in msg(d)[1]
     assert events(c, k, sid, "bp") == []
 
@@ -170,27 +170,27 @@ def test_nurse_runs_a_session_from_the_room_page_station_cannot(env: dict[str, A
     fill(d, "room-bp-sbp", "150")
     fill(d, "room-bp-dbp", "95")
     click(d, "room-bp")
-    wait_for(lambda: msg(d)[0] == "BP 150/95 mmHg recorded by nina.", 10, "BP recorded")
+    wait_page(lambda: msg(d)[0] == "BP 150/95 mmHg recorded by nina.", 10, "BP recorded")
     assert "color: rgb(46, 125, 50)" in msg(d)[1]
     assert [(e["sbp"], e["dbp"], e["user"]) for e in events(c, k, sid, "bp")] == [(150, 95, "nina")]
-    wait_for(lambda: "marker-bp" in shape_names(d) and "BP 150/95" in trend_annotations(d), 10, "BP-check marker")
-    wait_for(lambda: any("BP check" in r and "150/95 mmHg (manual)" in r and r.endswith("nina")
+    wait_page(lambda: "marker-bp" in shape_names(d) and "BP 150/95" in trend_annotations(d), 10, "BP-check marker")
+    wait_page(lambda: any("BP check" in r and "150/95 mmHg (manual)" in r and r.endswith("nina")
                          for r in event_rows(d)), 10, "BP in the events list")
     # the reminder engine sees the BP too: the pre-dose reminder is gone, the observation one runs
     engine_tick(cfg, c, k)
-    wait_for(lambda: "Minimum observation" in rem.text and "before dosing" not in rem.text, 10, "reminders updated")
+    wait_page(lambda: "Minimum observation" in rem.text and "before dosing" not in rem.text, 10, "reminders updated")
 
     # ready to leave (with a detail)
     fill(d, "room-obs-text", "steady gait")
     click_css(d, "button[data-vw-obs=ready_to_leave]")
-    wait_for(lambda: msg(d)[0] == "Ready to leave recorded by nina.", 10, "observation recorded")
+    wait_page(lambda: msg(d)[0] == "Ready to leave recorded by nina.", 10, "observation recorded")
     obs = events(c, k, sid, "observe")
     assert [(e["observation"], e.get("text"), e["user"]) for e in obs] == [("ready_to_leave", "steady gait", "nina")]
     head = sessions.get_session(c, k, sid)
     assert head is not None and head["ready_ms"] == obs[0]["ts"]
-    wait_for(lambda: "Ready to leave" in d.find_element(By.ID, "room-obs-summary").text
+    wait_page(lambda: "Ready to leave" in d.find_element(By.ID, "room-obs-summary").text
              and "(nina)" in d.find_element(By.ID, "room-obs-summary").text, 10, "observation summary")
-    wait_for(lambda: any("Observation" in r and "Ready to leave · steady gait" in r for r in event_rows(d)),
+    wait_page(lambda: any("Observation" in r and "Ready to leave · steady gait" in r for r in event_rows(d)),
              10, "observation in the events list")
 
     # the audit log has every action with the nurse's name
@@ -202,7 +202,7 @@ def test_nurse_runs_a_session_from_the_room_page_station_cannot(env: dict[str, A
 
     # a note added elsewhere (the CLI's core) appears in the list without a reload
     sessions.add_note(c, k, sid, "oscar", "family called")
-    wait_for(lambda: any("family called" in r and r.endswith("oscar") for r in event_rows(d)), 15, "polled events")
+    wait_page(lambda: any("family called" in r and r.endswith("oscar") for r in event_rows(d)), 15, "polled events")
 
     # replays: the start form's tick is checked on the server; station and anonymous refused
     url = env["url"] + "/_dash-update-component"
@@ -222,12 +222,12 @@ def test_nurse_runs_a_session_from_the_room_page_station_cannot(env: dict[str, A
     # the station screen: events and reminders, no controls; a forced click is refused
     login(d, env["url"], "sta", PW["sta"])
     d.get(env["url"] + f"/room/{ROOM}")
-    wait_for(lambda: "Session controls need a nurse sign-in" in d.find_element(By.ID, "room-session-status").text,
+    wait_page(lambda: "Session controls need a nurse sign-in" in d.find_element(By.ID, "room-session-status").text,
              15, "station note")
     assert not d.find_element(By.ID, "room-open-form").is_displayed()
     assert any("150/95" in r for r in event_rows(d))
-    wait_for(lambda: "Minimum observation" in d.find_element(By.ID, "room-reminders").text, 10, "station reminders")
+    wait_page(lambda: "Minimum observation" in d.find_element(By.ID, "room-reminders").text, 10, "station reminders")
     d.execute_script("document.getElementById('room-bp').click()")
-    wait_for(lambda: msg(d)[0] == "Refused: session actions need the nurse role.", 10, "station refused")
+    wait_page(lambda: msg(d)[0] == "Refused: session actions need the nurse role.", 10, "station refused")
     assert len(events(c, k, sid, "bp")) == 1
     sessions.end_session(c, k, cfg, sid, "nina")

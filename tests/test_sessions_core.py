@@ -14,6 +14,7 @@ from monitor.model.clock import now_ms
 from monitor.sessions import lifecycle as sessions
 from monitor.store.status import publish_status
 from tests.archive_fixtures import sqlite_url  # noqa: F401
+from tests.configs import config_mapping, room_entry, serial_device, write_config
 from tests.session_seed import room_config
 
 
@@ -126,25 +127,9 @@ def test_end_archives_frees_room_and_refuses_later_events(rclient, keys, cfg):
 
 
 def _write_cfg(tmp_path: Path, clinic_id: str, redis_url: str, archive_url: str) -> str:
-    p = tmp_path / "vw.toml"
-    p.write_text(f"""
-[clinic]
-id = "{clinic_id}"
-[redis]
-url = "{redis_url}"
-[mqtt]
-url = "mqtt://127.0.0.1:1883"
-[archive]
-url = "{archive_url}"
-[[rooms]]
-id = "room-1"
-  [[rooms.devices]]
-  id = "oxi-1"
-  protocol = "masimo-ascii"
-  transport = "serial"
-  port = "/dev/null"
-""")
-    return str(p)
+    return str(write_config(tmp_path / "vw.toml", config_mapping(
+        {"id": clinic_id}, redis_url=redis_url, mqtt_url="mqtt://127.0.0.1:1883", archive_url=archive_url,
+        rooms=[room_entry("room-1", serial_device("oxi-1"))])))
 
 
 def test_cli_lifecycle_and_exit_codes(rclient, keys, clinic_id, redis_url, sqlite_url, tmp_path, capsys):  # noqa: F811

@@ -8,27 +8,14 @@ import sys
 from pathlib import Path
 
 from monitor.app.cli import main
-from tests.test_sim_links import wait_for
+from tests.configs import config_mapping, room_entry, serial_device, write_config
+from tests.waiting import wait_for
 
 
 def _config(tmp: Path) -> Path:
-    path = tmp / "sim.toml"
-    path.write_text(f'''[clinic]
-id = "simcli"
-[[rooms]]
-id = "room-1"
-  [[rooms.devices]]
-  id = "oxi-1"
-  protocol = "masimo-ascii"
-  transport = "serial"
-  port = "{tmp / 'tty' / 'oxi-1'}"
-  [[rooms.devices]]
-  id = "nibp-1"
-  protocol = "nibp-un300"
-  transport = "serial"
-  port = "{tmp / 'tty' / 'nibp-1'}"
-''')
-    return path
+    return write_config(tmp / "sim.toml", config_mapping({"id": "simcli"}, rooms=[room_entry(
+        "room-1", serial_device("oxi-1", port=tmp / "tty" / "oxi-1"),
+        serial_device("nibp-1", "nibp-un300", tmp / "tty" / "nibp-1"))]))
 
 
 def test_bad_scenario_and_speed_exit_2(tmp_path, capsys):

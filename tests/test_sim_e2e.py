@@ -25,7 +25,9 @@ from devices.simulators.truth import read_truth
 from monitor.model.readings import Reading
 from monitor.store.embedded import free_port
 from monitor.store.streams import read_readings
-from tests.test_sim_links import wait_for
+from tests.configs import config_mapping, mqtt_device, room_entry, serial_device
+from tests.configs import write_config as write_config_file
+from tests.waiting import wait_for
 
 SPEED = 240.0  # 1 wall s = 4 simulated min: the dose at 0.5 s, the hypertensive crossing ~10 s
 SERIAL_TOL_MS = 2000  # serial readings carry the host's receive time, not our send time
@@ -64,60 +66,14 @@ device = "nibp-4"
 
 def write_config(tmp: Path, clinic: str, redis_url: str, mqtt_url: str, tcp_port: int) -> Path:
     tty = tmp / "tty"
-    text = f"""
-[clinic]
-id = "{clinic}"
-[redis]
-url = "{redis_url}"
-[mqtt]
-url = "{mqtt_url}"
-[data]
-dir = "{tmp / 'data'}"
-[[rooms]]
-id = "room-1"
-  [[rooms.devices]]
-  id = "oxi-1"
-  protocol = "masimo-ascii"
-  transport = "serial"
-  port = "{tty / 'oxi-1'}"
-  [[rooms.devices]]
-  id = "nibp-1"
-  protocol = "nibp-un300"
-  transport = "serial"
-  port = "{tty / 'nibp-1'}"
-  cycle_s = 4
-[[rooms]]
-id = "room-2"
-  [[rooms.devices]]
-  id = "oxi-2"
-  protocol = "nonin-df7"
-  transport = "serial"
-  port = "{tty / 'oxi-2'}"
-[[rooms]]
-id = "room-3"
-  [[rooms.devices]]
-  id = "mon-3"
-  protocol = "ansar-b"
-  transport = "serial"
-  port = "socket://127.0.0.1:{tcp_port}"
-[[rooms]]
-id = "room-4"
-  [[rooms.devices]]
-  id = "mon-4"
-  protocol = "json"
-  transport = "mqtt"
-  topic = "vw-e2e/{clinic}/mon-4"
-  silence_s = 3
-  [[rooms.devices]]
-  id = "nibp-4"
-  protocol = "senml"
-  transport = "mqtt"
-  topic = "vw-e2e/{clinic}/nibp-4"
-  silence_s = 3
-"""
-    path = tmp / "vitalwatch.toml"
-    path.write_text(text)
-    return path
+    return write_config_file(tmp / "vitalwatch.toml", config_mapping(
+        {"id": clinic}, redis_url=redis_url, mqtt_url=mqtt_url, data_dir=tmp / "data", rooms=[
+            room_entry("room-1", serial_device("oxi-1", port=tty / "oxi-1"),
+                 serial_device("nibp-1", "nibp-un300", tty / "nibp-1", cycle_s=4)),
+            room_entry("room-2", serial_device("oxi-2", "nonin-df7", tty / "oxi-2")),
+            room_entry("room-3", serial_device("mon-3", "ansar-b", f"socket://127.0.0.1:{tcp_port}")),
+            room_entry("room-4", mqtt_device("mon-4", "json", f"vw-e2e/{clinic}/mon-4", silence_s=3),
+                 mqtt_device("nibp-4", "senml", f"vw-e2e/{clinic}/nibp-4", silence_s=3))]))
 
 
 def vitalwatch(*args: str) -> subprocess.Popen:
@@ -187,8 +143,8 @@ def test_simulate_ingest_redis_agree_with_the_truth(tmp_path, clinic_id, keys, r
     end_ms = truth[-1]["ts_ms"] - 1500
     dose_ms = next(r["ts_ms"] for r in truth if r["kind"] == "dose" and r["room"] == "room-4")
     stored: list[Reading] = []
-    for room in ("room-1", "room-2", "room-3", "room-4"):
-        stored += list(read_readings(rclient, keys, room))
+    for room_id in ("room-1", "room-2", "room-3", "room-4"):
+        stored += list(read_readings(rclient, keys, room_id))
     window = [r for r in truth if r["kind"] == "reading" and ready_ms <= r["ts_ms"] <= end_ms]
 
     # every valid reading arrives once; nothing lost or refused is stored

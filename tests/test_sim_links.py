@@ -12,17 +12,7 @@ from devices.simulators.fixtures import simulated_serial
 from devices.simulators.scenarios import FaultWindow
 from devices.simulators.truth import TruthLog
 from monitor.store.embedded import free_port
-
-
-def wait_for(cond, timeout_s: float = 10.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+from tests.waiting import wait_for
 
 
 def read_until(ser: serial.Serial, pred, timeout_s: float = 10.0) -> bytes:

@@ -15,7 +15,7 @@ from devices.simulators.scenarios import FaultWindow
 from devices.simulators.truth import TruthLog
 from monitor.model.config import parse_config
 from monitor.store.runtime import RuntimeFailure
-from tests.test_sim_links import wait_for
+from tests.waiting import wait_for
 
 
 class Subscriber:
