@@ -10,13 +10,13 @@ broker outage → offline, then the held readings arrive with their own times; c
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+import tomllib
 from pathlib import Path
 
 import redis
@@ -187,4 +187,9 @@ def test_simulate_ingest_redis_agree_with_the_truth(tmp_path, clinic_id, keys, r
         if "sbp" in g.values:
             v = g.values
             assert abs(v["map"] - (v["dbp"] + (v["sbp"] - v["dbp"]) / 3)) <= 1
-    json.dumps([r for r in truth if r["kind"] == "fault"])  # the fault log is plain JSON
+    # the truth log records every scripted fault: a start for each, an end for each window that closed
+    scripted = {(f["device"], f["kind"]) for f in tomllib.loads(TIMELINE)["faults"]}
+    logged = [(r["device"], r["fault"], r["phase"]) for r in truth if r["kind"] == "fault"]
+    assert {(d, f) for d, f, phase in logged if phase == "start"} == scripted, logged
+    windows = {(f["device"], f["kind"]) for f in tomllib.loads(TIMELINE)["faults"] if "duration_s" in f}
+    assert {(d, f) for d, f, phase in logged if phase == "end"} >= windows, logged
