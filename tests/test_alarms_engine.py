@@ -21,6 +21,7 @@ from monitor.model.codec import to_fields
 from monitor.model.readings import Reading
 from monitor.store import heartbeat
 from monitor.store.status import publish_status
+from tests.waiting import wait_for
 
 T0 = 1_795_813_200_000
 
@@ -279,13 +280,13 @@ def test_rooms_are_divided_between_workers(make_config, rclient, keys):
     for step in range(8, 20):
         clock.ms = T0 + step * 700
         b.housekeeping(clock.ms)
-    # leases are real PX timers in Redis, so wait for them by wall clock, bounded
-    import time
-    deadline = time.monotonic() + 10
-    while len(b.rooms) < 4 and time.monotonic() < deadline:
+    # leases are real PX timers in Redis, so they expire by wall clock: wait for that
+    def b_took_over() -> bool:
         clock.ms += 700
         b.housekeeping(clock.ms)
-        time.sleep(0.2)
+        return len(b.rooms) == 4
+
+    wait_for(b_took_over, 10, "b holding all four rooms", interval_s=0.2)
     assert len(b.rooms) == 4
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import queue
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import paho.mqtt.client as mqtt
@@ -13,6 +12,7 @@ import pytest
 
 from monitor.alarms.model import AlertEvent
 from monitor.alarms.outbound import Outbound
+from tests.waiting import wait_for
 
 T0 = 1_795_813_200_000
 
@@ -85,16 +85,12 @@ def test_events_queued_while_broker_is_down_are_delivered_after(mosquitto_proc):
     try:
         assert out.wait_connected(10)
         mosquitto_proc.stop()
-        deadline = time.monotonic() + 10
-        while out._connected.is_set() and time.monotonic() < deadline:
-            time.sleep(0.05)  # let the client notice the broker is gone
+        wait_for(lambda: not out._connected.is_set(), 10, "the client to notice the broker is gone")
         ev = AlertEvent(T0, "room-1", "room-1.-.degraded.1", "escalated", "technical", "high", message="x")
         out.send(ev, 2)  # broker down: held by the client; the webhook is unreachable: counted
         assert out.unconfirmed == 2 and out.stats.acked == 0
         mosquitto_proc.start()
-        deadline = time.monotonic() + 20
-        while out.unconfirmed and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_for(lambda: out.unconfirmed == 0, 20, "both events confirmed after the broker is back")
         assert out.unconfirmed == 0 and out.stats.acked == 2  # the broker confirmed both (PUBACK)
     finally:
         out.close()

@@ -81,9 +81,10 @@ def mqtt_accepts(port: int, user: str | None = None, password: str | None = None
     c.on_disconnect = lambda *_a: done.set()
     c.connect("127.0.0.1", port)
     c.loop_start()
-    done.wait(10)
+    answered = done.wait(10)
     c.loop_stop()
     c.disconnect()
+    assert answered, f"the broker on {port} never answered (neither CONNACK nor a disconnect)"
     return bool(result and result[0])
 
 
@@ -102,7 +103,6 @@ def readable_by_others(root: Path) -> list[str]:
 
 def test_demo_runs_everything_and_stops_cleanly(demo) -> None:
     proc, port, lines, kind = demo
-    t0 = time.monotonic()
     wait_for(lambda: len(_logins(lines)) == 3, 60, "the three login lines")
     out = "\n".join(lines)
     assert f"http://127.0.0.1:{port}/" in out
@@ -119,12 +119,15 @@ def test_demo_runs_everything_and_stops_cleanly(demo) -> None:
         rooms = _api_rooms(port, "nurse", logins["nurse"])["rooms"]
         return rooms if len(rooms) == 4 and all("hr" in r["latest"] for r in rooms) else None
 
-    first = wait_for(all_rooms_have_hr, 60, "hr in all 4 rooms")
-    assert time.monotonic() - t0 < 90
-    time.sleep(2.5)
-    second = _api_rooms(port, "nurse", logins["nurse"])["rooms"]
-    for a, b in zip(first, second, strict=True):  # every room's newest value is newer a few seconds later
-        assert b["latest"]["hr"]["ts"] > a["latest"]["hr"]["ts"], a["id"]
+    first = {r["id"]: r["latest"]["hr"]["ts"] for r in wait_for(all_rooms_have_hr, 60, "hr in all 4 rooms")}
+
+    def rooms_still_updating() -> dict[str, int]:
+        now = {r["id"]: r["latest"]["hr"]["ts"] for r in _api_rooms(port, "nurse", logins["nurse"])["rooms"]}
+        return {} if any(now[room] <= ts for room, ts in first.items()) else now
+
+    # every room's newest value gets newer: the demo keeps feeding all of them (how fast is the
+    # benchmarks' business, not this test's)
+    wait_for(rooms_still_updating, 30, "a newer hr in every room")
 
     health = urllib.request.urlopen(f"http://127.0.0.1:{port}/health").read().decode()
     assert '"redis":true' in health.replace(" ", "")

@@ -23,7 +23,6 @@ import re
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +42,7 @@ from monitor.store.streams import read_range
 from tests.configs import config_mapping, mqtt_device, room_entry, serial_device
 from tests.configs import write_config as write_config_file
 from tests.dashboard_support import chromium, login, wait_page
+from tests.mqtt_support import mosquitto_pub
 from tests.servers import MosquittoProc, kill_quietly
 
 pytestmark = pytest.mark.browser
@@ -197,9 +197,15 @@ def test_intranasal_session_nurse_to_director(tmp_path, clinic_id, keys, rclient
         sim = procs[0]
         sim.send_signal(signal.SIGTERM)
         assert sim.wait(15) == 0, (tmp_path / "simulate.log").read_text()
-        n = -1
-        while n != (n := rclient.xlen(keys.vitals(ROOM))):
-            time.sleep(1.5)  # until ingest has drained what it holds
+        # until ingest has drained what it holds: the oximeter's pty is gone once ingest has read
+        # to its end, and a malformed probe on the NIBP's topic is refused only after every
+        # message published before it (the broker delivers a topic in order)
+        wait_page(lambda: rclient.hget(keys.device_status("oxi-1"), "state") != "online", 30, "oxi-1's end read")
+        nibp_topic = f"vw-e2e/{keys.clinic}/nibp-1"
+        refused_before = sum(1 for _i, f in rclient.xrange(keys.rejects) if f.get("source") == nibp_topic)
+        mosquitto_pub(mqtt.port, nibp_topic, "drain probe: not JSON")
+        wait_page(lambda: sum(1 for _i, f in rclient.xrange(keys.rejects) if f.get("source") == nibp_topic)
+                  > refused_before, 30, "the NIBP drain probe refused")
         out = cli.run("session", "end", "--session", sid, "--user", "nurse1")
         assert "archived" in out
         head = rclient.hgetall(keys.session(sid))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from monitor.model.mqtt_acl import AclUser
 from monitor.model.readings import Reading
 from monitor.store.embedded import start_broker, start_redis
 from monitor.store.streams import StreamWriter, read_readings
+from tests.waiting import wait_for
 
 BINARIES = ["bundled"] + (["system"] if shutil.which("redis-server") else [])
 
@@ -77,20 +79,21 @@ def test_embedded_broker_needs_passwords_keeps_its_acl_and_carries_qos1(tmp_path
         got: list[str] = []
         proto = mqtt.MQTTv311 if srv.version == "3.1.1" else mqtt.MQTTv5
         sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="s", protocol=proto)
+        subscribed = threading.Event()
         sub.username_pw_set("reader", accounts["reader"])
         sub.on_message = lambda c, u, m: got.append(m.topic)
+        sub.on_subscribe = lambda *_a: subscribed.set()
         sub.connect("127.0.0.1", port)
         sub.subscribe("t/#", qos=1)
         sub.loop_start()
-        time.sleep(0.3)
+        assert subscribed.wait(10), "no SUBACK from the broker"  # a message published now reaches us
         for topic in ("t/y", "t/x"):  # t/y is not the writer's: dropped by the broker
             pub = subprocess.run(["mosquitto_pub", "-h", "127.0.0.1", "-p", str(port), "-t", topic, "-m", "{}",
                                   "-q", "1", "-V", "mqttv311", "-u", "writer", "-P", accounts["writer"]],
                                  capture_output=True, timeout=10)
             assert pub.returncode == 0, pub.stderr
-        deadline = time.monotonic() + 5
-        while "t/x" not in got and time.monotonic() < deadline:
-            time.sleep(0.05)
+        # t/x was published after t/y: once it is here, a delivered t/y would be here too
+        wait_for(lambda: "t/x" in got, 10, "t/x delivered")
         assert got == ["t/x"]
         sub.loop_stop()
         sub.disconnect()

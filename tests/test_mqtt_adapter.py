@@ -34,7 +34,7 @@ def test_each_payload_kind_lands_in_its_room_stream(mosquitto_proc, rclient, key
     port = mosquitto_proc.port
     t0 = now_ms() - 60_000
     with running_adapter(cfg, redis_url, mosquitto_proc.url) as adapter:
-        adapter.subscribed.wait(10)
+        assert adapter.subscribed.wait(10), "the adapter never subscribed"
         mosquitto_pub(port, T_MON1, json.dumps({"ts": t0, "hr": 72, "spo2": 98, "flags": ["low_perfusion"]}))
         t_iso = t0 + 500  # sent as ISO-8601 in UTC+01:00: the offset must be honoured
         iso = datetime.fromtimestamp(t_iso / 1000, timezone(timedelta(hours=1))).isoformat(timespec="milliseconds")
@@ -104,7 +104,7 @@ def test_bad_payloads_go_to_rejects_and_the_adapter_keeps_running(
     for topic, payload, extra, _reason in retained:
         mosquitto_pub(port, topic, payload, *extra)
     with running_adapter(cfg, redis_url, mosquitto_proc.url) as adapter:
-        adapter.subscribed.wait(10)
+        assert adapter.subscribed.wait(10), "the adapter never subscribed"
         for topic, payload, extra, _reason in BAD:
             if "-r" not in extra:
                 mosquitto_pub(port, topic, payload, *extra)
@@ -131,7 +131,7 @@ def test_bad_payloads_go_to_rejects_and_the_adapter_keeps_running(
 def test_reject_floods_are_rate_limited_but_counted(mosquitto_proc, rclient, keys, redis_url, tmp_path: Path):
     cfg = mqtt_config(keys.clinic, redis_url, mosquitto_proc.url, tmp_path / "data")
     with running_adapter(cfg, redis_url, mosquitto_proc.url) as adapter:
-        adapter.subscribed.wait(10)
+        assert adapter.subscribed.wait(10), "the adapter never subscribed"
         for _ in range(20):
             mosquitto_pub(mosquitto_proc.port, T_MON2, b"garbage")
         # one reject at once, then one summary carrying the count of the others
@@ -182,7 +182,7 @@ def test_status_topic_and_silence_timeout(mosquitto_proc, rclient, keys, redis_u
         return read_status(rclient, keys, [dev])[dev].get("state")
 
     with running_adapter(cfg, redis_url, mosquitto_proc.url) as adapter:
-        adapter.subscribed.wait(10)
+        assert adapter.subscribed.wait(10), "the adapter never subscribed"
         mosquitto_pub(port, T_MON1, b'{"hr": 70}')
         wait_for(lambda: state("mon-1") == "online", what="online after a valid reading")
         mosquitto_pub(port, T_MON1_STATUS, b'{"state": "offline"}', "-r")  # a last will, retained

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -32,29 +31,41 @@ from tests.waiting import wait_for
 VITALWATCH = str(Path(sys.executable).with_name("vitalwatch"))
 
 
-def assert_exactly_once(client: redis.Redis, keys: Keys, sent: list[int]) -> None:
-    """Every published ts is in room-2's stream, once; nothing else from mon-2 is."""
+def assert_exactly_once(client: redis.Redis, keys: Keys, port: int, sent: list[int]) -> None:
+    """Every published ts is in room-2's stream, once; nothing else from mon-2 is.
+
+    A last message published after all the others is the barrier: the broker delivers a
+    topic's QoS 1 messages in order (redeliveries first), so once it is stored every earlier
+    message, and any duplicate of one, is stored too — counting then needs no sleep."""
     key = keys.vitals("room-2")
-    wait_for(lambda: len(stream_ts(client, key, "mon-2")) >= len(sent), 40, "every message in Redis")
-    time.sleep(0.5)  # a late duplicate would show up now
-    got = stream_ts(client, key, "mon-2")
+    barrier = max(max(sent) + 20, now_ms())
+    mosquitto_pub(port, T_MON2, json.dumps({"ts": barrier, "hr": 99}))
+    wait_for(lambda: barrier in stream_ts(client, key, "mon-2"), 40, "the barrier message in Redis")
+    got = [ts for ts in stream_ts(client, key, "mon-2") if ts != barrier]
     dupes = {ts: n for ts, n in Counter(got).items() if n > 1}
     missing = sorted(set(sent) - set(got))
     assert not missing and not dupes and len(got) == len(sent), (
         f"sent {len(sent)}, stored {len(got)}, missing {missing[:10]}, duplicated {list(dupes)[:10]}")
 
 
+def publish_more(pub: SteadyPublisher, n: int, during: str) -> None:
+    """Let the publisher send `n` more messages: each phase of a test is measured in traffic,
+    not in seconds, so a slow machine still puts as many messages through every phase."""
+    target = len(pub.sent_ts) + n
+    wait_for(lambda: len(pub.sent_ts) >= target, 60, f"{n} more messages published {during}")
+
+
 def test_broker_restarted_mid_stream(mosquitto_proc, rclient, keys, redis_url, tmp_path: Path):
     cfg = mqtt_config(keys.clinic, redis_url, mosquitto_proc.url, tmp_path / "data")
     with running_adapter(cfg, redis_url, mosquitto_proc.url) as adapter:
-        adapter.subscribed.wait(10)
+        assert adapter.subscribed.wait(10), "the adapter never subscribed"
         pub = SteadyPublisher(mosquitto_proc.url, T_MON2)
         pub.start()
-        time.sleep(1.5)
-        mosquitto_proc.restart(down_s=1.0)  # SIGTERM: mosquitto saves sessions and queues
-        time.sleep(2.0)
+        publish_more(pub, 75, "before the restart")
+        mosquitto_proc.restart(down_s=1.0)  # SIGTERM: mosquitto saves sessions and queues; down 1 s
+        publish_more(pub, 100, "after the restart")
         sent = pub.finish()
-        assert_exactly_once(rclient, keys, sent)
+        assert_exactly_once(rclient, keys, mosquitto_proc.port, sent)
         wait_for(lambda: rclient.hget(keys.device_status("mon-2"), "reconnects") == "1",
                  what="the reconnect counted in the device status")
 
@@ -65,16 +76,16 @@ def test_redis_restarted_mid_stream(mosquitto_proc, keys, tmp_path: Path):
     cfg = mqtt_config(keys.clinic, rproc.url, mosquitto_proc.url, tmp_path / "data")
     try:
         with running_adapter(cfg, rproc.url, mosquitto_proc.url) as adapter:
-            adapter.subscribed.wait(10)
+            assert adapter.subscribed.wait(10), "the adapter never subscribed"
             pub = SteadyPublisher(mosquitto_proc.url, T_MON2)
             pub.start()
-            time.sleep(1.5)
+            publish_more(pub, 75, "before Redis goes")
             rproc.kill()  # kill -9; AOF (fsync always) keeps what it acknowledged
-            time.sleep(2.0)
+            publish_more(pub, 100, "while Redis is down")
             rproc.start()
-            time.sleep(1.5)
+            publish_more(pub, 75, "after Redis is back")
             sent = pub.finish()
-            assert_exactly_once(client, keys, sent)
+            assert_exactly_once(client, keys, mosquitto_proc.port, sent)
             assert adapter.writer.stats.reconnects >= 1
     finally:
         client.close()
@@ -104,16 +115,15 @@ def test_ingest_killed_9_while_publishing_then_restarted(mosquitto_proc, rclient
         client_id = rclient.hget(keys.device_status("mon-2"), "client_id")
         pub = SteadyPublisher(mosquitto_proc.url, T_MON2)
         pub.start()
-        time.sleep(1.5)
+        publish_more(pub, 75, "before the kill")
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
-        time.sleep(3.0)  # the publisher keeps going; the broker queues for the session
+        publish_more(pub, 150, "while ingest is down")  # the broker queues them for the session
         proc = _start_ingest(config, log)
-        time.sleep(1.5)
+        publish_more(pub, 75, "while ingest starts again")
         sent = pub.finish()
         pub = None
-        assert len(sent) > 250  # ~6 s at 50/s, more than half of them while ingest was down or starting
-        assert_exactly_once(rclient, keys, sent)
+        assert_exactly_once(rclient, keys, mosquitto_proc.port, sent)
         assert rclient.hget(keys.device_status("mon-2"), "client_id") == client_id  # same session
     finally:
         if pub is not None:

@@ -28,6 +28,7 @@ from monitor.sessions import archive, review
 from monitor.sessions.review import fmt_duration, fmt_value
 from tests.archive_fixtures import sqlite_url  # noqa: F401
 from tests.session_seed import room_config, seed_session
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.browser
 PASSWORD = "correct-horse-battery"
@@ -127,13 +128,11 @@ def _click(drv, css: str, timeout_s: float = 20) -> None:
 
 
 def _download(dl: Path, suffix: str, timeout_s: float = 30) -> Path:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def finished() -> Path | None:
         done = [p for p in dl.glob(f"*{suffix}") if not p.name.endswith(".crdownload")]
-        if done and done[0].stat().st_size > 0:
-            return done[0]
-        time.sleep(0.2)
-    raise AssertionError(f"no {suffix} downloaded into {dl}: {list(dl.glob('*'))}")
+        return done[0] if done and done[0].stat().st_size > 0 else None
+
+    return wait_for(finished, timeout_s, f"a {suffix} download in {dl}")
 
 
 def test_director_finds_reviews_signs_and_exports(served, browser, tmp_path):

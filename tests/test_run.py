@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -55,6 +54,8 @@ def test_run_supervises_roles_and_stops_in_order(tmp_path: Path) -> None:
     assert stop_at >= 0
     # roles stopped while Redis was still there: none lost Redis during shutdown
     assert "Redis unreachable" not in text[stop_at:], text[stop_at:]
-    time.sleep(0.5)
-    left = subprocess.run(["pgrep", "-f", str(data)], capture_output=True, text=True).stdout.strip()
-    assert left == "", f"processes left behind: {left}"
+    # `run` exited 0; its children must all be gone too (waited for: they may take a moment to be reaped)
+    def left_behind() -> str:
+        return subprocess.run(["pgrep", "-f", str(data)], capture_output=True, text=True).stdout.strip()
+
+    wait_for(lambda: left_behind() == "", 15, "no process of this run left behind")

@@ -51,6 +51,13 @@ class Rig:
     def wait_opened(self) -> None:
         wait_for(lambda: self.status().get("detail", "").startswith("opened"), what="port opened")
 
+    def wait_parsed(self, frames: int, timeout_s: float = 30.0) -> None:
+        """Wait until the supervisor has parsed `frames` frames (all the test wrote), then flush
+        the writer: from here on the stream holds all that input will ever produce, so a count
+        is exact without sleeping."""
+        wait_for(lambda: int(self.status().get("frames", 0)) >= frames, timeout_s, f"{frames} frames parsed")
+        assert self.writer.flush(10)
+
     def readings(self) -> Any:
         return [f for _, f in self.r.xrange(self.keys.vitals(self.room.id)) or []]
 
@@ -124,7 +131,6 @@ def test_nonin_bad_checksums_stray_byte_and_sentinels(rig, tmp_path):
         pty.write(make_packet(511, 127))  # sentinels only: nothing to store
         pty.write(make_packet(74, 96))
         wait_for(lambda: any(f.get("hr") == "74" for f in r.readings()), what="recovered reading")
-        time.sleep(1.2)  # Nonin publishes at most once a second: let the held packet go
         pty.write(make_packet(511, 127, status=SNSD))
         wait_for(lambda: any(f.get("flags") == "sensor_off" for f in r.readings()), what="sensor_off")
         for _ in range(4):
@@ -200,8 +206,7 @@ def test_ivy_capture_through_a_pty(rig, tmp_path):
         for i in range(0, len(data), 96):  # in 9600-baud-sized slices, faster than real time
             pty.write(data[i:i + 96])
             time.sleep(0.002)
-        wait_for(lambda: len(r.readings()) >= 27, what="27 stream entries")
-        time.sleep(0.3)
+        r.wait_parsed(27)
         readings = r.readings()
         assert len(readings) == 27  # one reading per whole message
         assert all((f["hr"], f["rr"], f["spo2"]) == ("80", "35", "100") for f in readings)
@@ -218,9 +223,7 @@ def test_long_accelerated_run_exact_count(rig, tmp_path):
         lines = b"".join(b"01/02/24 10:%02d:%02d SPO2=%03d%% BPM=%03d PI=02.00%% ALARM=0000 EXC=000800\r\n"
                          % (i // 60 % 60, i % 60, 90 + i % 10, 60 + i % 50) for i in range(n))
         pty.write(lines)
-        wait_for(lambda: r.r.xlen(r.keys.vitals("room-1")) >= n, timeout_s=60, what=f"{n} readings")
-        r.writer.flush()
-        time.sleep(0.5)
+        r.wait_parsed(n, timeout_s=60)
         assert r.r.xlen(r.keys.vitals("room-1")) == n
         hrs = [int(f["hr"]) for f in r.readings()]
         assert hrs == [60 + i % 50 for i in range(n)]

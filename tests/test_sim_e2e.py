@@ -130,7 +130,10 @@ def test_simulate_ingest_redis_agree_with_the_truth(tmp_path, clinic_id, keys, r
         sim.send_signal(signal.SIGTERM)
         assert sim.wait(15) == 0, sim.stderr.read()
         assert not (tmp_path / "tty" / "oxi-1").exists()  # ptys removed on SIGTERM
-        time.sleep(2.0)  # let ingest drain what is in flight
+        # ingest has drained what was in flight once it has noticed every device's end: the
+        # serial ports gone, the MQTT devices silent
+        wait_for(lambda: all(rclient.hget(keys.device_status(d), "state") != "online" for d in devices),
+                 timeout_s=30, what="every device no longer online after the simulator stopped")
     finally:
         watcher.stop.set()
         if sim.poll() is None:

@@ -86,13 +86,15 @@ def test_nibp_module_answers_real_command_frames_over_a_pty(tmp_path: Path):
         ser.write(_frame(b"01;;"))
         assert _reply(ser).startswith(b"S1;")
         seen = []
-        while True:
+
+        def poll() -> bytes | None:
+            """One status poll, as the host sends it; the reply once the measurement is done."""
             ser.write(_frame(b"18;;"))
-            payload = _reply(ser)
-            seen.append(payload[:2])
-            if payload.startswith(b"S0;"):
-                break
-            time.sleep(0.3)
+            reply = _reply(ser)
+            seen.append(reply[:2])
+            return reply if reply.startswith(b"S0;") else None
+
+        payload = wait_for(poll, 30, "the measurement to finish (S0)", interval_s=0.3)
         ser.write(b"\x0218;;00\x03")  # a bad checksum: the module ignores the frame
         ser.write(_frame(b"18;;"))
         repeat = _reply(ser)

@@ -13,6 +13,7 @@ from monitor.model.keys import Keys
 from monitor.model.readings import Reading, Refusal
 from monitor.store.streams import StreamWriter, read_range, read_readings, tail
 from tests.servers import RedisProc
+from tests.waiting import wait_for
 
 HOUR_MS = 3600_000
 
@@ -103,21 +104,26 @@ def test_redis_down_mid_write_loses_nothing(redis_proc: RedisProc, tmp_path: Pat
     per_s = 2000
     n_total = int((down_s + 4) * per_s)
     produced = threading.Event()
+    written = [0]
 
     def produce() -> None:
         for i in range(n_total):
             w.write(_reading(i, base))
+            written[0] = i + 1
             if i % 200 == 199:
-                time.sleep(0.1)
+                time.sleep(0.1)  # the producer's rate: ~2,000 readings/s
         produced.set()
 
     t = threading.Thread(target=produce)
     t.start()
-    time.sleep(1.0)
+    wait_for(lambda: written[0] >= 2000, what="writing under way")
     redis_proc.kill() if how == "kill" else redis_proc.stop()
-    time.sleep(down_s)
-    assert not w.connected
-    assert not produced.is_set()  # readings kept flowing during the outage
+    wait_for(lambda: not w.connected, what="the writer to see Redis gone")
+    at_outage = written[0]
+    # readings keep flowing while Redis is down: write() does not block on the outage
+    wait_for(lambda: written[0] >= at_outage + 1000, what="1,000 more readings accepted during the outage")
+    time.sleep(down_s)  # the outage lasts this long (a real-world condition, nothing is counted after it)
+    assert not produced.is_set(), "the producer finished during the outage: make n_total larger"
     redis_proc.start()
     t.join(120)
     assert produced.is_set()
