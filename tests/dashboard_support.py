@@ -165,6 +165,31 @@ def served_dashboard(cfg: Any, redis_url: str, accounts: dict[str, tuple[str, st
         client.close()
 
 
+# Records the body of every Dash callback request the page sends (to replay it as others).
+CAPTURE_JS = """
+if (!window.__vwBodies) {
+  window.__vwBodies = [];
+  const orig = window.fetch;
+  window.fetch = function(url, opts) {
+    if (String(url).indexOf('_dash-update-component') >= 0 && opts && opts.body) window.__vwBodies.push(opts.body);
+    return orig.apply(this, arguments);
+  };
+}
+"""
+
+
+def captured_bodies(driver: webdriver.Chrome) -> list[dict[str, Any]]:
+    """The Dash callback request bodies recorded since `CAPTURE_JS` ran on this page."""
+    return [json.loads(b) for b in driver.execute_script("return window.__vwBodies")]
+
+
+def signed_in(base: str, user: str, password: str) -> requests.Session:
+    """An HTTP session signed in through the form (`http_login`), to call routes as that user."""
+    r, s = http_login(base, user, password)
+    assert r.status_code == 303, f"{user} could not sign in: HTTP {r.status_code}"
+    return s
+
+
 def fill(d: Any, element_id: str, text: str) -> None:
     """Type into an input like a person (select all, delete, type): WebElement.clear()
     bypasses React's onChange, so Dash would never see the change."""

@@ -31,6 +31,14 @@ MASIMO_LINES = [
 ]
 
 
+
+def pieces(data: bytes, cuts: list[int]) -> list[bytes]:
+    """`data` split at the offsets in `cuts` (any order; those past the end ignored), as a
+    serial read may deliver it: for feeding a parser in arbitrary chunks."""
+    bounds = [0, *sorted(c for c in cuts if c <= len(data)), len(data)]
+    return [data[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
 class PtyDevice:
     """A pty whose slave is linked at `path`; the test holds the master (the device side)."""
 

@@ -24,22 +24,19 @@ from monitor.accounts import audit, tokens, users
 from monitor.model.config import Config
 from monitor.model.keys import Keys as ClinicKeys
 from tests.configs import config_mapping, parsed, room_entry, serial_device
-from tests.dashboard_support import click_css, fill, http_login, login, served_dashboard, wait_page
+from tests.dashboard_support import (
+    CAPTURE_JS,
+    captured_bodies,
+    click_css,
+    fill,
+    http_login,
+    login,
+    served_dashboard,
+    wait_page,
+)
 
 pytestmark = pytest.mark.browser
 PW = {"nina": "nurse-pass-1", "sta": "station-pass-1", "ada": "admin-pass-1"}
-
-# Records the body of every Dash callback request the page sends (to replay it as others).
-CAPTURE_JS = """
-if (!window.__vwBodies) {
-  window.__vwBodies = [];
-  const orig = window.fetch;
-  window.fetch = function(url, opts) {
-    if (String(url).indexOf('_dash-update-component') >= 0 && opts && opts.body) window.__vwBodies.push(opts.body);
-    return orig.apply(this, arguments);
-  };
-}
-"""
 
 
 def make_cfg(clinic: str, redis_url: str, tmp: str) -> Config:
@@ -55,10 +52,6 @@ def env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
     cfg = make_cfg(clinic, redis_url, str(tmp_path_factory.mktemp("accounts")))
     with served_dashboard(cfg, redis_url, {"nina": ("nurse", PW["nina"]), "sta": ("station", PW["sta"]), "ada": ("admin", PW["ada"])}) as e:
         yield e
-
-
-
-
 
 
 def text_of(d: Any, element_id: str) -> str:
@@ -215,7 +208,7 @@ def test_admin_manages_accounts(env: dict[str, Any]) -> None:
     assert mine == [("user_add", "ada"), ("user_passwd", "ada"), ("user_role", "ada"), ("user_disable", "ada"),
                     ("user_enable", "ada"), ("user_unlock", "ada"), ("token_issue", "ada"), ("token_revoke", "ada"),
                     ("token_issue", "ada")]
-    env["bodies"] = [json.loads(b) for b in d.execute_script("return window.__vwBodies")]
+    env["bodies"] = captured_bodies(d)
 
 
 def test_nurse_and_station_cannot_manage_users(env: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from dashboard.auth import session_digest
 from monitor.accounts import tokens, users
 from monitor.model.keys import Keys
 from monitor.sessions import lifecycle as sessions
+from tests import dashboard_support
 from tests.dashboard_support import csrf_of, http_login, inject_alert, now_ms
 from tests.test_dashboard_browser import make_cfg
 
@@ -44,8 +45,8 @@ def env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
 
 
 def signed_in(env: dict[str, Any], name: str) -> requests.Session:
-    r, s = http_login(env["url"], name, PW[name])
-    assert r.status_code == 303, r.text
+    """Signed in as `name`, sending the header the API asks of scripts."""
+    s = dashboard_support.signed_in(env["url"], name, PW[name])
     s.headers["X-VW-Request"] = "1"
     return s
 

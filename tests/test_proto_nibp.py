@@ -15,6 +15,7 @@ from devices.protocols.nibp_un300 import (
     encode_command,
     encode_reply,
 )
+from tests.fake_serial import pieces
 
 START, MANUAL, STATUS = encode_command("01;;"), encode_command("03;;"), encode_command("18;;")
 EXAMPLE = b"\x02S0;A0;C00;M00;P128082097;R074;T6890;;"
@@ -80,10 +81,9 @@ def test_random_bytes_never_raise(data):
 def test_random_cuts_keep_every_intact_frame(cuts, at, length):
     damaged = STREAM[:at] + STREAM[at + length:]
     parser = NibpParser("bp")
-    bounds = [0, *sorted(c for c in cuts if c <= len(damaged)), len(damaged)]
     got = []
-    for a, b in zip(bounds, bounds[1:], strict=False):
-        got += [r.sbp for r in parser.feed(damaged[a:b])[0]]
+    for piece in pieces(damaged, cuts):
+        got += [r.sbp for r in parser.feed(piece)[0]]
     frame_len = len(STREAM) // 8
     for i in range(8):
         start, end = i * frame_len, (i + 1) * frame_len
@@ -97,6 +97,22 @@ def reply(status, error="00", bp=(121, 79, 93, 72)):
     return r
 
 
+def started(**kw) -> NibpPoller:
+    """A poller connected at 0 s that sent its first START then (a measurement under way)."""
+    p = NibpPoller(**kw)
+    p.connect(0.0)
+    p.tick(0.0)
+    return p
+
+
+def measured_once(cycle_s: float, done_s: float) -> NibpPoller:
+    """A `started` poller whose first measurement was seen (S1 at 1 s) and finished at `done_s`."""
+    p = started(cycle_s=cycle_s)
+    p.on_reply(reply(1), 1.0)
+    p.on_reply(reply(0), done_s)
+    return p
+
+
 def test_connect_manual_mode_then_first_measurement_and_polls():
     p = NibpPoller(cycle_s=300)
     assert p.connect(0.0) == [MANUAL]
@@ -108,9 +124,7 @@ def test_connect_manual_mode_then_first_measurement_and_polls():
 
 
 def test_result_only_after_s1_then_s0():
-    p = NibpPoller(cycle_s=300)
-    p.connect(0.0)
-    p.tick(0.0)
+    p = started(cycle_s=300)
     assert p.on_reply(reply(0, bp=(110, 70, 80, 60)), 0.1) == []  # the old result: not new
     assert p.on_reply(reply(1), 1.0) == []
     (ev,) = p.on_reply(reply(0), 30.0)
@@ -120,27 +134,21 @@ def test_result_only_after_s1_then_s0():
 
 
 def test_s0_accepted_after_grace_without_s1():
-    p = NibpPoller()
-    p.connect(0.0)
-    p.tick(0.0)
+    p = started()
     assert p.on_reply(reply(0), 4.9) == []
     (ev,) = p.on_reply(reply(0), 5.0)
     assert isinstance(ev, Measured)
 
 
 def test_m_error_is_a_failed_measurement():
-    p = NibpPoller()
-    p.connect(0.0)
-    p.tick(0.0)
+    p = started()
     p.on_reply(reply(1), 1.0)
     (ev,) = p.on_reply(reply(0, error="03", bp=(None,) * 4), 20.0)
     assert isinstance(ev, MeasureFailed) and ev.error == "03"
 
 
 def test_timeout_after_120_s():
-    p = NibpPoller()
-    p.connect(0.0)
-    p.tick(0.0)
+    p = started()
     t = 1.0
     while t < 119.5:
         send, events = p.tick(t)
@@ -152,11 +160,7 @@ def test_timeout_after_120_s():
 
 
 def test_idle_polls_every_5_s_and_cycle_restarts():
-    p = NibpPoller(cycle_s=60)
-    p.connect(0.0)
-    p.tick(0.0)
-    p.on_reply(reply(1), 1.0)
-    p.on_reply(reply(0), 10.0)
+    p = measured_once(60, 10.0)
     assert p.tick(12.0) == ([], [])
     assert p.tick(15.0) == ([STATUS], [])
     assert p.tick(20.0) == ([STATUS], [])
@@ -165,11 +169,7 @@ def test_idle_polls_every_5_s_and_cycle_restarts():
 
 
 def test_measure_now_and_set_cycle():
-    p = NibpPoller(cycle_s=900)
-    p.connect(0.0)
-    p.tick(0.0)
-    p.on_reply(reply(1), 1.0)
-    p.on_reply(reply(0), 30.0)
+    p = measured_once(900, 30.0)
     p.request_now()
     assert p.tick(31.0)[0][0] == START
     p.on_reply(reply(1), 32.0)
@@ -180,11 +180,7 @@ def test_measure_now_and_set_cycle():
 
 
 def test_reconnect_does_not_reinflate_within_the_cycle():
-    p = NibpPoller(cycle_s=300)
-    p.connect(0.0)
-    p.tick(0.0)
-    p.on_reply(reply(1), 1.0)
-    p.on_reply(reply(0), 30.0)
+    p = measured_once(300, 30.0)
     assert p.connect(100.0) == [MANUAL]
     assert START not in p.tick(100.0)[0]
     assert START in p.tick(300.0)[0]

@@ -23,23 +23,21 @@ from monitor.alarms.engine import Worker
 from monitor.model.config import Config
 from monitor.sessions import lifecycle as sessions
 from tests.configs import config_mapping, parsed, room_entry, serial_device
-from tests.dashboard_support import click, fill, http_login, login, now_ms, served_dashboard, wait_page
+from tests.dashboard_support import (
+    CAPTURE_JS,
+    captured_bodies,
+    click,
+    fill,
+    login,
+    now_ms,
+    served_dashboard,
+    signed_in,
+    wait_page,
+)
 
 pytestmark = pytest.mark.browser
 PW = {"nina": "nurse-pass-1", "sta": "station-pass-1"}
 ROOM = "room-1"
-
-# Records the body of every Dash callback request the page sends (to replay it as others).
-CAPTURE_JS = """
-if (!window.__vwBodies) {
-  window.__vwBodies = [];
-  const orig = window.fetch;
-  window.fetch = function(url, opts) {
-    if (String(url).indexOf('_dash-update-component') >= 0 && opts && opts.body) window.__vwBodies.push(opts.body);
-    return orig.apply(this, arguments);
-  };
-}
-"""
 
 
 def make_cfg(clinic: str, redis_url: str, tmp: str) -> Config:
@@ -73,19 +71,9 @@ def table_cell(d: Any, metric: str, field: str) -> tuple[str, str]:
     return el.text, el.get_attribute("data-vw-override")
 
 
-
-
-
-
 def message(d: Any) -> tuple[str, str]:
     el = d.find_element(By.ID, "room-lim-msg")
     return el.text, el.get_attribute("style") or ""
-
-
-def signed_in(env: dict[str, Any], name: str) -> requests.Session:
-    r, s = http_login(env["url"], name, PW[name])
-    assert r.status_code == 303, r.text
-    return s
 
 
 def with_state(body: dict[str, Any], **values: Any) -> dict[str, Any]:
@@ -140,16 +128,16 @@ def test_nurse_sets_sbp_high_190_engine_uses_it_and_others_cannot(env: dict[str,
     w.release_all()
 
     # replay the nurse's own callback request as others, asking for SBP high 150
-    bodies = [json.loads(b) for b in d.execute_script("return window.__vwBodies")]
+    bodies = captured_bodies(d)
     body = next(b for b in bodies if "room-lim-msg.children" in b.get("output", ""))
     asking = with_state(body, low=None, high=150)
     url = env["url"] + "/_dash-update-component"
     anon = requests.post(url, json=asking, timeout=10)
     assert anon.status_code == 401
-    station = signed_in(env, "sta").post(url, json=asking, timeout=10)
+    station = signed_in(env["url"], "sta", PW["sta"]).post(url, json=asking, timeout=10)
     assert station.status_code == 200 and "Refused: changing a session's limits needs the nurse role" in station.text
     assert json.loads(c.hget(k.session_limits(sid), "sbp")) == {"high": 190.0}
-    nurse = signed_in(env, "nina")
+    nurse = signed_in(env["url"], "nina", PW["nina"])
     bad = nurse.post(url, json=with_state(body, metric="glucose", low=None, high=10), timeout=10)
     assert bad.status_code == 200 and "Refused: unknown metric 'glucose'" in bad.text
     assert [a["user"] for a in audit.entries(c, k) if a["action"] == "session.limit"] == ["nina"]

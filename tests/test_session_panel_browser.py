@@ -10,7 +10,6 @@ replaying the nurse's own callback requests is refused on the server.
 from __future__ import annotations
 
 import copy
-import json
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -26,20 +25,20 @@ from monitor.model.keys import Keys as ClinicKeys
 from monitor.sessions import lifecycle as sessions
 from monitor.store.status import publish_status
 from tests.dashboard_support import (
+    CAPTURE_JS,
+    captured_bodies,
     click,
     click_css,
     fill,
-    http_login,
     login,
     now_ms,
     served_dashboard,
+    signed_in,
     wait_page,
 )
-from tests.test_session_limits_browser import CAPTURE_JS, make_cfg
+from tests.test_session_limits_browser import PW, ROOM, make_cfg  # the same clinic
 
 pytestmark = pytest.mark.browser
-PW = {"nina": "nurse-pass-1", "sta": "station-pass-1"}
-ROOM = "room-1"
 
 
 def _seed(client: redis.Redis, keys: ClinicKeys) -> None:
@@ -54,8 +53,6 @@ def env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
     cfg = make_cfg(clinic, redis_url, str(tmp_path_factory.mktemp("panel")))
     with served_dashboard(cfg, redis_url, {"nina": ("nurse", PW["nina"]), "sta": ("station", PW["sta"])}, before_serve=_seed) as e:
         yield e
-
-
 
 
 def msg(d: Any) -> tuple[str, str]:
@@ -92,7 +89,7 @@ def engine_tick(cfg: Any, c: redis.Redis, k: ClinicKeys) -> None:
 
 
 def callback_body(d: Any, output: str) -> dict[str, Any]:
-    bodies = [json.loads(b) for b in d.execute_script("return window.__vwBodies")]
+    bodies = captured_bodies(d)
     return next(b for b in reversed(bodies) if output in b.get("output", "")
                 and any(i.get("value") for i in b.get("inputs", []) if isinstance(i, dict)))
 
@@ -104,12 +101,6 @@ def with_state(body: dict[str, Any], **values: Any) -> dict[str, Any]:
         if key in values:
             st["value"] = values[key]
     return out
-
-
-def signed_in(env: dict[str, Any], name: str) -> requests.Session:
-    r, s = http_login(env["url"], name, PW[name])
-    assert r.status_code == 303, r.text
-    return s
 
 
 def test_nurse_runs_a_session_from_the_room_page_station_cannot(env: dict[str, Any]) -> None:
@@ -208,7 +199,7 @@ def test_nurse_runs_a_session_from_the_room_page_station_cannot(env: dict[str, A
     url = env["url"] + "/_dash-update-component"
     bp_body = with_state(callback_body(d, "room-session-msg.children"), **{"bp-sbp": 170, "bp-dbp": 100})
     assert requests.post(url, json=bp_body, timeout=10).status_code == 401
-    station = signed_in(env, "sta").post(url, json=bp_body, timeout=10)
+    station = signed_in(env["url"], "sta", PW["sta"]).post(url, json=bp_body, timeout=10)
     assert station.status_code == 200 and "Refused: session actions need the nurse role." in station.text
     assert len(events(c, k, sid, "bp")) == 1
     start_body = copy.deepcopy(bp_body)
@@ -216,7 +207,7 @@ def test_nurse_runs_a_session_from_the_room_page_station_cannot(env: dict[str, A
         if isinstance(i, dict) and i.get("id") == "room-start":
             i["value"] = 1
     start_body["changedPropIds"] = ["room-start.n_clicks"]
-    no_tick = signed_in(env, "nina").post(url, json=with_state(start_body, **{"devices-ok": []}), timeout=10)
+    no_tick = signed_in(env["url"], "nina", PW["nina"]).post(url, json=with_state(start_body, **{"devices-ok": []}), timeout=10)
     assert no_tick.status_code == 200 and "confirm the room" in no_tick.text
 
     # the station screen: events and reminders, no controls; a forced click is refused
