@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from monitor.model.config import ConfigError, load_config, parse_config
-from tests.conftest import base_config
+from tests.configs import config_mapping
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,7 +68,7 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
 
 @pytest.mark.parametrize(("name", "mutate", "path", "words"), BAD, ids=[b[0] for b in BAD])
 def test_bad_config_names_field(name: str, mutate: Callable[[dict[str, Any]], None], path: str, words: str) -> None:
-    data = copy.deepcopy(base_config())
+    data = copy.deepcopy(config_mapping())
     mutate(data)
     with pytest.raises(ConfigError) as exc:
         parse_config(data, source="clinic.toml")
