@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,6 +22,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys as KeyPress
 
 from monitor.alarms.model import alert_id
+from monitor.model.clock import now_ms
 from monitor.model.keys import Keys
 from monitor.store import heartbeat
 from tests.waiting import wait_for
@@ -30,11 +30,6 @@ from tests.waiting import wait_for
 CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000",
                 "--autoplay-policy=no-user-gesture-required")
-
-
-def now_ms() -> int:
-    """Wall clock, ms."""
-    return time.time_ns() // 1_000_000
 
 
 def chromium() -> webdriver.Chrome:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -15,6 +14,7 @@ import redis
 
 from devices.hl7_listener import Hl7Listener
 from devices.statusboard import StatusBoard
+from monitor.model.clock import now_ms  # noqa: F401 - re-exported for the HL7 tests
 from monitor.model.config import Config
 from monitor.model.keys import Keys
 from monitor.model.mllp import MllpFramer, frame
@@ -142,7 +142,3 @@ def rig(make_config: Callable[..., Config], redis_url: str, keys: Keys, tmp: Pat
         devices: list[dict[str, Any]] | None = None, **extra: Any) -> Iterator[ListenerRig]:
     with ListenerRig(hl7_config(make_config, devices, **extra), redis_url, keys, tmp) as r:
         yield r
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000

@@ -17,10 +17,11 @@ import redis
 
 from devices.mqtt_adapter import MqttAdapter, start
 from devices.transports.mqtt import MqttSettings, connect_async, make_client
+from monitor.model.clock import now_ms
 from monitor.model.config import Config
 from monitor.model.keys import Keys
 from monitor.store.runtime import Endpoints
-from monitor.store.streams import StreamWriter, now_ms
+from monitor.store.streams import StreamWriter
 from tests.configs import config_mapping, mqtt_device, parsed, room_entry, write_config
 from tests.waiting import wait_for
 

@@ -13,13 +13,13 @@ import queue
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
 
 from monitor.alarms.model import alert_id, event_from_fields
+from monitor.model.clock import now_ms
 from monitor.model.codec import to_fields
 from monitor.model.readings import Reading
 from tests.configs import config_mapping, mqtt_device, room_entry
@@ -70,7 +70,7 @@ def test_workers_killed_mid_breach_raise_every_alert_exactly_once(tmp_path, rcli
     sub.connect("127.0.0.1", mosquitto_proc.port)
     sub.loop_start()
 
-    base_ms = time.time_ns() // 1_000_000 - 60_000
+    base_ms = now_ms() - 60_000
 
     def feed(lo: int, hi: int) -> None:
         for i in range(lo, hi):

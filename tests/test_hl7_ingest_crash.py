@@ -14,32 +14,17 @@ import redis
 
 from monitor.model.mllp import MllpFramer, frame
 from monitor.store.embedded import free_port
+from tests.configs import config_mapping, room_entry
+from tests.configs import write_config as write_config_file
 from tests.hl7_support import BPM, HR, msa, nm, now_ms, oru
-from tests.test_serial_supervisor import wait_for
+from tests.waiting import wait_for
 
 
 def write_config(tmp: Path, clinic: str, redis_url: str, port: int) -> Path:
-    path = tmp / "vitalwatch.toml"
-    path.write_text(f"""
-[clinic]
-id = "{clinic}"
-[redis]
-url = "{redis_url}"
-[mqtt]
-url = "mqtt://127.0.0.1:1"
-[data]
-dir = "{tmp / 'data'}"
-[hl7]
-listen = "127.0.0.1:{port}"
-[[rooms]]
-id = "room-1"
-  [[rooms.devices]]
-  id = "mon-1"
-  protocol = "hl7"
-  transport = "mllp"
-  source = "ABC123"
-""")
-    return path
+    return write_config_file(tmp / "vitalwatch.toml", config_mapping(
+        clinic, redis_url=redis_url, mqtt_url="mqtt://127.0.0.1:1", data_dir=tmp / "data",
+        hl7={"listen": f"127.0.0.1:{port}"},
+        rooms=[room_entry("room-1", {"id": "mon-1", "protocol": "hl7", "transport": "mllp", "source": "ABC123"})]))
 
 
 def start_ingest(config: Path) -> subprocess.Popen:

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,7 +25,8 @@ from monitor.model.mllp import MllpFramer, frame
 from monitor.model.readings import Reading
 from monitor.sessions import lifecycle, outbound
 from monitor.store.outbox import Delivered, Outbox, OutboxSender, Refused, Retry
-from tests.test_serial_supervisor import wait_for
+from tests.configs import config_mapping, write_config
+from tests.waiting import wait_for
 
 
 # --- a scripted EHR ---------------------------------------------------------------------------
@@ -120,12 +122,14 @@ def hl7_cfg(make_config, port: int, **hl7_extra: Any):
 
 
 def run_until(runner: outbound.InteropRunner, pred, timeout_s: float = 20, what: str = "condition"):
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
+    """Step the runner until `pred()` holds (looked at before each step)."""
+    def done_or_step() -> bool:
+        if pred():
+            return True
         runner.step()
-        time.sleep(0.02)
+        return False
+
+    wait_for(done_or_step, timeout_s, what, interval_s=0.02)
 
 
 def obx_values(message: str) -> list[tuple[int, str, str]]:
@@ -218,14 +222,10 @@ def test_session_end_reaches_the_ehr_then_ae_is_kept_and_resent(make_config, rcl
 
 def _write(cfg, make_config) -> str:
     """The test config as a file, for the CLI."""
-    import tomllib  # noqa: F401 - the CLI reads TOML
-    from pathlib import Path
-
-    path = Path(cfg.data.dir).parent / "cfg.toml"
-    path.write_text(f"""[clinic]\nid = "{cfg.clinic.id}"\n[redis]\nurl = "{cfg.redis.url}"\n[mqtt]\nurl = "mqtt://127.0.0.1:1"\n"""
-                    f"""[data]\ndir = "{cfg.data.dir}"\n[archive]\nurl = "{cfg.archive.url}"\n"""
-                    f"""[hl7.outbound]\nurl = "{cfg.hl7.outbound.url if cfg.hl7.outbound else 'mllp://x:1'}"\n""")
-    return str(path)
+    return str(write_config(Path(cfg.data.dir).parent / "cfg.toml", config_mapping(
+        cfg.clinic.id, redis_url=cfg.redis.url, mqtt_url="mqtt://127.0.0.1:1", data_dir=cfg.data.dir,
+        archive_url=cfg.archive.url,
+        hl7={"outbound": {"url": cfg.hl7.outbound.url if cfg.hl7.outbound else "mllp://x:1"}})))
 
 
 def test_a_silent_ehr_is_retried_and_a_restart_loses_nothing(make_config, rclient, keys, ehr):

@@ -12,10 +12,10 @@ import requests
 from fhir.resources.R4B.bundle import Bundle
 from selenium.webdriver.common.by import By
 
-from monitor.model.config import parse_config
 from monitor.sessions import outbound
 from monitor.store.outbox import Outbox
-from tests.dashboard_support import click_css, http_login, login, served_dashboard, wait_for
+from tests.configs import config_mapping, parsed, room_entry
+from tests.dashboard_support import click_css, http_login, login, served_dashboard, wait_page
 from tests.test_hl7_outbound import Ehr, ended_session, run_until
 
 PW = {"dora": ("director", "director-pass-1"), "nina": ("nurse", "nurse-pass-1"), "adam": ("admin", "admin-pass-1")}
@@ -25,13 +25,11 @@ PW = {"dora": ("director", "director-pass-1"), "nina": ("nurse", "nurse-pass-1")
 def env(redis_url: str, tmp_path_factory: pytest.TempPathFactory):
     ehr = Ehr(["AE"])
     tmp = tmp_path_factory.mktemp("interop")
-    cfg = parse_config({
-        "clinic": {"id": "t-" + uuid.uuid4().hex[:10]}, "redis": {"url": redis_url},
-        "mqtt": {"url": "mqtt://127.0.0.1:1883"}, "data": {"dir": str(tmp)},
-        "archive": {"url": f"sqlite:///{tmp / 'archive.db'}"},
-        "hl7": {"listen": "127.0.0.1:0", "outbound": {"url": f"mllp://127.0.0.1:{ehr.port}", "timeout_s": 1}},
-        "rooms": [{"id": "room-1", "devices": [{"id": "mon-1", "protocol": "hl7", "transport": "mllp",
-                                                "source": "ABC"}]}]}, source="test.toml")
+    cfg = parsed(config_mapping(
+        {"id": "t-" + uuid.uuid4().hex[:10]}, redis_url=redis_url, mqtt_url="mqtt://127.0.0.1:1883", data_dir=tmp,
+        archive_url=f"sqlite:///{tmp / 'archive.db'}",
+        hl7={"listen": "127.0.0.1:0", "outbound": {"url": f"mllp://127.0.0.1:{ehr.port}", "timeout_s": 1}},
+        rooms=[room_entry("room-1", {"id": "mon-1", "protocol": "hl7", "transport": "mllp", "source": "ABC"})]))
     with served_dashboard(cfg, redis_url, PW) as e:
         e["ehr"] = ehr
         yield e
@@ -69,20 +67,20 @@ def test_admin_sees_the_refused_message_and_resends_it(env: dict[str, Any]) -> N
     sid = box.failed()[0].message.key
     d = env["driver"]
     login(d, env["url"], "adam", PW["adam"][1], "/outbox")
-    wait_for(lambda: d.find_elements(By.CSS_SELECTOR, ".outbox-failed-row"), 15, "the refused row")
+    wait_page(lambda: d.find_elements(By.CSS_SELECTOR, ".outbox-failed-row"), 15, "the refused row")
     row = d.find_element(By.CSS_SELECTOR, ".outbox-failed-row").text
     assert sid in row and "AE" in row and "unknown patient" in row
     click_css(d, ".outbox-resend")
-    wait_for(lambda: "queued again" in d.find_element(By.ID, "outbox-msg").text, 15, "resend confirmed")
+    wait_page(lambda: "queued again" in d.find_element(By.ID, "outbox-msg").text, 15, "resend confirmed")
     sent_before = len(env["ehr"].received)
     run_until(runner, lambda: len(env["ehr"].received) > sent_before and box.pending_count() == 0,
               what="the EHR took the resend")
     assert env["ehr"].received[-1] == env["ehr"].received[0]
-    wait_for(lambda: not box.failed(), 5, "no refused message left")
+    wait_page(lambda: not box.failed(), 5, "no refused message left")
     audit = [f for _i, f in client.xrange(keys.audit) if f["action"] == "outbox.resend"]
     assert audit and audit[-1]["user"] == "adam" and json.loads(audit[-1]["details"])["session"] == sid
     # a nurse may not open it
     login(d, env["url"], "nina", PW["nina"][1], "/")
     d.get(env["url"] + "/outbox")
-    wait_for(lambda: "403" in d.find_element(By.TAG_NAME, "body").text, 15, "the outbox refused to a nurse")
+    wait_page(lambda: "403" in d.find_element(By.TAG_NAME, "body").text, 15, "the outbox refused to a nurse")
     assert "Outbound to the EHR" not in d.page_source
