@@ -11,7 +11,7 @@ import pytest
 from devices import hl7_listener
 from monitor.model.mllp import frame
 from tests.hl7_support import BPM, HR, PCT, SPO2, ListenerRig, MllpPeer, hl7_config, msa, nm, now_ms, oru, rig
-from tests.test_serial_supervisor import wait_for
+from tests.waiting import wait_for
 
 
 def vitals(rclient, keys, room="room-1"):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from devices.simulators.clinic import Clinic
 from devices.simulators.scenarios import FaultWindow, parse_scenario, with_faults
 from tests.hl7_support import ListenerRig, hl7_config
-from tests.test_serial_supervisor import wait_for
+from tests.waiting import wait_for
 
 
 def stored(rclient, keys):

@@ -24,8 +24,9 @@ from dashboard.auth import Sessions, session_digest
 from monitor.accounts import audit, tokens, users
 from monitor.accounts.throttle import LoginPolicy
 from monitor.model.keys import Keys
-from tests.dashboard_support import http_login, inject_alert, now_ms, wait_for
+from tests.dashboard_support import http_login, inject_alert, now_ms
 from tests.test_dashboard_browser import make_cfg
+from tests.waiting import wait_for
 
 PW = "right-password-1"
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from selenium.webdriver.common.by import By
 
-from tests.dashboard_support import click_css, login, served_dashboard, wait_for
+from tests.dashboard_support import click_css, login, served_dashboard, wait_page
 from tests.test_dashboard_browser import make_cfg
 
 pytestmark = pytest.mark.browser
@@ -37,14 +37,14 @@ def test_pages_run_under_the_csp_and_inline_scripts_do_not(env: dict[str, Any]) 
                         ("/admin/users", "#users-table"), ("/account", "#acct-form"), ("/review", "#review-list"),
                         ("/audit", "#audit-table")):
         d.get(url + path)
-        wait_for(lambda ready=ready: d.find_elements(By.CSS_SELECTOR, ready), 20, f"{path} rendered")
-        wait_for(lambda: d.execute_script("return !!(window.VW && VW.connected)"), 20, f"{path} live socket")
+        wait_page(lambda ready=ready: d.find_elements(By.CSS_SELECTOR, ready), 20, f"{path} rendered")
+        wait_page(lambda: d.execute_script("return !!(window.VW && VW.connected)"), 20, f"{path} live socket")
     assert csp_violations(d) == []
     # a script someone managed to put into the page as markup is not run
     ran = d.execute_script("var s = document.createElement('script'); s.textContent = 'window.__vwInjected = 1';"
                            "document.body.appendChild(s); return window.__vwInjected === 1;")
     assert ran is False
-    assert wait_for(lambda: csp_violations(d), 5, "the browser reporting the blocked script")
+    assert wait_page(lambda: csp_violations(d), 5, "the browser reporting the blocked script")
 
 
 def test_sign_out_is_a_post_from_the_nav_bar(env: dict[str, Any]) -> None:
@@ -52,7 +52,7 @@ def test_sign_out_is_a_post_from_the_nav_bar(env: dict[str, Any]) -> None:
     login(d, url, "nina", PW["nina"])
     before = len(list(c.scan_iter(match=k.prefix.replace("{", "\\{").replace("}", "\\}") + "web-session:*")))
     click_css(d, "#app-logout")
-    wait_for(lambda: "/login" in d.current_url, 10, "the sign-in page")
+    wait_page(lambda: "/login" in d.current_url, 10, "the sign-in page")
     after = len(list(c.scan_iter(match=k.prefix.replace("{", "\\{").replace("}", "\\}") + "web-session:*")))
     assert after == before - 1
     d.get(url + "/")

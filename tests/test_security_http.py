@@ -27,11 +27,14 @@ import requests
 import websocket
 
 from dashboard.app import Served
+from dashboard.auth import session_digest
 from monitor.accounts import tokens, users
 from monitor.model.keys import Keys
 from monitor.store.embedded import free_port
-from tests.dashboard_support import Beats, http_login, wait_for
+from tests.configs import config_mapping, write_config
+from tests.dashboard_support import Beats, http_login
 from tests.test_dashboard_browser import make_cfg
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 PW = {"nina": "nurse-pass-1", "dora": "director-pass-1", "adam": "admin-pass-1"}
@@ -123,11 +126,8 @@ def dash_proc(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     clinic = "t-" + uuid.uuid4().hex[:10]
     keys = Keys(clinic)
     port = free_port()
-    conf = tmp / "vw.toml"
-    conf.write_text(f'[clinic]\nid = "{clinic}"\n[redis]\nurl = "{redis_url}"\n[data]\ndir = "{tmp / "data"}"\n'
-                    f'[archive]\nurl = "sqlite:///{tmp / "archive.db"}"\n'
-                    '[[rooms]]\nid = "room-1"\n  [[rooms.devices]]\n  id = "oxi-1"\n  protocol = "masimo-ascii"\n'
-                    '  transport = "serial"\n  port = "/dev/null"\n')
+    conf = write_config(tmp / "vw.toml", config_mapping(
+        {"id": clinic}, redis_url=redis_url, data_dir=tmp / "data", archive_url=f"sqlite:///{tmp / 'archive.db'}"))
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     users.create_user(client, keys, "nina", "nurse", PW["nina"])
     env = {k: v for k, v in os.environ.items() if not k.startswith("VITALWATCH_")}
@@ -320,7 +320,12 @@ def test_websocket_message_rate_presence_and_socket_limits(env: dict[str, Any]) 
         ws.send(json.dumps({"t": "screen", "id": f"screen-{i}", "sound_on": True}))
         time.sleep(1.0 / dcfg.ws_messages_per_s)
     wait_for(lambda: len(c.hkeys(k.screens)) >= dcfg.ws_per_session, 10, "screens written")
-    time.sleep(0.5)
+    # barrier: one socket's messages are handled in order, so an "activity" sent last is handled
+    # after every screen message; it restarts the sign-in's idle clock, shortened here to see it
+    session_key = k.web_session(session_digest(cookie))
+    c.expire(session_key, 100)
+    ws.send(json.dumps({"t": "activity"}))
+    wait_for(lambda: c.ttl(session_key) > 100, 10, "the activity sent after the screens handled")
     assert len(c.hkeys(k.screens)) == dcfg.ws_per_session  # not 40
     # a burst beyond the message rate closes the socket
     for _ in range(int(dcfg.ws_messages_per_s * 8)):

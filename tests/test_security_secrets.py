@@ -20,8 +20,11 @@ from monitor.accounts import users
 from monitor.model.keys import Keys
 from monitor.model.redact import redact_text, redact_url
 from monitor.store.embedded import free_port
-from tests.dashboard_support import http_login, wait_for
+from tests.configs import config_mapping
+from tests.configs import write_config as write_config_file
+from tests.dashboard_support import http_login
 from tests.servers import RedisProc
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 REDIS_PW = "RedisPw-" + uuid.uuid4().hex[:12]
@@ -58,12 +61,8 @@ def locked_redis(tmp_path: Path):
 
 
 def write_config(tmp: Path, clinic: str) -> Path:
-    conf = tmp / "vw.toml"
-    conf.write_text(f'[clinic]\nid = "{clinic}"\n[data]\ndir = "{tmp / "data"}"\n'
-                    '[logging]\nlevel = "debug"\n'
-                    '[[rooms]]\nid = "room-1"\n  [[rooms.devices]]\n  id = "oxi-1"\n  protocol = "masimo-ascii"\n'
-                    '  transport = "serial"\n  port = "/dev/null"\n')
-    return conf
+    return write_config_file(tmp / "vw.toml", config_mapping({"id": clinic}, data_dir=tmp / "data",
+                                                          logging={"level": "debug"}))
 
 
 def answers(url: str) -> bool:
