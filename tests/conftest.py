@@ -24,7 +24,7 @@ import redis
 from monitor.model.config import Config
 from monitor.model.keys import Keys
 from tests.configs import config_mapping, parsed
-from tests.servers import MosquittoProc, PostgresProc, RedisProc
+from tests.servers import MosquittoProc, PostgresProc, RedisProc, delete_clinic_keys
 
 SHARED_REDIS = os.environ.get("VITALWATCH_TEST_REDIS", "redis://127.0.0.1:6379/0")
 
@@ -71,8 +71,7 @@ def keys(clinic_id: str) -> Keys:
 def rclient(redis_url: str, keys: Keys) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
-    for k in client.scan_iter(match=keys.prefix.replace("{", "\\{").replace("}", "\\}") + "*", count=1000):
-        client.delete(k)
+    delete_clinic_keys(client, keys)
     client.close()
 
 

@@ -25,6 +25,7 @@ from monitor.alarms.model import alert_id
 from monitor.model.clock import now_ms
 from monitor.model.keys import Keys
 from monitor.store import heartbeat
+from tests.servers import delete_clinic_keys
 from tests.waiting import wait_for
 
 CHROME_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -132,11 +133,13 @@ def dom_value(driver: webdriver.Chrome, room: str, metric: str) -> str:
 
 
 @contextmanager
-def served_dashboard(cfg: Any, redis_url: str, accounts: dict[str, tuple[str, str]],
-                     before_serve: Callable[[redis.Redis, Keys], None] | None = None) -> Iterator[dict[str, Any]]:
-    """A dashboard served for `cfg` with `accounts` (name → (role, password)), heartbeats kept
-    fresh and one headless Chromium; yields {cfg, keys, client, url, driver}; removes the
-    clinic's keys afterwards. `before_serve(client, keys)` seeds Redis first (device status…)."""
+def served_api(cfg: Any, redis_url: str, accounts: dict[str, tuple[str, str]],
+               before_serve: Callable[[redis.Redis, Keys], None] | None = None,
+               beats: bool = False) -> Iterator[dict[str, Any]]:
+    """The dashboard's server for `cfg` with `accounts` (name → (role, password)), in-process;
+    yields {cfg, keys, client, url, served}; removes the clinic's keys afterwards.
+    `before_serve(client, keys)` seeds Redis first (device status…); `beats` keeps the
+    `alerts` and `ingest` heartbeats fresh so the screen says it is monitoring."""
     from dashboard.app import Served
     from monitor.accounts import users
 
@@ -146,18 +149,28 @@ def served_dashboard(cfg: Any, redis_url: str, accounts: dict[str, tuple[str, st
         users.create_user(client, keys, name, role, password)
     if before_serve is not None:
         before_serve(client, keys)
-    beats = Beats(client, keys).start()
+    beating = Beats(client, keys).start() if beats else None
     served = Served(cfg, redis_url).start()
-    driver = chromium()
     try:
-        yield {"cfg": cfg, "keys": keys, "client": client, "url": served.url, "driver": driver}
+        yield {"cfg": cfg, "keys": keys, "client": client, "url": served.url, "served": served}
     finally:
-        driver.quit()
         served.stop()
-        beats.stop()
-        for k in client.scan_iter(match=keys.prefix.replace("{", "\\{").replace("}", "\\}") + "*"):
-            client.delete(k)
+        if beating is not None:
+            beating.stop()
+        delete_clinic_keys(client, keys)
         client.close()
+
+
+@contextmanager
+def served_dashboard(cfg: Any, redis_url: str, accounts: dict[str, tuple[str, str]],
+                     before_serve: Callable[[redis.Redis, Keys], None] | None = None) -> Iterator[dict[str, Any]]:
+    """`served_api` with heartbeats and one headless Chromium: env["driver"]."""
+    with served_api(cfg, redis_url, accounts, before_serve, beats=True) as env:
+        env["driver"] = driver = chromium()
+        try:
+            yield env
+        finally:
+            driver.quit()
 
 
 # Records the body of every Dash callback request the page sends (to replay it as others).

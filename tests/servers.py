@@ -17,6 +17,7 @@ from typing import Self
 
 import redis
 
+from monitor.model.keys import Keys
 from monitor.store.embedded import REDIS_TUNING, free_port, redis_binary
 from tests.waiting import wait_for
 
@@ -201,6 +202,12 @@ class PostgresProc:
         if data.exists():
             subprocess.run([*self._as, str(self.bindir / "pg_ctl"), "-D", str(data), "-m", "immediate",
                             "-w", "stop"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+
+
+def delete_clinic_keys(client: redis.Redis, keys: Keys) -> None:
+    """Remove every key of a test clinic (its prefix) from a Redis the tests share."""
+    for k in client.scan_iter(match=keys.prefix.replace("{", "\\{").replace("}", "\\}") + "*", count=1000):
+        client.delete(k)
 
 
 def kill_quietly(proc: subprocess.Popen[bytes] | None) -> None:

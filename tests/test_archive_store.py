@@ -13,6 +13,7 @@ from monitor.sessions import lifecycle as sessions
 from monitor.sessions.archive_schema import LATEST, readings, schema_version
 from tests.archive_fixtures import archive_url, pg_url, sqlite_url  # noqa: F401
 from tests.configs import config_mapping, write_config
+from tests.servers import delete_clinic_keys
 from tests.session_seed import room_config, seed_session
 
 
@@ -101,8 +102,7 @@ def test_reviewable_after_redis_is_emptied_and_audit_archived(rclient, keys, cfg
     archive.archive_audit(rclient, keys, arch)
     archive.archive_audit(rclient, keys, arch)  # incremental: nothing twice
     n_audit = rclient.xlen(keys.audit)
-    for k in rclient.scan_iter(match=keys.prefix.replace("{", "\\{").replace("}", "\\}") + "*"):
-        rclient.delete(k)
+    delete_clinic_keys(rclient, keys)
     rec = archive.load_session(arch, sd.sid)
     assert len(rec.readings) == len(_in_span(sd))
     entries = archive.audit_entries(arch, clinic=keys.clinic, limit=1000)

@@ -10,17 +10,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 import requests
 import websocket
 
-from dashboard.app import Served
 from dashboard.auth import session_digest
 from monitor.accounts import tokens, users
-from monitor.model.keys import Keys
 from monitor.sessions import lifecycle as sessions
 from tests import dashboard_support
-from tests.dashboard_support import csrf_of, http_login, inject_alert, now_ms
+from tests.dashboard_support import csrf_of, http_login, inject_alert, now_ms, served_api
 from tests.test_dashboard_browser import make_cfg
 
 PW = {"nina": "nurse-pass-1", "dora": "director-pass-1", "sta": "station-pass-1", "adam": "admin-pass-1"}
@@ -28,20 +25,9 @@ PW = {"nina": "nurse-pass-1", "dora": "director-pass-1", "sta": "station-pass-1"
 
 @pytest.fixture(scope="module")
 def env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    clinic = "t-" + uuid.uuid4().hex[:10]
-    keys = Keys(clinic)
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    cfg = make_cfg(clinic, redis_url, str(tmp_path_factory.mktemp("api")))
-    for name, role in (("nina", "nurse"), ("dora", "director"), ("sta", "station"), ("adam", "admin")):
-        users.create_user(client, keys, name, role, PW[name])
-    served = Served(cfg, redis_url).start()
-    try:
-        yield {"cfg": cfg, "keys": keys, "client": client, "url": served.url, "served": served}
-    finally:
-        served.stop()
-        for k in client.scan_iter(match=keys.prefix.replace("{", "\\{").replace("}", "\\}") + "*"):
-            client.delete(k)
-        client.close()
+    cfg = make_cfg("t-" + uuid.uuid4().hex[:10], redis_url, str(tmp_path_factory.mktemp("api")))
+    with served_api(cfg, redis_url, {n: (role, PW[n]) for n, role in (("nina", "nurse"), ("dora", "director"), ("sta", "station"), ("adam", "admin"))}) as e:
+        yield e
 
 
 def signed_in(env: dict[str, Any], name: str) -> requests.Session:

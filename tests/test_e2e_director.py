@@ -43,7 +43,7 @@ from tests.configs import config_mapping, mqtt_device, room_entry, serial_device
 from tests.configs import write_config as write_config_file
 from tests.dashboard_support import chromium, login, wait_page
 from tests.mqtt_support import mosquitto_pub
-from tests.servers import MosquittoProc, kill_quietly
+from tests.servers import MosquittoProc, delete_clinic_keys, kill_quietly
 
 pytestmark = pytest.mark.browser
 
@@ -261,8 +261,7 @@ def test_intranasal_session_nurse_to_director(tmp_path, clinic_id, keys, rclient
         assert first["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
         # --- Redis retention gone: the archive alone still answers --------------------------------
-        for k in rclient.scan_iter(match=keys.prefix.replace("{", "\\{").replace("}", "\\}") + "*", count=1000):
-            rclient.delete(k)
+        delete_clinic_keys(rclient, keys)
         second = export_all("after", ("csv", "pdf"))
         assert second["csv"].read_bytes() == first["csv"].read_bytes()
         text2 = pdf_text(second["pdf"])

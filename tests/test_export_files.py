@@ -16,6 +16,7 @@ from monitor.sessions import archive, review
 from monitor.sessions.review import fmt_duration, fmt_value
 from tests.archive_fixtures import sqlite_url  # noqa: F401
 from tests.configs import config_mapping, mqtt_device, room_entry, serial_device, write_config
+from tests.servers import delete_clinic_keys
 from tests.session_seed import seed_session
 
 
@@ -35,8 +36,7 @@ def ended(rclient, keys, redis_url, sqlite_url, tmp_path):  # noqa: F811
     sd = seed_session(rclient, keys, cfg, duration_min=130, end=True)
     raw = [f for f in sd.readings if sd.t0_ms <= int(f["ts"]) <= sd.end_ms]
     # Redis is emptied: everything below comes from the archive alone
-    for k in rclient.scan_iter(match=keys.prefix.replace("{", "\\{").replace("}", "\\}") + "*"):
-        rclient.delete(k)
+    delete_clinic_keys(rclient, keys)
     return conf, cfg, sd, raw
 
 

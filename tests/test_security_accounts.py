@@ -16,15 +16,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 import requests
 
-from dashboard.app import Served
 from dashboard.auth import Sessions, session_digest
 from monitor.accounts import audit, tokens, users
 from monitor.accounts.throttle import LoginPolicy
-from monitor.model.keys import Keys
-from tests.dashboard_support import http_login, inject_alert, now_ms
+from tests.dashboard_support import http_login, inject_alert, now_ms, served_api
 from tests.test_dashboard_browser import make_cfg
 from tests.waiting import wait_for
 
@@ -33,19 +30,9 @@ PW = "right-password-1"
 
 @pytest.fixture(scope="module")
 def env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    clinic = "t-" + uuid.uuid4().hex[:10]
-    keys = Keys(clinic)
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    cfg = make_cfg(clinic, redis_url, str(tmp_path_factory.mktemp("sec")))
-    users.create_user(client, keys, "sta", "station", "station-pass-1")
-    served = Served(cfg, redis_url).start()
-    try:
-        yield {"cfg": cfg, "keys": keys, "client": client, "url": served.url, "served": served}
-    finally:
-        served.stop()
-        for k in client.scan_iter(match=keys.prefix.replace("{", "\\{").replace("}", "\\}") + "*"):
-            client.delete(k)
-        client.close()
+    cfg = make_cfg("t-" + uuid.uuid4().hex[:10], redis_url, str(tmp_path_factory.mktemp("sec")))
+    with served_api(cfg, redis_url, {"sta": ("station", "station-pass-1")}) as e:
+        yield e
 
 
 def from_ip(ip: str) -> requests.Session:

@@ -26,13 +26,14 @@ import redis
 import requests
 import websocket
 
-from dashboard.app import Served
 from dashboard.auth import session_digest
 from monitor.accounts import tokens, users
 from monitor.model.keys import Keys
 from monitor.store.embedded import free_port
+from tests import dashboard_support
 from tests.configs import config_mapping, write_config
-from tests.dashboard_support import Beats, http_login
+from tests.dashboard_support import Beats, http_login, served_api
+from tests.servers import delete_clinic_keys
 from tests.test_dashboard_browser import make_cfg
 from tests.waiting import wait_for
 
@@ -43,26 +44,13 @@ STATIC = ("/assets/", "/_dash-component-suites/")
 
 @pytest.fixture(scope="module")
 def env(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    clinic = "t-" + uuid.uuid4().hex[:10]
-    keys = Keys(clinic)
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    cfg = make_cfg(clinic, redis_url, str(tmp_path_factory.mktemp("sechttp")))
-    for name, role in (("nina", "nurse"), ("dora", "director"), ("adam", "admin")):
-        users.create_user(client, keys, name, role, PW[name])
-    served = Served(cfg, redis_url).start()
-    try:
-        yield {"cfg": cfg, "keys": keys, "client": client, "url": served.url, "served": served}
-    finally:
-        served.stop()
-        for k in client.scan_iter(match=keys.prefix.replace("{", "\\{").replace("}", "\\}") + "*"):
-            client.delete(k)
-        client.close()
+    cfg = make_cfg("t-" + uuid.uuid4().hex[:10], redis_url, str(tmp_path_factory.mktemp("sechttp")))
+    with served_api(cfg, redis_url, {n: (role, PW[n]) for n, role in (("nina", "nurse"), ("dora", "director"), ("adam", "admin"))}) as e:
+        yield e
 
 
 def signed_in(env: dict[str, Any], name: str) -> requests.Session:
-    r, s = http_login(env["url"], name, PW[name])
-    assert r.status_code == 303, r.text
-    return s
+    return dashboard_support.signed_in(env["url"], name, PW[name])
 
 
 def check_headers(path: str, r: requests.Response) -> None:
@@ -144,8 +132,7 @@ def dash_proc(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(20)
         log.close()
-        for k in client.scan_iter(match=keys.prefix.replace("{", "\\{").replace("}", "\\}") + "*"):
-            client.delete(k)
+        delete_clinic_keys(client, keys)
         client.close()
 
 
