@@ -103,7 +103,8 @@ def mosquitto_proc(tmp_path: Path) -> Iterator[MosquittoProc]:
 def make_config(clinic_id: str, redis_url: str, tmp_path: Path):
     """Build a validated Config for this test's clinic, on the test Redis, data in tmp
     (keyword arguments as for `tests.configs.config_mapping`)."""
-    def _make(**sections: Any) -> Config:
-        return parsed(config_mapping(clinic_id, redis_url=redis_url, data_dir=tmp_path / "data",
-                                     archive_url=f"sqlite:///{tmp_path / 'archive.db'}", **sections))
+    def _make(**overrides: Any) -> Config:
+        args: dict[str, Any] = {"clinic": clinic_id, "redis_url": redis_url, "data_dir": tmp_path / "data",
+                                "archive_url": f"sqlite:///{tmp_path / 'archive.db'}"}
+        return parsed(config_mapping(**{**args, **overrides}))
     return _make

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -19,6 +18,7 @@ import requests
 from dashboard.app import Served
 from monitor.accounts import audit, users
 from monitor.accounts.tokens import issue_token
+from monitor.model.clock import now_ms
 from tests.archive_fixtures import sqlite_url  # noqa: F401
 from tests.course_seed import Alarm, Plan, seed_all, two_room_config
 from tests.dashboard_support import http_login
@@ -33,7 +33,7 @@ ACCOUNTS = {"nina": "nurse", "dora": "director", "adam": "admin", "sta": "statio
 @pytest.fixture
 def env(rclient, keys, make_config, sqlite_url, redis_url) -> Iterator[dict[str, Any]]:  # noqa: F811
     cfg = two_room_config(make_config, sqlite_url, clinic={"id": keys.clinic, "name": "API Clinic", "timezone": TZ})
-    now = time.time_ns() // 1_000_000
+    now = now_ms()
     seeded = seed_all(rclient, keys, cfg, [
         Plan("MRN-A", "room-1", now - 9 * DAY, dose_mg=56, rise_sbp=25,
              alarms=[Alarm(30, ack_after_s=20)]),

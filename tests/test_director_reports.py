@@ -16,6 +16,7 @@ import io
 import json
 import subprocess
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -24,10 +25,12 @@ import sqlalchemy as sa
 
 from monitor.accounts import audit
 from monitor.app.cli import main
+from monitor.model.clock import now_ms
 from monitor.model.config import DEFAULT_ALARMS
 from monitor.sessions import archive, quality, report, research, review, summaries
 from monitor.sessions.archive_schema import session_summaries
 from tests.archive_fixtures import archive_url, pg_url, sqlite_url  # noqa: F401
+from tests.configs import config_mapping, mqtt_device, room_entry, serial_device, write_config
 from tests.course_seed import Alarm, Plan, Seeded, seed_all, two_room_config
 
 DAY = 86_400_000
@@ -70,25 +73,19 @@ def clinic_plans(now_ms: int) -> list[Plan]:
 def clinic(rclient, keys, make_config, archive_url, tmp_path):  # noqa: F811
     cfg = two_room_config(make_config, archive_url, clinic={"id": keys.clinic, "name": "Test Clinic",
                                                              "timezone": TZ})
-    import time
-
-    now = time.time_ns() // 1_000_000
+    now = now_ms()
     seeded = seed_all(rclient, keys, cfg, clinic_plans(now))
-    conf = tmp_path / "vw.toml"
-    conf.write_text(config_toml(cfg, keys.clinic))
+    conf = config_file(tmp_path / "vw.toml", cfg, keys.clinic)
     return {"cfg": cfg, "seeded": seeded, "now": now, "conf": str(conf), "arch": archive.open_archive(archive_url)}
 
 
-def config_toml(cfg: Any, clinic: str) -> str:
-    rooms = ""
-    for r in cfg.rooms:
-        rooms += f'[[rooms]]\nid = "{r.id}"\n'
-        for d in r.devices:
-            where = f'port = "{d.port}"' if d.transport == "serial" else f'topic = "{d.topic}"'
-            rooms += f'  [[rooms.devices]]\n  id = "{d.id}"\n  protocol = "{d.protocol}"\n  transport = ' \
-                     f'"{d.transport}"\n  {where}\n'
-    return (f'[clinic]\nid = "{clinic}"\nname = "{cfg.clinic.name}"\ntimezone = "{TZ}"\n[redis]\nurl = "{cfg.redis.url}"\n'
-            f'[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n[data]\ndir = "{cfg.data.dir}"\n[archive]\nurl = "{cfg.archive.url}"\n{rooms}')
+def config_file(path: Path, cfg: Any, clinic: str) -> Path:
+    """`cfg`'s clinic, Redis, data, archive and rooms as a TOML file for the CLI."""
+    rooms = [room_entry(r.id, *(serial_device(d.id, d.protocol, d.port) if d.transport == "serial"
+                                else mqtt_device(d.id, d.protocol, d.topic) for d in r.devices)) for r in cfg.rooms]
+    return write_config(path, config_mapping(
+        {"id": clinic, "name": cfg.clinic.name, "timezone": TZ}, redis_url=cfg.redis.url,
+        mqtt_url="mqtt://127.0.0.1:1883", data_dir=cfg.data.dir, archive_url=cfg.archive.url, rooms=rooms))
 
 
 # --- independent arithmetic ------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -20,12 +19,13 @@ import pytest
 import sqlalchemy as sa
 
 from monitor.app.cli import main
+from monitor.model.clock import now_ms
 from monitor.sessions import archive, rems_form, rems_pdf, rems_store
 from monitor.sessions import lifecycle as sessions
 from monitor.sessions.archive_schema import session_events
 from tests.archive_fixtures import archive_url, pg_url, sqlite_url  # noqa: F401
 from tests.course_seed import Alarm, Plan, seed_all, two_room_config
-from tests.test_director_reports import TZ, config_toml
+from tests.test_director_reports import TZ, config_file
 
 DAY = 86_400_000
 MIN = 60_000
@@ -134,7 +134,7 @@ def test_fold_latest_wins_and_empty_clears() -> None:
 def three(rclient, keys, make_config, archive_url, tmp_path):  # noqa: F811
     cfg = two_room_config(make_config, archive_url, clinic={"id": keys.clinic, "name": "Lonerock Clinic",
                                                              "timezone": TZ})
-    now = time.time_ns() // 1_000_000
+    now = now_ms()
     plans = [
         Plan("MRN-1", "room-1", now - 10 * DAY, dose_mg=56, rise_sbp=30, rise_dbp=12,
              manual_bp=[(-3, 126, 78), (41, 158, 92)], observations=[(12, "dissociation")], ready_at_min=95),
@@ -145,8 +145,7 @@ def three(rclient, keys, make_config, archive_url, tmp_path):  # noqa: F811
              manual_bp=[(-2, 132, 84)], ready_at_min=None),
     ]
     seeded = seed_all(rclient, keys, cfg, plans)
-    conf = tmp_path / "vw.toml"
-    conf.write_text(config_toml(cfg, keys.clinic))
+    conf = config_file(tmp_path / "vw.toml", cfg, keys.clinic)
     return {"cfg": cfg, "seeded": seeded, "now": now, "conf": str(conf), "arch": archive.open_archive(archive_url)}
 
 
@@ -255,10 +254,9 @@ def test_signed_session_takes_entries_as_addenda(three, rclient, keys):
 
 def test_rems_export_refuses_a_non_esketamine_session(rclient, keys, make_config, sqlite_url, tmp_path, capsys):  # noqa: F811
     cfg = two_room_config(make_config, sqlite_url, clinic={"id": keys.clinic, "timezone": TZ})
-    now = time.time_ns() // 1_000_000
+    now = now_ms()
     (sd,) = seed_all(rclient, keys, cfg, [Plan("MRN-9", "room-1", now - DAY, route="iv", dose_mg=35)])
-    conf = tmp_path / "vw.toml"
-    conf.write_text(config_toml(cfg, keys.clinic))
+    conf = config_file(tmp_path / "vw.toml", cfg, keys.clinic)
     assert main(["export", "-c", str(conf), "--session", sd.sid, "--format", "rems", "-o",
                  str(tmp_path / "x.pdf")]) == 2
     assert "not an esketamine session" in capsys.readouterr().err and not (tmp_path / "x.pdf").exists()
