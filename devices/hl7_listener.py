@@ -75,7 +75,7 @@ class ListenerStats:
     ar: int = 0
     garbage: int = 0
     acks_sent: int = 0
-    held_back: int = 0  # times answers to a connection were backed up before reading it again
+    held_back: int = 0  # times a connection was not read: its answers backed up, or too many messages awaited storage
 
 
 @dataclasses.dataclass
@@ -250,6 +250,8 @@ class Hl7Listener:
                 if writer.transport.get_write_buffer_size() > low:
                     self.stats.held_back += 1  # drain() waits if the transport paused writing
                 await asyncio.wait_for(writer.drain(), idle_s)
+                if not conn.room.is_set():
+                    self.stats.held_back += 1  # too many messages wait for storage
                 await asyncio.wait_for(conn.room.wait(), idle_s)
                 data = await asyncio.wait_for(reader.read(READ_CHUNK), idle_s)
                 if not data:
