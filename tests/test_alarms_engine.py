@@ -42,8 +42,9 @@ class Recorder:
     def __init__(self) -> None:
         self.sent: list[tuple[str, str, int | None]] = []
 
-    def send(self, ev, tier):
+    def send(self, ev, tier, follow_up=False, room_name=""):
         self.sent.append((ev.event, ev.alert, tier))
+        self.follow_ups = getattr(self, "follow_ups", []) + ([ev] if follow_up else [])
 
 
 @pytest.fixture
@@ -183,8 +184,9 @@ def test_flagged_readings_raise_technical_not_physiological(setup, rclient, keys
     assert ("raised", "Sensor off (oxi-1)") in tech
 
 
-def test_silent_device_and_degraded_monitoring(setup, rclient, keys):
+def test_silent_device_then_ingest_down_is_one_clinic_wide_alarm(setup, rclient, keys):
     cfg, w, clock, rec = setup
+    w.tick(T0)  # the engine's first tick starts its start-up grace
     clock.ms = T0 + 30_000
     publish_status(rclient, keys, "oxi-2", {"last_ts": clock.ms})  # room-2 fresh; oxi-1 is now 30 s old
     heartbeat.beat(rclient, keys, "ingest", "i1", T0 + 25_000)
@@ -192,17 +194,51 @@ def test_silent_device_and_degraded_monitoring(setup, rclient, keys):
     tech = [e for e in events(rclient, keys, "technical") if e.event == "raised"]
     assert [(e.room, e.dev) for e in tech] == [("room-1", "oxi-1")]
     assert "silent" in tech[0].message
-    # oxi-1 is back; ingest stops heartbeating → "monitoring degraded" in every room
-    publish_status(rclient, keys, "oxi-1", {"last_ts": T0 + 45_000})
-    publish_status(rclient, keys, "oxi-2", {"last_ts": T0 + 45_000})
+    # ingest stops heartbeating: ONE clinic-wide alarm naming both rooms; oxi-1's own silent
+    # alarm is cleared as part of it, and nothing is raised per room
     clock.ms = T0 + 46_000
     w.tick(clock.ms)
-    evs = [(e.event, e.room, e.priority) for e in events(rclient, keys, "technical")][1:]
-    assert ("cleared", "room-1", "medium") in evs
-    deg = [e for e in events(rclient, keys, "technical") if "degraded" in e.message and e.event == "raised"]
-    assert sorted(e.room for e in deg) == ["room-1", "room-2"] and deg[0].priority == "high"
+    evs = [e for e in events(rclient, keys, "technical")][1:]
+    assert [(e.event, e.room) for e in evs] == [("cleared", "room-1"), ("raised", "*")]
+    assert "clinic-wide" in evs[0].message
+    clin = evs[1]
+    assert clin.rooms == "room-1,room-2" and clin.priority == "high" and clin.alert.startswith("*.-.degraded.")
+    assert "Ingest" in clin.message and "/" not in clin.message
+    (rec_,) = actions.active_alerts(rclient, keys, ["*"])
+    assert rec_["rooms"] == "room-1,room-2" and rec_["cause"] == "ingest not running"
     w.tick(clock.ms + 500)  # another tick raises nothing new
-    assert len([e for e in events(rclient, keys, "technical") if e.event == "raised"]) == 3
+    assert len([e for e in events(rclient, keys, "technical") if e.event == "raised"]) == 2
+    # ingest back and the devices fresh: the clinic-wide alarm clears (technical: not latched)
+    refresh(rclient, keys, Clock(clock.ms + 1000))
+    for dev in ("oxi-1", "oxi-2"):
+        publish_status(rclient, keys, dev, {"updated_ms": clock.ms + 1000})
+    w.tick(clock.ms + 1000)
+    assert [e.event for e in events(rclient, keys, "technical")][-1] == "cleared"
+    assert actions.active_alerts(rclient, keys, ["*"]) == []
+
+
+def test_action_events_are_forwarded_outbound_by_the_clinic_lease_holder(setup, rclient, keys):
+    cfg, w, clock, rec = setup
+    assert w.holds_clinic
+    w.tick(T0)  # first tick: the cursor starts at the stream's tip
+    feed(rclient, keys, "room-1", "oxi-1", 0, [97, 88, 88, 88, 88, 88])
+    drain(w)
+    aid = events(rclient, keys, "physiological")[0].alert
+    actions.acknowledge(rclient, keys, aid, "nina")
+    w.tick(T0 + 500)
+    assert ("acknowledged", aid, None) in rec.sent
+    assert [e.user for e in rec.follow_ups] == ["nina"]  # high priority: on the page topic too
+    w.tick(T0 + 1000)  # forwarded once
+    assert [x for x in rec.sent if x[0] == "acknowledged"] == [("acknowledged", aid, None)]
+
+
+def test_unevaluated_rooms_from_owners_and_heartbeats():
+    from monitor.alarms.clinic import unevaluated_rooms
+
+    beats = {"alerts:w1": str(T0 - 500), "alerts:w2": str(T0 - 5000)}
+    owners = {"r1": "w1", "r2": "w2", "r3": None, "r4": None}
+    got = unevaluated_rooms(owners, beats, {"r3": T0 - 6000, "r4": T0 - 1000}, T0, 5000)
+    assert got == {"r2": "worker w2 stopped", "r3": "rooms not taken over yet"}
 
 
 def test_hand_seeded_session_limits_and_reminders(setup, rclient, keys):
@@ -291,22 +327,29 @@ def test_rooms_are_divided_between_workers(make_config, rclient, keys):
 
 
 def test_start_up_grace_for_never_seen_ingest_and_devices(make_config, rclient, keys):
-    """All roles start at once under `run`: for one heartbeat period after the engine starts,
-    a missing ingest heartbeat / device status is start-up, not an alarm; after it, it is."""
+    """All roles start at once under `run` and `demo`: for one heartbeat period after the
+    engine starts, technical conditions (no ingest heartbeat yet, a port not there yet) are
+    start-up, not alarms; after it, those that persist are raised with their real onset —
+    one clinic-wide alarm for the missing ingest, the device's own for the reported offline."""
     cfg = make_config(rooms=[{"id": "room-1", "devices": [
         {"id": "oxi-1", "protocol": "masimo-ascii", "transport": "serial", "port": "/dev/null"},
         {"id": "oxi-9", "protocol": "masimo-ascii", "transport": "serial", "port": "/dev/null"}]}])
     clock = Clock(T0)
     w = Worker(cfg, rclient, keys, owner="w1", outbound=Recorder(), clock=clock)  # type: ignore[arg-type]
-    publish_status(rclient, keys, "oxi-9", {"room": "room-1", "state": "offline", "since_ms": T0 - 5000})
+    publish_status(rclient, keys, "oxi-9", {"room": "room-1", "state": "offline", "since_ms": T0 - 5000,
+                                            "detail": "cannot open /tmp/x/tty/oxi-9: [Errno 2] No such file"})
     w.housekeeping(T0)
     w.tick(T0)
-    raised = [e for e in events(rclient, keys, "technical") if e.event == "raised"]
-    assert [(e.dev, "offline" in e.message) for e in raised] == [("oxi-9", True)]  # reported offline: at once
     stale_after_ms = int(cfg.alerts.heartbeat_stale_s * 1000)
     w.tick(T0 + stale_after_ms - 1)
-    assert len([e for e in events(rclient, keys, "technical") if e.event == "raised"]) == 1
+    assert [e for e in events(rclient, keys, "technical") if e.event == "raised"] == []
+    heartbeat.beat(rclient, keys, "ingest", "i1", T0 + stale_after_ms)
+    publish_status(rclient, keys, "oxi-9", {"updated_ms": T0 + stale_after_ms})
     w.tick(T0 + stale_after_ms + 1)
-    msgs = sorted(e.message for e in events(rclient, keys, "technical") if e.event == "raised")
-    assert any("no ingest process" in m for m in msgs)
-    assert any(m.startswith("oxi-1: no status") for m in msgs)
+    raised = [e for e in events(rclient, keys, "technical") if e.event == "raised"]
+    # oxi-1 has no status: no adapter runs it → the clinic-wide cause, not a device alarm
+    assert sorted((e.room, e.dev) for e in raised) == [("*", ""), ("room-1", "oxi-9")]
+    dev = next(e for e in raised if e.dev == "oxi-9")
+    assert dev.message == "oxi-9 offline: cannot open its port" and dev.alert.endswith(str(T0 - 5000))
+    clin = next(e for e in raised if e.room == "*")
+    assert clin.rooms == "room-1" and "Device adapters not reporting" in clin.message

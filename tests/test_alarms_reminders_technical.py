@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from monitor.alarms.model import AlertEvent
+from monitor.alarms.model import AlertEvent, TechRule
 from monitor.alarms.outbound import page_tier, payload, unattended
 from monitor.alarms.reminders import reminder_conditions
 from monitor.alarms.rules import technical_rules
@@ -93,7 +93,10 @@ DEVICES = [
     ("NIBP past its cycle is silent", {"nibp-1": status(last_s_ago=961)}, {"nibp-1": "silent"}),
     ("adapter says offline", {"oxi-1": status(state="offline", detail="port gone")}, {"oxi-1": "offline"}),
     ("adapter says silent", {"oxi-1": status(state="silent", last_s_ago=2)}, {"oxi-1": "silent"}),
-    ("no status hash at all: offline", {}, {"oxi-1": "offline"}),
+    # no adapter runs it: the clinic-wide ingest cause says so (monitor/alarms/clinic.py), not the device
+    ("no status hash at all: no device alarm", {}, {}),
+    ("adapter late writing its status: wait for the clinic-wide cause",
+     {"oxi-1": status(last_s_ago=30, updated_ms=str(T0 - 4000))}, {}),
     ("device silence_s wins", {"bp-2": status(last_s_ago=1100)}, {}),
 ]
 
@@ -108,6 +111,26 @@ def test_device_conditions(name, statuses, expected):
     assert {k.split(":", 1)[1]: d.cond for k, d in got.items()} == expected
     for d in got.values():
         assert d.kind == "technical"
+
+
+def test_offline_text_has_no_path_or_errno_and_waits_its_delay():
+    st = {"oxi-1": status(state="offline", since_ms=str(T0 - 1000),
+                          detail="cannot open /tmp/vitalwatch-demo-x1/tty/oxi-1: [Errno 2] could not open port "
+                                 "/tmp/vitalwatch-demo-x1/tty/oxi-1: [Errno 2] No such file or directory: "
+                                 "'/tmp/vitalwatch-demo-x1/tty/oxi-1'")}
+    got = device_conditions(CFG.room("room-1"), CFG, st, T0, TECH)["d:oxi-1"]
+    assert got.message == "oxi-1 offline: cannot open its port"
+    assert "/" not in got.message and "Errno" not in got.message
+    delayed = {**TECH, "offline": TechRule("offline", "medium", 5000)}
+    assert "d:oxi-1" not in device_conditions(CFG.room("room-1"), CFG, st, T0, delayed)
+    st["oxi-1"]["updated_ms"] = str(T0 + 4000)  # its adapter keeps writing
+    assert "d:oxi-1" in device_conditions(CFG.room("room-1"), CFG, st, T0 + 4000, delayed)
+
+
+def test_devices_a_clinic_cause_explains_are_skipped():
+    st = {"oxi-1": status(last_s_ago=30)}
+    assert "d:oxi-1" in device_conditions(CFG.room("room-1"), CFG, st, T0, TECH)
+    assert "d:oxi-1" not in device_conditions(CFG.room("room-1"), CFG, st, T0, TECH, skip={"oxi-1"})
 
 
 def test_mqtt_device_seen_sending_only_bp_counts_as_nibp():

@@ -1,4 +1,5 @@
-"""What a named person can do to an alert: acknowledge, pause its audio, reset a latched one.
+"""What a named person can do to an alert: acknowledge (and undo that within a few seconds),
+pause its audio, reset a latched one, dismiss a reminder.
 
 Used alike by the dashboard, the HTTP API and scripts. Each action changes the alert's
 record in `keys.active_alerts(room)` (optimistic transaction, so it never overwrites an
@@ -21,10 +22,15 @@ from monitor.model.keys import Keys
 from .model import AlertEvent, encode_record, event_for, room_of, sort_records
 
 PAUSE_MAX_S = 120  # IEC 60601-1-8: audio paused for at most 2 minutes
+UNDO_S = 10  # an acknowledge clicked by mistake can be undone this long, by the one who clicked
 
 
 class NotLatched(ValueError):
     """Reset asked for an alert whose condition is still present (acknowledge it instead)."""
+
+
+class Refused(ValueError):
+    """The action does not apply to this alert now (the message says why)."""
 
 
 Change = Callable[[dict[str, Any], int], tuple[dict[str, Any] | None, AlertEvent | None]]
@@ -87,10 +93,43 @@ def reset(client: redis.Redis, keys: Keys, alert_id: str, user: str,
     """Reset a latched alert (condition gone): it is removed. NotLatched if still active."""
     def change(rec: dict[str, Any], ts: int) -> tuple[None, AlertEvent]:
         if rec.get("state") != "latched":
-            raise NotLatched(f"alert {alert_id} is still active; acknowledge it instead")
+            raise NotLatched(f"alert {alert_id}: its condition is still present; acknowledge it instead")
         return None, event_for({**rec, "state": "reset"}, "reset", ts,
                                message=f"{rec['message']}: reset by {user}", user=user)
     return _act(client, keys, alert_id, user, "alert.reset", change, now_ms)
+
+
+def unacknowledge(client: redis.Redis, keys: Keys, alert_id: str, user: str, window_s: float = UNDO_S,
+                  now_ms: int | None = None) -> dict[str, Any]:
+    """Undo an acknowledge clicked by mistake: only the person who acknowledged, within
+    `window_s`, while the condition is still present. The alarm sounds again (it only becomes
+    more alarming, which IEC 60601-1-8 allows at any time). Refused otherwise."""
+    def change(rec: dict[str, Any], ts: int) -> tuple[dict[str, Any], AlertEvent]:
+        if rec.get("acknowledged_ms") is None:
+            raise Refused(f"alert {alert_id} is not acknowledged")
+        if rec.get("acknowledged_by") != user:
+            raise Refused(f"only {rec.get('acknowledged_by')} can undo their acknowledge")
+        if ts - int(rec["acknowledged_ms"]) > window_s * 1000:
+            raise Refused(f"an acknowledge can be undone for {window_s:g} s only")
+        if rec.get("state") != "active":
+            raise Refused(f"alert {alert_id} is no longer active")
+        new = {**rec, "acknowledged_by": None, "acknowledged_ms": None}
+        return new, event_for(new, "unacknowledged", ts, message=f"{rec['message']}: acknowledge undone by {user}",
+                              user=user)
+    return _act(client, keys, alert_id, user, "alert.unacknowledge", change, now_ms)
+
+
+def dismiss(client: redis.Redis, keys: Keys, alert_id: str, user: str, now_ms: int | None = None) -> dict[str, Any]:
+    """Dismiss a reminder: hidden while its condition lasts (the engine does not raise it
+    again); doing the task (a BP recorded) ends it as well. Refused for an alarm."""
+    def change(rec: dict[str, Any], ts: int) -> tuple[dict[str, Any], AlertEvent | None]:
+        if rec.get("kind") != "reminder":
+            raise Refused(f"alert {alert_id} is an alarm, not a reminder: acknowledge it instead")
+        if rec.get("state") == "dismissed":
+            return rec, None
+        new = {**rec, "state": "dismissed", "dismissed_by": user, "dismissed_ms": ts}
+        return new, event_for(new, "dismissed", ts, message=f"{rec['message']}: dismissed by {user}", user=user)
+    return _act(client, keys, alert_id, user, "alert.dismiss", change, now_ms)
 
 
 def active_alerts(client: redis.Redis, keys: Keys, rooms: list[str] | None = None) -> list[dict[str, Any]]:
@@ -103,5 +142,5 @@ def active_alerts(client: redis.Redis, keys: Keys, rooms: list[str] | None = Non
     pipe = client.pipeline(transaction=False)
     for n in names:
         pipe.hvals(n)
-    out = [json.loads(v) for vals in pipe.execute() for v in vals]
+    out = [rec for vals in pipe.execute() for v in vals if (rec := json.loads(v)).get("state") != "dismissed"]
     return sort_records(out)

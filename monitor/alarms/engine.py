@@ -13,13 +13,22 @@ Per owned room the worker does only I/O around the pure functions of evaluate.py
 - readings: XREAD from the room's last applied stream id → `evaluate` → alert changes,
   committed with the new condition state and last id in one fenced transaction (store.py),
   so a new owner resumes exactly where the old one stopped and a reading is applied once;
-- every tick (~0.5 s): device silent/offline, monitoring degraded, session reminders,
-  session limit overrides, pause expiry and escalation.
+- every tick (~0.5 s): device silent/offline, session reminders, session limit overrides,
+  pause expiry and escalation.
+One worker also holds the clinic lease (`keys.room_owner("*")`, taken by whoever finds it
+free): it raises the clinic-wide technical alarms (room "*", monitor/alarms/clinic.py — an
+ingest process down, rooms no worker evaluates) and forwards the alert events people cause
+(acknowledged, audio paused, reset, …; the dashboard and the API write them to the alerts
+stream) to the outbound channel, so a pager stops when a nurse acknowledges on a screen.
+Every worker keeps the device alarms a clinic-wide cause explains from being raised.
+Each reading batch also updates the room's latest-value summary (`keys.room_latest`), which
+screens read instead of scanning stream history.
 Events go out on the outbound channel after they are committed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import secrets
@@ -38,13 +47,24 @@ from monitor.model.readings import Reading
 from monitor.store import heartbeat
 from monitor.store.redis_conn import REDIS_DOWN
 
+from . import clinic
 from .evaluate import BP_METRICS, Book, apply_timers, apply_transitions, evaluate, reconcile
-from .model import AlertEvent, Cond, Rule, TechRule
+from .model import AlertEvent, Cond, Rule, TechRule, event_from_fields
 from .outbound import Outbound, page_tier, unattended
 from .reminders import reminder_conditions
 from .rules import build_rules, technical_rules
-from .store import F_LAST_ID, Leases, LostOwnership, StrHash, commit, load_state
-from .technical import degraded_conditions, device_conditions, monitoring_state
+from .store import (
+    F_LAST_ID,
+    LATEST_ID,
+    Leases,
+    LostOwnership,
+    StrHash,
+    commit,
+    latest_ts_of,
+    latest_update,
+    load_state,
+)
+from .technical import device_conditions, monitoring_state
 
 log = logging.getLogger(__name__)
 Entries = list[tuple[str, dict[str, str]]]  # stream entries from a decode_responses client
@@ -69,7 +89,7 @@ class RoomRun:
     session: dict[str, str] = field(default_factory=dict)
     session_events: list[dict[str, str]] = field(default_factory=list)
     bp_only: dict[str, bool] = field(default_factory=dict)
-    degraded_since_ms: int | None = None
+    latest_ts: dict[str, int] = field(default_factory=dict)  # metric → ts of the summary's value
 
 
 @dataclass
@@ -105,6 +125,9 @@ class Worker:
         self._next_tick = 0
         self._first_tick_ms: int | None = None
         self._next_lease = 0
+        self.holds_clinic = False  # the clinic lease: clinic-wide alarms and action forwarding
+        self._unevaluated: dict[str, str] = {}  # room → why no live worker evaluates it
+        self._clinic_since: dict[str, int] = {}  # clinic cause key → when it began
 
     # --- leases -------------------------------------------------------------------------
     def housekeeping(self, now: int) -> None:
@@ -113,9 +136,15 @@ class Worker:
         if now < self._next_lease:
             return
         self._next_lease = now + max(200, self.ttl_ms // 3)
-        if self.rooms:
-            for room, ok in self.leases.renew(list(self.rooms)).items():
-                if not ok:
+        mine = list(self.rooms) + ([clinic.CLINIC] if self.holds_clinic else [])
+        if mine:
+            for room, ok in self.leases.renew(mine).items():
+                if ok:
+                    continue
+                if room == clinic.CLINIC:
+                    self.holds_clinic = False
+                    log.info("gave up the clinic lease: lease lost")
+                else:
                     self._drop(room, "lease lost")
         all_rooms = [r.id for r in self.cfg.rooms]
         owners = self.leases.owners(all_rooms)
@@ -135,6 +164,10 @@ class Worker:
                     self._free_since.pop(room, None)
                     owners[room] = self.owner
                     self._adopt(room, now)
+        if not self.holds_clinic and self.leases.acquire(clinic.CLINIC):
+            self.holds_clinic = True
+            log.info("took the clinic lease: clinic-wide alarms and action forwarding")
+        self._unevaluated = clinic.unevaluated_rooms(owners, beats, self._free_since, now, self.ttl_ms)
         if len(self.rooms) > share and len(live) > 1:
             room = next(reversed(self.rooms))  # the most recently taken
             self._drop(room, f"rebalancing: {len(live)} workers share {len(all_rooms)} rooms")
@@ -154,6 +187,7 @@ class Worker:
             last_id = f"{max(0, now - FIRST_LOOKBACK_MS)}-0"
         rules, problems = build_rules(self.cfg, room)
         rr = RoomRun(self.cfg.room(room), last_id, conds, rules)
+        rr.latest_ts = latest_ts_of(cast(StrHash, self.client.hgetall(self.keys.room_latest(room))))
         tail = cast(Entries, self.client.xrevrange(self.keys.vitals(room), count=50))
         for _id, f in tail:
             dev = f.get("dev", "")
@@ -174,6 +208,9 @@ class Worker:
         for room in list(self.rooms):
             self.leases.release(room)
             self._drop(room, "stopping")
+        if self.holds_clinic:
+            self.leases.release(clinic.CLINIC)
+            self.holds_clinic = False
 
     # --- readings -----------------------------------------------------------------------
     def poll(self, block_ms: int) -> int:
@@ -208,6 +245,7 @@ class Worker:
         last_id = entries[-1][0]
         state: dict[str, str | None] = {k: (c.to_json() if c else None) for k, c in out.changed.items()}
         state[F_LAST_ID] = last_id
+        latest = latest_update(readings, rr.latest_ts, last_id)
         now = self.clock()
 
         def build(active: dict[str, dict[str, Any]]) -> Book:
@@ -216,7 +254,8 @@ class Worker:
             return book
 
         try:
-            book = commit(self.client, self.keys, room, self.owner, build, state, self.retention_ms, now)
+            book = commit(self.client, self.keys, room, self.owner, build, state, self.retention_ms, now,
+                          latest=latest)
         except LostOwnership:
             self._drop(room, "lease lost before commit; the new owner re-applies these readings")
             return 0
@@ -226,6 +265,7 @@ class Worker:
             else:
                 rr.conds[k] = c
         rr.last_id = last_id
+        rr.latest_ts.update({m: int(json.loads(v)[1]) for m, v in latest.items() if m != LATEST_ID})
         self.stats.readings += len(readings)
         self.stats.commits += 1
         self._send(book.events, now)
@@ -233,15 +273,19 @@ class Worker:
 
     # --- wall-clock conditions ------------------------------------------------------------
     def tick(self, now: int) -> None:
-        """Device silence, degraded monitoring, reminders, session limits, pauses, escalation."""
-        if not self.rooms:
+        """Device silence, reminders, session limits, pauses, escalation; with the clinic lease
+        also the clinic-wide alarms and the forwarding of people's actions to the outbound."""
+        if not self.rooms and not self.holds_clinic:
             return
         k = self.keys
         pipe = self.client.pipeline(transaction=False)
         pipe.hgetall(k.heartbeats)
         pipe.hgetall(k.screens)
         pipe.hgetall(k.open_sessions)
-        devs = [d.id for rr in self.rooms.values() for d in rr.room.devices]
+        # the clinic lease holder judges every device (the clinic-wide causes name rooms);
+        # the others only their own rooms' devices (enough to know which of them to hold back)
+        devs = [d.id for _r, d in self.cfg.devices()] if self.holds_clinic else \
+            [d.id for rr in self.rooms.values() for d in rr.room.devices]
         for d in devs:
             pipe.hgetall(k.device_status(d))
         res = pipe.execute()
@@ -250,7 +294,21 @@ class Worker:
         mon = monitoring_state(beats, now, self.cfg)
         if self._first_tick_ms is None:
             self._first_tick_ms = now
+        # `run`/`demo`/compose start every role at once: for one heartbeat period after the
+        # engine starts, technical conditions (no ingest heartbeat yet, a port the simulator has
+        # not made yet) are start-up, not faults. They are raised after it if they persist,
+        # with their real onset; screens show NOT MONITORING until ingest beats.
         starting = now - self._first_tick_ms < self.cfg.alerts.heartbeat_stale_s * 1000
+        causes = clinic.clinic_causes(clinic.ClinicInputs(self.cfg, now, mon, statuses, self._unevaluated))
+        covered = clinic.covered(causes)
+        self._tick_rooms(now, open_sessions, statuses, covered, starting)
+        if self.holds_clinic:
+            self._tick_clinic(now, causes, starting)
+            self._forward_actions()
+
+    def _tick_rooms(self, now: int, open_sessions: dict[str, str | None], statuses: dict[str, StrHash],
+                    covered: dict[str, clinic.ClinicCause], starting: bool) -> None:
+        k = self.keys
         sids = {room: open_sessions.get(room) for room in self.rooms}
         pipe = self.client.pipeline(transaction=False)
         for sid in sids.values():
@@ -266,28 +324,18 @@ class Worker:
             limits, session, events = (next(results), next(results), next(results)) if sid else ({}, {}, [])
             self._refresh_rules(rr, sid, limits)
             rr.session, rr.session_events = session, [dict(f) for _id, f in events]
-            if mon.ingest_problems:
-                rr.degraded_since_ms = rr.degraded_since_ms or now
-            else:
-                rr.degraded_since_ms = None
-            dev_d = device_conditions(rr.room, self.cfg, statuses, now, self.tech, rr.bp_only)
-            deg_d = degraded_conditions(mon, self.tech, now, rr.degraded_since_ms)
-            if starting:
-                # `run`/`demo`/compose start every role at once: for one heartbeat period
-                # after the engine starts, "never seen" (no ingest heartbeat yet, a device
-                # with no status hash yet) is start-up, not a fault. Real offline/silent
-                # states reported by an adapter are raised as always; screens still show
-                # NOT MONITORING until ingest beats.
-                deg_d = {}
-                dev_d = {key: d for key, d in dev_d.items() if statuses.get(d.dev or "")}
-            rem_d = reminder_conditions({**session, "id": sid} if session else None, rr.session_events,
+            mine = {d.id: c for d in rr.room.devices if (c := covered.get(d.id)) is not None}
+            dev_d = {} if starting else device_conditions(rr.room, self.cfg, statuses, now, self.tech,
+                                                          rr.bp_only, skip=mine)
+            why = {f"d:{d}": f"part of the clinic-wide alarm now ({c.cause})" for d, c in mine.items()}
+            rem_d = reminder_conditions({**session, "id": sid or ""} if session else None, rr.session_events,
                                         now, self.cfg, room)
 
             def build(active: dict[str, dict[str, Any]], room: str = room, dev_d: dict = dev_d,
-                      deg_d: dict = deg_d, rem_d: dict = rem_d) -> Book:
+                      rem_d: dict = rem_d, why: dict = why) -> Book:
                 book = Book(active)
-                reconcile(book, room, dev_d, "d:", now)
-                reconcile(book, room, deg_d, "g:", now)
+                reconcile(book, room, dev_d, "d:", now, why)
+                reconcile(book, room, {}, "g:", now)  # per-room "degraded" of older versions: now clinic-wide
                 reconcile(book, room, rem_d, "r:", now)
                 apply_timers(book, now, int(self.cfg.alerts.escalate_after_s * 1000))
                 return book
@@ -298,6 +346,50 @@ class Worker:
                 self._drop(room, "lease lost")
                 continue
             self._send(book.events, now)
+
+    def _tick_clinic(self, now: int, causes: dict[str, clinic.ClinicCause], starting: bool) -> None:
+        """Reconcile the clinic-wide alerts (room "*") with the causes that hold now."""
+        for key in list(self._clinic_since):
+            if key not in causes:
+                del self._clinic_since[key]
+        for key in causes:
+            self._clinic_since.setdefault(key, now)
+        want = {} if starting else clinic.desired(causes, self.tech, self._clinic_since, now)
+
+        def build(active: dict[str, dict[str, Any]]) -> Book:
+            book = Book(active)
+            reconcile(book, clinic.CLINIC, want, clinic.SCOPE, now)
+            apply_timers(book, now, int(self.cfg.alerts.escalate_after_s * 1000))
+            return book
+
+        try:
+            book = commit(self.client, self.keys, clinic.CLINIC, self.owner, build, {}, self.retention_ms, now)
+        except LostOwnership:
+            self.holds_clinic = False
+            log.info("gave up the clinic lease: lease lost before commit")
+            return
+        self._send(book.events, now)
+
+    def _forward_actions(self) -> None:
+        """Publish the alert events people caused (they carry a `user`) on the outbound channel,
+        from a cursor kept in Redis so the next holder of the clinic lease goes on from there."""
+        if self.outbound is None:
+            return
+        cursor = cast(str | None, self.client.get(self.keys.outbound_cursor))
+        if cursor is None:
+            tip = cast(Entries, self.client.xrevrange(self.keys.alerts, count=1))
+            self.client.set(self.keys.outbound_cursor, tip[0][0] if tip else "0-0")
+            return  # first holder ever: forward from now on, not the whole history
+        entries = cast(Entries, self.client.xrange(self.keys.alerts, min=f"({cursor}", count=500))
+        if not entries:
+            return
+        for _id, f in entries:
+            if f.get("user"):
+                ev = event_from_fields(f)
+                self.stats.events += 1
+                log.info("%s by %s %s", ev.event, ev.user, ev.alert, extra={"room": ev.room})
+                self.outbound.send(ev, None, follow_up=ev.priority == "high", room_name=self._room_name(ev.room))
+        self.client.set(self.keys.outbound_cursor, entries[-1][0])
 
     def _refresh_rules(self, rr: RoomRun, sid: str | None, limits: dict[str, str]) -> None:
         if sid == rr.sid and limits == rr.limits_raw:
@@ -316,7 +408,15 @@ class Worker:
             log.info("%s %s %s: %s", ev.event, ev.priority, ev.alert, ev.message, extra={"room": ev.room})
             if self.outbound is not None:
                 nobody = unattended(self._screens, now, self.cfg.alerts.screen_stale_s)
-                self.outbound.send(ev, page_tier(ev, nobody))
+                self.outbound.send(ev, page_tier(ev, nobody), room_name=self._room_name(ev.room))
+
+    def _room_name(self, room: str) -> str:
+        if room == clinic.CLINIC:
+            return "All rooms"
+        try:
+            return self.cfg.room(room).name or room
+        except KeyError:
+            return room
 
     # --- loop ---------------------------------------------------------------------------
     def step(self, max_block_ms: int = 200) -> None:
@@ -331,6 +431,8 @@ class Worker:
         wait = max(1, min(self._next_house, self._next_tick, now + max_block_ms) - self.clock())
         if self.rooms:
             self.poll(wait)
+        elif self.holds_clinic:
+            time.sleep(min(wait, 100) / 1000)  # the clinic lease only: ticks do its work
         else:
             time.sleep(wait / 1000)
 

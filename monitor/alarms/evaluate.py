@@ -22,10 +22,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from monitor.model.codec import fmt_value
-from monitor.model.readings import METRICS, Reading
+from monitor.model.readings import Reading
 
 from .model import AlertEvent, Cond, Desired, Rule, TechRule, alert_id, event_for, new_record
+from .text import back_text, condition_text
 
 # Flags that make a reading's values untrustworthy for physiological rules.
 QUALITY_FLAGS = frozenset({"sensor_off", "no_sensor", "low_perfusion", "artifact", "pulse_search",
@@ -93,10 +93,7 @@ def tech_key(dev: str, cond: str) -> str:
 
 
 def _phys_message(rule: Rule, side: str, value: float) -> str:
-    label = METRICS[rule.metric].label
-    unit = METRICS[rule.metric].unit
-    word = "above high limit" if side == "high" else "below low limit"
-    return f"{label} {fmt_value(value)} {unit} {word} {fmt_value(rule.limit(side) or 0)}"
+    return condition_text(rule.metric, side, value, rule.limit(side))
 
 
 def evaluate(room: str, rules: Mapping[str, Rule], tech: Mapping[str, TechRule],
@@ -173,7 +170,7 @@ def _phys_transition(what: str, room: str, dev: str, rule: Rule, key: str, c: Co
     if what == "raise":
         msg = _phys_message(rule, side, value)
     else:
-        msg = f"{METRICS[rule.metric].label} back to {fmt_value(value)} {METRICS[rule.metric].unit}"
+        msg = back_text(rule.metric, value)
     return Transition(what, key, c.alert_id, room, dev, rule.metric, "physiological", rule.priority,
                       rule.latching, ts, c.since_ms, value, rule.limit(side), msg, rule.metric)
 
@@ -258,7 +255,9 @@ def _clear(book: Book, alert: str, now_ms: int, message: str, value: float | Non
     if value is not None:
         rec["value"] = value
     if rec.get("latching"):
-        rec.update(state="latched", cleared_ms=now_ms, message=f"{rec['message']} (latched until reset)")
+        # the record's text stays the condition that raised it: "latched" is its state, not
+        # more text (a row ending "(latched until reset) · 161" read as a second breach)
+        rec.update(state="latched", cleared_ms=now_ms)
         book.put(rec)
         book.emit(event_for(rec, "cleared", now_ms, message=f"{message}; latched until reset"))
     else:
@@ -266,18 +265,24 @@ def _clear(book: Book, alert: str, now_ms: int, message: str, value: float | Non
         book.emit(event_for(rec, "cleared", now_ms, message=message))
 
 
-def reconcile(book: Book, room: str, desired: Mapping[str, Desired], scope: str, now_ms: int) -> None:
+def reconcile(book: Book, room: str, desired: Mapping[str, Desired], scope: str, now_ms: int,
+              why_gone: Mapping[str, str] | None = None) -> None:
     """Make the active alerts whose condition key starts with `scope` match `desired`.
 
     A desired condition without an active alert is raised; one that has an alert updates
-    its message/value quietly; an active alert no longer desired is cleared.
+    its message/value quietly; an active alert no longer desired is cleared ("…: resolved",
+    or "…: <why_gone[key]>"). A dismissed reminder (state "dismissed") is not raised again
+    while its condition lasts, and is dropped quietly once the condition is over.
     """
     existing = {rec["cond"]: aid for aid, rec in book.records.items()
                 if rec.get("cond", "").startswith(scope) and rec["state"] == "active"}
+    for aid, rec in list(book.records.items()):
+        if rec["state"] == "dismissed" and rec.get("cond", "").startswith(scope) and rec["cond"] not in desired:
+            book.remove(aid)
     for key, aid in existing.items():
         if key not in desired:  # clears first: the event order reads as what happened
             rec = book.records[aid]
-            _clear(book, aid, now_ms, f"{rec['message']}: resolved")
+            _clear(book, aid, now_ms, f"{rec['message']}: {(why_gone or {}).get(key, 'resolved')}")
     for key, d in desired.items():
         found = existing.get(key)
         if found is not None:
@@ -308,6 +313,7 @@ def apply_timers(book: Book, now_ms: int, escalate_after_ms: int) -> None:
             if rec.get("acknowledged_ms") is None:
                 book.emit(event_for(rec, "pause_ended", now_ms, message=f"{rec['message']}: audio pause ended"))
         if (rec["priority"] == "high" and rec.get("acknowledged_ms") is None and not rec.get("escalated")
+                and rec.get("kind") != "reminder" and rec.get("state") != "dismissed"
                 and now_ms - int(rec.get("raised_ms") or now_ms) >= escalate_after_ms):
             rec = {**rec, "escalated": True, "escalated_ms": now_ms}
             book.put(rec)

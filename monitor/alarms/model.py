@@ -18,7 +18,8 @@ from typing import Any
 from monitor.model.codec import fmt_value
 
 PRIORITY_RANK = {"high": 0, "medium": 1, "low": 2}
-EVENTS = ("raised", "escalated", "acknowledged", "audio_paused", "pause_ended", "cleared", "reset")
+EVENTS = ("raised", "escalated", "acknowledged", "audio_paused", "pause_ended", "cleared", "reset",
+          "unacknowledged", "dismissed")  # the last two added: undo of an acknowledge, a reminder dismissed
 KINDS = ("physiological", "technical", "reminder")
 
 
@@ -115,6 +116,7 @@ class AlertEvent:
     limit: float | None = None
     message: str = ""
     user: str = ""
+    rooms: str = ""  # clinic-wide alerts (room "*"): the affected rooms, comma-separated
 
     def to_fields(self) -> dict[str, str]:
         """Stream fields; optional ones only when present."""
@@ -130,6 +132,8 @@ class AlertEvent:
             f["limit"] = fmt_value(self.limit)
         if self.user:
             f["user"] = self.user
+        if self.rooms:
+            f["rooms"] = self.rooms
         return f
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,7 +141,8 @@ class AlertEvent:
         return {"ts": self.ts_ms, "room": self.room, "alert": self.alert, "event": self.event,
                 "kind": self.kind, "priority": self.priority, "metric": self.metric or None,
                 "dev": self.dev or None, "value": self.value, "limit": self.limit,
-                "message": self.message, "user": self.user or None}
+                "message": self.message, "user": self.user or None,
+                **({"rooms": self.rooms.split(",")} if self.room == "*" else {})}
 
 
 def event_from_fields(fields: Mapping[str, str]) -> AlertEvent:
@@ -147,7 +152,7 @@ def event_from_fields(fields: Mapping[str, str]) -> AlertEvent:
     return AlertEvent(int(fields["ts"]), fields["room"], fields["alert"], fields["event"],
                       fields.get("kind", ""), fields.get("priority", ""), fields.get("metric", ""),
                       fields.get("dev", ""), num("value"), num("limit"), fields.get("message", ""),
-                      fields.get("user", ""))
+                      fields.get("user", ""), fields.get("rooms", ""))
 
 
 def new_record(*, alert: str, room: str, dev: str, metric: str, kind: str, priority: str,
@@ -170,7 +175,8 @@ def event_for(rec: Mapping[str, Any], event: str, ts_ms: int, message: str | Non
     """The event `event` about an active-alert record."""
     return AlertEvent(ts_ms, rec["room"], rec["alert"], event, rec["kind"], rec["priority"],
                       rec.get("metric") or "", rec.get("dev") or "", rec.get("value"),
-                      rec.get("limit"), rec["message"] if message is None else message, user)
+                      rec.get("limit"), rec["message"] if message is None else message, user,
+                      str(rec.get("rooms") or ""))
 
 
 def encode_record(rec: Mapping[str, Any]) -> str:

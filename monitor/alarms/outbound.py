@@ -6,6 +6,9 @@
   tier 1: a high-priority alarm raised while no station screen is connected or none has its
   sound on (so nobody would hear it); tier 2: an escalation (high priority unacknowledged
   past `[alerts] escalate_after_s`).
+- What people do to a high-priority alarm (acknowledged, reset, acknowledge undone) follows
+  on the same page topic and webhook, `page: false`, so a pager stops (or starts again).
+- Every payload carries `text`, the alarm row as the screens show it (monitor/alarms/text.py).
 Publishing happens on background threads; a slow webhook never delays evaluation. Failures
 are counted (`stats`) and logged, never silent.
 """
@@ -28,6 +31,7 @@ from urllib.parse import urlparse
 import paho.mqtt.client as mqtt
 
 from .model import AlertEvent
+from .text import alarm_line
 
 log = logging.getLogger(__name__)
 
@@ -61,9 +65,13 @@ def page_tier(event: AlertEvent, nobody_listening: bool) -> int | None:
     return None
 
 
-def payload(event: AlertEvent, tier: int | None) -> bytes:
-    """The JSON an outbound consumer receives: the CONTRACT fields plus `page` and `tier`."""
-    return json.dumps({**event.to_dict(), "page": tier is not None, "tier": tier},
+def payload(event: AlertEvent, tier: int | None, room_name: str = "") -> bytes:
+    """The JSON an outbound consumer receives: the CONTRACT fields plus `page`, `tier` and
+    `text` (the alarm row, e.g. "HIGH · Room 2 · SBP 186 > 180 mmHg · acknowledged by nina")."""
+    # a person's action already says what happened in its message ("…: acknowledged by nina")
+    tail = "" if event.user else event.event.replace("_", " ")
+    text = alarm_line(event.to_dict(), room_name or event.room, tail=tail)
+    return json.dumps({**event.to_dict(), "page": tier is not None, "tier": tier, "text": text},
                       separators=(",", ":")).encode()
 
 
@@ -145,12 +153,15 @@ class Outbound:
         """Wait for the broker connection (tests, start-up)."""
         return self._connected.wait(timeout_s)
 
-    def send(self, event: AlertEvent, tier: int | None) -> None:
-        """Publish one event (and page it when `tier` is set); never blocks on the network."""
-        body = payload(event, tier)
+    def send(self, event: AlertEvent, tier: int | None, follow_up: bool = False, room_name: str = "") -> None:
+        """Publish one event (and page it when `tier` is set; `follow_up`: also on the page
+        topic and webhook, not as a page — an acknowledge that should stop a pager); never
+        blocks on the network."""
+        body = payload(event, tier, room_name)
         self._publish(self.topic, body)
         if tier is not None:
             self.stats.pages += 1
+        if tier is not None or follow_up:
             self._publish(f"{self.topic}/page", body)
             if self.webhook_url:
                 self._hooks.put(body)

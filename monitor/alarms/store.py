@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 import redis
 
 from monitor.model.keys import Keys
+from monitor.model.readings import Reading
 
 from .evaluate import Book
 from .model import Cond, encode_record
@@ -28,6 +29,7 @@ log = logging.getLogger(__name__)
 StrHash = dict[str, str]  # what a decode_responses client returns for HGETALL
 
 F_LAST_ID = "last_id"  # alarm-state field: last vitals stream id applied
+LATEST_ID = "_id"  # latest-summary field: the last vitals stream id folded in
 COND_PREFIXES = ("p:", "t:")  # alarm-state fields holding a Cond
 
 _RENEW = """
@@ -98,13 +100,41 @@ def read_active(client: redis.Redis | redis.client.Pipeline, keys: Keys, room: s
     return {k: json.loads(v) for k, v in raw.items()}
 
 
+def latest_update(readings: Iterable[Reading], have_ts: Mapping[str, int], last_id: str) -> dict[str, str]:
+    """The room's latest-value summary fields that `readings` make newer (pure): metric →
+    JSON [value, ts, device] where a reading is at least as new as the summary's value, and
+    `_id` = last_id. An older reading arriving late (a spool replay) never replaces a newer one."""
+    best: dict[str, tuple[float, int, str]] = {}
+    for r in readings:
+        for m, v in r.values.items():
+            if r.ts_ms >= have_ts.get(m, -1) and (m not in best or r.ts_ms >= best[m][1]):
+                best[m] = (v, r.ts_ms, r.device)
+    out = {m: json.dumps([v, ts, dev]) for m, (v, ts, dev) in best.items()}
+    out[LATEST_ID] = last_id
+    return out
+
+
+def latest_ts_of(summary: Mapping[str, str]) -> dict[str, int]:
+    """metric → ts of the summary's value (unreadable fields are left out)."""
+    out = {}
+    for m, v in summary.items():
+        if m == LATEST_ID:
+            continue
+        try:
+            out[m] = int(json.loads(v)[1])
+        except (ValueError, TypeError, IndexError):
+            continue
+    return out
+
+
 def commit(client: redis.Redis, keys: Keys, room: str, owner: str,
            build: Callable[[dict[str, dict[str, Any]]], Book],
            state: Mapping[str, str | None], retention_ms: int, now_ms: int,
-           attempts: int = 20) -> Book:
+           attempts: int = 20, latest: Mapping[str, str] | None = None) -> Book:
     """Apply `build(active records) -> Book` and `state` changes atomically, fenced by ownership.
 
-    `state` maps alarm-state field → new value (None deletes it). Raises LostOwnership.
+    `state` maps alarm-state field → new value (None deletes it); `latest` fields go to the
+    room's latest-value summary in the same transaction. Raises LostOwnership.
     """
     owner_key, active_key = keys.room_owner(room), keys.active_alerts(room)
     with client.pipeline(transaction=True) as pipe:
@@ -114,7 +144,7 @@ def commit(client: redis.Redis, keys: Keys, room: str, owner: str,
                 if pipe.get(owner_key) != owner:
                     raise LostOwnership(room)
                 book = build(read_active(pipe, keys, room))
-                if not book.changed and not state:
+                if not book.changed and not state and not latest:
                     pipe.unwatch()
                     return book
                 pipe.multi()
@@ -132,6 +162,8 @@ def commit(client: redis.Redis, keys: Keys, room: str, owner: str,
                     pipe.hset(keys.alarm_state(room), mapping=sets)  # type: ignore[arg-type]
                 if dels:
                     pipe.hdel(keys.alarm_state(room), *dels)
+                if latest:
+                    pipe.hset(keys.room_latest(room), mapping=dict(latest))  # type: ignore[arg-type]
                 pipe.execute()
                 return book
             except redis.WatchError:

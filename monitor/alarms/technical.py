@@ -5,22 +5,25 @@
   protocol-aware: continuous devices `[alerts] quiet_s`; an NIBP by its longest cycle plus
   `nibp_grace_s` (a device seen sending only blood pressure counts as an NIBP);
   `DeviceConfig.silence_s` overrides both.
-- Monitoring degraded: `monitoring_state(heartbeats, now_ms, cfg)` — pure, so the dashboard
+- Monitoring state: `monitoring_state(heartbeats, now_ms, cfg)` — pure, so the dashboard
   and `/health` can call it with the raw heartbeats hash even when no engine is running.
+  A cause that touches many rooms (ingest down) is one clinic-wide alarm: see clinic.py.
 All functions here are pure.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from monitor.model.config import Config, DeviceConfig, RoomConfig
 
 from .model import Desired, TechRule
+from .text import clean_detail
 
 NIBP_DEFAULT_CYCLE_S = 300.0
+ADAPTER_LATE_MS = 3000  # an adapter writes its devices' status every ~1 s: this late, it may be gone
 
 
 def device_quiet_s(dev: DeviceConfig, cfg: Config, bp_only: bool = False) -> float:
@@ -46,34 +49,53 @@ def _int(text: Any) -> int | None:
 
 def device_conditions(room: RoomConfig, cfg: Config, statuses: Mapping[str, Mapping[str, str]],
                       now_ms: int, tech: Mapping[str, TechRule],
-                      bp_only: Mapping[str, bool] | None = None) -> dict[str, Desired]:
-    """Silent/offline conditions for the devices of `room` at `now_ms` (key "d:<dev>")."""
+                      bp_only: Mapping[str, bool] | None = None,
+                      skip: Collection[str] = ()) -> dict[str, Desired]:
+    """Silent/offline conditions for the devices of `room` at `now_ms` (key "d:<dev>").
+
+    Devices in `skip` (their silence is a clinic-wide cause's, see clinic.py), devices with
+    no status hash (no adapter runs them: the clinic-wide ingest cause) and devices whose
+    adapter is late writing their status (it may be gone: the clinic-wide cause decides) get
+    no alarm of their own. A condition is raised once it has lasted its `delay_s`. The text
+    never carries a port path or an errno (`text.clean_detail`).
+    """
     out: dict[str, Desired] = {}
     for dev in room.devices:
         st = statuses.get(dev.id) or {}
+        if dev.id in skip or not st or adapter_late(st, now_ms):
+            continue
         quiet_s = device_quiet_s(dev, cfg, (bp_only or {}).get(dev.id, False))
         last_ts = _int(st.get("last_ts"))
         state = st.get("state", "")
-        detail = st.get("detail", "")
-        if not st:
-            cond, msg, start = "offline", f"{dev.id}: no status from its adapter (ingest not running?)", None
-        elif state == "offline":
+        detail = clean_detail(st.get("detail", ""))
+        if state == "offline":
             cond, msg, start = "offline", f"{dev.id} offline" + (f": {detail}" if detail else ""), _int(st.get("since_ms"))
         elif last_ts is None:
             since = _int(st.get("since_ms")) or now_ms
             if now_ms - since < quiet_s * 1000:
                 continue  # connecting: give it one quiet period to send its first reading
             cond, msg, start = "silent", f"{dev.id}: no reading since it connected ({state or 'unknown'})", since
-        elif now_ms - last_ts > quiet_s * 1000 or state == "silent":
+        elif now_ms - last_ts > quiet_s * 1000:
             # no age in the text: the record would change every tick; the dashboard shows ages
             cond, msg, start = "silent", f"{dev.id} silent: no reading for over {quiet_s:g} s", last_ts + int(quiet_s * 1000)
+        elif state == "silent":  # the adapter's own, shorter quiet time (e.g. 3 s for an oximeter)
+            cond, msg, start = "silent", f"{dev.id} silent: no valid data", _int(st.get("since_ms"))
         else:
             continue
         rule = tech[cond]
+        start = start if start is not None else now_ms
+        if now_ms - start < rule.delay_ms:
+            continue
         out[f"d:{dev.id}"] = Desired(key=f"d:{dev.id}", cond=cond, kind="technical", priority=rule.priority,
-                                     message=msg, start_ms=start if start is not None else now_ms,
-                                     dev=dev.id)
+                                     message=msg, start_ms=start, dev=dev.id)
     return out
+
+
+def adapter_late(status: Mapping[str, str], now_ms: int) -> bool:
+    """True when a device's adapter has not written its status for ADAPTER_LATE_MS: its silence
+    may be the adapter's, not the device's — the clinic-wide ingest cause decides."""
+    updated = _int(status.get("updated_ms"))
+    return updated is not None and now_ms - updated > ADAPTER_LATE_MS
 
 
 @dataclass(frozen=True)
@@ -141,14 +163,3 @@ def monitoring_state(heartbeats: Mapping[str, str | int], now_ms: int, cfg: Conf
         problems.append(f"Ingest process {inst} stopped heartbeating {age // 1000} s ago")
         ingest.append(f"ingest process {inst} stopped heartbeating")
     return MonitoringState(not problems, tuple(problems), roles, tuple(ingest))
-
-
-def degraded_conditions(state: MonitoringState, tech: Mapping[str, TechRule], now_ms: int,
-                        since_ms: int | None = None) -> dict[str, Desired]:
-    """The room-level "monitoring degraded" condition (key "g:ingest") when ingest is not healthy."""
-    if not state.ingest_problems:
-        return {}
-    rule = tech["degraded"]
-    msg = "Monitoring degraded: " + "; ".join(state.ingest_problems)  # no ages: stable text
-    return {"g:ingest": Desired(key="g:ingest", cond="degraded", kind="technical", priority=rule.priority,
-                                message=msg, start_ms=since_ms if since_ms is not None else now_ms)}

@@ -384,7 +384,7 @@ class ReminderProtocol(_Model):
 
 TECHNICAL_CONDITIONS = (
     "sensor_off", "no_sensor", "poor_signal", "measurement_failed", "device_alarm",
-    "low_battery", "silent", "offline", "degraded",
+    "low_battery", "silent", "offline", "degraded", "engine",
 )
 
 
@@ -404,7 +404,8 @@ TECHNICAL_DEFAULTS: dict[str, dict[str, Any]] = {
     "low_battery": {"priority": "low", "delay_s": 0},
     "silent": {"priority": "medium", "delay_s": 0},
     "offline": {"priority": "medium", "delay_s": 0},
-    "degraded": {"priority": "high", "delay_s": 0},
+    "degraded": {"priority": "high", "delay_s": 0},  # clinic-wide: ingest not running (monitor/alarms/clinic.py)
+    "engine": {"priority": "high", "delay_s": 0},  # clinic-wide: rooms no alert worker evaluates
 }
 
 

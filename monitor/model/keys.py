@@ -72,6 +72,16 @@ class Keys:
         """Hash: the alert engine's per room/device/metric evaluation state."""
         return f"{self.prefix}alarmstate:{room}"
 
+    def room_latest(self, room: str) -> str:
+        """Hash: metric → JSON [value, ts ms, device] of the room's newest value, plus `_id` (the
+        last stream id folded in); written by the alert engine with each reading batch."""
+        return f"{self.prefix}latest:{room}"
+
+    @property
+    def outbound_cursor(self) -> str:
+        """String: the last `alerts` stream id whose people-caused events went outbound."""
+        return f"{self.prefix}outbound-cursor"
+
     def room_owner(self, room: str) -> str:
         """String with TTL: which alert worker owns a room's evaluation."""
         return f"{self.prefix}owner:{room}"
