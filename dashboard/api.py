@@ -35,6 +35,7 @@ from dashboard.security import CSRF_COOKIE, CSRF_FIELD, client_source, csrf_ok, 
 from monitor.accounts import audit, users
 from monitor.accounts.passwords import HashPool
 from monitor.accounts.throttle import LoginPolicy
+from monitor.alarms.actions import NotLatched, Refused
 from monitor.model.clock import now_ms
 from monitor.model.config import Config
 from monitor.store import redis_types
@@ -42,18 +43,29 @@ from monitor.store.redis_conn import REDIS_DOWN
 
 log = logging.getLogger(__name__)
 
-LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><link rel="manifest" href="/manifest.webmanifest">
 <meta name="viewport" content="width=device-width, initial-scale=1"><title>VitalWatch — sign in</title>
 <style>body{{font-family:system-ui,sans-serif;background:#263238;color:#eceff1;display:flex;
 justify-content:center;align-items:center;height:100vh;margin:0}}form{{background:#37474f;padding:2em;
 border-radius:8px;min-width:18em}}label{{display:block;margin:.6em 0 .2em}}input{{width:100%;padding:.5em;
 font-size:1.1em;box-sizing:border-box}}button{{margin-top:1em;width:100%;padding:.6em;font-size:1.1em;
 background:#1e88e5;color:white;border:0;border-radius:4px}}.msg{{color:#ffab91;margin-top:.8em}}</style>
-</head><body><form method="post" action="/login" id="login-form"><h2>VitalWatch</h2>
+</head><body><main><form method="post" action="/login" id="login-form"><h1>VitalWatch</h1>
 <input type="hidden" name="next" value="{next}"><input type="hidden" name="csrf" value="{csrf}">
 <label for="username">User name</label><input id="username" name="username" autocomplete="username" autofocus>
 <label for="password">Password</label><input id="password" name="password" type="password" autocomplete="current-password">
-<button type="submit" id="login-submit">Sign in</button><div class="msg" id="login-msg">{msg}</div></form></body></html>"""
+<button type="submit" id="login-submit">Sign in</button><div class="msg" id="login-msg" role="status">{msg}</div></form></main></body></html>"""
+
+# Installable phone view (/m): name, colours, icons (dashboard/assets/icons, public).
+MANIFEST = {
+    "name": "VitalWatch", "short_name": "VitalWatch", "start_url": "/m", "scope": "/", "display": "standalone",
+    "background_color": "#263238", "theme_color": "#263238",
+    "description": "Alarms first, then every room's latest values — for the nurse between rooms.",
+    "icons": [{"src": "/assets/icons/icon-192.png", "sizes": "192x192", "type": "image/png"},
+              {"src": "/assets/icons/icon-512.png", "sizes": "512x512", "type": "image/png"},
+              {"src": "/assets/icons/icon-512-maskable.png", "sizes": "512x512", "type": "image/png",
+               "purpose": "maskable"}],
+}
 
 LOGOUT_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>VitalWatch — sign out</title></head>
 <body style="font-family:system-ui,sans-serif"><form method="post" action="/logout" id="logout-form">
@@ -234,22 +246,12 @@ def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions,
 
     @server.get("/api/v1/rooms")
     def rooms() -> dict[str, Any]:
+        # the push hub's per-room cache (kept current by the push loop): no Redis read here,
+        # so asking for 300 rooms costs what asking for one does
         _require("station")
-        alerts = data.active_alerts()
-        sessions_by_room = data.room_sessions()
-        out = []
-        for r in cfg.rooms:
-            latest = data.latest(r.id)
-            status = data.device_status([d.id for d in r.devices]) if r.devices else {}
-            out.append({
-                "id": r.id, "name": r.name or r.id,
-                "latest": {m: {"value": x["v"], "ts": x["ts"], "dev": x["dev"]} for m, x in latest.items()},
-                "devices": {d: {"state": s.get("state", "unknown"),
-                                "last_ts": int(s.get("last_ts") or 0) or None} for d, s in status.items()},
-                "active_alerts": [a for a in alerts if a.get("room") == r.id],
-                "session": sessions_by_room.get(r.id, {}).get("id"),
-            })
-        return {"ts": now_ms(), "rooms": out}
+        if not hub.redis_ok:
+            raise HTTPException(503, "NOT MONITORING: Redis unreachable")
+        return {"ts": now_ms(), "rooms": hub.rooms_view(), "clinic_alerts": hub.clinic}
 
     @server.get("/api/v1/alerts")
     def alerts(since: int = 0, room: str | None = None, limit: int = 1000) -> dict[str, Any]:
@@ -299,6 +301,23 @@ def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions,
     async def pause(alert_id: str, request: Request) -> dict[str, Any]:
         return await _act(request, alert_id, "pause")
 
+    @server.post("/api/v1/alerts/{alert_id}/reset")
+    async def reset(alert_id: str, request: Request) -> dict[str, Any]:
+        return await _act(request, alert_id, "reset")
+
+    @server.post("/api/v1/alerts/{alert_id}/dismiss")
+    async def dismiss(alert_id: str, request: Request) -> dict[str, Any]:
+        return await _act(request, alert_id, "dismiss")
+
+    @server.post("/api/v1/alerts/{alert_id}/unacknowledge")
+    async def unacknowledge(alert_id: str, request: Request) -> dict[str, Any]:
+        return await _act(request, alert_id, "unacknowledge")
+
+    @server.get("/manifest.webmanifest", include_in_schema=False)
+    def manifest() -> Response:
+        # public (no patient data): a browser fetches it without the sign-in cookie
+        return Response(json.dumps(MANIFEST), media_type="application/manifest+json")
+
     async def _act(request: Request, alert_id: str, action: str) -> dict[str, Any]:
         user = _require("station")
         raw = await request.body()
@@ -313,9 +332,18 @@ def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions,
             try:
                 if action == "acknowledge":
                     return data.acknowledge(alert_id, actor)
+                if action == "reset":
+                    return data.reset(alert_id, actor)
+                if action == "dismiss":
+                    return data.dismiss(alert_id, actor)
+                if action == "unacknowledge":
+                    return data.unacknowledge(alert_id, actor)
                 return data.pause_audio(alert_id, actor, seconds=body.get("seconds"))
             except KeyError:
                 raise HTTPException(404, f"no active alert {alert_id!r}") from None
+            except (NotLatched, Refused) as e:
+                # reset while the condition is present, dismiss of an alarm, an undo too late
+                raise HTTPException(409, str(e)) from None
 
         try:
             actor = await acting_user(signin, user, body)

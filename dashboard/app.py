@@ -94,6 +94,28 @@ REQUIRED_PAGE_NAMES = ("ROUTES", "MIN_ROLE", "ID_PREFIX", "layout", "register_ca
 ASSETS = Path(__file__).parent / "assets"
 APP_ID_PREFIX = "app-"  # the shell's own ids (router, nav): any signed-in user
 WS_MAX_BYTES = 4096  # a live-socket message from a tab is a few dozen bytes
+# Dash's index page with a language (screen readers, axe), the web app manifest (the phone
+# view installs) and no inline script (Dash's default carries an IE-only one in a comment).
+INDEX = """<!DOCTYPE html>
+<html lang="en">
+    <head>
+        {%metas%}
+        <title>{%title%}</title>
+        <meta name="theme-color" content="#263238">
+        <link rel="manifest" href="/manifest.webmanifest">
+        <link rel="apple-touch-icon" href="/assets/icons/icon-192.png">
+        {%favicon%}
+        {%css%}
+    </head>
+    <body>
+        {%app_entry%}
+        <footer>
+            {%config%}
+            {%scripts%}
+            {%renderer%}
+        </footer>
+    </body>
+</html>"""
 
 
 def discover_pages() -> list[ModuleType]:
@@ -194,7 +216,9 @@ def build(cfg: Config, redis_url: str) -> tuple[Any, Hub, dash.Dash]:
                     assets_folder=str(ASSETS), serve_locally=True,
                     suppress_callback_exceptions=True, title="VitalWatch",
                     update_title=None,  # type: ignore[arg-type]
-                    compress=False)
+                    compress=False,
+                    meta_tags=[{"name": "viewport", "content": "width=device-width, initial-scale=1"}])
+    app.index_string = INDEX
     app.layout = html.Div([dcc.Location(id="app-url"), html.Div(id="app-nav"),
                            html.Div(id="app-page", className="vw-page")])
     nav_pages = [(getattr(m, "TITLE", m.__name__), m.ROUTES[0], m.MIN_ROLE)

@@ -13,7 +13,8 @@ Activity is a person's input only: opening a page, a Dash callback a click or ke
 SameSite=Lax, Secure when `dashboard.secure_cookies`.
 
 `AuthMiddleware` wraps the whole ASGI app (Dash's pages and callbacks, the JSON API, the
-push WebSocket): public paths are /login, /logout and /health; everything else needs a
+push WebSocket): public paths are /login, /logout, /health,
+the web app manifest and its icons; everything else needs a
 session cookie or `Authorization: Bearer <token>`. Tokens are for machines: only on /api/
 and /ws/ paths, and each such request needs a scope of the token (`token_scope`). Anonymous
 page requests are redirected to /login; anonymous API, Dash-internal and WebSocket requests
@@ -48,7 +49,8 @@ log = logging.getLogger(__name__)
 COOKIE = "vw_session"
 STATION_TTL_S = 30 * 24 * 3600
 CSRF_HEADER = "x-vw-request"  # cookie-authenticated API POSTs must carry it (forces a CORS preflight)
-PUBLIC_PATHS = frozenset({"/login", "/logout", "/health"})
+PUBLIC_PATHS = frozenset({"/login", "/logout", "/health", "/manifest.webmanifest"})
+PUBLIC_PREFIXES = ("/assets/icons/",)  # the web app's icons: a browser fetches them without the cookie
 DASH_CALLBACK = "/_dash-update-component"
 DASH_WS = "/_dash-ws-callback"  # not used: live data comes over /ws/live; refused outright
 # Requests that never count as a person's activity (they happen on their own).
@@ -238,7 +240,7 @@ class AuthMiddleware:
         if scope["type"] == "websocket" and not origin_ok(headers, self.guard.allowed_origins):
             await _deny(scope, send, 403, "WebSocket from another site refused")
             return
-        if path in PUBLIC_PATHS:
+        if path in PUBLIC_PATHS or (path.startswith(PUBLIC_PREFIXES) and ".." not in path):
             await self.app(scope, receive, send)
             return
         if path.startswith(DASH_WS):

@@ -1,8 +1,10 @@
-"""Small layout pieces shared by pages: the vitals block, a room tile, the nav bar.
+"""Small layout pieces shared by pages: the room page's vitals block, device chips, the nav bar.
 
 Elements the live script updates carry data attributes instead of ids, so any page can
-show a room's values: `data-vw-room`, `data-vw-part` (value|age|phase|devices|spark|tile)
-and `data-vw-metric`. See dashboard/assets/live.js.
+show a room's values: `data-vw-room`, `data-vw-part` (value|age|phase|devices|spark|tile|
+chips|notmon) and `data-vw-metric`. See dashboard/assets/live.js. The overview's tiles are
+built by dashboard/assets/tiles.js with the same attributes and classes (not as Dash
+components: a few thousand of those took tens of seconds to render at 100 rooms).
 """
 
 from __future__ import annotations
@@ -14,10 +16,13 @@ from dash import dcc, html
 
 from dashboard.context import User
 from dashboard.figures import fmt_age, fmt_value, stale_after_s
+from monitor.alarms.text import unit
+from monitor.model.readings import short_label
 from monitor.sessions.phase import session_phase
 
 LABELS = {"hr": "HR", "spo2": "SpO₂", "rr": "RR", "sbp": "BP", "temp": "Temp"}
 UNITS = {"hr": "/min", "spo2": "%", "rr": "/min", "sbp": "mmHg", "temp": "°C"}
+SOUND_OFF_TEXT = "Sound off — click to enable alarm sound"  # live.js keeps it current
 
 
 def dattrs(attrs: dict[str, str]) -> dict[str, Any]:
@@ -35,13 +40,15 @@ def _attrs(room: str, part: str, metric: str | None = None, **extra: Any) -> dic
 
 
 def value_span(room: str, metric: str, latest: Mapping[str, Mapping[str, Any]], now_ms: int,
-               stale_s: float, nibp_cycle_s: float | None, big: bool = True) -> html.Span:
-    """One metric's current value, with its timestamp for the live script."""
+               stale_s: float, nibp_cycle_s: float | None, cls: str = "vw-big") -> html.Span:
+    """One metric's current value, with its timestamp for the live script (an image of a
+    number for screen readers: its label says the value, the unit and any breach)."""
     x = latest.get(metric)
     ts = int(x["ts"]) if x else 0
     stale = not x or (now_ms - ts) / 1000 > stale_after_s(metric, nibp_cycle_s, stale_s)
-    return html.Span(fmt_value(metric, x["v"] if x else None),
-                     className="vw-num" + (" vw-big" if big else ""),
+    text = fmt_value(metric, x["v"] if x else None)
+    label = f"{short_label(metric)} {text} {unit(metric)}" if x else f"{short_label(metric)} no data"
+    return html.Span(text, className=f"vw-num {cls}", role="img", **{"aria-label": label},
                      **_attrs(room, "value", metric, **{"data-vw-ts": str(ts), "data-vw-stale": "1" if stale else "0"}))
 
 
@@ -54,51 +61,42 @@ def age_span(room: str, metric: str, latest: Mapping[str, Mapping[str, Any]], no
 
 def vitals_block(room: str, latest: Mapping[str, Mapping[str, Any]], now_ms: int, stale_s: float,
                  nibp_cycle_s: float | None) -> html.Div:
-    """HR, BP SBP/DBP (MAP), SpO2, RR — each with its age."""
-    def cell(metric: str, body: list[Any], age_metric: str) -> html.Div:
-        return html.Div([html.Div([html.Span(LABELS[metric], className="vw-label"),
-                                   html.Span(UNITS[metric], className="vw-unit")], className="vw-cellhead"),
-                         html.Div(body, className="vw-cellval"), age_span(room, age_metric, latest, now_ms)],
-                        className=f"vw-cell vw-cell-{metric}")
+    """BP SBP/DBP (MAP), HR, SpO2, RR — each with its age (the overview tile's layout)."""
+    def head(metric: str, age_metric: str) -> html.Div:
+        return html.Div([html.Span(LABELS[metric], className="vw-label"), html.Span(UNITS[metric], className="vw-unit"),
+                         age_span(room, age_metric, latest, now_ms)], className="vw-cellhead")
 
-    def v(m: str, big: bool = True) -> html.Span:
-        return value_span(room, m, latest, now_ms, stale_s, nibp_cycle_s, big)
+    def v(m: str, cls: str = "vw-big") -> html.Span:
+        return value_span(room, m, latest, now_ms, stale_s, nibp_cycle_s, cls)
 
-    return html.Div([
-        cell("hr", [v("hr")], "hr"),
-        cell("sbp", [v("sbp"), html.Span("/", className="vw-sep"), v("dbp"),
-                     html.Span(" (", className="vw-sep"), v("map", big=False), html.Span(")", className="vw-sep")], "sbp"),
-        cell("spo2", [v("spo2")], "spo2"),
-        cell("rr", [v("rr")], "rr"),
-    ], className="vw-vitals")
+    bp = html.Div([head("sbp", "sbp"), html.Div([
+        v("sbp"), html.Span("/", className="vw-sep vw-big", **{"aria-hidden": "true"}), v("dbp"),
+        html.Span([html.Span("(", className="vw-sep", **{"aria-hidden": "true"}), v("map", "vw-mid"),
+                   html.Span(")", className="vw-sep", **{"aria-hidden": "true"})], className="vw-map"),
+    ], className="vw-cellval")], className="vw-cell vw-cell-bp")
+    row = html.Div([html.Div([head(m, m), html.Div(v(m), className="vw-cellval")], className=f"vw-cell vw-cell-{m}")
+                    for m in ("hr", "spo2", "rr")], className="vw-row3")
+    return html.Div([bp, row], className="vw-vitals")
 
 
 def phase_span(room: str, session: Mapping[str, Any] | None, now_ms: int) -> html.Span:
     """Session phase and time since dose (the live script keeps the minutes current)."""
     ph = session_phase(session, now_ms)
-    return html.Span(ph.label, className=f"vw-phase vw-phase-{ph.stage}",
-                     **_attrs(room, "phase", **{"data-vw-dose-ms": str(ph.dose_ms or "")}))
+    return html.Span(ph.label, className="vw-phase",
+                     **_attrs(room, "phase", **{"data-vw-phase": ph.stage, "data-vw-dose-ms": str(ph.dose_ms or "")}))
 
 
 def devices_div(room: str, status: Mapping[str, Mapping[str, str]]) -> html.Div:
     """Device status chips."""
-    chips = [html.Span(f"{d} {s.get('state', 'unknown')}", className=f"vw-dev vw-dev-{s.get('state', 'unknown')}")
+    chips = [html.Span(f"{d} {s.get('state', 'unknown')}", className="vw-dev", **{"data-state": s.get("state", "unknown")})
              for d, s in status.items()]
     return html.Div(chips, className="vw-devices", **_attrs(room, "devices"))
 
 
-def room_tile(room_id: str, name: str, latest: Mapping[str, Mapping[str, Any]],
-              session: Mapping[str, Any] | None, status: Mapping[str, Mapping[str, str]],
-              alert_level: str | None, now_ms: int, stale_s: float, nibp_cycle_s: float | None) -> html.Div:
-    """One room on the overview: phase, vitals with ages, devices, sparkline; alert-colored."""
-    return html.Div([
-        html.Div([dcc.Link(name, href=f"/room/{room_id}", className="vw-roomname"),
-                  phase_span(room_id, session, now_ms)], className="vw-tilehead"),
-        vitals_block(room_id, latest, now_ms, stale_s, nibp_cycle_s),
-        html.Div(className="vw-spark", **_attrs(room_id, "spark")),
-        devices_div(room_id, status),
-    ], id=f"ov-tile-{room_id}", className="vw-tile",
-        **_attrs(room_id, "tile", **{"data-alert": alert_level or "none"}))
+def room_band(room: str, name: str, session: Mapping[str, Any] | None, now_ms: int) -> list[Any]:
+    """A room's band (name, phase) and its "not monitored" strip, as on an overview tile."""
+    return [html.Div([html.Span(name, className="vw-roomname"), phase_span(room, session, now_ms)], className="vw-band"),
+            html.Div(className="vw-notmon", **_attrs(room, "notmon"))]
 
 
 def nav(user: User | None, pages: list[tuple[str, str]]) -> html.Div:
@@ -108,9 +106,10 @@ def nav(user: User | None, pages: list[tuple[str, str]]) -> html.Div:
     return html.Div([
         html.Span("VitalWatch", className="vw-brand"), *links,
         html.Span(className="vw-spacer"),
-        html.Button("Start monitoring (sound off)", id="app-sound", className="vw-sound vw-sound-off", n_clicks=0),
+        html.Button(SOUND_OFF_TEXT, id="app-sound", className="vw-sound vw-sound-off", n_clicks=0,
+                    **{"aria-pressed": "false"}),
         html.Span(who, className="vw-who", id="app-who"),
         # a POST (a link would let any page sign the screen out with an <img src=/logout>)
         html.Form(html.Button("Sign out", type="submit", id="app-logout", className="vw-navlink vw-logout"),
                   method="POST", action="/logout", className="vw-logoutform"),
-    ], className="vw-nav")
+    ], className="vw-nav", role="navigation")

@@ -21,11 +21,12 @@ import redis
 
 from monitor.accounts import audit
 from monitor.alarms import actions
+from monitor.alarms.clinic import CLINIC
+from monitor.alarms.store import LATEST_ID
 from monitor.model.clock import now_ms
 from monitor.model.codec import CodecError, from_fields
 from monitor.model.config import Config
 from monitor.model.keys import Keys
-from monitor.model.readings import METRICS
 from monitor.sessions import lifecycle
 from monitor.sessions.records import get_session
 from monitor.store import heartbeat, redis_types
@@ -35,7 +36,8 @@ from monitor.store.streams import read_range
 PRIORITY_RANK = {"high": 0, "medium": 1, "low": 2}
 NIBP_REQUESTS_MAX = 3
 NIBP_REQUEST_TTL_S = 600
-LATEST_SCAN_MAX = 4000  # entries scanned back per room to find each metric's latest value
+LATEST_SCAN_MAX = 500  # no summary yet (no engine ever ran): entries looked back at, at most
+LATEST_TAIL_MAX = 2000  # stream entries after the summary's last id folded in, at most
 
 
 VitalsRow = tuple[int, str, dict[str, float], list[str]]
@@ -66,26 +68,34 @@ class Data:
 
     # --- readings ------------------------------------------------------------------------
     def latest(self, room: str) -> dict[str, dict[str, Any]]:
-        """metric → {v, ts, dev} of the newest value of each metric in the room's stream."""
+        """metric → {v, ts, dev}: the room's latest-value summary (`keys.room_latest`, kept by
+        the alert engine with each batch it applies) plus the stream entries after the last
+        id it folded in. Never a scan of history: without a summary (no engine has run yet)
+        only the newest LATEST_SCAN_MAX entries are looked at."""
+        summary = redis_types.str_hash(self.client.hgetall(self.keys.room_latest(room)))
+        after = summary.get(LATEST_ID)
+        if after:
+            chunk = redis_types.entries(self.client.xrange(self.keys.vitals(room), min=f"({after}", max="+",
+                                                           count=LATEST_TAIL_MAX))
+        else:
+            chunk = redis_types.entries(self.client.xrevrange(self.keys.vitals(room), count=LATEST_SCAN_MAX))[::-1]
         out: dict[str, dict[str, Any]] = {}
-        end, scanned = "+", 0
-        while scanned < LATEST_SCAN_MAX:
-            chunk = redis_types.entries(
-                self.client.xrevrange(self.keys.vitals(room), max=end, min="-", count=500))
-            if not chunk:
-                break
-            for _id, f in chunk:
-                row = decode_vitals(f)
-                if row is None:
-                    continue
-                ts, dev, values, _flags = row
-                for m, v in values.items():
-                    if m not in out:
-                        out[m] = {"v": v, "ts": ts, "dev": dev}
-            scanned += len(chunk)
-            if len(out) == len(METRICS) or len(chunk) < 500:
-                break
-            end = f"({chunk[-1][0]}"
+        for m, raw in summary.items():
+            if m == LATEST_ID:
+                continue
+            try:
+                v, ts, dev = json.loads(raw)
+                out[m] = {"v": float(v), "ts": int(ts), "dev": str(dev)}
+            except (ValueError, TypeError):
+                continue
+        for _id, f in chunk:
+            row = decode_vitals(f)
+            if row is None:
+                continue
+            ts, dev, values, _flags = row
+            for m, v in values.items():
+                if m not in out or ts >= out[m]["ts"]:
+                    out[m] = {"v": v, "ts": ts, "dev": dev}
         return out
 
     def history(self, room: str, start_ms: int, end_ms: int | None = None) -> list[VitalsRow]:
@@ -115,9 +125,10 @@ class Data:
 
     # --- alerts ----------------------------------------------------------------------------
     def active_alerts(self, rooms: list[str] | None = None) -> list[dict[str, Any]]:
-        """Active (and latched) alerts of the rooms, by priority then time."""
+        """Active (and latched) alerts of the rooms and the clinic-wide ones (room "*"), by
+        priority then time; dismissed reminders are left out."""
         rooms = rooms if rooms is not None else [r.id for r in self.cfg.rooms]
-        return sort_alerts(actions.active_alerts(self.client, self.keys, rooms))
+        return sort_alerts(actions.active_alerts(self.client, self.keys, [*rooms, CLINIC]))
 
     def alert_events(self, since_ms: int = 0, count: int = 1000, room: str | None = None,
                      until_ms: int | None = None) -> list[dict[str, Any]]:
@@ -131,6 +142,18 @@ class Data:
     def acknowledge(self, alert_id: str, user: str) -> dict[str, Any]:
         """Acknowledge an alert as `user` (KeyError when unknown); returns its new state."""
         return actions.acknowledge(self.client, self.keys, alert_id, user)
+
+    def reset(self, alert_id: str, user: str) -> dict[str, Any]:
+        """Reset a latched alert whose condition ended (NotLatched while it is present)."""
+        return actions.reset(self.client, self.keys, alert_id, user)
+
+    def dismiss(self, alert_id: str, user: str) -> dict[str, Any]:
+        """Dismiss a reminder (Refused for an alarm)."""
+        return actions.dismiss(self.client, self.keys, alert_id, user)
+
+    def unacknowledge(self, alert_id: str, user: str) -> dict[str, Any]:
+        """Undo one's own acknowledge within actions.UNDO_S (Refused otherwise)."""
+        return actions.unacknowledge(self.client, self.keys, alert_id, user)
 
     def pause_audio(self, alert_id: str, user: str, seconds: float | None = None) -> dict[str, Any]:
         """Pause an alert's audio as `user` (KeyError when unknown); returns its new state."""

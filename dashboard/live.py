@@ -7,9 +7,9 @@ status and open sessions, and pushes only what changed. Each tab holds one WebSo
 (/ws/live); messages are small JSON objects (see docs/dashboard.md, "Push protocol"):
 
     hello   full state at connect: rooms (latest values, alerts, devices, session, sparkline),
-            monitoring state, the user
+            the clinic-wide alerts, monitoring state, the user, the rooms in config order
     v       one reading: room, ts, dev, vals, flags
-    alerts  a room's active alerts, after any alert event
+    alerts  a room's active alerts (room "*": the clinic-wide ones), after any alert event
     dev     a room's device status, when it changed
     sess    a room's session header, when it changed
     mon     monitoring state, every second (also the browser's keep-alive: silence = lost)
@@ -17,6 +17,12 @@ status and open sessions, and pushes only what changed. Each tab holds one WebSo
             that the tab's sign-in still holds (not logged out or idle-expired; the account not
             disabled, its role or password not changed; a token not revoked or expired), then
             closes the socket
+
+The hub's per-room state is the screens' summary: pages, the overview's tiles and
+/api/v1/rooms read it instead of Redis. It is filled once at start (and after a Redis outage)
+from each room's latest-value summary (`keys.room_latest`, kept by the alert engine) plus the
+last 15 minutes of its stream (the sparkline window) — never by scanning history — and then
+kept current by the push itself.
 
 Why not Dash's own WebSocket callbacks: a persistent callback per tab would run one Redis
 loop per tab (N tabs → N blocking reads) and route every reading through the React store;
@@ -39,6 +45,9 @@ import redis.asyncio as aioredis
 from dashboard.data import Data, decode_vitals
 from dashboard.figures import sparkline_points
 from monitor.accounts import audit
+from monitor.alarms.actions import UNDO_S
+from monitor.alarms.clinic import CLINIC
+from monitor.alarms.store import LATEST_ID
 from monitor.alarms.technical import monitoring_state
 from monitor.model.clock import now_ms
 from monitor.model.config import Config
@@ -67,6 +76,27 @@ def monitoring_problems(cfg: Config, beats_raw: dict[str, str], now: int) -> lis
     return list(monitoring_state(beats_raw, now, cfg).problems)
 
 
+def merge_latest(summary: dict[str, str], rows: list[tuple[int, str, dict[str, float], list[str]]]
+                 ) -> dict[str, dict[str, Any]]:
+    """metric → {v, ts, dev}: the engine's latest-value summary (`keys.room_latest`) updated by
+    the stream entries read after it; the newer value wins (pure)."""
+    out: dict[str, dict[str, Any]] = {}
+    for m, raw in summary.items():
+        if m == LATEST_ID:
+            continue
+        try:
+            v, ts, dev = json.loads(raw)
+            out[m] = {"v": float(v), "ts": int(ts), "dev": str(dev)}
+        except (ValueError, TypeError):
+            continue  # unreadable: the stream below or the next reading fills it
+    for ts, dev, vals, _flags in rows:
+        for m, v in vals.items():
+            cur = out.get(m)
+            if cur is None or ts >= cur["ts"]:
+                out[m] = {"v": v, "ts": ts, "dev": dev}
+    return out
+
+
 @dataclass(eq=False)  # identity hash: tabs live in a set
 class Client:
     """One connected tab."""
@@ -85,7 +115,8 @@ class Hub:
         self.rooms = [r.id for r in cfg.rooms]
         self.clients: set[Client] = set()
         self.state: dict[str, dict[str, Any]] = {r: self._empty_room() for r in self.rooms}
-        self.mon: dict[str, Any] = {"ok": False, "reasons": ["starting"], "ts": now_ms()}
+        self.clinic: list[dict[str, Any]] = []  # clinic-wide alerts (room "*")
+        self.mon: dict[str, Any] = {"ok": False, "reasons": ["starting"], "everywhere": ["starting"], "ts": now_ms()}
         self.last_ids: dict[str, str] = {}
         self.instance = instance_name()
         self.stats = {"readings": 0, "messages": 0, "tabs_dropped": 0, "redis_errors": 0}
@@ -94,6 +125,11 @@ class Hub:
         self.sockets: dict[str, int] = {}
         self.presence: dict[str, dict[str, float]] = {}
         self._next_housekeeping = 0.0
+
+    @property
+    def redis_ok(self) -> bool:
+        """Whether the push loop's last Redis read succeeded (its state is current)."""
+        return self._redis_ok
 
     @staticmethod
     def _empty_room() -> dict[str, Any]:
@@ -141,13 +177,13 @@ class Hub:
 
     def hello(self, user: str, role: str) -> dict[str, Any]:
         """The full state message for a new tab."""
-        return {"t": "hello", "rooms": self.state, "mon": self.mon, "user": {"name": user, "role": role},
-                "server_ms": now_ms(), "cfg": self._client_cfg()}
+        return {"t": "hello", "rooms": self.state, "clinic": self.clinic, "mon": self.mon,
+                "user": {"name": user, "role": role}, "server_ms": now_ms(), "cfg": self._client_cfg()}
 
     def _client_cfg(self) -> dict[str, Any]:
         nibp = {d.id: d.nibp_cycle_s for _r, d in self.cfg.devices() if d.protocol == "nibp-un300"}
-        return {"stale_s": self.cfg.dashboard.stale_s, "nibp_cycle_s": nibp,
-                "rooms": {r.id: r.name or r.id for r in self.cfg.rooms}}
+        return {"stale_s": self.cfg.dashboard.stale_s, "nibp_cycle_s": nibp, "undo_s": UNDO_S,
+                "rooms": {r.id: r.name or r.id for r in self.cfg.rooms}, "order": list(self.rooms)}
 
     def broadcast(self, msg: dict[str, Any]) -> None:
         """Queue one message for every tab (a tab too far behind is dropped and reconnects)."""
@@ -213,10 +249,12 @@ class Hub:
     def _set_redis(self, ok: bool) -> None:
         self._redis_ok = ok
         if not ok:
-            self._publish_mon(["Redis unreachable"])
+            self._publish_mon(["Redis unreachable"], ["Redis unreachable"])
 
-    def _publish_mon(self, reasons: list[str]) -> None:
-        self.mon = {"ok": not reasons, "reasons": reasons, "ts": now_ms()}
+    def _publish_mon(self, reasons: list[str], everywhere: list[str]) -> None:
+        """`everywhere`: the reasons that stop monitoring in every room (each tile says so);
+        the others name their rooms through a clinic-wide alert."""
+        self.mon = {"ok": not reasons, "reasons": reasons, "everywhere": everywhere, "ts": now_ms()}
         self.broadcast({"t": "mon", **self.mon})
 
     async def _snapshot(self, client: aioredis.Redis) -> None:
@@ -237,18 +275,45 @@ class Hub:
     def _sync_snapshot(self) -> dict[str, dict[str, Any]]:
         now = now_ms()
         alerts = self.data.active_alerts(self.rooms)
+        self.clinic = [a for a in alerts if a.get("room") == CLINIC]
         sessions = self.data.room_sessions()
         state: dict[str, dict[str, Any]] = {}
-        for room in self.cfg.rooms:
+        pipe = self.data.client.pipeline(transaction=False)
+        for r in self.rooms:
+            pipe.hgetall(self.keys.room_latest(r))
+        summaries = pipe.execute()
+        for room, summary in zip(self.cfg.rooms, summaries, strict=True):
+            # the sparkline window also catches what the summary does not have yet (a reading
+            # the engine has not applied, or no engine ever ran): bounded by time, not history
             hist = self.data.history(room.id, now - SPARK_WINDOW_MS)
+            latest = merge_latest(summary, hist)
+            if not latest and not summary:
+                latest = self.data.latest(room.id)  # nothing in 15 min and no summary: a short look back
             state[room.id] = {
-                "latest": self.data.latest(room.id),
+                "latest": latest,
                 "alerts": [a for a in alerts if a.get("room") == room.id],
                 "devices": self._devices(room.id),
                 "session": self._session_view(sessions.get(room.id), now),
                 "spark": {m: sparkline_points(hist, m, SPARK_BUCKET_S) for m in SPARK_METRICS},
             }
         return state
+
+    def rooms_view(self) -> list[dict[str, Any]]:
+        """Per room, as /api/v1/rooms answers: latest values with their ts, device status,
+        active alerts (the clinic-wide ones that name the room too), the open session's id."""
+        out = []
+        for r in self.cfg.rooms:
+            st = self.state.get(r.id) or self._empty_room()
+            clinic = [a for a in self.clinic if r.id in str(a.get("rooms") or "").split(",")]
+            out.append({
+                "id": r.id, "name": r.name or r.id,
+                "latest": {m: {"value": x["v"], "ts": x["ts"], "dev": x["dev"]} for m, x in st["latest"].items()},
+                "devices": {d: {"state": s.get("state", "unknown"), "last_ts": s.get("last_ts")}
+                            for d, s in st["devices"].items()},
+                "active_alerts": st["alerts"] + clinic,
+                "session": (st["session"] or {}).get("id"),
+            })
+        return out
 
     def _devices(self, room: str) -> dict[str, dict[str, str]]:
         devs = [d.id for d in self.cfg.room(room).devices]
@@ -273,7 +338,7 @@ class Hub:
 
     async def _on_entries(self, client: aioredis.Redis, key: str, entries: list) -> None:
         if key == self.keys.alerts:
-            rooms = {f.get("room") for _i, f in entries if f.get("room") in self.state}
+            rooms = {f.get("room") for _i, f in entries if f.get("room") in self.state or f.get("room") == CLINIC}
             await self._refresh_alerts(client, sorted(rooms))  # type: ignore[arg-type]
             return
         room = key[len(self.keys.vitals("")):]
@@ -294,11 +359,15 @@ class Hub:
             self.broadcast({"t": "v", "room": room, "ts": ts, "dev": dev, "vals": vals, "flags": flags})
 
     async def _refresh_alerts(self, client: aioredis.Redis, rooms: list[str]) -> None:
-        alerts = await asyncio.to_thread(self.data.active_alerts, rooms)
+        alerts = await asyncio.to_thread(self.data.active_alerts, [r for r in rooms if r != CLINIC])
         for r in rooms:
             mine = [a for a in alerts if a.get("room") == r]
-            if mine != self.state[r]["alerts"]:
-                self.state[r]["alerts"] = mine
+            have = self.clinic if r == CLINIC else self.state[r]["alerts"]
+            if mine != have:
+                if r == CLINIC:
+                    self.clinic = mine
+                else:
+                    self.state[r]["alerts"] = mine
                 self.broadcast({"t": "alerts", "room": r, "alerts": mine})
 
     async def _poll(self, client: aioredis.Redis) -> None:
@@ -306,8 +375,9 @@ class Hub:
         now = now_ms()
         await client.hset(self.keys.heartbeats, f"dashboard:{self.instance}", str(now))
         beats_raw = redis_types.str_hash(await client.hgetall(self.keys.heartbeats))
-        self._publish_mon(monitoring_problems(self.cfg, beats_raw, now))
-        await self._refresh_alerts(client, self.rooms)
+        mon = monitoring_state(beats_raw, now, self.cfg)
+        self._publish_mon(list(mon.problems), list(mon.engine_problems))
+        await self._refresh_alerts(client, [*self.rooms, CLINIC])
         # device status
         pipe = client.pipeline(transaction=False)
         devs = [(r.id, d.id) for r in self.cfg.rooms for d in r.devices]

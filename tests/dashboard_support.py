@@ -22,6 +22,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys as KeyPress
 
 from monitor.alarms.model import alert_id
+from monitor.alarms.text import condition_text
 from monitor.model.clock import now_ms
 from monitor.model.keys import Keys
 from monitor.store import heartbeat
@@ -116,7 +117,7 @@ def inject_alert(client: redis.Redis, keys: Keys, room: str, metric: str = "sbp"
     aid = alert_id(room, dev, f"{metric}_high", ts)
     rec = {"alert": aid, "room": room, "dev": dev, "metric": metric, "kind": "physiological",
            "priority": priority, "state": "active", "value": value, "limit": limit,
-           "message": f"{metric.upper()} high {value:g} > {limit:g}", "raised_ms": ts,
+           "message": condition_text(metric, "high" if value > limit else "low", value, limit), "raised_ms": ts,
            "acknowledged_by": None, "acknowledged_ms": None, "paused_until_ms": None, "escalated": False}
     client.hset(keys.active_alerts(room), aid, json.dumps(rec))
     client.xadd(keys.alerts, {"ts": str(ts), "room": room, "alert": aid, "event": "raised",

@@ -43,7 +43,7 @@ def concrete(path: str) -> str:
 
 def test_every_route_refuses_anonymous_requests(env: dict[str, Any]) -> None:
     server = env["served"].dash_app.server
-    public = {"/login", "/logout", "/health"}
+    public = {"/login", "/logout", "/health", "/manifest.webmanifest"}  # the manifest: no patient data
     seen = 0
     for route in server.routes:
         path = getattr(route, "path", "")
@@ -102,9 +102,14 @@ def test_api_token_rooms_alerts_and_acknowledge(env: dict[str, Any]) -> None:
     assert c.hget(k.tokens, token) is None  # only the digest is stored
     hdr = {"Authorization": f"Bearer {token}"}
     c.xadd(k.vitals("room-3"), {"ts": str(now_ms()), "dev": "mon-3", "hr": "77", "spo2": "96"})
-    rooms = requests.get(env["url"] + "/api/v1/rooms", headers=hdr, timeout=10).json()["rooms"]
-    r3 = next(r for r in rooms if r["id"] == "room-3")
-    assert r3["latest"]["hr"]["value"] == 77 and r3["latest"]["spo2"]["value"] == 96
+
+    def room3() -> Any:  # the hub's cache, fed by the push loop: the reading arrives within a moment
+        rooms = requests.get(env["url"] + "/api/v1/rooms", headers=hdr, timeout=10).json()["rooms"]
+        r3 = next(r for r in rooms if r["id"] == "room-3")
+        return r3 if r3["latest"].get("hr", {}).get("value") == 77 else None
+
+    r3 = wait_for(room3, 10, "room-3 HR 77 in /api/v1/rooms")
+    assert r3["latest"]["spo2"]["value"] == 96
     assert requests.get(env["url"] + "/api/v1/rooms", headers={"Authorization": "Bearer vwt_nope"},
                         timeout=10).status_code == 401
     since = now_ms()
@@ -212,3 +217,63 @@ def test_idle_logoff_for_people_but_not_for_stations(env: dict[str, Any]) -> Non
     assert c.exists(station_key)
     r = station.post(env["url"] + "/logout", allow_redirects=False)
     assert r.status_code == 303 and not c.exists(station_key)
+
+
+def test_reset_api_409_while_present_then_resets_and_audits(env: dict[str, Any]) -> None:
+    """POST /api/v1/alerts/<alert>/reset (CONTRACT): 409 while the condition is present, then
+    the latched alarm is removed, a `reset` event with the user is written, and it is audited."""
+    c, k = env["client"], env["keys"]
+    rec = inject_alert(c, k, "room-2", "spo2", "high", 84, 90, dev="nibp-2")
+    nurse = signed_in(env, "nina")
+    url = env["url"] + f"/api/v1/alerts/{rec['alert']}/reset"
+    r = nurse.post(url, json={})
+    assert r.status_code == 409 and "still present" in r.json()["detail"]
+    assert c.hget(k.active_alerts("room-2"), rec["alert"]) is not None
+    c.hset(k.active_alerts("room-2"), rec["alert"], json.dumps({**rec, "state": "latched", "cleared_ms": now_ms()}))
+    station = signed_in(env, "sta")
+    assert station.post(url, json={}).status_code == 401  # a station names the acting nurse
+    r = station.post(url, json={"username": "nina", "password": PW["nina"]})
+    assert r.status_code == 200 and r.json()["state"] == "reset"
+    assert c.hget(k.active_alerts("room-2"), rec["alert"]) is None
+    ev = [f for _i, f in c.xrange(k.alerts) if f["alert"] == rec["alert"]]
+    assert ev[-1]["event"] == "reset" and ev[-1]["user"] == "nina"
+    assert any(f["action"] == "alert.reset" and f["user"] == "nina" for _i, f in c.xrange(k.audit))
+    assert nurse.post(url, json={}).status_code == 404  # gone
+
+
+def test_dismiss_reminder_undo_acknowledge_and_public_manifest(env: dict[str, Any]) -> None:
+    c, k = env["client"], env["keys"]
+    nurse = signed_in(env, "nina")
+    alarm = inject_alert(c, k, "room-4", "hr", "medium", 131, 120, dev="mon-4")
+    reminder = {**alarm, "alert": "room-4.-.bp-40min.1", "kind": "reminder", "priority": "low", "metric": None,
+                "message": "BP check due (40 min after dose)", "cond": "r:bp-40min"}
+    c.hset(k.active_alerts("room-4"), reminder["alert"], json.dumps(reminder))
+    base = env["url"] + "/api/v1/alerts/"
+    assert nurse.post(base + f"{alarm['alert']}/dismiss", json={}).status_code == 409  # an alarm is acknowledged
+    r = nurse.post(base + f"{reminder['alert']}/dismiss", json={})
+    assert r.status_code == 200 and r.json()["state"] == "dismissed"
+    assert all(a["alert"] != reminder["alert"] for a in nurse.get(env["url"] + "/api/v1/alerts").json()["active"])
+    # undo: only one's own acknowledge, only while the window is open
+    assert nurse.post(base + f"{alarm['alert']}/unacknowledge", json={}).status_code == 409  # not acknowledged
+    assert nurse.post(base + f"{alarm['alert']}/acknowledge", json={}).status_code == 200
+    dora = signed_in(env, "dora")
+    assert dora.post(base + f"{alarm['alert']}/unacknowledge", json={}).status_code == 409  # not hers
+    r = nurse.post(base + f"{alarm['alert']}/unacknowledge", json={})
+    assert r.status_code == 200 and r.json()["acknowledged_by"] is None
+    events = [f["event"] for _i, f in c.xrange(k.alerts) if f["alert"] == alarm["alert"]]
+    assert events[-2:] == ["acknowledged", "unacknowledged"]
+    stored = json.loads(c.hget(k.active_alerts("room-4"), alarm["alert"]))
+    c.hset(k.active_alerts("room-4"), alarm["alert"],
+           json.dumps({**stored, "acknowledged_by": "nina", "acknowledged_ms": now_ms() - 60_000}))
+    assert nurse.post(base + f"{alarm['alert']}/unacknowledge", json={}).status_code == 409  # too late
+    # the phone view installs: manifest and icons without a sign-in, nothing else
+    m = requests.get(env["url"] + "/manifest.webmanifest", timeout=10)
+    assert m.status_code == 200 and m.headers["content-type"].startswith("application/manifest+json")
+    assert m.json()["start_url"] == "/m"
+    for icon in m.json()["icons"]:
+        got = requests.get(env["url"] + icon["src"], timeout=10)
+        assert got.status_code == 200 and got.content[:8] == b"\x89PNG\r\n\x1a\n"
+    for private in ("/assets/live.js", "/assets/icons/../live.js", "/assets/icons/%2e%2e/live.js"):
+        got = requests.get(env["url"] + private, timeout=10, allow_redirects=False)
+        assert got.status_code in (303, 401, 404) and "use strict" not in got.text, private
+    c.delete(k.active_alerts("room-4"))

@@ -164,6 +164,7 @@ def test_nurse_sets_sbp_high_190_engine_uses_it_and_others_cannot(env: dict[str,
     wait_page(lambda: limit_line(d, "limit-sbp-high") == 180, 10, "trend back at 180")
 
     # ending the session from the page hides the form (the overrides end with the session)
-    click(d, "room-end")
+    click(d, "room-end")  # asks first (tests/test_overview_browser.py checks the dialog itself)
+    click(d, "room-end-confirm")
     wait_page(lambda: not d.find_element(By.ID, "room-lim-form").is_displayed(), 20, "form hidden after end")
     assert "no open session" in d.find_element(By.ID, "room-lim-note").text

@@ -1,34 +1,55 @@
-/* VitalWatch live layer: one WebSocket (/ws/live) per tab feeds tiles, alert lists, trends,
-   sound and the NOT MONITORING banner. Elements are found by data attributes
-   (data-vw-room / data-vw-part / data-vw-metric, data-vw-alerts, data-vw-trend), so any page
-   that renders them gets live values. Text changes touch single text nodes; charts get
-   bounded extendData batches once a second; nothing redraws a whole figure. */
+/* VitalWatch live layer: one WebSocket (/ws/live) per tab feeds tiles, alarm and reminder
+   lists, trends, sound and the NOT MONITORING banner. Elements are found by data attributes
+   (data-vw-room / data-vw-part / data-vw-metric, data-vw-alerts, data-vw-reminders,
+   data-vw-trend), so any page that renders them gets live values; the overview's tiles are
+   built by tiles.js from the same state. Messages only change the state and mark what is
+   dirty; one requestAnimationFrame flush writes the DOM (single text nodes and attributes,
+   only where the text changed), so 100 rooms at 1 Hz cost a few writes per frame.
+   No inline scripts, no eval: everything is wired here with addEventListener. */
 (function () {
   "use strict";
   if (window.VW) { return; }
   var VW = window.VW = {
-    rooms: {}, mon: {ok: false, reasons: ["connecting"]}, user: null, cfg: {stale_s: 5, nibp_cycle_s: {}, rooms: {}},
-    ws: null, connected: false, lastMsgMs: 0, received: 0,
-    audio: {ctx: null, muted: false, playing: null, lastPlayMs: {}, plays: 0},
-    trendQueue: {}, sparkDirty: {}, idx: null
+    rooms: {}, clinic: [], mon: {ok: false, reasons: ["connecting"], everywhere: ["connecting"]}, user: null,
+    cfg: {stale_s: 5, nibp_cycle_s: {}, rooms: {}, order: [], undo_s: 10},
+    ws: null, connected: false, lastMsgMs: 0, received: 0, serverSkewMs: 0,
+    audio: {ctx: null, muted: false, playing: null, lastPlayMs: {}, plays: 0, log: []},
+    trendQueue: {}, sparkDirty: {}, idx: null, hooks: [], frames: 0
   };
   var LOST_AFTER_MS = 3000;            // no message (the server sends one every second) = connection lost
   var TREND_TRACES = ["hr", "spo2", "sbp", "dbp", "map", "rr"];
   var TREND_MAX_POINTS = 3000;
   var NIBP = {sbp: 1, dbp: 1, map: 1};
   var PRIO = {high: 0, medium: 1, low: 2};
-  // Alarm sound per priority: pulse pitch, pulses, gap between pulses and repeat interval.
+  var PRIO_WORD = {high: "HIGH", medium: "MEDIUM", low: "LOW"};
+  var SHORT = {hr: "HR", spo2: "SpO2", sbp: "SBP", dbp: "DBP", map: "MAP", rr: "RR", temp: "Temp", pi: "PI"};
+  var UNIT = {hr: "/min", spo2: "%", sbp: "mmHg", dbp: "mmHg", map: "mmHg", rr: "/min", temp: "°C", pi: "%"};
+  // Alarm sound per priority (IEC 60601-1-8 style: more pulses, higher pitch, shorter repeat
+  // for higher priority). Reminders never sound.
   var SOUND = {
     high: {hz: 960, pulses: [0, 0.18, 0.36, 0.72, 0.9], len: 0.13, every_ms: 3000},
     medium: {hz: 700, pulses: [0, 0.25, 0.5], len: 0.18, every_ms: 8000},
     low: {hz: 500, pulses: [0, 0.35], len: 0.2, every_ms: 20000}
   };
+  VW.sound = SOUND;
+  var SOUND_OFF_TEXT = "Sound off — click to enable alarm sound";
+  var SOUND_ON_TEXT = "Alarm sound on";
 
   function now() { return Date.now(); }
   function setText(el, text) {
     var n = el.firstChild;
     if (n && n.nodeType === 3 && !n.nextSibling) { if (n.nodeValue !== text) { n.nodeValue = text; } }
-    else { el.textContent = text; }
+    else if (el.textContent !== text) { el.textContent = text; }
+  }
+  function setAttr(el, name, value) {
+    if (value === null) { if (el.hasAttribute(name)) { el.removeAttribute(name); } }
+    else if (el.getAttribute(name) !== value) { el.setAttribute(name, value); }
+  }
+  function num(v) {
+    var f = Number(v);
+    if (!isFinite(f)) { return String(v); }
+    f = Math.round(f * 10) / 10;
+    return String(f);
   }
   function fmtAge(s) {
     if (s < 0) { s = 0; }
@@ -36,87 +57,177 @@
     if (s < 5400) { return Math.floor(s / 60) + " min"; }
     return Math.floor(s / 3600) + " h";
   }
+  function ago(s) {  // monitor/alarms/text.py ago()
+    s = Math.max(0, Math.floor(s));
+    if (s < 5) { return "just now"; }
+    if (s < 90) { return s + " s ago"; }
+    if (s < 5400) { return Math.floor(s / 60) + " min ago"; }
+    return Math.floor(s / 3600) + " h ago";
+  }
   function fmtVal(m, v) { return (v === null || v === undefined) ? "--" : (m === "temp" ? v.toFixed(1) : String(Math.round(v))); }
   function esc(s) { return String(s === undefined || s === null ? "" : s).replace(/[&<>"']/g, function (c) { return "&#" + c.charCodeAt(0) + ";"; }); }
-  function hhmmss(ms) { var d = new Date(ms); return d.toTimeString().slice(0, 8); }
+  function hhmm(ms) { return new Date(ms).toTimeString().slice(0, 5); }
+  function hhmmss(ms) { return new Date(ms).toTimeString().slice(0, 8); }
+  function roomName(id) { return (VW.cfg.rooms || {})[id] || id; }
+  // The room part of a clinic-wide alert (room "*"): "All rooms" or "3 rooms".
+  function alertRoomName(a) {
+    if (a.room !== "*") { return roomName(a.room); }
+    var rooms = String(a.rooms || "").split(",").filter(function (x) { return x; });
+    var all = (VW.cfg.order || []).length;
+    return (!rooms.length || rooms.length === all) ? "All rooms" : rooms.length + (rooms.length === 1 ? " room" : " rooms");
+  }
+  // One alarm as a row, as monitor/alarms/text.py alarm_line():
+  // "HIGH · Room 2 · SBP 186 > 180 mmHg · 2 min ago · now 161" (parts, so rows can link the room)
+  function alarmParts(a, name, nowMs, current) {
+    var parts = [PRIO_WORD[a.priority] || String(a.priority || "").toUpperCase(), name || alertRoomName(a),
+                 String(a.message || SHORT[a.metric] || "")];
+    var raised = (a.raised_ms !== undefined && a.raised_ms !== null) ? a.raised_ms : a.ts;
+    parts.push((nowMs !== null && nowMs !== undefined && raised !== undefined && raised !== null) ? ago((nowMs - raised) / 1000) : "");
+    parts.push((current !== null && current !== undefined && a.metric) ? "now " + num(current) : "");
+    parts.push(a.state === "latched" ? "latched" : "");
+    return parts;
+  }
+  function alarmLine(a, name, nowMs, current) {
+    return alarmParts(a, name, nowMs, current).filter(function (p) { return p; }).join(" · ");
+  }
+  VW.fmt = {alarmLine: alarmLine, ago: ago, fmtAge: fmtAge, fmtVal: fmtVal, roomName: roomName};
 
   // ---------------------------------------------------------------- DOM index
   function index() {
-    var idx = {rooms: {}, alerts: [], trends: []};
-    var els = document.querySelectorAll("[data-vw-room]");
+    var idx = {rooms: {}, alerts: [], reminders: [], trends: []};
+    var els = document.querySelectorAll("[data-vw-room][data-vw-part]");
     for (var i = 0; i < els.length; i++) {
       var el = els[i], room = el.getAttribute("data-vw-room"), part = el.getAttribute("data-vw-part");
-      var r = idx.rooms[room] || (idx.rooms[room] = {value: {}, age: {}, phase: [], devices: [], spark: [], tile: []});
+      var r = idx.rooms[room] || (idx.rooms[room] = {value: {}, age: {}, cell: {}, phase: [], devices: [], spark: [],
+                                                      tile: [], chips: [], notmon: []});
       var m = el.getAttribute("data-vw-metric");
-      if (part === "value" || part === "age") { (r[part][m] || (r[part][m] = [])).push(el); }
+      if (part === "value" || part === "age" || part === "cell") { (r[part][m] || (r[part][m] = [])).push(el); }
       else if (r[part]) { r[part].push(el); }
     }
     idx.alerts = Array.prototype.slice.call(document.querySelectorAll("[data-vw-alerts]"));
     idx.reminders = Array.prototype.slice.call(document.querySelectorAll("[data-vw-reminders]"));
     idx.trends = Array.prototype.slice.call(document.querySelectorAll("[data-vw-trend]"));
     VW.idx = idx;
-    applyAll();
+    markAll();
   }
+  VW.reindex = index;
   var reindexPending = false;
   function scheduleIndex() {
     if (reindexPending) { return; }
     reindexPending = true;
     setTimeout(function () { reindexPending = false; index(); }, 30);
   }
+  var WATCHED = "[data-vw-room],[data-vw-alerts],[data-vw-trend],[data-vw-reminders],[data-vw-overview]";
   new MutationObserver(function (muts) {
     for (var i = 0; i < muts.length; i++) {
       var added = muts[i].addedNodes;
       for (var j = 0; j < added.length; j++) {
         var n = added[j];
-        if (n.nodeType === 1 && (n.matches("[data-vw-room],[data-vw-alerts],[data-vw-trend],[data-vw-reminders]") ||
-            n.querySelector("[data-vw-room],[data-vw-alerts],[data-vw-trend],[data-vw-reminders]"))) { scheduleIndex(); return; }
+        if (n.nodeType === 1 && !n.__vwOwn && (n.matches(WATCHED) || n.querySelector(WATCHED))) {
+          for (var h = 0; h < VW.hooks.length; h++) { if (VW.hooks[h].added) { VW.hooks[h].added(); } }
+          scheduleIndex(); return;
+        }
       }
     }
   }).observe(document.documentElement, {childList: true, subtree: true});
+
+  // ---------------------------------------------------------------- dirty marks, one flush per frame
+  var dirty = {values: {}, rooms: {}, lists: false, all: false};
+  var framePending = false;
+  function schedule() {
+    if (framePending) { return; }
+    framePending = true;
+    requestAnimationFrame(flush);
+  }
+  function markAll() { dirty.all = true; schedule(); }
+  function markValue(room, m) { (dirty.values[room] || (dirty.values[room] = {}))[m] = true; schedule(); }
+  function markRoom(room) { dirty.rooms[room] = true; dirty.lists = true; schedule(); }
+  function flush() {
+    framePending = false;
+    VW.frames++;
+    if (!VW.idx) { return; }
+    var room, m;
+    if (dirty.all) {
+      dirty.all = false; dirty.values = {}; dirty.rooms = {};
+      for (room in VW.idx.rooms) {
+        var st = VW.rooms[room];
+        if (!st) { continue; }
+        for (m in VW.idx.rooms[room].value) { applyValue(room, m); }
+        applyRoom(room); VW.sparkDirty[room] = true;
+      }
+      applyLists(); tickAges(); drawSparks();
+      return;
+    }
+    for (room in dirty.values) { for (m in dirty.values[room]) { applyValue(room, m); } }
+    dirty.values = {};
+    for (room in dirty.rooms) { applyRoom(room); }
+    dirty.rooms = {};
+    if (dirty.lists) { dirty.lists = false; applyLists(); }
+  }
 
   // ---------------------------------------------------------------- applying state
   function staleAfterS(m, dev) {
     if (NIBP[m]) { return ((VW.cfg.nibp_cycle_s || {})[dev] || 300) + 60; }
     return VW.cfg.stale_s || 5;
   }
-  function applyValue(room, m, x) {
+  // The active physiological alarm on a metric of a room (marks the value itself).
+  function breachOf(room, m) {
+    var a = ((VW.rooms[room] || {}).alerts || []), best = null;
+    for (var i = 0; i < a.length; i++) {
+      var x = a[i];
+      if (x.kind === "physiological" && x.metric === m && x.state === "active" &&
+          (best === null || PRIO[x.priority] < PRIO[best.priority])) { best = x; }
+    }
+    return best;
+  }
+  function sideOf(a) {
+    if (!a || a.value === null || a.value === undefined || a.limit === null || a.limit === undefined) { return "high"; }
+    return Number(a.value) < Number(a.limit) ? "low" : "high";
+  }
+  function valueLabel(room, m, x, breach) {
+    var text = (SHORT[m] || m) + " " + (x ? fmtVal(m, x.v) + " " + (UNIT[m] || "") : "no data");
+    if (breach) {
+      text += ", " + (sideOf(breach) === "low" ? "below low limit " : "above high limit ") + num(breach.limit) +
+        " (" + (breach.priority || "") + " alarm)";
+    }
+    return text.replace(/\s+,/, ",").trim();
+  }
+  function applyValue(room, m) {
     var r = VW.idx && VW.idx.rooms[room];
-    if (!r) { return; }
-    var els = r.value[m];
-    if (!els) { return; }
+    if (!r || !r.value[m]) { return; }
+    var st = VW.rooms[room] || {latest: {}}, x = (st.latest || {})[m], els = r.value[m];
+    var breach = breachOf(room, m), side = breach ? sideOf(breach) : null;
+    var label = valueLabel(room, m, x, breach);
     for (var i = 0; i < els.length; i++) {
-      setText(els[i], fmtVal(m, x ? x.v : null));
-      els[i].setAttribute("data-vw-ts", x ? String(x.ts) : "0");
-      if (x) { els[i].setAttribute("data-vw-stale", "0"); }
+      var el = els[i];
+      setText(el, fmtVal(m, x ? x.v : null));
+      setAttr(el, "data-vw-ts", x ? String(x.ts) : "0");
+      setAttr(el, "data-vw-alarm", side);
+      setAttr(el, "data-vw-alarm-priority", breach ? breach.priority : null);
+      setAttr(el, "aria-label", label);
+      if (x) { setAttr(el, "data-vw-stale", isStale(m, x, now()) ? "1" : "0"); }
     }
   }
+  function isStale(m, x, t) { return !x || !x.ts || (t - x.ts) / 1000 > staleAfterS(m, x.dev); }
   function tickAges() {
     if (!VW.idx) { return; }
     var t = now();
     for (var room in VW.idx.rooms) {
-      var r = VW.idx.rooms[room], st = VW.rooms[room] || {latest: {}};
+      var r = VW.idx.rooms[room], st = VW.rooms[room] || {latest: {}}, latest = st.latest || {};
       for (var m in r.value) {
-        var x = st.latest ? st.latest[m] : null, els = r.value[m];
-        var ts = x ? x.ts : parseInt(els[0].getAttribute("data-vw-ts") || "0", 10);
-        var stale = !ts || (t - ts) / 1000 > staleAfterS(m, x && x.dev);
-        for (var i = 0; i < els.length; i++) {
-          var s = stale ? "1" : "0";
-          if (els[i].getAttribute("data-vw-stale") !== s) { els[i].setAttribute("data-vw-stale", s); }
-        }
+        var s = isStale(m, latest[m], t) ? "1" : "0", els = r.value[m];
+        for (var i = 0; i < els.length; i++) { setAttr(els[i], "data-vw-stale", s); }
       }
       for (var am in r.age) {
-        var ax = st.latest ? st.latest[am] : null;
+        var ax = latest[am], text = ax && ax.ts ? fmtAge((t - ax.ts) / 1000) : "no data";
+        var stale = ax && ax.ts && isStale(am, ax, t) ? "1" : "0";
         for (var k = 0; k < r.age[am].length; k++) {
-          var tsA = ax ? ax.ts : 0;
-          if (!tsA) {
-            var v = r.value[am] && r.value[am][0];
-            tsA = v ? parseInt(v.getAttribute("data-vw-ts") || "0", 10) : 0;
-          }
-          setText(r.age[am][k], tsA ? fmtAge((t - tsA) / 1000) : "no data");
-          r.age[am][k].setAttribute("data-vw-stale", (tsA && (t - tsA) / 1000 > staleAfterS(am, ax && ax.dev)) ? "1" : "0");
+          setText(r.age[am][k], stale === "1" ? text + " old" : text);
+          setAttr(r.age[am][k], "data-vw-stale", stale);
         }
       }
-      if (st.session !== undefined) { applyPhase(room); }
+      applyPhase(room, t);
+      applyChips(room, t);
     }
   }
   function phaseOf(s, t) {
@@ -126,21 +237,24 @@
     if (!s.first_dose_ms) { return ["pre-dose", "pre-dose"]; }
     return ["post-dose", Math.max(0, Math.floor((t - s.first_dose_ms) / 60000)) + " min since dose"];
   }
-  function applyPhase(room) {
+  function applyPhase(room, t) {
     var r = VW.idx && VW.idx.rooms[room];
-    if (!r) { return; }
-    var p = phaseOf((VW.rooms[room] || {}).session, now());
+    if (!r || !r.phase.length) { return; }
+    var p = phaseOf((VW.rooms[room] || {}).session, t || now());
     for (var i = 0; i < r.phase.length; i++) {
       setText(r.phase[i], p[1]);
-      r.phase[i].className = "vw-phase vw-phase-" + p[0];
+      setAttr(r.phase[i], "data-vw-phase", p[0]);
     }
   }
   function applyDevices(room) {
     var r = VW.idx && VW.idx.rooms[room], devs = (VW.rooms[room] || {}).devices || {};
-    if (!r) { return; }
+    if (!r || !r.devices.length) { return; }
     var html = "";
-    for (var d in devs) { html += '<span class="vw-dev vw-dev-' + esc(devs[d].state) + '" title="' + esc(devs[d].detail) + '">' + esc(d) + " " + esc(devs[d].state) + "</span>"; }
-    for (var i = 0; i < r.devices.length; i++) { if (r.devices[i].innerHTML !== html) { r.devices[i].innerHTML = html; } }
+    for (var d in devs) {
+      html += '<span class="vw-dev" data-state="' + esc(devs[d].state) + '" title="' + esc(devs[d].detail) + '">' +
+        esc(d) + " " + esc(devs[d].state) + "</span>";
+    }
+    for (var i = 0; i < r.devices.length; i++) { if (r.devices[i].__vwHtml !== html) { r.devices[i].__vwHtml = html; r.devices[i].innerHTML = html; } }
   }
   function highest(alerts) {
     var best = null;
@@ -150,70 +264,185 @@
     }
     return best;
   }
-  function applyTile(room) {
+  function alarmsOnly(list) {
+    return (list || []).filter(function (a) { return a.kind !== "reminder" && a.state !== "dismissed"; });
+  }
+  // Why a room is not monitored now: a clinic-wide alarm naming it, or a problem that stops
+  // monitoring everywhere (alert engine, Redis, this screen's connection). "" when monitored.
+  function notMonitored(room) {
+    if (!connectedNow()) { return "connection to the server lost"; }
+    if (VW.mon && !VW.mon.ok && (VW.mon.everywhere || []).length) { return VW.mon.everywhere[0]; }
+    for (var i = 0; i < VW.clinic.length; i++) {
+      var c = VW.clinic[i];
+      if (c.state === "active" && ("," + (c.rooms || "") + ",").indexOf("," + room + ",") >= 0) { return c.cause || c.message; }
+    }
+    return "";
+  }
+  VW.notMonitored = notMonitored;
+  function applyRoom(room) {
     var r = VW.idx && VW.idx.rooms[room];
     if (!r) { return; }
-    var level = highest((VW.rooms[room] || {}).alerts || []) || "none";
-    for (var i = 0; i < r.tile.length; i++) {
-      if (r.tile[i].getAttribute("data-alert") !== level) { r.tile[i].setAttribute("data-alert", level); }
+    var level = highest(alarmsOnly((VW.rooms[room] || {}).alerts)) || "none";
+    for (var i = 0; i < r.tile.length; i++) { setAttr(r.tile[i], "data-alert", level); }
+    var why = notMonitored(room);
+    for (var j = 0; j < r.notmon.length; j++) {
+      setText(r.notmon[j], why ? "NOT MONITORED: " + why : "");
+      setAttr(r.notmon[j], "data-on", why ? "1" : "0");
     }
+    for (var k = 0; k < r.tile.length; k++) { setAttr(r.tile[k], "data-vw-notmon", why ? "1" : "0"); }
+    for (var m in r.value) { applyValue(room, m); }
+    applyDevices(room); applyPhase(room); applyChips(room, now());
   }
-  function allAlerts(room) {
-    var out = [];
-    for (var rm in VW.rooms) {
+  // Reminders on a tile: quiet chips (never an alarm colour), with live countdowns.
+  function chipText(a, t) {
+    if (a.cond === "r:observe" && a.due_ms) {
+      var left = Math.max(0, Math.ceil((a.due_ms - t) / 60000));
+      return "Observation: " + left + " min left";
+    }
+    return a.message;
+  }
+  function applyChips(room, t) {
+    var r = VW.idx && VW.idx.rooms[room];
+    if (!r || !r.chips.length) { return; }
+    var rem = ((VW.rooms[room] || {}).alerts || []).filter(function (a) { return a.kind === "reminder" && a.state !== "dismissed"; });
+    var html = rem.map(function (a) {
+      return '<span class="vw-chip" data-alert-id="' + esc(a.alert) + '">' + esc(chipText(a, t)) + "</span>";
+    }).join("");
+    for (var i = 0; i < r.chips.length; i++) { if (r.chips[i].__vwHtml !== html) { r.chips[i].__vwHtml = html; r.chips[i].innerHTML = html; } }
+  }
+
+  // ---------------------------------------------------------------- alarm and reminder lists (keyed rows)
+  function allAlerts(room, reminders) {
+    var out = [], rm, i;
+    if (room === "*" && !reminders) { for (i = 0; i < VW.clinic.length; i++) { out.push(VW.clinic[i]); } }
+    for (rm in VW.rooms) {
       if (room !== "*" && rm !== room) { continue; }
       var a = VW.rooms[rm].alerts || [];
-      for (var i = 0; i < a.length; i++) { out.push(a[i]); }
+      for (i = 0; i < a.length; i++) {
+        if (a[i].state === "dismissed") { continue; }
+        if ((a[i].kind === "reminder") === !!reminders) { out.push(a[i]); }
+      }
     }
-    out.sort(function (x, y) { return (PRIO[x.priority] - PRIO[y.priority]) || ((y.raised_ms || 0) - (x.raised_ms || 0)); });
+    if (room !== "*" && !reminders) {
+      for (i = 0; i < VW.clinic.length; i++) {
+        if (("," + (VW.clinic[i].rooms || "") + ",").indexOf("," + room + ",") >= 0) { out.push(VW.clinic[i]); }
+      }
+    }
+    out.sort(function (x, y) {
+      return (PRIO[x.priority] - PRIO[y.priority]) || ((x.state === "latched") - (y.state === "latched")) ||
+        ((y.raised_ms || 0) - (x.raised_ms || 0));
+    });
     return out;
   }
-  function alertRow(a) {
-    var t = now(), paused = (a.paused_until_ms || 0) > t;
-    var name = (VW.cfg.rooms || {})[a.room] || a.room;
-    var val = (a.value !== undefined && a.value !== null && a.value !== "") ? " · " + esc(a.value) + (a.limit !== undefined && a.limit !== null && a.limit !== "" ? " (limit " + esc(a.limit) + ")" : "") : "";
-    var ack = a.acknowledged_by ? '<span class="vw-ackby">acknowledged by ' + esc(a.acknowledged_by) + "</span>" : "";
-    var pz = paused ? '<span class="vw-paused">audio paused until ' + hhmmss(a.paused_until_ms) + "</span>" : "";
-    var latched = a.state === "latched" ? '<span class="vw-latched">latched</span>' : "";
-    return '<div class="vw-alert vw-alert-' + esc(a.priority) + '" data-alert-id="' + esc(a.alert) + '" data-room="' + esc(a.room) + '">' +
-      '<span class="vw-pri">' + esc((a.priority || "").toUpperCase()) + "</span>" +
-      '<a class="vw-alertroom" href="/room/' + encodeURIComponent(a.room) + '">' + esc(name) + "</a>" +
-      '<span class="vw-msg">' + esc(a.message) + val + "</span>" +
-      '<span class="vw-when">' + hhmmss(a.raised_ms || t) + "</span>" + latched + ack + pz +
-      (a.acknowledged_by ? "" : '<button class="vw-ack" data-act="acknowledge">Acknowledge</button>') +
-      '<button class="vw-pause" data-act="pause">Pause audio</button></div>';
+  function canUndo(a, t) {
+    return a.acknowledged_by && VW.user && a.acknowledged_by === VW.user.name && a.state === "active" &&
+      t - (a.acknowledged_ms || 0) + VW.serverSkewMs < (VW.cfg.undo_s || 10) * 1000;
   }
-  function applyAlertLists() {
+  function currentOf(a) {
+    if (!a.metric || a.room === "*") { return null; }
+    var x = ((VW.rooms[a.room] || {}).latest || {})[a.metric];
+    return x ? x.v : null;
+  }
+  function rowSig(a, t) {
+    return [a.priority, a.state, a.acknowledged_by || "", (a.paused_until_ms || 0) > t ? a.paused_until_ms : 0,
+            a.escalated ? 1 : 0, canUndo(a, t) ? 1 : 0, a.message, a.rooms || ""].join("|");
+  }
+  function alarmRowHtml(a, t) {
+    var paused = (a.paused_until_ms || 0) > t;
+    var name = alertRoomName(a);
+    var parts = alarmParts(a, name, t, currentOf(a));
+    var room = a.room === "*" ? '<span class="vw-alertroom">' + esc(name) + "</span>"
+      : '<a class="vw-alertroom" href="/room/' + encodeURIComponent(a.room) + '">' + esc(name) + "</a>";
+    var state = [];
+    if (a.state === "latched") { state.push("condition ended" + (a.cleared_ms ? " " + hhmm(a.cleared_ms) : "") + " — reset when seen"); }
+    if (a.escalated) { state.push("escalated"); }
+    if (a.acknowledged_by) { state.push("acknowledged by " + a.acknowledged_by); }
+    if (paused) { state.push("audio paused until " + hhmmss(a.paused_until_ms)); }
+    var btn = function (act, label, cls) {
+      return '<button type="button" class="vw-btn ' + cls + '" data-act="' + act + '">' + label + "</button>";
+    };
+    var buttons = "";
+    if (!a.acknowledged_by) { buttons += btn("acknowledge", "Acknowledge", "vw-ack"); }
+    if (canUndo(a, t)) { buttons += btn("unacknowledge", "Undo acknowledge", "vw-undo"); }
+    if (a.state === "active" && !a.acknowledged_by && !paused) { buttons += btn("pause", "Pause audio 2 min", "vw-pause"); }
+    if (a.state === "latched") { buttons += btn("reset", "Reset", "vw-reset"); }
+    return '<span class="vw-pri">' + esc(parts[0]) + '</span><span class="vw-line"><span class="vw-dot" aria-hidden="true"> · </span>' +
+      room + '<span class="vw-dot" aria-hidden="true"> · </span><span class="vw-msg">' + esc(parts[2]) + "</span>" +
+      '<span class="vw-when" data-part="when">' + (parts[3] ? " · " + esc(parts[3]) : "") + "</span>" +
+      '<span class="vw-now" data-part="now">' + (parts[4] ? " · " + esc(parts[4]) : "") + "</span>" +
+      (parts[5] ? '<span class="vw-latched"> · latched</span>' : "") + "</span>" +
+      (state.length ? '<span class="vw-state">' + esc(state.join(" · ")) + "</span>" : "") +
+      '<span class="vw-actions">' + buttons + "</span>";
+  }
+  function reminderRowHtml(a, t) {
+    return '<span class="vw-alertroom">' + esc(roomName(a.room)) + '</span><span class="vw-msg"> · ' + esc(chipText(a, t)) +
+      '</span><span class="vw-actions"><button type="button" class="vw-btn vw-dismiss" data-act="dismiss">Dismiss</button></span>';
+  }
+  function renderKeyed(el, list, reminders, t) {
+    var rows = el.__vwRows || (el.__vwRows = {}), seen = {}, prev = null, i;
+    var empty = el.__vwEmpty;
+    if (!list.length) {
+      for (var id in rows) { rows[id].el.remove(); }
+      el.__vwRows = {};
+      if (!empty) {
+        empty = el.__vwEmpty = document.createElement("div");
+        empty.__vwOwn = true;
+        empty.className = "vw-noalerts";
+        empty.textContent = reminders ? "No reminders" : "No active alarms";
+        el.appendChild(empty);
+      }
+      return;
+    }
+    if (empty) { empty.remove(); el.__vwEmpty = null; }
+    for (i = 0; i < list.length; i++) {
+      var a = list[i], key = a.alert, sig = reminders ? a.message + "|" + (a.due_ms || "") : rowSig(a, t);
+      seen[key] = true;
+      var row = rows[key];
+      if (!row) {
+        var div = document.createElement("div");
+        div.__vwOwn = true;
+        div.setAttribute("role", "listitem");
+        div.setAttribute("data-alert-id", a.alert);
+        div.setAttribute("data-room", a.room);
+        row = rows[key] = {el: div, sig: null};
+      }
+      if (row.sig !== sig) {
+        var focused = document.activeElement && row.el.contains(document.activeElement) ?
+          document.activeElement.getAttribute("data-act") : null;
+        row.el.className = reminders ? "vw-reminder" : "vw-alert vw-alert-" + a.priority + (a.state === "latched" ? " vw-alert-latched" : "");
+        row.el.innerHTML = reminders ? reminderRowHtml(a, t) : alarmRowHtml(a, t);
+        row.sig = sig;
+        if (focused) {  // keep the keyboard where it was: a re-drawn row must not lose focus
+          var again = row.el.querySelector('[data-act="' + focused + '"]') || row.el.querySelector("button");
+          if (again) { again.focus(); }
+        }
+      } else if (!reminders) {
+        var parts = alarmParts(a, "", t, currentOf(a));
+        var w = row.el.querySelector('[data-part="when"]'), n = row.el.querySelector('[data-part="now"]');
+        if (w) { setText(w, parts[3] ? " · " + parts[3] : ""); }
+        if (n) { setText(n, parts[4] ? " · " + parts[4] : ""); }
+      } else {
+        var msg = row.el.querySelector(".vw-msg");
+        if (msg) { setText(msg, " · " + chipText(a, t)); }
+      }
+      var want = prev ? prev.nextSibling : el.firstChild;
+      if (want !== row.el) { el.insertBefore(row.el, want); }
+      prev = row.el;
+    }
+    for (var k in rows) { if (!seen[k]) { rows[k].el.remove(); delete rows[k]; } }
+  }
+  function applyLists() {
     if (!VW.idx) { return; }
-    for (var i = 0; i < VW.idx.alerts.length; i++) {
-      var el = VW.idx.alerts[i], which = el.getAttribute("data-vw-alerts");
-      var list = allAlerts(which);
-      var html = list.length ? list.map(alertRow).join("") : '<div class="vw-noalerts">No active alerts</div>';
-      if (el.__vwHtml !== html) { el.__vwHtml = html; el.innerHTML = html; }
+    var t = now(), i;
+    for (i = 0; i < VW.idx.alerts.length; i++) {
+      var el = VW.idx.alerts[i];
+      renderKeyed(el, allAlerts(el.getAttribute("data-vw-alerts"), false), false, t);
     }
-    applyReminders();
-  }
-  // A room's reminder alerts (kind "reminder") beside the session controls (room page);
-  // the same markup as dashboard/session_panel.py reminders_list.
-  function applyReminders() {
-    var els = (VW.idx && VW.idx.reminders) || [];
-    for (var i = 0; i < els.length; i++) {
-      var el = els[i], room = el.getAttribute("data-vw-reminders"), st = VW.rooms[room];
-      if (!st) { continue; }
-      var rem = (st.alerts || []).filter(function (a) { return a.kind === "reminder"; });
-      var html = rem.length ? rem.map(function (a) {
-        return '<div class="vw-reminder" data-alert-id="' + esc(a.alert) + '">' + esc(a.message) + "</div>";
-      }).join("") : '<div class="vw-noalerts">No reminders.</div>';
-      if (el.__vwHtml !== html) { el.__vwHtml = html; el.innerHTML = html; }
+    for (i = 0; i < VW.idx.reminders.length; i++) {
+      var r = VW.idx.reminders[i];
+      renderKeyed(r, allAlerts(r.getAttribute("data-vw-reminders"), true), true, t);
     }
-  }
-  function applyAll() {
-    for (var room in VW.rooms) {
-      var st = VW.rooms[room];
-      for (var m in st.latest) { applyValue(room, m, st.latest[m]); }
-      applyDevices(room); applyTile(room); applyPhase(room); VW.sparkDirty[room] = true;
-    }
-    applyAlertLists(); tickAges(); drawSparks();
+    for (var h = 0; h < VW.hooks.length; h++) { if (VW.hooks[h].lists) { VW.hooks[h].lists(); } }
   }
 
   // ---------------------------------------------------------------- sparklines (SVG, throttled)
@@ -222,8 +451,8 @@
     var t = now(), t0 = t - 15 * 60000;
     for (var room in VW.sparkDirty) {
       var r = VW.idx.rooms[room], st = VW.rooms[room];
-      if (!r || !st || !r.spark.length) { continue; }
-      var svg = '<svg viewBox="0 0 300 40" preserveAspectRatio="none" class="vw-sparksvg">';
+      if (!r || !st || !r.spark.length || !r.spark[0].offsetParent) { continue; }  // hidden: skip the work
+      var svg = '<svg viewBox="0 0 300 40" preserveAspectRatio="none" class="vw-sparksvg" aria-hidden="true" focusable="false">';
       var colors = {hr: "#2e7d32", spo2: "#1565c0"};
       for (var m in colors) {
         var pts = (st.spark || {})[m] || [];
@@ -236,7 +465,7 @@
           var x = Math.max(0, (pts[j][0] - t0) / (t - t0) * 300), y = 38 - (pts[j][1] - lo) / (hi - lo) * 36;
           s += x.toFixed(1) + "," + y.toFixed(1) + " ";
         }
-        svg += '<polyline fill="none" stroke="' + colors[m] + '" stroke-width="1.5" points="' + s + '"/>';
+        svg += '<polyline fill="none" stroke="' + colors[m] + '" stroke-width="1.5" vector-effect="non-scaling-stroke" points="' + s + '"/>';
       }
       svg += "</svg>";
       for (var k = 0; k < r.spark.length; k++) { r.spark[k].innerHTML = svg; }
@@ -302,9 +531,17 @@
   VW.slideTick = 0;
 
   // ---------------------------------------------------------------- messages
+  function setRoomAlerts(room, alerts) {
+    var st = VW.rooms[room];
+    if (!st) { return; }
+    st.alerts = alerts;
+    for (var m in NIBP_AND_ALL) { markValue(room, m); }
+    markRoom(room);
+  }
+  var NIBP_AND_ALL = {hr: 1, spo2: 1, sbp: 1, dbp: 1, map: 1, rr: 1, temp: 1, pi: 1};
   function onMessage(msg) {
     VW.received++;
-    var t = msg.t, st;
+    var t = msg.t, st, room;
     if (t === "v") {
       st = VW.rooms[msg.room];
       if (!st) { return; }
@@ -312,25 +549,34 @@
         var cur = st.latest[m];
         if (!cur || msg.ts >= cur.ts) {
           st.latest[m] = {v: msg.vals[m], ts: msg.ts, dev: msg.dev};
-          applyValue(msg.room, m, st.latest[m]);
+          markValue(msg.room, m);
         }
       }
       sparkAdd(msg.room, msg.ts, msg.vals);
       trendAdd(msg.room, msg.ts, msg.vals);
     } else if (t === "hello") {
       VW.rooms = msg.rooms; VW.mon = msg.mon; VW.user = msg.user; VW.cfg = msg.cfg || VW.cfg;
-      if (!VW.idx) { index(); } else { applyAll(); }
+      VW.clinic = msg.clinic || [];
+      if (msg.server_ms) { VW.serverSkewMs = now() - msg.server_ms; }
+      for (var h = 0; h < VW.hooks.length; h++) { if (VW.hooks[h].hello) { VW.hooks[h].hello(); } }
+      if (!VW.idx) { index(); } else { markAll(); }
+      soundTick();
     } else if (t === "alerts") {
-      st = VW.rooms[msg.room]; if (!st) { return; }
-      st.alerts = msg.alerts; applyTile(msg.room); applyAlertLists(); soundTick();
+      if (msg.room === "*") {
+        VW.clinic = msg.alerts;
+        for (room in VW.rooms) { markRoom(room); }
+      } else { setRoomAlerts(msg.room, msg.alerts); }
+      dirty.lists = true; schedule(); soundTick();
     } else if (t === "dev") {
       st = VW.rooms[msg.room]; if (!st) { return; }
-      st.devices = msg.devices; applyDevices(msg.room);
+      st.devices = msg.devices; markRoom(msg.room);
     } else if (t === "sess") {
       st = VW.rooms[msg.room]; if (!st) { return; }
-      st.session = msg.session; applyPhase(msg.room);
+      st.session = msg.session; markRoom(msg.room);
     } else if (t === "mon") {
+      var was = VW.mon && VW.mon.ok;
       VW.mon = msg; banner();
+      if (was !== msg.ok) { for (room in VW.rooms) { markRoom(room); } }
     } else if (t === "logout") {
       window.location.href = "/login?expired=1&next=" + encodeURIComponent(location.pathname);
     }
@@ -339,42 +585,51 @@
   function connect() {
     var ws = new WebSocket((location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws/live");
     VW.ws = ws;
-    ws.onopen = function () { VW.connected = true; backoff = 500; reportScreen(); };
-    ws.onmessage = function (ev) {
+    ws.addEventListener("open", function () { VW.connected = true; backoff = 500; reportScreen(); });
+    ws.addEventListener("message", function (ev) {
       VW.lastMsgMs = now();
       var data = JSON.parse(ev.data);
       if (Array.isArray(data)) { for (var i = 0; i < data.length; i++) { onMessage(data[i]); } } else { onMessage(data); }
-    };
-    ws.onclose = function (ev) {
+    });
+    ws.addEventListener("close", function (ev) {
       VW.connected = false; banner();
+      for (var room in VW.rooms) { markRoom(room); }
       if (ev.code === 4401 || ev.code === 4403) { window.location.href = "/login?next=" + encodeURIComponent(location.pathname); return; }
       setTimeout(connect, backoff); backoff = Math.min(backoff * 2, 4000);
-    };
+    });
   }
   function send(obj) { if (VW.ws && VW.ws.readyState === 1) { VW.ws.send(JSON.stringify(obj)); } }
+  function connectedNow() { return VW.connected && now() - VW.lastMsgMs <= LOST_AFTER_MS; }
 
   // ---------------------------------------------------------------- NOT MONITORING banner
+  var lastBannerLost = null;
   function banner() {
     var el = document.getElementById("vw-banner");
     if (!el) {
       el = document.createElement("div"); el.id = "vw-banner"; el.className = "vw-banner";
+      el.setAttribute("role", "alert");
+      el.__vwOwn = true;
       document.body.insertBefore(el, document.body.firstChild);
     }
-    var reasons = [];
-    if (!VW.connected || now() - VW.lastMsgMs > LOST_AFTER_MS) { reasons.push("connection to the server lost"); }
+    var reasons = [], lost = !connectedNow();
+    if (lost) { reasons.push("connection to the server lost"); }
     else if (VW.mon && !VW.mon.ok) { reasons = VW.mon.reasons || ["unknown"]; }
     var text = reasons.length ? "NOT MONITORING — " + reasons.join("; ") : "";
     if (el.__vwText !== text) {
       el.__vwText = text; el.textContent = text;
       el.style.display = text ? "block" : "none";
       document.documentElement.classList.toggle("vw-not-monitoring", !!text);
+      for (var h = 0; h < VW.hooks.length; h++) { if (VW.hooks[h].resize) { VW.hooks[h].resize(); } }
     }
+    if (lost !== lastBannerLost) { lastBannerLost = lost; for (var room in VW.rooms) { markRoom(room); } }
   }
 
   // ---------------------------------------------------------------- sound
   function soundOn() { return !!(VW.audio.ctx && VW.audio.ctx.state === "running" && !VW.audio.muted); }
   function beep(spec) {
     var ctx = VW.audio.ctx, t0 = ctx.currentTime + 0.02;
+    VW.audio.log.push({hz: spec.hz, pulses: spec.pulses.slice(), len: spec.len, at: now()});
+    if (VW.audio.log.length > 50) { VW.audio.log.shift(); }
     spec.pulses.forEach(function (off) {
       var o = ctx.createOscillator(), g = ctx.createGain();
       o.type = "square"; o.frequency.value = spec.hz;
@@ -385,14 +640,18 @@
       o.connect(g); g.connect(ctx.destination); o.start(t0 + off); o.stop(t0 + off + spec.len + 0.01);
     });
   }
+  VW.beep = beep;
   function audibleAlerts() {
-    var t = now(), out = [];
+    var t = now(), out = [], i;
+    var consider = function (a) {
+      if (a.kind === "reminder" || a.state === "dismissed") { return; }  // reminders never sound
+      if (!a.acknowledged_by && !((a.paused_until_ms || 0) > t)) { out.push(a); }
+    };
     for (var room in VW.rooms) {
       var a = VW.rooms[room].alerts || [];
-      for (var i = 0; i < a.length; i++) {
-        if (!a[i].acknowledged_by && !((a[i].paused_until_ms || 0) > t)) { out.push(a[i]); }
-      }
+      for (i = 0; i < a.length; i++) { consider(a[i]); }
     }
+    for (i = 0; i < VW.clinic.length; i++) { consider(VW.clinic[i]); }
     return out;
   }
   function soundTick() {
@@ -407,8 +666,11 @@
   function soundButton() {
     var b = document.getElementById("app-sound");
     if (!b) { return; }
-    var on = soundOn(), label = on ? "Sound on" : "SOUND OFF — click to start monitoring";
-    if (b.textContent !== label) { b.textContent = label; b.className = "vw-sound " + (on ? "vw-sound-on" : "vw-sound-off"); }
+    var on = soundOn(), label = on ? SOUND_ON_TEXT : SOUND_OFF_TEXT;
+    if (b.textContent !== label) {
+      b.textContent = label; b.className = "vw-sound " + (on ? "vw-sound-on" : "vw-sound-off");
+      b.setAttribute("aria-pressed", on ? "true" : "false");
+    }
   }
   var lastSoundReport = null;
   function reportScreen() {
@@ -433,33 +695,55 @@
       body: JSON.stringify(creds || {})
     }).then(function (r) { return r.json().then(function (body) { return {status: r.status, body: body}; }); });
   }
-  function stationPrompt(alertId, act) {
+  var ACT_TITLE = {acknowledge: "Acknowledge", pause: "Pause audio", reset: "Reset", dismiss: "Dismiss reminder",
+                   unacknowledge: "Undo acknowledge"};
+  function stationPrompt(alertId, act, opener) {
     var old = document.getElementById("vw-modal");
     if (old) { old.remove(); }
     var m = document.createElement("div");
-    m.id = "vw-modal"; m.className = "vw-modal";
-    m.innerHTML = '<form class="vw-modalbox"><h3>' + (act === "acknowledge" ? "Acknowledge" : "Pause audio") +
-      ' — who is acting?</h3><label>Nurse user name<input name="username" id="vw-ack-user" autocomplete="off"></label>' +
-      '<label>Password<input name="password" id="vw-ack-pass" type="password" autocomplete="off"></label>' +
-      '<div class="vw-modalmsg" id="vw-ack-msg"></div><button type="submit" id="vw-ack-submit">Confirm</button> ' +
-      '<button type="button" id="vw-ack-cancel">Cancel</button></form>';
+    m.id = "vw-modal"; m.className = "vw-modal"; m.__vwOwn = true;
+    m.innerHTML = '<form class="vw-modalbox" role="dialog" aria-modal="true" aria-labelledby="vw-ack-title">' +
+      '<h2 id="vw-ack-title">' + esc(ACT_TITLE[act] || act) + ' — who is acting?</h2>' +
+      '<label for="vw-ack-user">Nurse user name</label><input name="username" id="vw-ack-user" autocomplete="off">' +
+      '<label for="vw-ack-pass">Password</label><input name="password" id="vw-ack-pass" type="password" autocomplete="off">' +
+      '<div class="vw-modalmsg" id="vw-ack-msg" role="status"></div><button type="submit" id="vw-ack-submit" class="vw-btn vw-ack">Confirm</button> ' +
+      '<button type="button" id="vw-ack-cancel" class="vw-btn">Cancel</button></form>';
     document.body.appendChild(m);
     m.querySelector("#vw-ack-user").focus();
-    m.querySelector("#vw-ack-cancel").onclick = function () { m.remove(); };
-    m.querySelector("form").onsubmit = function (ev) {
+    var close = function () { m.remove(); if (opener && opener.focus) { opener.focus(); } };
+    m.querySelector("#vw-ack-cancel").addEventListener("click", close);
+    m.addEventListener("keydown", function (ev) { if (ev.key === "Escape") { close(); } });
+    m.querySelector("form").addEventListener("submit", function (ev) {
       ev.preventDefault();
       var creds = {username: m.querySelector("#vw-ack-user").value, password: m.querySelector("#vw-ack-pass").value};
       postAction(alertId, act, creds).then(function (res) {
         if (res.status === 200) { m.remove(); actionDone(res.body); }
         else { m.querySelector("#vw-ack-msg").textContent = res.body.detail || res.body.error || ("refused (" + res.status + ")"); }
       });
-    };
+    });
+  }
+  function toast(text) {
+    var el = document.getElementById("vw-toast");
+    if (!el) {
+      el = document.createElement("div"); el.id = "vw-toast"; el.className = "vw-toast"; el.__vwOwn = true;
+      el.setAttribute("role", "status");
+      document.body.appendChild(el);
+    }
+    el.textContent = text; el.style.display = text ? "block" : "none";
+    clearTimeout(el.__vwTimer);
+    el.__vwTimer = setTimeout(function () { el.style.display = "none"; }, 6000);
   }
   function actionDone(alert) {
-    if (!alert || !alert.room || !VW.rooms[alert.room]) { return; }
-    var list = VW.rooms[alert.room].alerts || [];
-    for (var i = 0; i < list.length; i++) { if (list[i].alert === alert.alert) { list[i] = alert; } }
-    applyTile(alert.room); applyAlertLists(); soundTick();
+    if (!alert || !alert.room) { return; }
+    var list = alert.room === "*" ? VW.clinic : (VW.rooms[alert.room] || {}).alerts || [];
+    for (var i = 0; i < list.length; i++) {
+      if (list[i].alert === alert.alert) {
+        if (alert.state === "reset") { list.splice(i, 1); } else { list[i] = alert; }
+        break;
+      }
+    }
+    if (alert.room !== "*") { setRoomAlerts(alert.room, list); } else { for (var r in VW.rooms) { markRoom(r); } }
+    dirty.lists = true; schedule(); soundTick();
   }
   document.addEventListener("click", function (ev) {
     var t = ev.target;
@@ -469,8 +753,11 @@
     var row = t.closest("[data-alert-id]");
     if (!row) { return; }
     var id = row.getAttribute("data-alert-id");
-    if (VW.user && VW.user.role === "station") { stationPrompt(id, act); return; }
-    postAction(id, act).then(function (res) { if (res.status === 200) { actionDone(res.body); } });
+    if (VW.user && VW.user.role === "station") { stationPrompt(id, act, t); return; }
+    postAction(id, act).then(function (res) {
+      if (res.status === 200) { actionDone(res.body); }
+      else { toast((ACT_TITLE[act] || act) + " refused: " + (res.body.detail || res.body.error || res.status)); }
+    });
   });
   var lastActivity = 0;
   ["pointerdown", "keydown", "wheel", "touchstart"].forEach(function (e) {
@@ -482,17 +769,21 @@
 
   // ---------------------------------------------------------------- flashing (2 Hz high, 0.625 Hz medium)
   var BLINK_HALF_MS = {high: 250, medium: 800};
+  VW.blinkHold = null;  // tests pin a phase: {high: "0"|"1", medium: "0"|"1"}
   function blink() {
     var t = now(), root = document.documentElement;
     for (var p in BLINK_HALF_MS) {
-      var on = Math.floor(t / BLINK_HALF_MS[p]) % 2 ? "1" : "0";
+      var on = VW.blinkHold ? VW.blinkHold[p] : (Math.floor(t / BLINK_HALF_MS[p]) % 2 ? "1" : "0");
       if (root.getAttribute("data-blink-" + p) !== on) { root.setAttribute("data-blink-" + p, on); }
     }
   }
   VW.blinkHalfMs = BLINK_HALF_MS;
 
   // ---------------------------------------------------------------- timers
-  setInterval(function () { tickAges(); banner(); soundButton(); flushTrends(); }, 1000);
+  setInterval(function () {
+    tickAges(); banner(); soundButton(); flushTrends();
+    if (VW.idx) { dirty.lists = true; schedule(); }  // ages in the rows, undo windows closing
+  }, 1000);
   setInterval(function () { banner(); soundTick(); }, 250);
   setInterval(blink, 50);
   setInterval(drawSparks, 5000);

@@ -1,13 +1,21 @@
-"""Overview `/`: a tile per room and the alert list across rooms (station and up)."""
+"""Overview `/`: a tile per room and the alarm list across rooms (station and up).
+
+The page itself is only the frame: the tiles are built in the browser by
+dashboard/assets/tiles.js from the push socket's state (the hub's per-room cache: latest
+values, alerts, devices, session), so opening the overview costs the server nothing per room
+and the browser a few thousand plain elements instead of thousands of React components.
+Alarms (with Acknowledge, Pause audio, Reset, Undo) come first in their own list; reminders
+are a separate, quieter list and chips on the tiles. At phone width the same page shows the
+alarms first and the rooms as compact rows; `/m` (dashboard/pages/phone.py) always does.
+"""
 
 from __future__ import annotations
 
 import dash
 from dash import html
 
-from dashboard.components import room_tile
+from dashboard.components import dattrs
 from dashboard.context import AppContext, PageContext
-from dashboard.figures import highest_priority
 
 ROUTES = ("/",)
 MIN_ROLE = "station"
@@ -16,27 +24,22 @@ TITLE = "Overview"
 NAV = True
 
 
-def layout(ctx: PageContext, **_params: str) -> html.Div:
-    """Tiles with the values in Redis now; the live script keeps them current."""
-    cfg, data, now = ctx.cfg, ctx.data, ctx.now_ms
-    alerts = data.active_alerts()
-    sessions = data.room_sessions()
-    tiles = []
-    for r in cfg.rooms:
-        devs = [d.id for d in r.devices]
-        nibp = next((d.nibp_cycle_s for d in r.devices if d.protocol == "nibp-un300"), None)
-        tiles.append(room_tile(
-            r.id, r.name or r.id, data.latest(r.id), sessions.get(r.id),
-            data.device_status(devs) if devs else {},
-            highest_priority(a for a in alerts if a.get("room") == r.id),
-            now, cfg.dashboard.stale_s, nibp))
+def frame(mode: str = "auto") -> html.Div:
+    """The overview's frame: alarm pane (alarms, then reminders) and the tile grid."""
     return html.Div([
-        html.Div([html.H3("Alerts", className="vw-h"),
-                  # Dash takes data-* attributes via **kwargs; its stubs type only the named ones
-                  html.Div(id="ov-alerts", className="vw-alerts", **{"data-vw-alerts": "*"})],  # type: ignore[arg-type]
-                 className="vw-alertpane"),
-        html.Div(tiles, id="ov-grid", className="vw-grid"),
-    ], className="vw-overview")
+        html.Section([
+            html.H2("Alarms", className="vw-h"),
+            html.Div(id="ov-alerts", className="vw-alerts", role="list", **dattrs({"data-vw-alerts": "*"})),
+            html.H2("Reminders", className="vw-h vw-remh"),
+            html.Div(id="ov-reminders", className="vw-reminderlist", role="list", **dattrs({"data-vw-reminders": "*"})),
+        ], className="vw-alertpane", **{"aria-label": "Alarms and reminders"}),
+        html.Main(id="ov-grid", className="vw-grid", **dattrs({"data-vw-grid": "1", "aria-label": "Rooms"})),
+    ], className="vw-overview", **dattrs({"data-vw-overview": "1", "data-vw-mode": mode}))
+
+
+def layout(ctx: PageContext, **_params: str) -> html.Div:
+    """The frame; the live script fills it (no Redis read here)."""
+    return frame()
 
 
 def register_callbacks(app: dash.Dash, ctx: AppContext) -> None:

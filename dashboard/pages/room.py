@@ -17,7 +17,7 @@ import dash
 from dash import ALL, Input, Output, Patch, State, dcc, html, no_update
 from dash import ctx as dash_ctx
 
-from dashboard.components import dattrs, devices_div, phase_span, vitals_block
+from dashboard.components import dattrs, devices_div, room_band, vitals_block
 from dashboard.context import AppContext, PageContext
 from dashboard.figures import TREND_TRACES, WINDOWS_MIN, alert_episodes, trend_figure, tz_shift_ms
 from dashboard.session_panel import (
@@ -28,6 +28,8 @@ from dashboard.session_panel import (
     parse_bp,
     session_controls,
 )
+from monitor.alarms.actions import NotLatched
+from monitor.alarms.text import alarm_line
 from monitor.model.config import PRIORITIES
 from monitor.model.readings import METRICS
 from monitor.sessions import lifecycle as sessions
@@ -155,21 +157,23 @@ def layout(ctx: PageContext, room: str = "", **_params: str) -> html.Div:
     tz = ctx.cfg.clinic.timezone
     shift = tz_shift_ms(tz, now)
     events = data.session_events(sid) if sid else []
+    latched = _latched(data, room)
     return html.Div([
         dcc.Store(id="room-id", data=room),
         dcc.Store(id="room-rev", data=0),
-        html.Div([html.H2(rc.name or rc.id, className="vw-h"), phase_span(room, head, now)], className="vw-roomhead"),
+        html.Div([html.H2(rc.name or rc.id, className="vw-h")], className="vw-roomhead"),
         html.Div([
+            *room_band(room, rc.name or rc.id, head, now),
             vitals_block(room, data.latest(room), now, ctx.cfg.dashboard.stale_s,
                          nibp[0].nibp_cycle_s if nibp else None),
             html.Div([devices_div(room, status),
                       *[html.Button(f"Measure BP now ({d.id})", id={"page": "room", "kind": "nibp", "dev": d.id},
-                                    n_clicks=0, className="vw-nibp", disabled=not can_act,
+                                    n_clicks=0, className="vw-btn vw-nibp", disabled=not can_act,
                                     title="" if can_act else "needs a nurse sign-in") for d in nibp],
-                      html.Span(id="room-nibp-msg", className="vw-muted")], className="vw-roomdevices"),
+                      html.Span(id="room-nibp-msg", className="vw-muted", role="status")], className="vw-roomdevices"),
         ], className="vw-roomtop", **dattrs({"data-vw-room": room, "data-vw-part": "tile", "data-alert": "none"})),
-        html.Div([html.H3("Alerts", className="vw-h"),
-                  html.Div(id="room-alerts", className="vw-alerts", **dattrs({"data-vw-alerts": room}))]),
+        html.Div([html.H3("Alarms", className="vw-h"),
+                  html.Div(id="room-alerts", className="vw-alerts", role="list", **dattrs({"data-vw-alerts": room}))]),
         html.Div([
             html.Span("Window: "),
             dcc.RadioItems(id="room-window", value=15, inline=True,
@@ -182,10 +186,13 @@ def layout(ctx: PageContext, room: str = "", **_params: str) -> html.Div:
                            config={"displaylogo": False, "responsive": True}, style={"height": "640px"}),
                  id="room-trend-wrap", **dattrs({"data-vw-trend": room, "data-vw-shift-ms": str(shift)})),
         html.H3("Session", className="vw-h"),
-        # the room's reminder alerts; live.js keeps this list current from the push socket
+        # the room's reminders (not alarms: no colour, no sound; done by doing the task, or
+        # dismissed); live.js keeps this list current from the push socket
         html.Div([html.Span("Reminders", className="vw-label"),
-                  html.Div(id="room-reminders", **dattrs({"data-vw-reminders": room}))], className="vw-reminders"),
+                  html.Div(id="room-reminders", className="vw-reminderlist", role="list",
+                           **dattrs({"data-vw-reminders": room}))], className="vw-reminders"),
         html.Div(session_controls(rc, head, can_act, status, events, tz), id="room-session"),
+        end_dialog(latched, rc.name or rc.id, head),
         html.Div(id="room-session-msg", role="status"),
         html.H3("Session events", className="vw-h"),
         html.Div(events_table(events, tz), id="room-events"),
@@ -221,6 +228,7 @@ def register_callbacks(app: dash.Dash, actx: AppContext) -> None:
         return f"Measurement requested from {dev}."
 
     _register_session_callbacks(app, actx)
+    _register_end_dialog(app, actx)
 
 
 def events_key(sid: str | None, events: list[dict[str, Any]]) -> str:
@@ -275,13 +283,14 @@ def _register_session_callbacks(app: dash.Dash, actx: AppContext) -> None:
         Output("room-events", "children", allow_duplicate=True), Output("room-ev-key", "data", allow_duplicate=True),
         Input("room-start", "n_clicks"), Input("room-dose", "n_clicks"), Input("room-bp", "n_clicks"),
         Input({"page": "room", "kind": "obs", "obs": ALL}, "n_clicks"),
-        Input("room-note", "n_clicks"), Input("room-end", "n_clicks"),
+        Input("room-note", "n_clicks"), Input("room-end-confirm", "n_clicks"),
         State("room-id", "data"), State("room-patient", "value"), State("room-route", "value"),
         State("room-start-dose", "value"), State("room-devices-ok", "value"), State("room-dose-mg", "value"),
         State("room-bp-sbp", "value"), State("room-bp-dbp", "value"), State("room-obs-text", "value"),
-        State("room-note-text", "value"), State("room-rev", "data"), prevent_initial_call=True)
+        State("room-note-text", "value"), State("room-rev", "data"), State("room-end-reset", "value"),
+        prevent_initial_call=True)
     def _session(_s, _d, _b, _o, _n, _e, room, patient, route, start_dose, devices_ok, dose_mg,  # noqa: ANN001, ANN202
-                 sbp, dbp, obs_text, note, rev):
+                 sbp, dbp, obs_text, note, rev, reset_ids):
         nothing = (no_update,) * 7
         trig = dash_ctx.triggered_id
         # a click, not a re-render (new buttons come with n_clicks 0)
@@ -331,9 +340,9 @@ def _register_session_callbacks(app: dash.Dash, actx: AppContext) -> None:
                     return refuse("Refused: type a note first.")
                 sessions.add_note(c, k, sid, user.name, note)
                 msg = f"Note added by {user.name}."
-            elif trig == "room-end":
+            elif trig == "room-end-confirm":
                 sessions.end_session(c, k, cfg, sid, user.name)
-                msg = f"Session {sid} ended by {user.name} and archived."
+                msg = f"Session {sid} ended by {user.name} and archived." + _reset_latched(actx, reset_ids, user.name)
                 bump = True
             else:
                 return nothing
@@ -366,6 +375,66 @@ def _register_session_callbacks(app: dash.Dash, actx: AppContext) -> None:
             # a session started or ended elsewhere: new controls, limits and trend
             return table, key, controls, (rev or 0) + 1
         return table, key, no_update, no_update
+
+
+def _latched(data: Any, room: str) -> list[dict[str, Any]]:
+    """The room's latched alarms (condition over, not yet reset)."""
+    return [a for a in data.active_alerts([room]) if a.get("room") == room and a.get("state") == "latched"]
+
+
+def end_dialog(latched: list[dict[str, Any]], room_name: str, session: dict[str, Any] | None) -> html.Div:
+    """"End session?" — says what will happen and offers to reset the room's latched alarms
+    (hidden until End session is clicked; always in the layout, as Dash needs its inputs)."""
+    return html.Div([
+        html.H3("End this session?"),
+        html.P(_end_text(session), id="room-end-text"),
+        dcc.Checklist(id="room-end-reset", options=_latched_options(latched, room_name),
+                      value=[a["alert"] for a in latched], className="vw-controls"),
+        html.Button("End session and archive", id="room-end-confirm", n_clicks=0, className="vw-danger"),
+        html.Button("Cancel", id="room-end-cancel", n_clicks=0, className="vw-btn"),
+    ], id="room-end-dialog", className="vw-dialog", role="dialog", style=HIDDEN,
+        **dattrs({"aria-labelledby": "room-end-text"}))
+
+
+HIDDEN: dict[str, str] = {"display": "none"}
+
+
+def _end_text(session: dict[str, Any] | None) -> str:
+    sid = session["id"] if session else "—"
+    return (f"Session {sid} will end now and be archived for review. Its alarm-limit overrides end with it, "
+            "its reminders stop, and new readings in this room belong to no session until the next one starts.")
+
+
+def _latched_options(latched: list[dict[str, Any]], room_name: str) -> list[dict[str, str]]:
+    return [{"label": f" Also reset: {alarm_line(a, room_name)}", "value": a["alert"]} for a in latched]
+
+
+def _reset_latched(actx: AppContext, ids: list[str] | None, user: str) -> str:
+    """Reset the latched alarms ticked in the End-session dialog; a note on what was done."""
+    done, kept = 0, 0
+    for aid in ids or []:
+        try:
+            actx.data.reset(aid, user)
+            done += 1
+        except (KeyError, NotLatched):
+            kept += 1  # reset elsewhere meanwhile, or its condition came back: left as it is
+    note = f" {done} latched alarm{'s' if done != 1 else ''} reset." if done else ""
+    return note + (f" {kept} not reset (already gone or active again)." if kept else "")
+
+
+def _register_end_dialog(app: dash.Dash, actx: AppContext) -> None:
+    @app.callback(Output("room-end-dialog", "style"), Output("room-end-text", "children"),
+                  Output("room-end-reset", "options"), Output("room-end-reset", "value"),
+                  Input("room-end", "n_clicks"), Input("room-end-cancel", "n_clicks"),
+                  Input("room-end-confirm", "n_clicks"), State("room-id", "data"), prevent_initial_call=True)
+    def _dialog(_end, _cancel, _confirm, room):  # noqa: ANN001, ANN202
+        if dash_ctx.triggered_id != "room-end" or not dash_ctx.triggered[0].get("value"):
+            return HIDDEN, no_update, no_update, no_update
+        sid = actx.data.open_sessions().get(room)
+        head = actx.data.session(sid) if sid else None
+        latched = _latched(actx.data, room)
+        name = actx.cfg.room(room).name or room
+        return {}, _end_text(head), _latched_options(latched, name), [a["alert"] for a in latched]
 
 
 def _register_limit_callbacks(app: dash.Dash, actx: AppContext) -> None:

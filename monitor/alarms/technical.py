@@ -115,6 +115,7 @@ class MonitoringState:
     problems: tuple[str, ...]
     roles: Mapping[str, RoleState] = field(default_factory=dict)
     ingest_problems: tuple[str, ...] = ()
+    engine_problems: tuple[str, ...] = ()  # the ones that stop monitoring in every room
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (for /health and the dashboard)."""
@@ -147,10 +148,12 @@ def monitoring_state(heartbeats: Mapping[str, str | int], now_ms: int, cfg: Conf
         roles[role] = RoleState(fresh, stale, now_ms - newest)
     problems: list[str] = []
     ingest: list[str] = []
+    engine: list[str] = []
     alerts = roles.get("alerts", RoleState())
     if not alerts.fresh:
         when = f"last heartbeat {alerts.newest_age_ms // 1000} s ago" if alerts.newest_age_ms is not None else "never started"
         problems.append(f"Alert engine not running ({when}): no alarms are being raised")
+        engine.append("alert engine not running")
     for inst, age in alerts.stale:
         if alerts.fresh:
             problems.append(f"Alert worker {inst} stopped {age // 1000} s ago; its rooms are being taken over")
@@ -162,4 +165,4 @@ def monitoring_state(heartbeats: Mapping[str, str | int], now_ms: int, cfg: Conf
     for inst, age in ing.stale:
         problems.append(f"Ingest process {inst} stopped heartbeating {age // 1000} s ago")
         ingest.append(f"ingest process {inst} stopped heartbeating")
-    return MonitoringState(not problems, tuple(problems), roles, tuple(ingest))
+    return MonitoringState(not problems, tuple(problems), roles, tuple(ingest), tuple(engine))
