@@ -375,7 +375,7 @@
       '<span class="vw-actions">' + buttons + "</span>";
   }
   function reminderRowHtml(a, t) {
-    return '<span class="vw-alertroom">' + esc(roomName(a.room)) + '</span><span class="vw-msg"> · ' + esc(chipText(a, t)) +
+    return '<span class="vw-alertroom">' + esc(roomName(a.room)) + '</span><span class="vw-msg"> · ' + esc(a.message) +
       '</span><span class="vw-actions"><button type="button" class="vw-btn vw-dismiss" data-act="dismiss">Dismiss</button></span>';
   }
   function renderKeyed(el, list, reminders, t) {
@@ -421,9 +421,6 @@
         var w = row.el.querySelector('[data-part="when"]'), n = row.el.querySelector('[data-part="now"]');
         if (w) { setText(w, parts[3] ? " · " + parts[3] : ""); }
         if (n) { setText(n, parts[4] ? " · " + parts[4] : ""); }
-      } else {
-        var msg = row.el.querySelector(".vw-msg");
-        if (msg) { setText(msg, " · " + chipText(a, t)); }
       }
       var want = prev ? prev.nextSibling : el.firstChild;
       if (want !== row.el) { el.insertBefore(row.el, want); }
