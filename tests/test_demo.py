@@ -51,14 +51,14 @@ def _logins(lines: list[str]) -> dict[str, str]:
     return dict(m.groups() for ln in lines if (m := re.match(r"login: (\S+) / (\S+)$", ln.strip())))
 
 
-def _api_rooms(port: int, user: str, password: str) -> dict:
+def _api_rooms(port: int, user: str, password: str, path: str = "/api/v1/rooms") -> dict:
     jar = CookieJar()
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
     form = opener.open(f"http://127.0.0.1:{port}/login").read().decode()
     token = re.search(r'name="csrf" value="([^"]*)"', form).group(1)  # type: ignore[union-attr]
     opener.open(f"http://127.0.0.1:{port}/login",
                 urlencode({"username": user, "password": password, "csrf": token}).encode())
-    return json.loads(opener.open(f"http://127.0.0.1:{port}/api/v1/rooms").read())
+    return json.loads(opener.open(f"http://127.0.0.1:{port}{path}").read())
 
 
 def demo_dir(proc: subprocess.Popen) -> Path:
@@ -128,6 +128,12 @@ def test_demo_runs_everything_and_stops_cleanly(demo) -> None:
     # every room's newest value gets newer: the demo keeps feeding all of them (how fast is the
     # benchmarks' business, not this test's)
     wait_for(rooms_still_updating, 30, "a newer hr in every room")
+
+    # no start-up alarm: ingest waited for the simulator's ports, the engine's start-up grace
+    # covered the rest; and no technical text ever carries a path or an errno
+    events = _api_rooms(port, "nurse", logins["nurse"], "/api/v1/alerts?since=0")["events"]
+    assert [e["message"] for e in events if e.get("kind") == "technical"] == []
+    assert not [e for e in events if "Errno" in e.get("message", "") or "/tmp" in e.get("message", "")]
 
     health = urllib.request.urlopen(f"http://127.0.0.1:{port}/health").read().decode()
     assert '"redis":true' in health.replace(" ", "")

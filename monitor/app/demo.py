@@ -112,6 +112,12 @@ def open_demo_sessions(redis_url: str, cfg: Config, dose_in_s: float, stop: thre
         client.close()
 
 
+def ports_ready(cfg: Config) -> bool:
+    """True once every serial device's port path exists (the simulator links its ptys there)."""
+    return all(Path(d.port).exists() for _r, d in cfg.devices() if d.transport == "serial" and d.port
+               and "://" not in d.port)
+
+
 def _wait_for_dashboard(port: int, timeout_s: float) -> None:
     """Return once the dashboard answers /health, so the printed URL works when printed."""
     deadline = time.monotonic() + timeout_s
@@ -158,7 +164,9 @@ def run(args: argparse.Namespace, cfg: Config | None) -> int:
         children = [
             Child("simulate", vitalwatch_argv("simulate", *conf, "--seed", str(args.seed),
                                               "--speed", str(speed), "--scenario", str(timeline))),
-            Child("ingest", vitalwatch_argv("ingest", *conf)),
+            # ingest opens the serial ports once the simulator has made them: no device is
+            # "offline" (and no alarm in every archived session's log) for a port not there yet
+            Child("ingest", vitalwatch_argv("ingest", *conf), ready=lambda: ports_ready(cfg)),
             Child("alerts", vitalwatch_argv("alerts", *conf)),
             Child("dashboard", vitalwatch_argv("dashboard", *conf, "--port", str(args.port))),
         ]

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from monitor.model.config import Config
@@ -36,6 +37,10 @@ class Child:
     backoff_s: float = 1.0
     started_at: float = 0.0
     env: dict[str, str] = field(default_factory=dict)
+    # started only once this holds (or after `ready_timeout_s`, logged): e.g. the demo's ingest
+    # waits for the simulator's ports, so no device is "offline" for a port not made yet
+    ready: Callable[[], bool] | None = None
+    ready_timeout_s: float = 20.0
 
 
 def vitalwatch_argv(*args: str) -> list[str]:
@@ -57,8 +62,15 @@ class Supervisor:
         log.info("started %s (pid %d)", child.name, child.proc.pid)
 
     def start(self) -> None:
-        """Start every child."""
+        """Start every child, in order; one with a `ready` condition waits for it first."""
         for c in self.children:
+            if c.ready is not None:
+                deadline = time.monotonic() + c.ready_timeout_s
+                while not c.ready() and time.monotonic() < deadline and not self.stopping.is_set():
+                    time.sleep(0.1)
+                if not c.ready():
+                    log.warning("%s: what it waits for is not there after %.0f s; starting it anyway",
+                                c.name, c.ready_timeout_s)
             self._spawn(c)
 
     def watch(self) -> None:
