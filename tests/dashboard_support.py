@@ -85,15 +85,15 @@ def http_login(base: str, user: str, password: str, next_path: str = "/",
 class Beats:
     """Keeps `alerts` and `ingest` heartbeats fresh (so the screen says it is monitoring)."""
 
-    def __init__(self, client: redis.Redis, keys: Keys) -> None:
-        self.client, self.keys = client, keys
+    def __init__(self, client: redis.Redis, keys: Keys, roles: tuple[str, ...] = ("alerts", "ingest")) -> None:
+        self.client, self.keys, self.roles = client, keys, roles
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self.stop_event.is_set():
             try:
-                for role in ("alerts", "ingest"):
+                for role in self.roles:
                     heartbeat.beat(self.client, self.keys, role, "test", now_ms())
             except redis.ConnectionError:
                 pass  # the test stopped this Redis on purpose
@@ -136,11 +136,12 @@ def dom_value(driver: webdriver.Chrome, room: str, metric: str) -> str:
 @contextmanager
 def served_api(cfg: Any, redis_url: str, accounts: dict[str, tuple[str, str]],
                before_serve: Callable[[redis.Redis, Keys], None] | None = None,
-               beats: bool = False) -> Iterator[dict[str, Any]]:
+               beats: bool | tuple[str, ...] = False) -> Iterator[dict[str, Any]]:
     """The dashboard's server for `cfg` with `accounts` (name → (role, password)), in-process;
     yields {cfg, keys, client, url, served}; removes the clinic's keys afterwards.
     `before_serve(client, keys)` seeds Redis first (device status…); `beats` keeps the
-    `alerts` and `ingest` heartbeats fresh so the screen says it is monitoring."""
+    `alerts` and `ingest` heartbeats fresh so the screen says it is monitoring (or those of the
+    roles it names)."""
     from dashboard.app import Served
     from monitor.accounts import users
 
@@ -150,7 +151,8 @@ def served_api(cfg: Any, redis_url: str, accounts: dict[str, tuple[str, str]],
         users.create_user(client, keys, name, role, password)
     if before_serve is not None:
         before_serve(client, keys)
-    beating = Beats(client, keys).start() if beats else None
+    roles = ("alerts", "ingest") if beats is True else tuple(beats or ())
+    beating = Beats(client, keys, roles).start() if roles else None
     served = Served(cfg, redis_url).start()
     try:
         yield {"cfg": cfg, "keys": keys, "client": client, "url": served.url, "served": served}
@@ -164,9 +166,10 @@ def served_api(cfg: Any, redis_url: str, accounts: dict[str, tuple[str, str]],
 
 @contextmanager
 def served_dashboard(cfg: Any, redis_url: str, accounts: dict[str, tuple[str, str]],
-                     before_serve: Callable[[redis.Redis, Keys], None] | None = None) -> Iterator[dict[str, Any]]:
-    """`served_api` with heartbeats and one headless Chromium: env["driver"]."""
-    with served_api(cfg, redis_url, accounts, before_serve, beats=True) as env:
+                     before_serve: Callable[[redis.Redis, Keys], None] | None = None,
+                     beat_roles: tuple[str, ...] = ("alerts", "ingest")) -> Iterator[dict[str, Any]]:
+    """`served_api` with heartbeats (of `beat_roles`) and one headless Chromium: env["driver"]."""
+    with served_api(cfg, redis_url, accounts, before_serve, beats=beat_roles) as env:
         env["driver"] = driver = chromium()
         try:
             yield env

@@ -141,7 +141,8 @@
       return;
     }
     var top = g.getBoundingClientRect().top + window.scrollY;
-    var h = Math.max(200, window.innerHeight - top - GAP_PX), w = g.clientWidth;
+    var page = g.closest(".vw-page"), below = page ? parseFloat(getComputedStyle(page).paddingBottom) || 0 : 0;
+    var h = Math.max(200, window.innerHeight - top - below - 2), w = g.clientWidth;
     var b = bestGrid(n, w, h);
     g.style.gridTemplateColumns = "repeat(" + b.cols + ", minmax(0, 1fr))";
     g.style.gridAutoRows = Math.floor(b.rowH) + "px";
