@@ -12,11 +12,16 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from monitor.model.readings import short_label
+
 # Trend traces, in the fixed order the browser's extendData batches rely on.
 TREND_TRACES: tuple[tuple[str, int], ...] = (
     ("hr", 1), ("spo2", 2), ("sbp", 3), ("dbp", 3), ("map", 3), ("rr", 4),
 )
 TREND_ROWS = ("HR /min", "SpO2 %", "BP mmHg", "RR /min")
+LIMIT_LABEL_AT = {"sbp": "left", "dbp": "center", "map": "right"}  # where a limit line's label sits
+TECH_COLOR = "#7f8c8d"  # technical alarm episodes: a grey strip (as the review chart), not a band
+TECH_STRIP = 0.02
 NIBP_METRICS = frozenset({"sbp", "dbp", "map"})
 DEFAULT_NIBP_CYCLE_S = 300.0
 NIBP_GRACE_S = 60.0  # a BP is "fresh" for one cycle plus a measurement's duration
@@ -88,7 +93,8 @@ def alert_episodes(events: Iterable[Mapping[str, Any]], now_ms: int) -> list[dic
     """Alert episodes from alert events: {alert, metric, priority, start_ms, end_ms}.
 
     An episode runs from `raised` to `cleared` or `reset`; one still open ends at `now_ms`.
-    Reminders are not episodes of a vital and are left out.
+    Reminders are not episodes of a vital and are left out; `kind` says physiological or
+    technical (drawn differently: a technical one is a grey strip, not a shaded band).
     """
     open_: dict[str, dict[str, Any]] = {}
     done: list[dict[str, Any]] = []
@@ -100,7 +106,8 @@ def alert_episodes(events: Iterable[Mapping[str, Any]], now_ms: int) -> list[dic
         ts = int(e.get("ts") or 0)
         if ev == "raised":
             open_[aid] = {"alert": aid, "metric": e.get("metric") or "", "priority": e.get("priority") or "low",
-                          "start_ms": ts, "end_ms": None, "message": e.get("message", "")}
+                          "start_ms": ts, "end_ms": None, "message": e.get("message", ""),
+                          "kind": e.get("kind") or "physiological"}
         elif ev in ("cleared", "reset") and aid in open_:
             ep = open_.pop(aid)
             ep["end_ms"] = ts
@@ -149,28 +156,40 @@ def trend_figure(
         pts = [(ts, v[metric]) for ts, _d, v, _f in history if metric in v]
         pts = thin(pts, MAX_TREND_POINTS)
         mode = "lines+markers" if metric in NIBP_METRICS else "lines"
-        fig.add_trace(go.Scatter(x=[p[0] + shift_ms for p in pts], y=[p[1] for p in pts], name=metric.upper(),
+        fig.add_trace(go.Scatter(x=[p[0] + shift_ms for p in pts], y=[p[1] for p in pts], name=short_label(metric),
                                  mode=mode, line={"color": TRACE_COLORS[metric], "width": 1.5},
                                  marker={"size": 5}, hoverinfo="x+y+name"), row=row, col=1)
-    # threshold lines
+    # threshold lines: labels "SBP high 180", placed apart where a row has several metrics
+    # (BP: SBP left, DBP middle, MAP right; high above its line, low below) so none overlaps
     for metric, spec in limits.items():
         row = _metric_row(metric)
         if not row:
             continue
+        where = LIMIT_LABEL_AT.get(metric, "left")
         for side in ("low", "high"):
             y = spec.get(side)
             if y is None:
                 continue
+            vert = "top" if side == "high" else "bottom"
             fig.add_hline(y=y, row=row, col=1, line={"color": TRACE_COLORS.get(metric, "#555"),
                                                        "dash": "dash", "width": 1},
-                          annotation_text=f"{metric} {side} {y:g}", annotation_position="top left",
-                          annotation_font_size=9, name=f"limit-{metric}-{side}")
-    # alert episodes, shaded in the metric's row (all rows when it has no metric row)
+                          annotation_text=f"{short_label(metric)} {side} {y:g}",
+                          annotation_position=vert if where == "center" else f"{vert} {where}",
+                          annotation_font_size=10, annotation_font_color=TRACE_COLORS.get(metric, "#555"),
+                          name=f"limit-{metric}-{side}")
+    # alert episodes: physiological ones shaded in the metric's row; technical ones (device
+    # offline, sensor off: the monitoring, not the patient) a grey strip along the bottom, as
+    # on the review chart
     for ep in episodes:
+        x0, x1 = ep["start_ms"] + shift_ms, max(ep["end_ms"], ep["start_ms"] + 1000) + shift_ms
+        if ep.get("kind") == "technical":
+            fig.add_shape(type="rect", xref="x", yref="paper", x0=x0, x1=x1, y0=0, y1=TECH_STRIP,
+                          fillcolor=TECH_COLOR, opacity=0.55, line_width=0, layer="below",
+                          name=f"episode-{ep.get('alert')}")
+            continue
         row = _metric_row(ep.get("metric", ""))
         kw: dict[str, Any] = {"row": row, "col": 1} if row else {"row": "all", "col": 1}
-        fig.add_vrect(x0=ep["start_ms"] + shift_ms, x1=max(ep["end_ms"], ep["start_ms"] + 1000) + shift_ms,
-                      fillcolor=PRIORITY_COLORS.get(ep.get("priority", "low"), "#999"), opacity=0.18,
+        fig.add_vrect(x0=x0, x1=x1, fillcolor=PRIORITY_COLORS.get(ep.get("priority", "low"), "#999"), opacity=0.18,
                       line_width=0, layer="below", name=f"episode-{ep.get('alert')}", **kw)
     # dose and BP-check markers across all rows
     for e in session_events:

@@ -78,7 +78,7 @@ def test_trend_figure_traces_limits_markers_episodes() -> None:
               {"type": "note", "ts": NOW - 10_000}]
     eps = [{"alert": "x", "metric": "sbp", "priority": "high", "start_ms": NOW - 30_000, "end_ms": NOW}]
     fig = figures.trend_figure(hist, limits, events, eps, NOW - 60_000, NOW, "room-1-15", shift_ms=3_600_000)
-    assert [t.name for t in fig.data] == ["HR", "SPO2", "SBP", "DBP", "MAP", "RR"]
+    assert [t.name for t in fig.data] == ["HR", "SpO2", "SBP", "DBP", "MAP", "RR"]
     assert len(fig.data[0].x) == 60 and fig.data[0].x[0] == NOW - 60_000 + 3_600_000
     assert len(fig.data[5].x) == 0  # RR absent but its trace kept: extendData indices stay fixed
     names = [s.name for s in fig.layout.shapes]

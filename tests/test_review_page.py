@@ -173,8 +173,19 @@ def test_director_finds_reviews_signs_and_exports(served, browser, tmp_path):
     assert "dissociation: yes" in _text(browser, "review-rems-observed")
     assert browser.find_elements(By.CSS_SELECTOR, "#review-chart .main-svg")  # the chart rendered
     assert "patient anxious" in _text(browser, "review-events")
+    # event names as on the room page, not raw keys
+    events_text = _text(browser, "review-events")
+    assert "Observation" in events_text and "observe " not in events_text and "devices_confirmed" not in events_text
 
+    # Sign off asks first and says what will happen; Cancel changes nothing
     _click_id(browser, "review-signoff")
+    _wait_text(browser, "review-signoff-dialog", "The session is locked once signed")
+    _click_id(browser, "review-signoff-cancel")
+    WebDriverWait(browser, 10).until(lambda d: not d.find_element(By.ID, "review-signoff-dialog").is_displayed())
+    assert archive.load_session(archive.open_archive(cfg.archive.url), sd.sid).header.get("signed_by") is None
+    _click_id(browser, "review-signoff")
+    _wait_text(browser, "review-signoff-dialog", "Sign off session")
+    _click_id(browser, "review-signoff-confirm")
     _wait_text(browser, "review-signoff-status", "Signed off by dr-who")
     assert archive.load_session(archive.open_archive(cfg.archive.url), sd.sid).header["signed_by"] == "dr-who"
     browser.find_element(By.ID, "review-addendum-text").send_keys("called patient next day: well")

@@ -20,6 +20,7 @@ from dash import Input, Output, State, dcc, html, no_update
 from dashboard import rems_view
 from dashboard.context import AppContext, PageContext
 from dashboard.pages.patient import patient_href
+from dashboard.session_panel import EVENT_LABELS  # the room page's event names, here too
 from monitor.accounts import audit
 from monitor.model.redact import redact_url
 from monitor.sessions import archive, export, rems_form, rems_pdf, rems_store, review, review_list
@@ -139,11 +140,11 @@ def events_list(rec: review.SessionRecord, tz: ZoneInfo) -> html.Ul:
         if e["type"] in ("start", "end"):
             continue
         if e["type"] == "devices_confirmed":
-            text = "devices confirmed: " + ", ".join(f"{d['id']} ({d['state']})" for d in e.get("devices") or [])
+            text = ", ".join(f"{d['id']} ({d['state']})" for d in e.get("devices") or [])
         else:
             text = export._event_text(e)
         items.append(html.Li([html.Span(_t(e["ts"], tz, "%H:%M:%S"), className="vw-age"), " ",
-                              html.B(e["type"]), f" {text} — {e.get('user', '')}"],
+                              html.B(EVENT_LABELS.get(e["type"], e["type"])), f" {text} — {e.get('user', '')}"],
                              className=f"review-event review-event-{e['type']}"))
     return html.Ul(items, id="review-events")
 
@@ -183,6 +184,15 @@ def session_page(rec: review.SessionRecord, s: dict[str, Any], tz_name: str, use
             html.Button(f"Sign off as {user_name}", id="review-signoff", n_clicks=0, disabled=bool(signed),
                         className="vw-btn"),
         ], className="vw-row"),
+        # Sign off asks first: it locks the session (later changes are addenda)
+        html.Div([
+            html.P(f"Sign off session {h['id']} as {user_name}? The session is locked once signed: its record "
+                   "and exports stay as they are, and later changes can only be added as addenda.",
+                   id="review-signoff-text"),
+            html.Button("Sign off and lock", id="review-signoff-confirm", n_clicks=0, className="vw-danger"),
+            html.Button("Cancel", id="review-signoff-cancel", n_clicks=0, className="vw-btn"),
+        ], id="review-signoff-dialog", className="vw-dialog", role="dialog", style={"display": "none"},
+            **{"aria-labelledby": "review-signoff-text"}),
         html.Div([
             html.Button("Export PDF", id="review-export-pdf", n_clicks=0, className="vw-btn"),
             html.Button("Export PNG", id="review-export-png", n_clicks=0, className="vw-btn"),
@@ -287,8 +297,17 @@ def register_callbacks(app: Any, ctx: AppContext) -> None:
         # physiological alarms only, recounted from the archived events (older rows counted all kinds)
         return session_table(review_list.with_alarm_counts(arch, rows, high_only=bool(high)), tz)
 
+    @app.callback(Output("review-signoff-dialog", "style"), Input("review-signoff", "n_clicks"),
+                  Input("review-signoff-cancel", "n_clicks"), Input("review-signoff-confirm", "n_clicks"),
+                  prevent_initial_call=True)
+    def _sign_dialog(_open: int, _cancel: int, _confirm: int) -> dict[str, str]:
+        from dash import ctx as dash_ctx
+
+        show = dash_ctx.triggered_id == "review-signoff" and bool(dash_ctx.triggered[0].get("value"))
+        return {} if show else {"display": "none"}
+
     @app.callback(Output("review-signoff-status", "children"), Output("review-signoff", "disabled"),
-                  Input("review-signoff", "n_clicks"), State("review-sid", "data"), prevent_initial_call=True)
+                  Input("review-signoff-confirm", "n_clicks"), State("review-sid", "data"), prevent_initial_call=True)
     def _sign(n: int, sid: str) -> tuple[Any, Any]:
         user = ctx.current_user()
         if not n or user is None:

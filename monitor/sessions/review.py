@@ -300,8 +300,9 @@ def rems_values(rec: SessionRecord, tolerance_min: float = REMS_TOLERANCE_MIN) -
         "bp_pre": _bp_at(bp_pre, dose) if bp_pre else None,
         "bp_40": _bp_at(at40, dose) if at40 else None,
         "bp_end": _bp_at(bp_end, dose) if bp_end else None,
-        "total_monitored_min": round((end - ref) / 60_000, 1),
-        "session_min": round((end - rec.start_ms) / 60_000, 1),
+        # whole minutes, as the REMS form asks ("4" next to "5.4" read as two different units)
+        "total_monitored_min": round((end - ref) / 60_000),
+        "session_min": round((end - rec.start_ms) / 60_000),
         "ready_ms": ready_ms,
         "ready_min": round((int(ready_ms) - ref) / 60_000, 1) if ready_ms is not None else None,
         "observations": {o: {"occurred": bool(t), "first_min": round((min(t) - ref) / 60_000, 1) if t else None}

@@ -41,6 +41,9 @@ PRIORITY_COLORS = {"high": "#e74c3c", "medium": "#f1c40f", "low": "#1abc9c"}
 TECH_COLOR = "#7f8c8d"  # technical alarm episodes: a grey strip, not a full-height shade
 TECH_STRIP = 0.025  # its height, as a fraction of the chart
 MAX_POINTS = 3000
+MIN_SPAN = {"temp": 2.0}  # a panel's least y span: 0.1 °C must not look like a swing
+LABEL_GAP = 0.04  # alert markers closer than this share of the session carry no second label
+EDGE_PAD = 0.015  # x-axis padding, so a marker at the very start or end does not sit on a tick label
 
 
 def to_local(ts_ms: int, tz: ZoneInfo) -> datetime:
@@ -128,7 +131,9 @@ def build_figure(rec: SessionRecord, summary: dict[str, Any], tz_name: str = "UT
     shapes: list[dict[str, Any]] = []
     annotations: list[dict[str, Any]] = []
     marked: dict[int, list[float]] = {}  # row → y of the alert markers (label drawn above them)
-    for ep in summary["episodes"]:
+    labelled: dict[int, int] = {}  # row → x (ms) of the last marker that got a text label
+    gap_ms = max(1, end_ms - rec.start_ms) * LABEL_GAP
+    for ep in sorted(summary["episodes"], key=lambda e: e["raised_ms"]):
         if ep["kind"] == "reminder":
             # workflow reminders (e.g. "minimum observation", which spans the whole session)
             # are not alarm conditions: shading them would tint the chart as if in alarm.
@@ -153,8 +158,13 @@ def build_figure(rec: SessionRecord, summary: dict[str, Any], tz_name: str = "UT
         yval = _num(ep.get("value"))
         if yval is not None:
             marked.setdefault(row, []).append(yval)
+        # one label per neighbourhood: two "MEDIUM" a minute apart were drawn over each other
+        crowded = row in labelled and x0 - labelled[row] < gap_ms
+        if not crowded:
+            labelled[row] = x0
         fig.add_trace(go.Scatter(
-            x=[loc(x0)], y=[yval], mode="markers+text", text=[f"{(ep['priority'] or '').upper()}"],
+            x=[loc(x0)], y=[yval], mode="markers" if crowded else "markers+text",
+            text=[f"{(ep['priority'] or '').upper()}"],
             cliponaxis=False,
             textposition="top center", marker={"symbol": "triangle-up", "size": 12, "color": color,
                                                "line": {"color": "black", "width": 1}},
@@ -177,7 +187,14 @@ def build_figure(rec: SessionRecord, summary: dict[str, Any], tz_name: str = "UT
         height=height_px or 160 + 170 * len(panels), margin={"l": 60, "r": 20, "t": 40, "b": 40},
         legend={"orientation": "h", "y": 1.08, "x": 0}, hovermode="closest", uirevision=rec.header.get("id"),
     )
-    fig.update_xaxes(range=[loc(rec.start_ms), loc(end_ms)])
+    pad = int((end_ms - rec.start_ms) * EDGE_PAD)
+    fig.update_xaxes(range=[loc(rec.start_ms - pad), loc(end_ms + pad)])
+    for row, (_title, metrics) in enumerate(panels, start=1):
+        least = max((MIN_SPAN.get(m, 0.0) for m in metrics), default=0.0)
+        values = span.get(row, [])
+        if least and values and max(values) - min(values) < least and row not in marked:
+            mid = (max(values) + min(values)) / 2
+            fig.update_yaxes(range=[mid - least / 2, mid + least / 2], row=row, col=1)
     for row, tops in marked.items():
         # plotly's autorange fits the marker, not the "HIGH" text above it: the label was cut
         # off at the panel's top edge. Give the panel explicit headroom above its top marker.

@@ -1,0 +1,206 @@
+"""Overview at scale: time until every tile shows its values, and browser CPU after that.
+
+For N rooms (default 20, 100, 300) fed at 1 Hz (HR, SpO2, RR every second; a BP every 5 min;
+temperature never, the worst case for a history scan), with `--history-min` minutes of history
+prefilled in every room's stream, each component a separate process as in production
+(redis-server with AOF, `vitalwatch alerts`, `vitalwatch dashboard`) and a headless Chromium
+signed in as a nurse:
+
+- `tiles`: from the navigation to the overview until all N tiles are in the page with their
+  HR values (a requestAnimationFrame poll installed before the page loads, so it is the
+  browser's own clock from navigation start). Three loads: the first right after the
+  dashboard started (`cold`, its push hub fills its cache meanwhile), two more (`warm`).
+- `browser CPU`: the whole Chromium process tree over `--cpu-s` seconds with the overview open
+  and the feed running, in % of one core (from /proc, as benchmarks/screen_latency.py).
+
+    .venv/bin/python benchmarks/overview_scale.py                       # 20, 100, 300 rooms, 60 min history
+    .venv/bin/python benchmarks/overview_scale.py --rooms 100 --history-min 240 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import redis  # noqa: E402
+
+from benchmarks.screen_latency import cpu_report, cpu_snapshot, spawn, stop, write_config  # noqa: E402
+from monitor.accounts import users  # noqa: E402
+from monitor.model.clock import now_ms  # noqa: E402
+from monitor.model.keys import Keys  # noqa: E402
+from monitor.store import heartbeat  # noqa: E402
+from monitor.store.embedded import free_port  # noqa: E402
+from monitor.store.status import publish_status  # noqa: E402
+from tests.dashboard_support import chromium, login, wait_for  # noqa: E402
+from tests.servers import RedisProc, wait_port  # noqa: E402
+
+BP_EVERY_S = 300
+# Installed before each page load: the first animation frame at which all N tiles show an HR.
+ALL_TILES_JS = """
+(function () {
+  var want = %d;
+  function poll() {
+    var vals = document.querySelectorAll('.vw-tile [data-vw-part=value][data-vw-metric=hr]');
+    if (vals.length === want) {
+      var ok = true;
+      for (var i = 0; i < vals.length; i++) { if (vals[i].textContent === '--') { ok = false; break; } }
+      if (ok) { window.__vwAllTilesMs = performance.now(); return; }
+    }
+    requestAnimationFrame(poll);
+  }
+  requestAnimationFrame(poll);
+})();
+"""
+
+
+def prefill(client: redis.Redis, keys: Keys, rooms: list[str], minutes: float, end_ms: int) -> int:
+    """`minutes` of 1 Hz history per room, ids from the readings' times (as the writer's would be)."""
+    n = 0
+    rnd = random.Random(1)
+    start = end_ms - int(minutes * 60_000)
+    for room in rooms:
+        pipe = client.pipeline(transaction=False)
+        key = keys.vitals(room)
+        for i, ts in enumerate(range(start, end_ms, 1000)):
+            fields = {"ts": str(ts), "dev": f"mon-{room}", "hr": str(rnd.randint(60, 90)), "spo2": "97", "rr": "14"}
+            if i % BP_EVERY_S == 0:
+                fields.update(sbp=str(rnd.randint(110, 140)), dbp=str(rnd.randint(65, 90)), map="95")
+            pipe.xadd(key, fields, id=f"{ts}-0")  # type: ignore[arg-type]
+            n += 1
+            if n % 5000 == 0:
+                pipe.execute()
+        pipe.execute()
+    return n
+
+
+def load_overview(driver: Any, url: str, n_rooms: int, timeout_s: float) -> float:
+    """Navigate to the overview; ms from navigation start until all tiles show their HR."""
+    script = driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": ALL_TILES_JS % n_rooms})
+    try:
+        driver.get(url + "/")
+        return float(wait_for(lambda: driver.execute_script("return window.__vwAllTilesMs || null"), timeout_s,
+                              f"all {n_rooms} tiles"))
+    finally:
+        driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]})
+
+
+def run_once(n_rooms: int, history_min: float, cpu_s: float, rp: RedisProc, workdir: Path) -> dict[str, Any]:
+    rooms = [f"r{i:03d}" for i in range(1, n_rooms + 1)]
+    clinic = f"ovbench{n_rooms}x{os.getpid()}"
+    keys = Keys(clinic)
+    cfg_path = workdir / "vitalwatch.toml"
+    write_config(cfg_path, clinic, rp.url, "mqtt://127.0.0.1:1", rooms, workdir / "data")
+    client = redis.Redis.from_url(rp.url, decode_responses=True)
+    users.create_user(client, keys, "bench", "nurse", "bench-password")
+    result: dict[str, Any] = {"rooms": n_rooms, "history_min": history_min}
+    t = time.monotonic()
+    result["prefilled_entries"] = prefill(client, keys, rooms, history_min, now_ms())
+    result["prefill_s"] = round(time.monotonic() - t, 1)
+    stop_feed = threading.Event()
+
+    def feed() -> None:
+        rnd = random.Random(2)
+        while not stop_feed.is_set():
+            ts = now_ms()
+            pipe = client.pipeline(transaction=False)
+            for r in rooms:  # what an ingest writes: the reading and its device's status
+                pipe.xadd(keys.vitals(r), {"ts": str(ts), "dev": f"mon-{r}", "hr": str(rnd.randint(60, 90)),
+                                           "spo2": "97", "rr": "14"})
+                publish_status(pipe, keys, f"mon-{r}", {"room": r, "protocol": "json", "transport": "mqtt",
+                                                        "state": "online", "last_ts": ts, "updated_ms": ts})
+            pipe.execute()
+            heartbeat.beat(client, keys, "ingest", "bench-feeder", ts)
+            stop_feed.wait(max(0.0, 1 - (now_ms() - ts) / 1000))
+
+    feeder = threading.Thread(target=feed, daemon=True)
+    feeder.start()
+    port = free_port()
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    driver = None
+    try:
+        procs["alerts"] = spawn(["alerts", "-c", str(cfg_path)], workdir / "alerts.log")
+        t_dash = time.monotonic()
+        procs["dashboard"] = spawn(["dashboard", "-c", str(cfg_path), "--port", str(port)], workdir / "dashboard.log")
+        wait_port(port, 60)
+        url = f"http://127.0.0.1:{port}"
+        driver = chromium()
+        driver.set_window_size(1920, 1080)
+        login(driver, url, "bench", "bench-password", path="/account")
+        result["cold_from_dashboard_start_s"] = None
+        loads = [load_overview(driver, url, n_rooms, 120)]
+        result["cold_from_dashboard_start_s"] = round(time.monotonic() - t_dash, 1)
+        for _ in range(2):
+            loads.append(load_overview(driver, url, n_rooms, 60))
+        result["tiles_ms"] = [round(x) for x in loads]
+        result["tiles_cold_ms"] = round(loads[0])
+        result["tiles_warm_ms"] = round(statistics.median(loads[1:]))
+        time.sleep(3)  # settle: first sparklines, ages
+        groups = {"chromium": driver.service.process.pid, "dashboard": procs["dashboard"].pid,
+                  "alerts": procs["alerts"].pid, "redis": rp.proc.pid if rp.proc else 0}
+        snap0 = cpu_snapshot(groups)
+        frames0 = driver.execute_script("return VW.frames")
+        time.sleep(cpu_s)
+        snap1 = cpu_snapshot(groups)
+        result["cpu_pct_of_one_core"] = cpu_report(snap0, snap1)
+        result["frames_per_s"] = round((driver.execute_script("return VW.frames") - frames0) / cpu_s, 1)
+        result["dom_elements"] = driver.execute_script("return document.getElementsByTagName('*').length")
+        result["ws_messages"] = driver.execute_script("return VW.received")
+        driver.save_screenshot(str(workdir / f"overview-{n_rooms}.png"))
+    finally:
+        stop_feed.set()
+        if driver is not None:
+            driver.quit()
+        for p in procs.values():
+            stop(p)
+        for k in client.scan_iter(match=keys.prefix.replace("{", "\\{").replace("}", "\\}") + "*", count=1000):
+            client.delete(k)
+        client.close()
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rooms", type=int, nargs="*", default=[20, 100, 300])
+    ap.add_argument("--history-min", type=float, default=60.0)
+    ap.add_argument("--cpu-s", type=float, default=30.0)
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    base = Path(tempfile.mkdtemp(prefix="vw-overview-"))
+    rp = RedisProc(base / "redis").start()
+    results = []
+    try:
+        for n in args.rooms:
+            workdir = base / f"n{n}"
+            workdir.mkdir()
+            res = run_once(n, args.history_min, args.cpu_s, rp, workdir)
+            results.append(res)
+            cpu = res["cpu_pct_of_one_core"]
+            print(f"{n} rooms x 1 Hz, {args.history_min:g} min of history each ({res['prefilled_entries']} entries): "
+                  f"all tiles visible cold {res['tiles_cold_ms'] / 1000:.2f} s, warm {res['tiles_warm_ms'] / 1000:.2f} s "
+                  f"(loads {res['tiles_ms']} ms); browser CPU {cpu['chromium']:.1f} % of a core, dashboard "
+                  f"{cpu['dashboard']:.1f} %, alerts {cpu['alerts']:.1f} %, redis {cpu['redis']:.1f} % over "
+                  f"{args.cpu_s:g} s; {res['frames_per_s']} flushes/s; {res['dom_elements']} elements", flush=True)
+    finally:
+        rp.kill()
+        if not os.environ.get("VW_BENCH_KEEP"):
+            shutil.rmtree(base, ignore_errors=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
