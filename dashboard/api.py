@@ -49,7 +49,7 @@ LOGIN_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><link
 justify-content:center;align-items:center;height:100vh;margin:0}}form{{background:#37474f;padding:2em;
 border-radius:8px;min-width:18em}}label{{display:block;margin:.6em 0 .2em}}input{{width:100%;padding:.5em;
 font-size:1.1em;box-sizing:border-box}}button{{margin-top:1em;width:100%;padding:.6em;font-size:1.1em;
-background:#1e88e5;color:white;border:0;border-radius:4px}}.msg{{color:#ffab91;margin-top:.8em}}</style>
+background:#1565c0;color:white;border:0;border-radius:4px}}.msg{{color:#ffab91;margin-top:.8em}}</style>
 </head><body><main><form method="post" action="/login" id="login-form"><h1>VitalWatch</h1>
 <input type="hidden" name="next" value="{next}"><input type="hidden" name="csrf" value="{csrf}">
 <label for="username">User name</label><input id="username" name="username" autocomplete="username" autofocus>

@@ -48,8 +48,8 @@ def value_span(room: str, metric: str, latest: Mapping[str, Mapping[str, Any]], 
     stale = not x or (now_ms - ts) / 1000 > stale_after_s(metric, nibp_cycle_s, stale_s)
     text = fmt_value(metric, x["v"] if x else None)
     label = f"{short_label(metric)} {text} {unit(metric)}" if x else f"{short_label(metric)} no data"
-    return html.Span(text, className=f"vw-num {cls}", role="img", **{"aria-label": label},
-                     **_attrs(room, "value", metric, **{"data-vw-ts": str(ts), "data-vw-stale": "1" if stale else "0"}))
+    return html.Span(text, className=f"vw-num {cls}", role="img", **dattrs({"aria-label": label}),
+                     **_attrs(room, "value", metric, **dattrs({"data-vw-ts": str(ts), "data-vw-stale": "1" if stale else "0"})))
 
 
 def age_span(room: str, metric: str, latest: Mapping[str, Mapping[str, Any]], now_ms: int) -> html.Span:
@@ -70,9 +70,9 @@ def vitals_block(room: str, latest: Mapping[str, Mapping[str, Any]], now_ms: int
         return value_span(room, m, latest, now_ms, stale_s, nibp_cycle_s, cls)
 
     bp = html.Div([head("sbp", "sbp"), html.Div([
-        v("sbp"), html.Span("/", className="vw-sep vw-big", **{"aria-hidden": "true"}), v("dbp"),
-        html.Span([html.Span("(", className="vw-sep", **{"aria-hidden": "true"}), v("map", "vw-mid"),
-                   html.Span(")", className="vw-sep", **{"aria-hidden": "true"})], className="vw-map"),
+        v("sbp"), html.Span("/", className="vw-sep vw-big", **dattrs({"aria-hidden": "true"})), v("dbp"),
+        html.Span([html.Span("(", className="vw-sep", **dattrs({"aria-hidden": "true"})), v("map", "vw-mid"),
+                   html.Span(")", className="vw-sep", **dattrs({"aria-hidden": "true"}))], className="vw-map"),
     ], className="vw-cellval")], className="vw-cell vw-cell-bp")
     row = html.Div([html.Div([head(m, m), html.Div(v(m), className="vw-cellval")], className=f"vw-cell vw-cell-{m}")
                     for m in ("hr", "spo2", "rr")], className="vw-row3")
@@ -83,12 +83,12 @@ def phase_span(room: str, session: Mapping[str, Any] | None, now_ms: int) -> htm
     """Session phase and time since dose (the live script keeps the minutes current)."""
     ph = session_phase(session, now_ms)
     return html.Span(ph.label, className="vw-phase",
-                     **_attrs(room, "phase", **{"data-vw-phase": ph.stage, "data-vw-dose-ms": str(ph.dose_ms or "")}))
+                     **_attrs(room, "phase", **dattrs({"data-vw-phase": ph.stage, "data-vw-dose-ms": str(ph.dose_ms or "")})))
 
 
 def devices_div(room: str, status: Mapping[str, Mapping[str, str]]) -> html.Div:
     """Device status chips."""
-    chips = [html.Span(f"{d} {s.get('state', 'unknown')}", className="vw-dev", **{"data-state": s.get("state", "unknown")})
+    chips = [html.Span(f"{d} {s.get('state', 'unknown')}", className="vw-dev", **dattrs({"data-state": s.get("state", "unknown")}))
              for d, s in status.items()]
     return html.Div(chips, className="vw-devices", **_attrs(room, "devices"))
 
@@ -107,7 +107,7 @@ def nav(user: User | None, pages: list[tuple[str, str]]) -> html.Div:
         html.Span("VitalWatch", className="vw-brand"), *links,
         html.Span(className="vw-spacer"),
         html.Button(SOUND_OFF_TEXT, id="app-sound", className="vw-sound vw-sound-off", n_clicks=0,
-                    **{"aria-pressed": "false"}),
+                    **dattrs({"aria-pressed": "false"})),
         html.Span(who, className="vw-who", id="app-who"),
         # a POST (a link would let any page sign the screen out with an <img src=/logout>)
         html.Form(html.Button("Sign out", type="submit", id="app-logout", className="vw-navlink vw-logout"),

@@ -9,6 +9,7 @@ status and open sessions, and pushes only what changed. Each tab holds one WebSo
     hello   full state at connect: rooms (latest values, alerts, devices, session, sparkline),
             the clinic-wide alerts, monitoring state, the user, the rooms in config order
     v       one reading: room, ts, dev, vals, flags
+    spark   a room's 15-minute sparkline, once filled after a start (from the stream)
     alerts  a room's active alerts (room "*": the clinic-wide ones), after any alert event
     dev     a room's device status, when it changed
     sess    a room's session header, when it changed
@@ -21,8 +22,9 @@ status and open sessions, and pushes only what changed. Each tab holds one WebSo
 The hub's per-room state is the screens' summary: pages, the overview's tiles and
 /api/v1/rooms read it instead of Redis. It is filled once at start (and after a Redis outage)
 from each room's latest-value summary (`keys.room_latest`, kept by the alert engine) plus the
-last 15 minutes of its stream (the sparkline window) — never by scanning history — and then
-kept current by the push itself.
+entries after it (few while the engine keeps up) — never by scanning history — and then kept
+current by the push itself. Sparklines (15 minutes of a room's stream) are filled after the
+tiles are up, room by room.
 
 Why not Dash's own WebSocket callbacks: a persistent callback per tab would run one Redis
 loop per tab (N tabs → N blocking reads) and route every reading through the React store;
@@ -47,7 +49,6 @@ from dashboard.figures import sparkline_points
 from monitor.accounts import audit
 from monitor.alarms.actions import UNDO_S
 from monitor.alarms.clinic import CLINIC
-from monitor.alarms.store import LATEST_ID
 from monitor.alarms.technical import monitoring_state
 from monitor.model.clock import now_ms
 from monitor.model.config import Config
@@ -75,26 +76,6 @@ def monitoring_problems(cfg: Config, beats_raw: dict[str, str], now: int) -> lis
     engine's own pure `monitoring_state`, so the screen and the engine agree."""
     return list(monitoring_state(beats_raw, now, cfg).problems)
 
-
-def merge_latest(summary: dict[str, str], rows: list[tuple[int, str, dict[str, float], list[str]]]
-                 ) -> dict[str, dict[str, Any]]:
-    """metric → {v, ts, dev}: the engine's latest-value summary (`keys.room_latest`) updated by
-    the stream entries read after it; the newer value wins (pure)."""
-    out: dict[str, dict[str, Any]] = {}
-    for m, raw in summary.items():
-        if m == LATEST_ID:
-            continue
-        try:
-            v, ts, dev = json.loads(raw)
-            out[m] = {"v": float(v), "ts": int(ts), "dev": str(dev)}
-        except (ValueError, TypeError):
-            continue  # unreadable: the stream below or the next reading fills it
-    for ts, dev, vals, _flags in rows:
-        for m, v in vals.items():
-            cur = out.get(m)
-            if cur is None or ts >= cur["ts"]:
-                out[m] = {"v": v, "ts": ts, "dev": dev}
-    return out
 
 
 @dataclass(eq=False)  # identity hash: tabs live in a set
@@ -125,6 +106,7 @@ class Hub:
         self.sockets: dict[str, int] = {}
         self.presence: dict[str, dict[str, float]] = {}
         self._next_housekeeping = 0.0
+        self._spark_task: asyncio.Task[None] | None = None
 
     @property
     def redis_ok(self) -> bool:
@@ -271,30 +253,45 @@ class Hub:
         self.state = state
         for c in list(self.clients):
             self._send_to(c, self.hello(c.user, c.role))
+        # the 15-minute sparklines are the one part that reads history (900 entries a room at
+        # 1 Hz): filled after the tiles are up, room by room, off the push loop's thread
+        if self._spark_task is not None:
+            self._spark_task.cancel()
+        self._spark_task = asyncio.create_task(self._fill_sparks())
+
+    async def _fill_sparks(self) -> None:
+        for room in self.rooms:
+            try:
+                since = now_ms() - SPARK_WINDOW_MS
+                hist = await asyncio.to_thread(self.data.history, room, since)
+            except REDIS_DOWN:
+                return  # the push loop notices the outage and snapshots again
+            st = self.state.get(room)
+            if st is None:
+                continue
+            fetched = {m: sparkline_points(hist, m, SPARK_BUCKET_S) for m in SPARK_METRICS}
+            for m in SPARK_METRICS:  # keep the points the push added meanwhile
+                last = fetched[m][-1][0] if fetched[m] else 0
+                fetched[m] += [p for p in st["spark"][m] if p[0] > last]
+            st["spark"] = fetched
+            self.broadcast({"t": "spark", "room": room, "spark": fetched})
 
     def _sync_snapshot(self) -> dict[str, dict[str, Any]]:
+        """Latest values from each room's summary (plus the entries after it), alerts, devices,
+        sessions — no history scan; sparklines start empty (`_fill_sparks` fills them)."""
         now = now_ms()
         alerts = self.data.active_alerts(self.rooms)
         self.clinic = [a for a in alerts if a.get("room") == CLINIC]
         sessions = self.data.room_sessions()
         state: dict[str, dict[str, Any]] = {}
-        pipe = self.data.client.pipeline(transaction=False)
-        for r in self.rooms:
-            pipe.hgetall(self.keys.room_latest(r))
-        summaries = pipe.execute()
-        for room, summary in zip(self.cfg.rooms, summaries, strict=True):
-            # the sparkline window also catches what the summary does not have yet (a reading
-            # the engine has not applied, or no engine ever ran): bounded by time, not history
-            hist = self.data.history(room.id, now - SPARK_WINDOW_MS)
-            latest = merge_latest(summary, hist)
-            if not latest and not summary:
-                latest = self.data.latest(room.id)  # nothing in 15 min and no summary: a short look back
+        for room in self.cfg.rooms:
+            old = self.state.get(room.id) or self._empty_room()
             state[room.id] = {
-                "latest": latest,
+                "latest": self.data.latest(room.id),
                 "alerts": [a for a in alerts if a.get("room") == room.id],
                 "devices": self._devices(room.id),
                 "session": self._session_view(sessions.get(room.id), now),
-                "spark": {m: sparkline_points(hist, m, SPARK_BUCKET_S) for m in SPARK_METRICS},
+                "spark": old["spark"],  # what we had (after an outage), until refilled
             }
         return state
 

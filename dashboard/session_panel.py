@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from dash import dcc, html
 
-from dashboard.components import devices_div
+from dashboard.components import dattrs, devices_div
 from monitor.model.config import RoomConfig
 from monitor.model.readings import METRICS, check_value
 from monitor.sessions.lifecycle import OBSERVATIONS
@@ -110,7 +110,7 @@ def events_table(events: Sequence[Mapping[str, Any]], tz: str) -> html.Div | htm
         return html.Div("No session events.", className="vw-muted")
     rows = [html.Tr([html.Td(clock(int(e["ts"]), tz)), html.Td(EVENT_LABELS.get(str(e.get("type")), str(e.get("type")))),
                      html.Td(describe_event(e)), html.Td(str(e.get("user", "")))],
-                    **{"data-vw-event": str(e.get("type")), "data-vw-event-id": str(e.get("id", ""))})  # type: ignore[arg-type]
+                    **dattrs({"data-vw-event": str(e.get("type")), "data-vw-event-id": str(e.get("id", ""))}))
             for e in sorted(events, key=lambda e: (int(e["ts"]), str(e.get("id", ""))), reverse=True)]
     head = html.Tr([html.Th(h) for h in ("time", "event", "details", "user")])
     return html.Table([html.Thead(head), html.Tbody(rows)], className="vw-limits vw-events")
@@ -124,21 +124,23 @@ def observations_summary(events: Sequence[Mapping[str, Any]], tz: str) -> str:
 
 
 def _start_form(rc: RoomConfig, status: Mapping[str, Mapping[str, str]], style: dict[str, str]) -> html.Div:
-    devs = [html.Li(f"{d.id} — {d.protocol} over {d.transport}", **{"data-vw-confirm-dev": d.id})  # type: ignore[arg-type]
+    devs = [html.Li(f"{d.id} — {d.protocol} over {d.transport}", **dattrs({"data-vw-confirm-dev": d.id}))
             for d in rc.devices]
     return html.Div([
         html.Div([
             dcc.Input(id="room-patient", placeholder="patient id (MRN or pseudonym)", type="text"),
-            dcc.Dropdown(id="room-route", options=["intranasal", "iv", "im"], value="intranasal",
-                         clearable=False, style={"width": "9em", "display": "inline-block"}),
+            html.Span(dcc.Dropdown(id="room-route", options=["intranasal", "iv", "im"], value="intranasal",
+                                   clearable=False, style={"width": "9em", "display": "inline-block"}),
+                      **dattrs({"data-vw-label": "Route"})),
             dcc.Input(id="room-start-dose", placeholder="dose mg", type="number", min=0),
         ], className="vw-controls"),
         html.Div([
             html.Div("Devices in this room (status now; recorded at start):", className="vw-muted"),
             html.Ul(devs or [html.Li("No devices configured for this room.")], id="room-confirm-devs"),
             devices_div(rc.id, status),
-            dcc.Checklist(id="room-devices-ok", value=[], options=[{
+            html.Div(dcc.Checklist(id="room-devices-ok", value=[], options=[{
                 "label": " Devices confirmed: these monitors are on this patient", "value": DEVICES_OK}]),
+                **dattrs({"data-vw-label": "Devices confirmed"})),
         ], className="vw-confirm"),
         # disabled until the tick (a clientside callback); the server checks the tick again
         html.Button("Start session", id="room-start", n_clicks=0, disabled=True),
@@ -160,7 +162,7 @@ def session_controls(rc: RoomConfig, session: Mapping[str, Any] | None, can_act:
     if not can_act:
         status_text += " Session controls need a nurse sign-in."
     obs_buttons = [html.Button(OBSERVATION_LABELS[o], id={"page": "room", "kind": "obs", "obs": o}, n_clicks=0,
-                               className="vw-obs", **{"data-vw-obs": o})  # type: ignore[arg-type]
+                               className="vw-obs", **dattrs({"data-vw-obs": o}))
                    for o in OBSERVATIONS]
     return html.Div([
         html.Div(status_text, className="vw-muted", id="room-session-status"),

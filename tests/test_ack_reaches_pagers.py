@@ -9,7 +9,6 @@ the alarm row's text."""
 
 from __future__ import annotations
 
-import json
 import queue
 import threading
 import time

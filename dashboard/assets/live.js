@@ -388,6 +388,7 @@
         empty = el.__vwEmpty = document.createElement("div");
         empty.__vwOwn = true;
         empty.className = "vw-noalerts";
+        empty.setAttribute("role", "listitem");
         empty.textContent = reminders ? "No reminders" : "No active alarms";
         el.appendChild(empty);
       }
@@ -564,6 +565,9 @@
         for (room in VW.rooms) { markRoom(room); }
       } else { setRoomAlerts(msg.room, msg.alerts); }
       dirty.lists = true; schedule(); soundTick();
+    } else if (t === "spark") {
+      st = VW.rooms[msg.room]; if (!st) { return; }
+      st.spark = msg.spark; VW.sparkDirty[msg.room] = true;
     } else if (t === "dev") {
       st = VW.rooms[msg.room]; if (!st) { return; }
       st.devices = msg.devices; markRoom(msg.room);

@@ -32,7 +32,7 @@ def frame(mode: str = "auto") -> html.Div:
             html.Div(id="ov-alerts", className="vw-alerts", role="list", **dattrs({"data-vw-alerts": "*"})),
             html.H2("Reminders", className="vw-h vw-remh"),
             html.Div(id="ov-reminders", className="vw-reminderlist", role="list", **dattrs({"data-vw-reminders": "*"})),
-        ], className="vw-alertpane", **{"aria-label": "Alarms and reminders"}),
+        ], className="vw-alertpane", **dattrs({"aria-label": "Alarms and reminders"})),
         html.Main(id="ov-grid", className="vw-grid", **dattrs({"data-vw-grid": "1", "aria-label": "Rooms"})),
     ], className="vw-overview", **dattrs({"data-vw-overview": "1", "data-vw-mode": mode}))
 

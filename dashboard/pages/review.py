@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from dash import Input, Output, State, dcc, html, no_update
 
 from dashboard import rems_view
+from dashboard.components import dattrs
 from dashboard.context import AppContext, PageContext
 from dashboard.pages.patient import patient_href
 from dashboard.session_panel import EVENT_LABELS  # the room page's event names, here too
@@ -192,7 +193,7 @@ def session_page(rec: review.SessionRecord, s: dict[str, Any], tz_name: str, use
             html.Button("Sign off and lock", id="review-signoff-confirm", n_clicks=0, className="vw-danger"),
             html.Button("Cancel", id="review-signoff-cancel", n_clicks=0, className="vw-btn"),
         ], id="review-signoff-dialog", className="vw-dialog", role="dialog", style={"display": "none"},
-            **{"aria-labelledby": "review-signoff-text"}),
+            **dattrs({"aria-labelledby": "review-signoff-text"})),
         html.Div([
             html.Button("Export PDF", id="review-export-pdf", n_clicks=0, className="vw-btn"),
             html.Button("Export PNG", id="review-export-png", n_clicks=0, className="vw-btn"),
@@ -227,12 +228,13 @@ def list_page(rows: list[dict[str, Any]], rooms: list[str], tz: ZoneInfo,
         html.H3("Sessions"),
         html.Div([
             dcc.DatePickerRange(id="review-dates", display_format="YYYY-MM-DD", clearable=True),
-            dcc.Dropdown(id="review-room", options=[{"label": r, "value": r} for r in rooms],
-                         placeholder="any room", clearable=True, style={"minWidth": "10em"}),
+            html.Span(dcc.Dropdown(id="review-room", options=[{"label": r, "value": r} for r in rooms],
+                                   placeholder="any room", clearable=True, style={"minWidth": "10em"}),
+                      **dattrs({"data-vw-label": "Room"})),
             dcc.Input(id="review-patient", type="text", placeholder="patient id", debounce=True),
-            dcc.Checklist(id="review-high", options=[{"label": " had high-priority physiological alarms",
-                                                         "value": "high"}],
-                          value=[]),
+            html.Span(dcc.Checklist(id="review-high", options=[{"label": " had high-priority physiological alarms",
+                                                                   "value": "high"}],
+                                    value=[]), **dattrs({"data-vw-label": "Only sessions with high-priority alarms"})),
         ], className="vw-row review-filters"),
         html.Div(session_table(rows, tz), id="review-list"),
     ])

@@ -124,13 +124,14 @@ def _limits_section(app: AppContext, room: str, session: dict[str, Any] | None, 
         html.H3("Session limits", className="vw-h"),
         html.Div(note, id="room-lim-note", className="vw-muted"),
         html.Div([
-            dcc.Dropdown(id="room-lim-metric", value="sbp", clearable=False,
-                         options=[{"label": f"{m.label} ({m.name}, {m.unit})", "value": m.name}
-                                  for m in METRICS.values()], style={"width": "16em", "display": "inline-block"}),
+            html.Span(dcc.Dropdown(id="room-lim-metric", value="sbp", clearable=False,
+                                   options=[{"label": f"{m.label} ({m.name}, {m.unit})", "value": m.name}
+                                            for m in METRICS.values()], style={"width": "16em", "display": "inline-block"}),
+                      **dattrs({"data-vw-label": "Metric"})),
             dcc.Input(id="room-lim-low", type="number", placeholder="low", style={"width": "6em"}),
             dcc.Input(id="room-lim-high", type="number", placeholder="high", style={"width": "6em"}),
-            dcc.Dropdown(id="room-lim-priority", options=list(PRIORITIES), placeholder="priority",
-                         style={"width": "9em", "display": "inline-block"}),
+            html.Span(dcc.Dropdown(id="room-lim-priority", options=list(PRIORITIES), placeholder="priority",
+                                   style={"width": "9em", "display": "inline-block"}), **dattrs({"data-vw-label": "Priority"})),
             dcc.Input(id="room-lim-delay", type="number", placeholder="delay s", style={"width": "6em"}),
             html.Button("Apply limit", id="room-lim-apply", n_clicks=0),
             html.Button("Clear override", id="room-lim-clear", n_clicks=0),
@@ -179,7 +180,7 @@ def layout(ctx: PageContext, room: str = "", **_params: str) -> html.Div:
             dcc.RadioItems(id="room-window", value=15, inline=True,
                            options=[{"label": f"{m} min", "value": m} for m in WINDOWS_MIN]
                            + [{"label": "whole session", "value": "session"}]),
-        ], className="vw-window"),
+        ], className="vw-window", **dattrs({"data-vw-label": "Trend window"})),
         # an explicit height: with `responsive` the graph fills its parent, which has none, so
         # the 640 px figure overflowed a 0 px box and covered the controls below it
         html.Div(dcc.Graph(id="room-trend", figure=build_figure(ctx.app, room, 15, now),
@@ -388,8 +389,9 @@ def end_dialog(latched: list[dict[str, Any]], room_name: str, session: dict[str,
     return html.Div([
         html.H3("End this session?"),
         html.P(_end_text(session), id="room-end-text"),
-        dcc.Checklist(id="room-end-reset", options=_latched_options(latched, room_name),
-                      value=[a["alert"] for a in latched], className="vw-controls"),
+        html.Div(dcc.Checklist(id="room-end-reset", options=_latched_options(latched, room_name),
+                               value=[a["alert"] for a in latched], className="vw-controls"),
+                 **dattrs({"data-vw-label": "Latched alarms to reset"})),
         html.Button("End session and archive", id="room-end-confirm", n_clicks=0, className="vw-danger"),
         html.Button("Cancel", id="room-end-cancel", n_clicks=0, className="vw-btn"),
     ], id="room-end-dialog", className="vw-dialog", role="dialog", style=HIDDEN,

@@ -187,8 +187,8 @@ def build_figure(rec: SessionRecord, summary: dict[str, Any], tz_name: str = "UT
         height=height_px or 160 + 170 * len(panels), margin={"l": 60, "r": 20, "t": 40, "b": 40},
         legend={"orientation": "h", "y": 1.08, "x": 0}, hovermode="closest", uirevision=rec.header.get("id"),
     )
-    pad = int((end_ms - rec.start_ms) * EDGE_PAD)
-    fig.update_xaxes(range=[loc(rec.start_ms - pad), loc(end_ms + pad)])
+    edge = int((end_ms - rec.start_ms) * EDGE_PAD)
+    fig.update_xaxes(range=[loc(rec.start_ms - edge), loc(end_ms + edge)])
     for row, (_title, metrics) in enumerate(panels, start=1):
         least = max((MIN_SPAN.get(m, 0.0) for m in metrics), default=0.0)
         values = span.get(row, [])
