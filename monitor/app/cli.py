@@ -65,6 +65,8 @@ def handler_for(command: str) -> Handler:
             from monitor.app.outbox_cli import run
         case "report":
             from monitor.app.report_cli import run
+        case "alert":
+            from monitor.app.alert_cli import run
         case _:
             raise ValueError(f"no handler for command {command!r}")
     return run
@@ -193,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="print the Mosquitto ACL for the configured devices (one user per device)")
     acl.add_argument("--simulate", action="store_true", help="include the simulator's account")
     acl.add_argument("-o", dest="output", metavar="FILE", help="write to FILE instead of stdout")
+
+    al = sub.add_parser("alert", help="list, acknowledge or reset alarms")
+    als = al.add_subparsers(dest="action", metavar="ACTION", required=True)
+    als.add_parser("list", parents=[common, acting])
+    for action in ("ack", "reset"):
+        x = als.add_parser(action, parents=[common, acting])
+        x.add_argument("alert", help="the alert id (see `vitalwatch alert list`)")
 
     ar = sub.add_parser("archive", help="archive maintenance: backup and purge")
     ars = ar.add_subparsers(dest="action", metavar="ACTION", required=True)
