@@ -366,7 +366,7 @@
     if (canUndo(a, t)) { buttons += btn("unacknowledge", "Undo acknowledge", "vw-undo"); }
     if (a.state === "active" && !a.acknowledged_by && !paused) { buttons += btn("pause", "Pause audio 2 min", "vw-pause"); }
     if (a.state === "latched") { buttons += btn("reset", "Reset", "vw-reset"); }
-    return '<span class="vw-pri">' + esc(parts[0]) + '</span><span class="vw-line"><span class="vw-dot" aria-hidden="true"> · </span>' +
+    return '<span class="vw-pri">' + esc(parts[0]) + '</span><span class="vw-line"><span class="vw-sr"> · </span>' +
       room + '<span class="vw-dot" aria-hidden="true"> · </span><span class="vw-msg">' + esc(parts[2]) + "</span>" +
       '<span class="vw-when" data-part="when">' + (parts[3] ? " · " + esc(parts[3]) : "") + "</span>" +
       '<span class="vw-now" data-part="now">' + (parts[4] ? " · " + esc(parts[4]) : "") + "</span>" +
