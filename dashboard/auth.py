@@ -56,7 +56,7 @@ DASH_WS = "/_dash-ws-callback"  # not used: live data comes over /ws/live; refus
 # Requests that never count as a person's activity (they happen on their own).
 PASSIVE_PREFIXES = ("/assets/", "/_dash-component-suites/", "/_favicon", "/ws/", "/_dash-layout",
                     "/_dash-dependencies", "/_reload-hash", "/api/")
-_ALERT_ACTION = re.compile(r"^/api/v1/alerts/[^/]+/(acknowledge|pause|reset)$")
+_ALERT_ACTION = re.compile(r"^/api/v1/alerts/[^/]+/(acknowledge|pause|reset|dismiss|unacknowledge)$")
 
 
 def session_ttl_s(role: str, idle_logoff_min: float) -> int:

@@ -21,7 +21,7 @@ import redis
 import requests
 
 from dashboard.app import Served
-from monitor.accounts import users
+from monitor.accounts import tokens, users
 from monitor.alarms.engine import Worker
 from monitor.alarms.outbound import Outbound
 from monitor.model.config import parse_config
@@ -63,7 +63,7 @@ def test_acknowledge_on_a_screen_reaches_the_pager(redis_url: str, mosquitto_pro
     keys = Keys(clinic)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     users.create_user(client, keys, "nina", "nurse", "nurse-pass-1")
-    token = users.issue_token(client, keys, "nina", actor="test")
+    token = tokens.issue_token(client, keys, "nina", actor="test")
     pager, got = subscriber(mosquitto_proc.port, f"{topic}/#", mqtt.MQTTv5)
     inbox = Inbox(got)
     out = Outbound(mosquitto_proc.url, "5", topic, f"alerts-{clinic}")
