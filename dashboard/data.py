@@ -77,6 +77,9 @@ class Data:
         if after:
             chunk = redis_types.entries(self.client.xrange(self.keys.vitals(room), min=f"({after}", max="+",
                                                            count=LATEST_TAIL_MAX))
+            if len(chunk) == LATEST_TAIL_MAX:  # the engine is far behind: the newest entries too
+                chunk += redis_types.entries(self.client.xrevrange(self.keys.vitals(room),
+                                                                   count=LATEST_SCAN_MAX))[::-1]
         else:
             chunk = redis_types.entries(self.client.xrevrange(self.keys.vitals(room), count=LATEST_SCAN_MAX))[::-1]
         out: dict[str, dict[str, Any]] = {}

@@ -353,3 +353,17 @@ def test_start_up_grace_for_never_seen_ingest_and_devices(make_config, rclient, 
     assert dev.message == "oxi-9 offline: cannot open its port" and dev.alert.endswith(str(T0 - 5000))
     clin = next(e for e in raised if e.room == "*")
     assert clin.rooms == "room-1" and "Device adapters not reporting" in clin.message
+
+
+def test_each_batch_updates_the_rooms_latest_value_summary(setup, rclient, keys):
+    """Screens read the newest value per metric from `latest:<room>` (no history scan); a late,
+    older reading (a spool replay) never replaces a newer one."""
+    cfg, w, clock, rec = setup
+    feed(rclient, keys, "room-1", "oxi-1", 10, [97, 96])
+    drain(w)
+    summary = rclient.hgetall(keys.room_latest("room-1"))
+    assert json.loads(summary["spo2"]) == [96, T0 + 11_000, "oxi-1"]
+    assert summary["_id"] == rclient.xrevrange(keys.vitals("room-1"), count=1)[0][0]
+    feed(rclient, keys, "room-1", "oxi-1", 2, [91])  # older than what the summary holds
+    drain(w)
+    assert json.loads(rclient.hget(keys.room_latest("room-1"), "spo2")) == [96, T0 + 11_000, "oxi-1"]

@@ -232,3 +232,31 @@ def test_read_password_prompt_must_match() -> None:
     with pytest.raises(users.UserError):
         users_cli.read_password({}, prompt=lambda _p: next(answers))
     assert users_cli.read_password({"VITALWATCH_PASSWORD": "from-env-1"}) == "from-env-1"
+
+
+def test_latest_from_the_summary_and_the_entries_after_it(rclient: redis.Redis, keys: Keys, make_config) -> None:  # noqa: ANN001
+    """No history scan: the engine's summary, then only what came after the id it folded in;
+    a metric the room never reports costs nothing; an engine far behind still shows the newest."""
+    import json
+
+    from dashboard import data as data_mod
+    from dashboard.data import Data
+
+    cfg = make_config()
+    d = Data(rclient, keys, cfg)
+    old = rclient.xadd(keys.vitals("room-1"), {"ts": "1000", "dev": "oxi-1", "hr": "60", "spo2": "95"})
+    rclient.hset(keys.room_latest("room-1"), mapping={"hr": json.dumps([60, 1000, "oxi-1"]),
+                                                     "sbp": json.dumps([150, 900, "nibp-1"]), "_id": old})
+    rclient.xadd(keys.vitals("room-1"), {"ts": "2000", "dev": "oxi-1", "hr": "70"})
+    got = d.latest("room-1")
+    assert got["hr"] == {"v": 70.0, "ts": 2000, "dev": "oxi-1"}  # after the summary
+    assert got["sbp"]["v"] == 150 and "spo2" not in got  # from the summary; spo2 only before it
+    # engine far behind: more entries after the summary than the tail cap → the newest are read too
+    old_max = data_mod.LATEST_TAIL_MAX
+    data_mod.LATEST_TAIL_MAX = 3
+    try:
+        for i in range(6):
+            rclient.xadd(keys.vitals("room-1"), {"ts": str(3000 + i), "dev": "oxi-1", "hr": str(80 + i)})
+        assert d.latest("room-1")["hr"]["v"] == 85
+    finally:
+        data_mod.LATEST_TAIL_MAX = old_max
