@@ -244,7 +244,8 @@ def test_intranasal_session_nurse_to_director(tmp_path, clinic_id, keys, rclient
             "e => Array.from(e.parentElement.children).map(td => td.textContent));")
         ours = [r for r in log_rows if r[3] == "nurse1"]
         assert len(ours) == 1, log_rows
-        assert ours[0][1] == "high" and "Systolic BP" in ours[0][2] and ours[0][4] == ack_after, ours
+        assert ours[0][1] == "high" and ours[0][2].startswith("SBP ") and " > 180 mmHg" in ours[0][2] \
+                and ours[0][4] == ack_after, ours
         driver.save_screenshot(str(tmp_path / "review.png"))
 
         # --- exports from the CLI agree with the raw stream ---------------------------------------
