@@ -44,7 +44,8 @@ from monitor.model.keys import Keys  # noqa: E402
 from monitor.store import heartbeat  # noqa: E402
 from monitor.store.embedded import free_port  # noqa: E402
 from monitor.store.status import publish_status  # noqa: E402
-from tests.dashboard_support import chromium, login, wait_for  # noqa: E402
+from tests.dashboard_support import chromium, login  # noqa: E402
+from tests.dashboard_support import wait_page as wait_for  # noqa: E402
 from tests.servers import RedisProc, wait_port  # noqa: E402
 
 BP_EVERY_S = 300

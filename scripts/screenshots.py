@@ -32,7 +32,8 @@ from monitor.model.config import parse_config  # noqa: E402
 from monitor.model.keys import Keys  # noqa: E402
 from monitor.sessions import lifecycle as sessions  # noqa: E402
 from monitor.store.status import publish_status  # noqa: E402
-from tests.dashboard_support import Beats, chromium, login, now_ms, wait_for  # noqa: E402
+from tests.dashboard_support import Beats, chromium, login, now_ms  # noqa: E402
+from tests.dashboard_support import wait_page as wait_for  # noqa: E402
 from tests.overview_support import viewport  # noqa: E402
 from tests.servers import RedisProc  # noqa: E402
 

@@ -15,14 +15,12 @@ from monitor.alarms.technical import monitoring_state
 from monitor.alarms.text import ago, alarm_line, clean_detail, condition_text
 from monitor.app import alert_cli
 from monitor.model.config import parse_config
-from tests.conftest import base_config
+from tests.configs import config_mapping, room_entry, serial_device
 from tests.dashboard_support import inject_alert, now_ms
 
 T0 = 1_795_813_200_000
-CFG = parse_config({**base_config("c1"), "rooms": [
-    {"id": f"room-{i}", "name": f"Room {i}", "devices": [
-        {"id": f"oxi-{i}", "protocol": "masimo-ascii", "transport": "serial", "port": "/dev/null"}]}
-    for i in (1, 2, 3)]}, source="t")
+CFG = parse_config(config_mapping("c1", rooms=[room_entry(f"room-{i}", serial_device(f"oxi-{i}"), name=f"Room {i}")
+                                                 for i in (1, 2, 3)]), source="t")
 TECH = technical_rules(CFG)
 
 

@@ -19,6 +19,7 @@ from monitor.sessions import lifecycle as sessions
 from tests import dashboard_support
 from tests.dashboard_support import csrf_of, http_login, inject_alert, now_ms, served_api
 from tests.test_dashboard_browser import make_cfg
+from tests.waiting import wait_for
 
 PW = {"nina": "nurse-pass-1", "dora": "director-pass-1", "sta": "station-pass-1", "adam": "admin-pass-1"}
 

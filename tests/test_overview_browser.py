@@ -28,7 +28,8 @@ from monitor.alarms.engine import Worker
 from monitor.alarms.text import alarm_line
 from monitor.model.config import Config, parse_config
 from monitor.sessions import lifecycle as sessions
-from tests.dashboard_support import click, click_css, inject_alert, login, now_ms, served_dashboard, wait_for
+from tests.dashboard_support import click, click_css, inject_alert, login, now_ms, served_dashboard
+from tests.dashboard_support import wait_page as wait_for  # a page redrawn under a check is "not yet"
 from tests.overview_support import LAYOUT_JS, FakeIngest, contrast, viewport
 
 pytestmark = pytest.mark.browser
