@@ -129,8 +129,10 @@ def test_stale_values_look_stale(env: dict[str, Any]) -> None:
                              "[data-vw-part=value]'); var s=getComputedStyle(e); return [s.color, s.textDecorationLine]")
     # grey and struck through, still readable (4.5:1: tests/test_overview_browser.py); the age says "old"
     assert style[0] == "rgb(97, 97, 97)" and "line-through" in style[1]
-    assert d.execute_script("return document.querySelector('[data-vw-room=\"room-4\"][data-vw-metric=\"hr\"]"
-                            "[data-vw-part=age]').textContent").endswith(" old")
+    # the age text is written on its own animation frame, after the value: wait for it
+    wait_page(lambda: d.execute_script("return document.querySelector('[data-vw-room=\"room-4\"]"
+                                       "[data-vw-metric=\"hr\"][data-vw-part=age]').textContent").endswith(" old"),
+              10, "the stale HR's age to say 'old'")
 
 
 def test_station_acknowledge_asks_for_a_nurse(env: dict[str, Any]) -> None:
