@@ -72,7 +72,9 @@ def test_accept_rules(values, flags, kept, kept_flags, reasons) -> None:
 @pytest.mark.parametrize(("dev_ts", "ts", "flags"), [
     (None, NOW, set()),
     (NOW - 1000, NOW - 1000, set()),
-    (NOW + 5 * 60_000, NOW + 5 * 60_000, set()),
+    (NOW + 2000, NOW + 2000, set()),  # within the 2 s tolerance ahead: the device's label
+    (NOW + 2001, NOW, {"clock_skew"}),  # later than that cannot be a measurement yet
+    (NOW + 290_000, NOW, {"clock_skew"}),
     (NOW + 5 * 60_000 + 1, NOW, {"clock_skew"}),
     (NOW - 24 * 3600_000, NOW - 24 * 3600_000, set()),
     (NOW - 24 * 3600_000 - 1, NOW, {"clock_skew"}),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from monitor.model.keys import F_DEV, F_FLAGS, F_TS, REJECT_RAW_MAX
+from monitor.model.keys import F_DEV, F_FLAGS, F_RX, F_TS, REJECT_RAW_MAX
 from monitor.model.readings import METRICS, Reading, Refusal
 
 
@@ -29,8 +29,26 @@ def to_fields(r: Reading) -> dict[str, str]:
     return fields
 
 
-def from_fields(room: str, fields: Mapping[str, str]) -> Reading:
-    """Decode vitals-stream fields into a Reading; raise CodecError if malformed."""
+def recv_ms_of(entry_id: str, fields: Mapping[str, str]) -> int | None:
+    """When a stored reading was received (host clock): its `rx` field when the writer
+    stored it late, else the entry id's ms (Redis's clock at storing); None if neither parses."""
+    rx = fields.get(F_RX)
+    if rx is not None:
+        try:
+            return int(rx)
+        except ValueError:
+            pass
+    try:
+        return int(entry_id.split("-", 1)[0])
+    except ValueError:
+        return None
+
+
+def from_fields(room: str, fields: Mapping[str, str], entry_id: str | None = None) -> Reading:
+    """Decode vitals-stream fields into a Reading; raise CodecError if malformed.
+
+    With the stream `entry_id`, the Reading also carries its receive time (`recv_ms_of`).
+    """
     try:
         ts_ms = int(fields[F_TS])
         device = fields[F_DEV]
@@ -39,7 +57,8 @@ def from_fields(room: str, fields: Mapping[str, str]) -> Reading:
         raise CodecError(f"bad vitals entry {dict(fields)!r}") from e
     flags_text = fields.get(F_FLAGS, "")
     flags = frozenset(flags_text.split(",")) if flags_text else frozenset()
-    return Reading(room, device, ts_ms, MappingProxyType(values), flags)
+    recv = recv_ms_of(entry_id, fields) if entry_id is not None else None
+    return Reading(room, device, ts_ms, MappingProxyType(values), flags, recv)
 
 
 def escape_raw(raw: bytes) -> str:

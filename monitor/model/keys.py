@@ -13,6 +13,10 @@ from dataclasses import dataclass
 F_TS = "ts"
 F_DEV = "dev"
 F_FLAGS = "flags"
+# Receive time (ms, host clock) of a reading stored more than a second after it was
+# accepted (an outage, a spool replay): consumers measure time on it rather than on the
+# entry id, which is when Redis stored it. Absent on promptly stored readings.
+F_RX = "rx"
 
 # Stream fields of a rejects entry (contract).
 REJECT_FIELDS = ("ts", "source", "reason", "detail", "raw")
@@ -58,6 +62,12 @@ class Keys:
     def heartbeats(self) -> str:
         """Hash: `<role>:<instance>` → last heartbeat, ms since epoch."""
         return f"{self.prefix}heartbeats"
+
+    @property
+    def storage(self) -> str:
+        """Hash: `<role>:<instance>` → JSON StorageState of that process's stream writer
+        (monitor/model/storage.py), written with its heartbeat."""
+        return f"{self.prefix}storage"
 
     @property
     def audit(self) -> str:

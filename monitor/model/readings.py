@@ -71,7 +71,12 @@ FLAGS: frozenset[str] = frozenset(
 # Flags that mean the values on the same reading are not trustworthy: keep flags, drop values.
 DROP_VALUE_FLAGS: frozenset[str] = frozenset({"sensor_off", "no_sensor"})
 
-# CONTRACT.md: device time more than 5 min ahead or 24 h behind the host → receive time.
+# Device time vs the host's receive time. CONTRACT.md: more than 5 min ahead or 24 h behind
+# → receive time and `clock_skew`. VitalWatch is stricter ahead: a reading stamped more than
+# AHEAD_TOLERANCE_MS in the future cannot be a measurement yet, so it gets the receive time
+# and `clock_skew` too (docs/mqtt.md "Time"). MAX_AHEAD_MS stays the contract's ceiling: no
+# stored label, from any version, is further ahead than that.
+AHEAD_TOLERANCE_MS = 2000
 MAX_AHEAD_MS = 5 * 60 * 1000
 MAX_BEHIND_MS = 24 * 3600 * 1000
 
@@ -81,7 +86,11 @@ class Reading:
     """One measurement instant from one device in one room.
 
     `values` maps metric name → value (only metrics present; a missing value is absent,
-    never 0). `flags` are quality flags from FLAGS. `ts_ms` is measurement time, UTC ms.
+    never 0). `flags` are quality flags from FLAGS. `ts_ms` is measurement time, UTC ms —
+    the reading's label, from the device's clock when it sent a plausible one.
+    `recv_ms` is when VitalWatch received it (host clock), known for readings read back
+    from a stream (entry id, or `rx`); alarm delays and silence are measured on it. It is
+    not part of a reading's identity or equality.
     """
 
     room: str
@@ -89,6 +98,12 @@ class Reading:
     ts_ms: int
     values: Mapping[str, float] = field(default_factory=dict)
     flags: frozenset[str] = frozenset()
+    recv_ms: int | None = field(default=None, compare=False)
+
+    @property
+    def clock_ms(self) -> int:
+        """The time to measure delays on: receive time when known, else the label."""
+        return self.ts_ms if self.recv_ms is None else self.recv_ms
 
     def key(self) -> tuple[str, int]:
         """Identity of a reading per CONTRACT.md: (device, ts)."""
@@ -110,10 +125,12 @@ class Refusal:
 
 
 def settle_ts(device_ts_ms: int | None, recv_ts_ms: int) -> tuple[int, frozenset[str]]:
-    """Choose a reading's ts: the device's when plausible, else receive time + `clock_skew`."""
+    """Choose a reading's ts (its label): the device's when plausible — at most
+    AHEAD_TOLERANCE_MS ahead of the receive time, at most MAX_BEHIND_MS behind — else the
+    receive time, flagged `clock_skew`. No device time: the receive time, unflagged."""
     if device_ts_ms is None:
         return recv_ts_ms, frozenset()
-    if device_ts_ms > recv_ts_ms + MAX_AHEAD_MS or device_ts_ms < recv_ts_ms - MAX_BEHIND_MS:
+    if device_ts_ms > recv_ts_ms + AHEAD_TOLERANCE_MS or device_ts_ms < recv_ts_ms - MAX_BEHIND_MS:
         return recv_ts_ms, frozenset({"clock_skew"})
     return device_ts_ms, frozenset()
 
@@ -125,8 +142,10 @@ def check_value(metric: str, value: object) -> str | None:
         return "unknown_metric"
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "bad_value"
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):
         return "bad_value"
+    # compared as they are: an int of any size compares exactly (float() of a 400-digit
+    # integer would raise OverflowError)
     if not spec.low <= value <= spec.high:
         return "out_of_range"
     return None
@@ -160,7 +179,10 @@ def accept(
         if why is None:
             kept[metric] = value  # type: ignore[assignment]
         else:
-            refusals.append(Refusal(src, why, f"{metric}={value!r}", raw))
+            shown = repr(value)
+            if len(shown) > 40:  # a 400-digit number helps nobody in full
+                shown = f"{shown[:40]}… ({len(shown)} chars)"
+            refusals.append(Refusal(src, why, f"{metric}={shown}", raw))
     if kept_flags & DROP_VALUE_FLAGS:
         kept = {}
     if not kept and not kept_flags:
