@@ -148,10 +148,12 @@ def test_writer_skips_redeliveries_deep_in_the_stream_tail(rclient, keys, redis_
         first.write(Reading("room-2", "mon-2", base + i, {"hr": 70}))
     assert first.flush()
     first.close()
-    again = writer("b")  # as a restarted ingest: nothing remembered, tail seeded from Redis
-    for i in (400, 1499, 1500):
-        again.write(Reading("room-2", "mon-2", base + i, {"hr": 70}))
+    again = writer("b")  # as a restarted ingest: nothing remembered; redeliveries are checked
+    for i in (400, 1499):  # in the stream
+        again.write(Reading("room-2", "mon-2", base + i, {"hr": 70}), stored_after_ms=now_ms() - 3600_000)
         assert again.flush()
+    again.write(Reading("room-2", "mon-2", base + 1500, {"hr": 70}), stored_after_ms=now_ms() - 3600_000)
+    assert again.flush()
     again.close()
     got = stream_ts(rclient, keys.vitals("room-2"), "mon-2")
     assert got == [base + i for i in range(1501)]
