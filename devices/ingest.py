@@ -2,9 +2,16 @@
 
 One StreamWriter per process (its outage spool is named after the selection, so a
 restarted ingest with the same selection replays what it held), one supervisor thread per
-serial device, the MQTT adapter for MQTT devices, and the MLLP
-listener (`[hl7] listen`) when the selection has HL7 devices. Heartbeat
-role `ingest` every second. SIGINT/SIGTERM: stop every device, flush the writer, exit 0.
+serial device, the MQTT adapter for MQTT devices, and the MLLP listener (`[hl7] listen`)
+when the selection has HL7 devices. A heartbeat thread writes role `ingest` every second
+together with the writer's storage state (`vw:{c}:storage`), whenever Redis accepts that
+write.
+
+No Redis error ends the process: every worker retries what Redis refused. The main thread
+is a watchdog (devices/watchdog.py): any worker thread that dies anyway — the writer, the
+MQTT adapter and its network loop, the heartbeat, the status publisher, a serial device —
+is restarted within a second, logged, and counted in the storage record's `restarts`.
+SIGINT/SIGTERM: stop every device, flush the writer, exit 0.
 """
 
 from __future__ import annotations
@@ -20,13 +27,18 @@ import time
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from devices import hl7_listener, mqtt_adapter
 from devices.statusboard import StatusBoard
 from devices.supervisor import DeviceSupervisor
+from devices.watchdog import Watchdog
 from monitor.model.clock import now_ms
 from monitor.model.config import Config, DeviceConfig, RoomConfig
+from monitor.model.keys import Keys
 from monitor.store import heartbeat
-from monitor.store.redis_conn import REDIS_DOWN, connect
+from monitor.store.redis_conn import connect
+from monitor.store.redis_faults import classify
 from monitor.store.runtime import resolve
 from monitor.store.streams import StreamWriter
 
@@ -34,6 +46,7 @@ log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_USAGE = 0, 2
 HEARTBEAT_EVERY_S = 1.0
+WATCH_EVERY_S = 1.0
 JOIN_TIMEOUT_S = 5.0
 
 Selected = list[tuple[RoomConfig, DeviceConfig]]
@@ -94,13 +107,19 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                           buffer_max=cfg.redis.buffer_max)
     client = connect(endpoints.redis_url, timeout_s=1.0)
     board = StatusBoard(client, keys).start()
+    watchdog = Watchdog(stop)
+    watchdog.watch("stream-writer", lambda: writer.thread_alive, writer.ensure_running)
+    watchdog.watch("status-board", lambda: board.alive, board.restart)
+    beats = Heartbeat(client, keys, instance, writer, watchdog, stop).start()
+    watchdog.watch("heartbeat", beats.alive, beats.start)
     serial_devs = [(r, d) for r, d in selected if d.transport == "serial"]
     mqtt_devs = [(r, d) for r, d in selected if d.transport == "mqtt"]
     hl7_devs = [(r, d) for r, d in selected if d.transport == "mllp"]
     supervisors = [DeviceSupervisor(r, d, writer, board, stop, keys=keys, client=client)
                    for r, d in serial_devs]
-    for s in supervisors:
+    for i, s in enumerate(supervisors):
         s.start()
+        watchdog.watch(f"device-{s.dev.id}", _alive(supervisors, i), _restart_device(supervisors, i))
     log.info("ingesting %d serial device(s)%s", len(supervisors),
              f" and {len(mqtt_devs)} MQTT device(s)" if mqtt_devs else "")
     if not selected:
@@ -110,15 +129,79 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     try:
         if mqtt_devs:
             mqtt = mqtt_adapter.start(cfg, endpoints, writer, mqtt_devs, stop)
+            for name, alive, restart in mqtt.workers():
+                watchdog.watch(name, alive, restart)
         hl7 = hl7_listener.start(cfg, keys, writer, board, hl7_devs, stop, client)
-        _heartbeat_loop(client, keys, stop, instance)
+        while not stop.wait(WATCH_EVERY_S):
+            watchdog.check()
     finally:
         stop.set()
         if hl7 is not None:
             hl7.join(JOIN_TIMEOUT_S)  # stops taking messages before the writer flushes
-        _shutdown(supervisors, mqtt, writer, board, client, keys, instance)
+        _shutdown(supervisors, mqtt, writer, board, beats, client, keys, instance)
         endpoints.stop()
     return EXIT_OK
+
+
+def _alive(supervisors: list[DeviceSupervisor], i: int) -> Any:
+    return lambda: supervisors[i].is_alive()
+
+
+def _restart_device(supervisors: list[DeviceSupervisor], i: int) -> Any:
+    def restart() -> None:
+        supervisors[i] = supervisors[i].replacement()
+        supervisors[i].start()
+    return restart
+
+
+class Heartbeat:
+    """Writes the `ingest` heartbeat and the writer's storage state once a second."""
+
+    def __init__(self, client: redis.Redis, keys: Keys, instance: str, writer: StreamWriter,
+                 watchdog: Watchdog, stop: threading.Event) -> None:
+        self.client, self.keys, self.instance = client, keys, instance
+        self.writer, self.watchdog, self.stop = writer, watchdog, stop
+        self._thread: threading.Thread | None = None
+        self._down = ""
+
+    def start(self) -> Heartbeat:
+        """Start (or restart) the heartbeat thread."""
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        self._thread.start()
+        return self
+
+    def alive(self) -> bool:
+        """Whether the heartbeat thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def join(self, timeout_s: float) -> None:
+        """Wait for the thread to end (after `stop` is set)."""
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    def beat_once(self) -> bool:
+        """Write the heartbeat with the storage state now; False if Redis did not take it."""
+        try:
+            heartbeat.beat(self.client, self.keys, "ingest", self.instance, now_ms(),
+                           storage=self.writer.storage(), restarts=self.watchdog.snapshot())
+        except redis.RedisError as e:  # unreachable or refusing: the state cannot be told now
+            cause = classify(e).cause
+            if cause != self._down:
+                log.warning("cannot write the ingest heartbeat: %s", cause)
+            self._down = cause
+            return False
+        if self._down:
+            log.info("heartbeat written again")
+        self._down = ""
+        return True
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                self.beat_once()
+            except Exception:  # noqa: BLE001 - the heartbeat must outlive a bug in one beat
+                log.exception("heartbeat failed; trying again in %g s", HEARTBEAT_EVERY_S)
+            self.stop.wait(HEARTBEAT_EVERY_S)
 
 
 def _install_signals(stop: threading.Event) -> None:
@@ -133,23 +216,8 @@ def _install_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-def _heartbeat_loop(client: Any, keys: Any, stop: threading.Event, instance: str) -> None:
-    down = False
-    while not stop.is_set():
-        try:
-            heartbeat.beat(client, keys, "ingest", instance, now_ms())
-            if down:
-                log.info("heartbeat written again")
-            down = False
-        except REDIS_DOWN as e:
-            if not down:
-                log.warning("cannot write the ingest heartbeat: %s", e)
-            down = True
-        stop.wait(HEARTBEAT_EVERY_S)
-
-
 def _shutdown(supervisors: list[DeviceSupervisor], mqtt: Any, writer: StreamWriter, board: StatusBoard,
-              client: Any, keys: Any, instance: str) -> None:
+              beats: Heartbeat, client: Any, keys: Any, instance: str) -> None:
     deadline = time.monotonic() + JOIN_TIMEOUT_S
     for s in supervisors:
         s.join(max(0.1, deadline - time.monotonic()))
@@ -159,10 +227,14 @@ def _shutdown(supervisors: list[DeviceSupervisor], mqtt: Any, writer: StreamWrit
         mqtt.stop()
         mqtt.join(JOIN_TIMEOUT_S)
     if not writer.flush(JOIN_TIMEOUT_S):
-        log.warning("Redis unreachable at shutdown: %d entries go to the spool", writer.pending)
+        st = writer.storage()
+        log.warning("not storing at shutdown (%s): %d entries go to the spool", st.cause or "timeout", st.pending)
     writer.close()
+    for s in supervisors:
+        s.publish_stored()  # what the last flush stored
     board.stop()
+    beats.join(JOIN_TIMEOUT_S)
     try:
         heartbeat.remove(client, keys, "ingest", instance)
-    except REDIS_DOWN as e:
-        log.warning("cannot remove the ingest heartbeat: %s", e)
+    except redis.RedisError as e:
+        log.warning("cannot remove the ingest heartbeat: %s", classify(e).cause)

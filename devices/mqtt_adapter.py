@@ -49,7 +49,8 @@ from monitor.model.codec import reject_fields
 from monitor.model.config import Config, DeviceConfig, RoomConfig
 from monitor.model.ratelimit import RateLimiter
 from monitor.model.readings import Reading, Refusal
-from monitor.store.redis_conn import REDIS_DOWN, connect
+from monitor.store.redis_conn import connect
+from monitor.store.redis_faults import classify
 from monitor.store.runtime import Endpoints
 from monitor.store.status import publish_status
 from monitor.store.streams import StreamWriter
@@ -61,6 +62,8 @@ CODECS: dict[str, Decoder] = {"json": json_payload.decode, "senml": senml.decode
 STATUS_TICK_S = 1.0
 UNKNOWN_SOURCE = "(topics no device owns)"  # rejects limiter key for unknown topics
 MAX_SLOTS = 64
+TRACEBACK_EVERY_S = 10.0  # at most one traceback per (topic, error type) this often
+FLOW_WAIT_S = 0.5  # flow control: how often a held delivery looks at the stop flag
 
 
 def device_state(
@@ -72,13 +75,15 @@ def device_state(
     up_since_ms: int | None,
     now_ms: int,
     silence_ms: int,
+    not_stored: str = "",
 ) -> tuple[str, str]:
     """(state, detail) of one MQTT device (pure).
 
     connecting: broker link down, or just connected and nothing heard yet;
-    online: a valid reading within the silence timeout;
+    online: a valid reading within the silence timeout, and its readings are being stored;
     silent: the device is there (status topic says online, or it sends messages that are
-    refused) but no valid reading within the timeout;
+    refused) but no valid reading within the timeout — or its valid readings have not been
+    stored for longer than that (`not_stored` says why): to monitoring, that is silence;
     offline: its status/last-will topic says offline, or nothing at all for the timeout.
     """
     silence_s = silence_ms / 1000
@@ -87,6 +92,8 @@ def device_state(
     if reported == "offline":
         return "offline", "device reported offline (status topic)"
     if last_valid_ms is not None and now_ms - last_valid_ms <= silence_ms:
+        if not_stored:
+            return "silent", not_stored
         return "online", ""
     heard = last_msg_ms is not None and now_ms - last_msg_ms <= silence_ms
     if reported == "online" or heard:
@@ -97,39 +104,90 @@ def device_state(
 
 
 class AckSequencer:
-    """Acknowledges messages in arrival order once all entries of each are stored."""
+    """Acknowledges messages in arrival order once all entries of each are stored.
 
-    def __init__(self, send: Callable[[int, int, int], None]) -> None:
+    A message whose PUBACK could not go out (its connection ended first) is remembered by
+    packet id and content: when the broker redelivers it (DUP) on the new connection,
+    `redelivered()` takes the held message over instead of storing it a second time — so a
+    reconnect neither doubles what is held in memory nor stores a ts-less reading twice.
+    """
+
+    def __init__(self, send: Callable[[int, int, int], bool], remember_max: int = 4000) -> None:
         self._send = send
-        self._lock = threading.Lock()
+        self._remember_max = remember_max
+        self._cond = threading.Condition()
         self._queue: collections.deque[list[int]] = collections.deque()
+        # mid → (digest, slot) of messages not yet acknowledged on any connection
+        self._unacked: collections.OrderedDict[int, tuple[int, list[int]]] = collections.OrderedDict()
 
-    def add(self, mid: int, qos: int, gen: int, n_entries: int) -> Callable[[], None]:
+    def add(self, mid: int, qos: int, gen: int, n_entries: int, digest: int = 0) -> Callable[[], None]:
         """Register a message with `n_entries` pending writes; returns their on_stored callback."""
         slot = [mid, qos, gen, n_entries]
-        with self._lock:
+        with self._cond:
             self._queue.append(slot)
+            if qos > 0:
+                self._remember(mid, digest, slot)
             self._release()
 
         def done() -> None:
-            with self._lock:
+            with self._cond:
                 slot[3] -= 1
                 self._release()
 
         return done
 
+    def redelivered(self, mid: int, qos: int, gen: int, digest: int) -> bool:
+        """A redelivery (DUP) of a message still held or stored-but-unacknowledged: move its
+        acknowledgement to connection `gen`. False if it is not one we know."""
+        with self._cond:
+            known = self._unacked.get(mid)
+            if known is None or known[0] != digest:
+                return False
+            slot = known[1]
+            if slot[3] > 0:
+                slot[2] = gen  # still being stored: acknowledge on this connection when done
+            else:  # stored already, its PUBACK lost with the old connection: acknowledge now, in order
+                slot = [mid, qos, gen, 0]
+                self._queue.append(slot)
+                self._unacked[mid] = (digest, slot)
+            self._release()
+            return True
+
+    def _remember(self, mid: int, digest: int, slot: list[int]) -> None:
+        self._unacked[mid] = (digest, slot)
+        self._unacked.move_to_end(mid)
+        while len(self._unacked) > self._remember_max:
+            self._unacked.popitem(last=False)
+
     @property
     def pending(self) -> int:
-        """Messages received and not yet acknowledged."""
-        with self._lock:
+        """Messages received and not yet released (stored or refused)."""
+        with self._cond:
             return len(self._queue)
+
+    @property
+    def unacked(self) -> int:
+        """Messages remembered as not yet acknowledged (held, or awaiting redelivery)."""
+        with self._cond:
+            return len(self._unacked)
+
+    def wait_below(self, limit: int, timeout_s: float) -> bool:
+        """Wait until fewer than `limit` messages are pending; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: len(self._queue) < limit, timeout_s)
 
     def _release(self) -> None:
         # under the lock, so PUBACKs leave in arrival order whichever thread releases them
+        released = False
         while self._queue and self._queue[0][3] <= 0:
             mid, qos, gen, _ = self._queue.popleft()
-            if qos > 0:
-                self._send(mid, qos, gen)
+            released = True
+            if qos > 0 and self._send(mid, qos, gen):
+                known = self._unacked.get(mid)
+                if known is not None and known[1][2] == gen:
+                    del self._unacked[mid]
+        if released:
+            self._cond.notify_all()
 
 
 @dataclasses.dataclass
@@ -141,7 +199,8 @@ class _Device:
     detail: str = ""
     last_valid_ms: int | None = None
     last_msg_ms: int | None = None
-    last_ts: int | None = None
+    last_ts: int | None = None  # label of the newest reading Redis confirmed
+    last_recv_ms: int | None = None  # … and when it was received (host clock)
     reported: str | None = None
     next_recv_ms: int = 0  # receive times given to this device's readings stay distinct
     sub_error: str = ""
@@ -211,7 +270,17 @@ class MqttAdapter:
             for r in self.plan.routes.values()}
         self.limiter = RateLimiter(1.0)
         self.unknown_topic_count = 0
-        self.acks = AckSequencer(self._ack)
+        self.acks = AckSequencer(self._ack, remember_max=4 * cfg.mqtt.receive_maximum)
+        # flow control: never more messages held (received, not yet stored) than the broker
+        # may have in flight to us; beyond that the broker keeps them, unacknowledged
+        self.max_held = cfg.mqtt.receive_maximum
+        self.flow_waits = 0  # deliveries that had to wait for room (counted, logged once per episode)
+        self._flow_held = False
+        # after reconnecting to a present session, the first deliveries may be redeliveries
+        # a broker did not flag DUP: their readings are checked against the streams
+        self._maybe_redelivered = 0
+        self._tracebacks = RateLimiter(TRACEBACK_EVERY_S)
+        self._status_error = ""
         self._redis = status_client or connect(endpoints.redis_url)
         self.client = make_client(self.settings, persistent=True, manual_ack=True)
         self.client.on_connect = self._on_connect
@@ -240,22 +309,53 @@ class MqttAdapter:
         """Wait for the adapter to have stopped."""
         self._thread.join(timeout)
 
+    @property
+    def stopping(self) -> bool:
+        """True once asked to stop."""
+        return self._stop_event.is_set() or self._stopping.is_set()
+
+    def workers(self) -> list[tuple[str, Callable[[], bool], Callable[[], None]]]:
+        """(name, is alive, restart) of this adapter's threads, for ingest's supervisor."""
+        return [("mqtt-adapter", self._thread.is_alive, self._restart_status_thread),
+                ("mqtt-network", self._network_alive, self._restart_network)]
+
+    def _network_alive(self) -> bool:
+        t = self.client._thread  # paho keeps its loop_start() thread here
+        return t is not None and t.is_alive()
+
+    def _restart_network(self) -> None:
+        self.client.loop_stop()  # forgets the dead thread (joins it: it has ended)
+        self.client.loop_start()
+
+    def _restart_status_thread(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="mqtt-adapter", daemon=True)
+        self._thread.start()
+
     def _run(self) -> None:
+        while not self.stopping:
+            try:
+                self._tick()
+            except Exception as e:  # noqa: BLE001 - status upkeep must never stop the ingest
+                self._traceback(("tick", type(e).__name__), "device status update failed; retrying next tick", e)
+            self._stopping.wait(STATUS_TICK_S)
+        # reached only on a stop (a thread killed by a bug leaves the connection to the restart)
+        with self._ack_lock:
+            self._gen += 1  # no PUBACK after this point: unstored messages come back
+        self.client.disconnect()
+        self.client.loop_stop()
         try:
-            while not (self._stop_event.is_set() or self._stopping.is_set()):
-                try:
-                    self._tick()
-                except Exception:  # noqa: BLE001 - status upkeep must never stop the ingest
-                    log.exception("device status update failed; retrying next tick")
-                self._stopping.wait(STATUS_TICK_S)
-        finally:
-            with self._ack_lock:
-                self._gen += 1  # no PUBACK after this point: unstored messages come back
-            self.client.disconnect()
-            self.client.loop_stop()
             self._tick(final=True)
-            os.close(self._slot_fd)
-            log.info("MQTT ingest %r stopped", self.client_id)
+        except Exception as e:  # noqa: BLE001 - stopping anyway; say why the last status is missing
+            log.warning("final device status not written: %s", e)
+        os.close(self._slot_fd)
+        log.info("MQTT ingest %r stopped", self.client_id)
+
+    def _traceback(self, key: object, what: str, e: BaseException) -> None:
+        """Log an unexpected error with its traceback, at most once per key and interval."""
+        allowed, held = self._tracebacks.allow(key, time.monotonic())
+        if allowed:
+            log.error("%s (+%d like it suppressed in the last %g s)", what, held, TRACEBACK_EVERY_S,
+                      exc_info=e)
 
     # --- paho callbacks (network thread) ----------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
@@ -274,6 +374,8 @@ class MqttAdapter:
             self._broker_up = True
             self._broker_detail = ""
             self._up_since_ms = now_ms()
+        if flags.session_present:
+            self._maybe_redelivered = self.settings.receive_maximum
         log.info("connected to %s (session present: %s)", self.settings.url, flags.session_present)
         if not self.plan.filters:
             return
@@ -311,14 +413,49 @@ class MqttAdapter:
         self.subscribed.set()
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        try:
+            self._flow_control(msg)
+            self._handle(msg)
+        except Exception as e:  # noqa: BLE001 - nothing may escape into paho: it would end its loop
+            self._traceback((msg.topic, type(e).__name__), f"failed to handle a message on {msg.topic}", e)
+
+    def _flow_control(self, msg: mqtt.MQTTMessage) -> None:
+        """Hold this delivery while `max_held` messages wait to be stored.
+
+        An MQTT 5 broker sends at most `receive_maximum` unacknowledged messages, so this
+        only waits when a broker does not honour it (MQTT 3.1.1, or held messages from an
+        earlier connection). Waiting here stops reading the socket: the broker keeps the
+        rest, unacknowledged, and redelivers what a dropped connection left behind."""
+        if self.acks.pending < self.max_held:
+            if self._flow_held:
+                self._flow_held = False
+                log.info("flow control: taking messages again (%d held)", self.acks.pending)
+            return
+        self.flow_waits += 1
+        if not self._flow_held:
+            self._flow_held = True
+            log.warning("flow control: %d messages wait to be stored; taking no more from the broker "
+                        "until some are (it keeps them)", self.acks.pending)
+        while not self.stopping and not self.acks.wait_below(self.max_held, FLOW_WAIT_S):
+            pass
+
+    def _handle(self, msg: mqtt.MQTTMessage) -> None:
         recv_ms = now_ms()
         gen = self._gen
+        payload = bytes(msg.payload)
+        digest = hash((msg.topic, payload))
+        maybe_stored = bool(msg.dup)
+        if self._maybe_redelivered > 0:
+            self._maybe_redelivered -= 1
+            maybe_stored = True
+        if msg.dup and msg.qos > 0 and self.acks.redelivered(msg.mid, msg.qos, gen, digest):
+            return  # we hold it (or stored it) already: only its acknowledgement moves over
         try:
             readings, refusals = self._classify(msg, recv_ms)
         except Exception as e:  # noqa: BLE001 - a codec bug must not stop every room's ingest
-            log.exception("failed to handle a message on %s", msg.topic)
-            readings, refusals = [], [Refusal(msg.topic, "internal_error", repr(e)[:200], bytes(msg.payload))]
-        self._store(msg, gen, recv_ms, readings, refusals)
+            self._traceback((msg.topic, type(e).__name__), f"failed to decode a message on {msg.topic}", e)
+            readings, refusals = [], [Refusal(msg.topic, "internal_error", repr(e)[:200], payload)]
+        self._store(msg, gen, recv_ms, readings, refusals, digest, maybe_stored)
 
     # --- message handling -------------------------------------------------------------
     def _classify(self, msg: mqtt.MQTTMessage, recv_ms: int) -> tuple[list[Reading], list[Refusal]]:
@@ -344,7 +481,6 @@ class MqttAdapter:
                     dev.last_valid_ms = recv_ms
                     if dev.reported == "offline":
                         dev.reported = None  # it sends data: whatever said offline is outdated
-                    dev.last_ts = max(r.ts_ms for r in readings)
             return readings, refusals
         sroute = self.plan.status_routes.get(topic)
         if sroute is not None:
@@ -364,8 +500,8 @@ class MqttAdapter:
         self.unknown_topic_count += 1
         return [], [Refusal(topic, "unknown_topic", f"no device owns topic {topic!r}", payload)]
 
-    def _store(self, msg: mqtt.MQTTMessage, gen: int, recv_ms: int,
-               readings: list[Reading], refusals: list[Refusal]) -> None:
+    def _store(self, msg: mqtt.MQTTMessage, gen: int, recv_ms: int, readings: list[Reading],
+               refusals: list[Refusal], digest: int = 0, maybe_stored: bool = False) -> None:
         route = self.plan.routes.get(msg.topic) or self.plan.status_routes.get(msg.topic)
         rejects: list[dict[str, str]] = []
         mono = time.monotonic()
@@ -380,33 +516,49 @@ class MqttAdapter:
                 if held:
                     ref = dataclasses.replace(ref, detail=f"{ref.detail} (+{held} more suppressed before this)")
                 rejects.append(reject_fields(ref, recv_ms))
-        done = self.acks.add(msg.mid, msg.qos, gen, len(readings) + len(rejects))
+        done = self.acks.add(msg.mid, msg.qos, gen, len(readings) + len(rejects), digest)
+        # a redelivery may already be stored (by us before a crash, or by another copy in a
+        # shared subscription): no earlier than the broker could have held it for us
+        stored_after = recv_ms - self.settings.session_expiry_s * 1000 if maybe_stored else None
         try:
             for r in readings:
-                self.writer.write(r, on_stored=done)
+                self.writer.write(r, on_stored=done, stored_after_ms=stored_after)
             for fields in rejects:
                 self.writer.append(self.keys.rejects, fields, on_stored=done)
         except RuntimeError as e:  # writer closed: we are stopping; the broker keeps the message
             log.warning("message on %s not stored (%s); it will be redelivered", msg.topic, e)
 
-    def _ack(self, mid: int, qos: int, gen: int) -> None:
+    def _ack(self, mid: int, qos: int, gen: int) -> bool:
+        """PUBACK now if the message came on the current connection; True if sent."""
         with self._ack_lock:
             if gen == self._gen:
                 self.client.ack(mid, qos)
-            # else: delivered on an earlier connection; the broker redelivers it and the
-            # writer skips the stored copy
+                return True
+            # else: delivered on an earlier connection; the broker redelivers it and
+            # AckSequencer.redelivered() acknowledges it then
+            return False
 
     # --- status -----------------------------------------------------------------------
     def _tick(self, final: bool = False) -> None:
         now = now_ms()
         pipe = self._redis.pipeline(transaction=False)
         taken: list[tuple[_Device, int, int, collections.Counter[str]]] = []
+        storage = self.writer.storage()
         with self._lock:
             for d in self.devices.values():
+                # liveness from storage: what Redis confirmed, not what was parsed
+                mark = self.writer.last_stored(d.route.device)
+                if mark is not None:
+                    d.last_ts, d.last_recv_ms = mark.ts_ms, mark.recv_ms
+                waited_ms = self.writer.device_backlog(d.route.device).age_ms(now)
+                not_stored = ""
+                if waited_ms > d.silence_ms:
+                    not_stored = ("readings not being stored: "
+                                  f"{storage.cause or storage.spool_error or 'waiting for Redis'}")
                 state, detail = device_state(
                     broker_up=self._broker_up, reported=d.reported, last_valid_ms=d.last_valid_ms,
                     last_msg_ms=d.last_msg_ms, up_since_ms=self._up_since_ms, now_ms=now,
-                    silence_ms=d.silence_ms)
+                    silence_ms=d.silence_ms, not_stored=not_stored)
                 if final:
                     state, detail = "offline", "ingest stopped"
                 elif state == "connecting" and not self._broker_up and self._broker_detail:
@@ -423,6 +575,8 @@ class MqttAdapter:
                     "topic": d.route.topic, "client_id": self.client_id}
                 if d.last_ts is not None:
                     fields["last_ts"] = d.last_ts
+                if d.last_recv_ms is not None:
+                    fields["last_recv_ms"] = d.last_recv_ms
                 counters = {"frames": d.frames, "reconnects": d.reconnects,
                             **{f"rejects:{k}": n for k, n in d.rejects.items()}}
                 publish_status(pipe, self.keys, d.route.device, fields, counters)
@@ -438,13 +592,20 @@ class MqttAdapter:
             log.warning("%d rate-limited reject summaries not written: %s", len(drained), e)
         try:
             pipe.execute()
-        except REDIS_DOWN as e:
+        except redis.RedisError as e:  # unreachable or refusing (OOM, READONLY…): keep, retry
             with self._lock:  # keep the counts for the next tick
                 for d, frames, reconnects, rejects in taken:
                     d.frames += frames
                     d.reconnects += reconnects
                     d.rejects.update(rejects)
-            log.debug("device status not written (%s); retrying", e)
+            cause = classify(e).cause
+            if cause != self._status_error:
+                log.warning("device status not written (%s); retrying every %g s", cause, STATUS_TICK_S)
+            self._status_error = cause
+            return
+        if self._status_error:
+            log.info("device status written again")
+            self._status_error = ""
 
 
 def _device_cfg(devices: list[tuple[RoomConfig, DeviceConfig]], device_id: str) -> DeviceConfig:

@@ -15,7 +15,7 @@ from collections import defaultdict
 import redis
 
 from monitor.model.keys import Keys
-from monitor.store.redis_conn import REDIS_DOWN
+from monitor.store.redis_faults import classify
 from monitor.store.status import publish_status
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,7 @@ class StatusBoard:
         self._deleted: dict[str, set[str]] = defaultdict(set)
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._down = False
+        self._down = ""  # why the last write failed ("" when it did not)
         self._thread: threading.Thread | None = None
 
     # --- producers ---------------------------------------------------------------
@@ -66,6 +66,15 @@ class StatusBoard:
         self._thread.start()
         return self
 
+    @property
+    def alive(self) -> bool:
+        """Whether the publisher thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def restart(self) -> None:
+        """Start a new publisher thread (the last one died)."""
+        self.start()
+
     def stop(self) -> None:
         """Flush once more and stop the publisher."""
         self._stop.set()
@@ -90,15 +99,16 @@ class StatusBoard:
                     pipe.hdel(self.keys.device_status(dev), *deleted[dev])
                 publish_status(pipe, self.keys, dev, fields.get(dev, {}), counters.get(dev, {}))
             pipe.execute()
-        except REDIS_DOWN as e:
-            if not self._down:
-                log.warning("cannot write device status (%s); holding it until Redis is back", e)
-            self._down = True
+        except redis.RedisError as e:  # unreachable, or refusing writes (OOM, READONLY…)
+            cause = classify(e).cause
+            if cause != self._down:
+                log.warning("cannot write device status (%s); holding it until Redis takes it", cause)
+            self._down = cause
             self._restore(fields, counters, deleted)
             return False
         if self._down:
             log.info("device status written again")
-        self._down = False
+        self._down = ""
         return True
 
     def _restore(self, fields: dict, counters: dict, deleted: dict) -> None:
@@ -115,4 +125,8 @@ class StatusBoard:
         while not self._stop.is_set():
             self._wake.wait(self.interval_s)
             self._wake.clear()
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # noqa: BLE001 - a bug here must not end status publishing
+                log.exception("device status publisher failed; retrying")
+                self._stop.wait(self.interval_s)

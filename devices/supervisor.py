@@ -11,6 +11,11 @@ Readings go through the process's StreamWriter; refusals go to `rejects`, at mos
 entry a second per device and reason (the entry says how many it stands for), while the
 status counters `rejects:<reason>` count every one. Each device runs in its own thread;
 nothing here waits on Redis except the NIBP request/session look-ups (short timeouts).
+
+Liveness comes from storage: `last_ts` / `last_recv_ms` in the status are those of the
+newest reading Redis *confirmed* (the writer's `last_stored`), and a device whose readings
+have waited longer than its quiet time to be stored is `silent` ("readings not being
+stored: <cause>") even while its frames parse — to monitoring, that is silence.
 """
 
 from __future__ import annotations
@@ -35,8 +40,9 @@ from monitor.model.config import DeviceConfig, RoomConfig
 from monitor.model.keys import Keys
 from monitor.model.ratelimit import RejectLimiter
 from monitor.model.readings import Refusal, accept
+from monitor.model.storage import StoredMark
 from monitor.sessions.phase import session_phase
-from monitor.store.redis_conn import REDIS_DOWN
+from monitor.store.redis_faults import classify
 from monitor.store.streams import StreamWriter
 
 log = logging.getLogger(__name__)
@@ -80,6 +86,17 @@ class DeviceSupervisor(threading.Thread):
         self._pending: tuple[Parsed, int] | None = None
         self._went_online = False
         self._log_extra = {"room": room.id, "device": dev.id}
+        self._mark: StoredMark | None = None  # newest stored reading already published
+        self._not_stored = ""  # why readings have waited too long to be stored ("" if not)
+        self._init_args = (room, dev, writer, board, stop)
+        self._init_kw = {"keys": keys, "client": client, "opener": opener, "mono": mono, "wall_ms": wall_ms}
+
+    def replacement(self) -> DeviceSupervisor:
+        """A new supervisor for the same device (this one's thread died), keeping its NIBP
+        schedule and its identity clock so readings stay strictly increasing."""
+        new = DeviceSupervisor(*self._init_args, **self._init_kw)  # type: ignore[arg-type]
+        new.poller, new._last_ts, new._mark = self.poller, self._last_ts, self._mark
+        return new
 
     # --- lifecycle ----------------------------------------------------------------
     def run(self) -> None:
@@ -118,6 +135,7 @@ class DeviceSupervisor(threading.Thread):
             self._flush_refusals(drain=True)
             if self.stop_event.is_set():
                 break
+            self.publish_stored()
             self._set_state("offline", reason)
             if self._went_online:
                 delay = BACKOFF_START_S
@@ -165,7 +183,9 @@ class DeviceSupervisor(threading.Thread):
                 last_valid_s = now
                 if self.state != "online":
                     self._went_online = True
-                    self._set_state("online", "")
+                    if not self._not_stored:
+                        self._set_state("online", "")
+            self.publish_stored()
             quiet_since = opened_s if last_valid_s is None else last_valid_s
             if now - quiet_since > driver.quiet_s and self.state in ("online", "connecting"):
                 what = "since the port opened" if last_valid_s is None else f"for {driver.quiet_s:g} s"
@@ -175,6 +195,8 @@ class DeviceSupervisor(threading.Thread):
             if now >= next_status_s:
                 next_status_s = now + STATUS_EVERY_S
                 self.board.set(self.dev.id, {"updated_ms": self.wall_ms()})
+                linked = last_valid_s is not None and now - last_valid_s <= driver.quiet_s
+                self._check_storage(driver.quiet_s, linked)
 
     # --- results -------------------------------------------------------------------
     def _apply(self, step: Step, link: serial.SerialBase, now: float, driver: Driver) -> None:
@@ -226,8 +248,30 @@ class DeviceSupervisor(threading.Thread):
             self._refuse(ref, self.mono())
         if reading is not None:
             self.writer.write(reading)
-            self.board.incr(self.dev.id, "readings")
-            self.board.set(self.dev.id, {"last_ts": ts_ms})
+            self.board.incr(self.dev.id, "readings")  # accepted; `last_ts` follows once stored
+
+    def publish_stored(self) -> None:
+        """Put the newest reading Redis confirmed into the status (cheap when unchanged;
+        also called by ingest at shutdown, after the writer's last flush)."""
+        mark = self.writer.last_stored(self.dev.id)
+        if mark is not None and mark is not self._mark:
+            self._mark = mark
+            self.board.set(self.dev.id, {"last_ts": mark.ts_ms, "last_recv_ms": mark.recv_ms})
+
+    def _check_storage(self, quiet_s: float, linked: bool) -> None:
+        """`silent` while readings wait longer than the quiet time to be stored; back to
+        `online` once they are stored again and frames still arrive."""
+        waited_ms = self.writer.device_backlog(self.dev.id).age_ms(self.wall_ms())
+        if waited_ms > quiet_s * 1000:
+            st = self.writer.storage()
+            self._not_stored = ("readings not being stored: "
+                                f"{st.cause or st.spool_error or 'waiting for Redis'}")
+            if self.state in ("online", "silent", "connecting"):
+                self._set_state("silent", self._not_stored)
+        elif self._not_stored:
+            self._not_stored = ""
+            if linked:
+                self._set_state("online", "")
 
     def _refuse(self, ref: Refusal, now: float) -> None:
         self.board.incr(self.dev.id, f"rejects:{ref.reason}")
@@ -265,8 +309,8 @@ class DeviceSupervisor(threading.Thread):
                 self.poller.request_now()
                 self.board.set(self.dev.id, {"nibp_request_ms": self.wall_ms(), "nibp_requested_by": user})
                 log.info("measure-now requested by %s", user or "?", extra=self._log_extra)
-        except REDIS_DOWN as e:
-            log.debug("cannot read NIBP requests: %s", e, extra=self._log_extra)
+        except redis.RedisError as e:  # unreachable or refusing: try again next second
+            log.debug("cannot read NIBP requests: %s", classify(e).cause, extra=self._log_extra)
 
     def _nibp_phase(self) -> None:
         """Follow the room's session phase when `cycle_by_phase_s` is configured."""
@@ -274,8 +318,8 @@ class DeviceSupervisor(threading.Thread):
         try:
             sid = self.client.hget(self.keys.open_sessions, self.room.id)
             session = cast(dict[str, str], self.client.hgetall(self.keys.session(str(sid)))) if sid else None
-        except REDIS_DOWN as e:
-            log.debug("cannot read the session phase: %s", e, extra=self._log_extra)
+        except redis.RedisError as e:  # unreachable or refusing: keep the current cycle
+            log.debug("cannot read the session phase: %s", classify(e).cause, extra=self._log_extra)
             return
         phase = session_phase(session, self.wall_ms()).nibp
         cycle_s = cycle_for(self.dev, phase)
