@@ -1,7 +1,9 @@
 """Checks shared by the MQTT payload codecs (json, senml): size, UTF-8, strict JSON, times.
 
-Pure functions. Each failure is a `PayloadError` carrying the contract's reason code, so a
-codec can turn it into one `Refusal` for the whole message.
+Pure functions, total: whatever the bytes, they return or raise `PayloadError` — never
+another exception (a 400-digit number, a time of 1e306 s, JSON nested a thousand deep are
+refusals, not crashes). Each `PayloadError` carries the rejects reason code, so a codec can
+turn it into one `Refusal` for the whole message.
 """
 
 from __future__ import annotations
@@ -14,6 +16,10 @@ from typing import Any
 from monitor.model.readings import Reading, Refusal
 
 MAX_PAYLOAD_BYTES = 64 * 1024  # CONTRACT.md: payload ≤ 64 KiB
+MAX_DEPTH = 32  # JSON nesting: a reading needs 3 (SenML: array → record → value)
+# Times a device may send (ms since the epoch): from 1970 to the end of year 9999. Beyond,
+# it is not a clock reading at all (`bad_ts`), not merely a skewed one (`clock_skew`).
+MAX_TS_MS = 253_402_300_799_999
 
 
 class PayloadError(ValueError):
@@ -40,8 +46,30 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
+def nesting_depth(text: str) -> int:
+    """How deep arrays/objects nest in JSON text (brackets inside strings do not count)."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for c in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif c in "]}":
+            depth -= 1
+    return deepest
+
+
 def load_json(payload: bytes) -> Any:
-    """Size → UTF-8 → strict JSON (no NaN, no duplicate keys); raise PayloadError."""
+    """Size → UTF-8 → nesting → strict JSON (no NaN, no duplicate keys); raise PayloadError."""
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise PayloadError("too_large", f"{len(payload)} bytes > {MAX_PAYLOAD_BYTES}")
     try:
@@ -50,12 +78,37 @@ def load_json(payload: bytes) -> Any:
         raise PayloadError("bad_utf8", f"not UTF-8 at byte {e.start}") from e
     if not text.strip():
         raise PayloadError("invalid_json", "empty payload")
+    depth = nesting_depth(text)
+    if depth > MAX_DEPTH:
+        # the parser recurses per level: refuse before it runs out of stack
+        raise PayloadError("too_deep", f"JSON nested {depth} levels deep (at most {MAX_DEPTH})")
     try:
         return json.loads(text, parse_constant=_no_constants, object_pairs_hook=_no_duplicate_keys)
     except PayloadError:
         raise
-    except ValueError as e:  # json.JSONDecodeError is a ValueError
+    except RecursionError as e:  # cannot happen below MAX_DEPTH; refused all the same
+        raise PayloadError("too_deep", "JSON nested too deep") from e
+    except ValueError as e:  # json.JSONDecodeError; also integers of over 4300 digits
         raise PayloadError("invalid_json", str(e)[:200]) from e
+
+
+def finite(value: object) -> float | None:
+    """`value` as a finite float if it is a JSON number that fits one, else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        f = float(value)
+    except OverflowError:  # an integer beyond a float's range
+        return None
+    return f if math.isfinite(f) else None
+
+
+def ms_from_seconds(seconds: float) -> int:
+    """A time in seconds (SenML) → integer ms; PayloadError `bad_ts` when not a clock time."""
+    ms = seconds * 1000.0
+    if not math.isfinite(ms) or abs(ms) > MAX_TS_MS:
+        raise PayloadError("bad_ts", f"time {seconds!r} s is out of range")
+    return int(round(ms))
 
 
 def parse_ts_ms(value: object) -> int:
@@ -63,8 +116,10 @@ def parse_ts_ms(value: object) -> int:
     if isinstance(value, bool):
         raise PayloadError("bad_ts", f"ts {value!r} is not a time")
     if isinstance(value, (int, float)):
-        if not math.isfinite(value) or value < 0:
+        if isinstance(value, float) and not math.isfinite(value):
             raise PayloadError("bad_ts", f"ts {value!r} is not a time")
+        if not 0 <= value <= MAX_TS_MS:
+            raise PayloadError("bad_ts", f"ts {_short(value)} is out of range (ms since 1970, before 10000)")
         return int(round(value))
     if isinstance(value, str):
         try:
@@ -74,8 +129,17 @@ def parse_ts_ms(value: object) -> int:
         if dt.tzinfo is None or dt.utcoffset() is None:
             # local time of which zone? a guess here would shift a whole session's chart
             raise PayloadError("bad_ts", f"ts {value[:64]!r} has no UTC offset")
-        return int(round(dt.timestamp() * 1000))
+        try:
+            return int(round(dt.timestamp() * 1000))
+        except (OverflowError, ValueError, OSError) as e:
+            raise PayloadError("bad_ts", f"ts {value[:64]!r} is out of range") from e
     raise PayloadError("bad_ts", f"ts of type {type(value).__name__} is not a time")
+
+
+def _short(value: object, limit: int = 40) -> str:
+    """repr() cut to `limit` characters (a 400-digit number in a detail helps nobody)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} chars)"
 
 
 def finish(

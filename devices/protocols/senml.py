@@ -17,12 +17,11 @@ Refusals: a malformed pack is refused whole (`too_large`, `bad_utf8`, `invalid_j
 
 from __future__ import annotations
 
-import math
 import re
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from devices.protocols.payload_checks import PayloadError, finish, load_json
+from devices.protocols.payload_checks import PayloadError, finish, finite, load_json, ms_from_seconds
 from monitor.model.readings import METRICS, Reading, Refusal, accept, settle_ts
 
 # SenML units accepted per metric (RFC 8428 §12.1 registry names; a record may omit u).
@@ -54,9 +53,12 @@ def _number(rec: dict[str, Any], key: str) -> float | None:
     v = rec.get(key)
     if v is None:
         return None
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise PayloadError("bad_ts" if key in ("bt", "t") else "bad_shape", f"{key} must be a number, got {v!r}")
-    return float(v)
+    f = finite(v)
+    if f is None:
+        shown = repr(v) if len(repr(v)) <= 40 else repr(v)[:40] + "…"
+        raise PayloadError("bad_ts" if key in ("bt", "t") else "bad_shape",
+                           f"{key} must be a finite number, got {shown}")
+    return f
 
 
 T = TypeVar("T")
@@ -124,9 +126,9 @@ def decode(
             t = _number(rec, "t") or 0.0
             time_s = bt + t
             if time_s < RELATIVE_LIMIT_S:
-                dev_ms = recv_ts_ms + int(round(time_s * 1000))
+                dev_ms = recv_ts_ms + ms_from_seconds(time_s)
             else:
-                dev_ms = int(round(time_s * 1000))
+                dev_ms = ms_from_seconds(time_s)
             if "s" in rec or "ut" in rec:
                 raise PayloadError("bad_shape", f"{where}: sum/update-time records are not readings")
             group = groups.setdefault(dev_ms, _Group())
@@ -148,7 +150,11 @@ def decode(
                                    f"{where}: {metric} needs a numeric v" + (f", got {what}" if what else ""))
             v = rec["v"]
             if isinstance(v, (int, float)) and not isinstance(v, bool):
-                v = bv + v  # RFC 8428: resolved value = bv + v
+                fv = finite(v)
+                if fv is None:  # beyond a float (a 400-digit integer), or not finite
+                    raise PayloadError("out_of_range" if isinstance(v, int) else "bad_value",
+                                       f"{where}: {metric} value is not a usable number")
+                v = bv + fv  # RFC 8428: resolved value = bv + v
             if metric in group.values:
                 raise PayloadError("bad_shape", f"{where}: second {metric} at the same time")
             group.values[metric] = v
