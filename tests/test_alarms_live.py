@@ -76,7 +76,7 @@ def test_workers_killed_mid_breach_raise_every_alert_exactly_once(tmp_path, rcli
         for i in range(lo, hi):
             for r in ROOMS:
                 rd = Reading(r, f"oxi-{r[-1]}", base_ms + i * 1000, {"hr": PLAN[i]})
-                rclient.xadd(keys.vitals(r), to_fields(rd))
+                rclient.xadd(keys.vitals(r), to_fields(rd), id=f"{rd.ts_ms}-*")  # received at its ts
 
     def all_applied() -> bool:
         for r in ROOMS:

@@ -132,7 +132,7 @@ def test_engine_raises_and_holds_by_the_session_override(rclient, keys, cfg):
 
     def feed(t_s: int, sbp: float) -> None:
         r = Reading("room-1", "nibp-1", T0 + t_s * 1000, {"sbp": sbp, "dbp": 80, "map": 100}, frozenset())
-        rclient.xadd(keys.vitals("room-1"), to_fields(r))
+        rclient.xadd(keys.vitals("room-1"), to_fields(r), id=f"{r.ts_ms}-*")  # received at its ts
         while w.poll(5):
             pass
 

@@ -234,7 +234,7 @@ class Worker:
         readings: list[Reading] = []
         for entry_id, fields in entries:
             try:
-                readings.append(from_fields(room, fields))
+                readings.append(from_fields(room, fields, entry_id))  # recv_ms: delays on the receive clock
             except CodecError as e:
                 self.stats.bad_entries += 1  # counted and logged; the stream keeps it for review
                 log.error("unreadable vitals entry %s skipped: %s", entry_id, e, extra={"room": room})

@@ -2,7 +2,10 @@
 
 Two layers, both free of I/O and clocks (time comes in as arguments):
 1. `evaluate(...)` walks readings in stream order and moves each room/device/metric condition
-   through normal → pending → raised → normal by *measurement* time:
+   through normal → pending → raised → normal on the *receive* clock (`Reading.clock_ms`:
+   when VitalWatch received the reading — the stream entry id, or `rx` for a reading stored
+   late). A device's `ts` is only the reading's label: a device clock that is behind, ahead
+   or jumps cannot shorten or postpone an alarm delay:
    - raise once the value has stayed beyond the limit for `delay_ms` (0: the first
      breaching reading raises); a reading back inside the limit before that resets it;
    - clear once the value is back inside by the hysteresis margin (so a value wobbling
@@ -55,7 +58,7 @@ TECH_MESSAGES = {
 
 @dataclass(frozen=True, slots=True)
 class Transition:
-    """A condition raised or cleared by a reading (measurement time `ts_ms`)."""
+    """A condition raised or cleared by a reading (`ts_ms`: its receive time)."""
 
     what: str  # "raise" | "clear"
     key: str  # condition key in the alarm state
@@ -104,7 +107,7 @@ def evaluate(room: str, rules: Mapping[str, Rule], tech: Mapping[str, TechRule],
     changed, transitions = out.changed, out.transitions
     tech_devs = {k.split(":", 2)[1] for k in cur if k.startswith("t:")}
     for r in readings:
-        dev, ts, flags = r.device, r.ts_ms, r.flags
+        dev, ts, flags = r.device, r.clock_ms, r.flags
         if r.values and not (flags & QUALITY_FLAGS):
             bp_failed = "measurement_error" in flags
             for metric, value in r.values.items():

@@ -58,7 +58,7 @@ class Rule:
 class Cond:
     """A condition that is not normal: pending (not yet raised) or raised.
 
-    `since_ms` is the measurement time the condition began; `side` is "high"/"low" for a
+    `since_ms` is when the condition began (receive clock of its first reading); `side` is "high"/"low" for a
     physiological condition and "on" for a technical one; `alert_id` is set once raised.
     """
 

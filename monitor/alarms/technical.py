@@ -1,7 +1,9 @@
 """Technical conditions that come from wall-clock state rather than from one reading.
 
 - Device silent / offline, from the device status hashes the ingest adapters write
-  (monitor/store/status.py) and the age of the device's last valid reading. The quiet time is
+  (monitor/store/status.py) and the age of the device's last *stored* reading on the host's
+  receive clock (`last_recv_ms`; a device clock that is behind does not make a device
+  look silent; `last_ts`, its label, only for adapters that do not report it). The quiet time is
   protocol-aware: continuous devices `[alerts] quiet_s`; an NIBP by its longest cycle plus
   `nibp_grace_s` (a device seen sending only blood pressure counts as an NIBP);
   `DeviceConfig.silence_s` overrides both.
@@ -24,6 +26,7 @@ from .text import clean_detail
 
 NIBP_DEFAULT_CYCLE_S = 300.0
 ADAPTER_LATE_MS = 3000  # an adapter writes its devices' status every ~1 s: this late, it may be gone
+NOT_STORED = "readings not being stored"  # how adapters word a silent state caused by storage
 
 
 def device_quiet_s(dev: DeviceConfig, cfg: Config, bp_only: bool = False) -> float:
@@ -65,19 +68,23 @@ def device_conditions(room: RoomConfig, cfg: Config, statuses: Mapping[str, Mapp
         if dev.id in skip or not st or adapter_late(st, now_ms):
             continue
         quiet_s = device_quiet_s(dev, cfg, (bp_only or {}).get(dev.id, False))
-        last_ts = _int(st.get("last_ts"))
+        # receive time of the newest stored reading; the label only from older adapters
+        last_ms = _int(st.get("last_recv_ms")) or _int(st.get("last_ts"))
         state = st.get("state", "")
         detail = clean_detail(st.get("detail", ""))
         if state == "offline":
             cond, msg, start = "offline", f"{dev.id} offline" + (f": {detail}" if detail else ""), _int(st.get("since_ms"))
-        elif last_ts is None:
+        elif last_ms is None:
             since = _int(st.get("since_ms")) or now_ms
             if now_ms - since < quiet_s * 1000:
                 continue  # connecting: give it one quiet period to send its first reading
             cond, msg, start = "silent", f"{dev.id}: no reading since it connected ({state or 'unknown'})", since
-        elif now_ms - last_ts > quiet_s * 1000:
+        elif state == "silent" and detail.startswith(NOT_STORED):
+            # readings arrive but Redis does not take them: say why (stable text, no age)
+            cond, msg, start = "silent", f"{dev.id} silent: {detail}", _int(st.get("since_ms"))
+        elif now_ms - last_ms > quiet_s * 1000:
             # no age in the text: the record would change every tick; the dashboard shows ages
-            cond, msg, start = "silent", f"{dev.id} silent: no reading for over {quiet_s:g} s", last_ts + int(quiet_s * 1000)
+            cond, msg, start = "silent", f"{dev.id} silent: no reading for over {quiet_s:g} s", last_ms + int(quiet_s * 1000)
         elif state == "silent":  # the adapter's own, shorter quiet time (e.g. 3 s for an oximeter)
             cond, msg, start = "silent", f"{dev.id} silent: no valid data", _int(st.get("since_ms"))
         else:
