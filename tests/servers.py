@@ -85,6 +85,16 @@ class ServerProc:
         time.sleep(down_s)  # a real outage of the asked length, not a synchronisation
         self.start()
 
+    def pause(self) -> None:
+        """SIGSTOP: the server hangs (connections stay open, nothing answers)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after pause()."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
 
 class RedisProc(ServerProc):
     """A redis-server we own: AOF with fsync always, restartable on the same port and dir."""
@@ -92,10 +102,11 @@ class RedisProc(ServerProc):
     not_ready = (redis.ConnectionError, redis.BusyLoadingError)
 
     def __init__(self, workdir: Path, port: int | None = None, binary: str | None = None,
-                 password: str = "") -> None:
+                 password: str = "", extra_args: tuple[str, ...] = ()) -> None:
         super().__init__(workdir, port)
         self.binary = binary or shutil.which("redis-server") or redis_binary()
         self.password = password  # requirepass, when set
+        self.extra_args = extra_args  # e.g. ("--enable-protected-configs", "yes") to CONFIG SET dir
 
     @property
     def url(self) -> str:
@@ -106,11 +117,16 @@ class RedisProc(ServerProc):
         return [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
                 "--appendonly", "yes", "--appendfsync", "always", "--save", "",
                 "--logfile", str(self.dir / "redis.log"), *REDIS_TUNING,
-                *(["--requirepass", self.password] if self.password else [])]
+                *(["--requirepass", self.password] if self.password else []), *self.extra_args]
 
     def ready(self) -> bool:
         with redis.Redis(port=self.port, socket_connect_timeout=0.2, password=self.password or None) as client:
             return bool(client.ping())
+
+    def admin(self) -> redis.Redis:
+        """A client for fault injection on this server of ours (CONFIG SET, REPLICAOF, DEBUG)."""
+        return redis.Redis(port=self.port, decode_responses=True, socket_timeout=10,
+                           password=self.password or None)
 
 
 class MosquittoProc(ServerProc):

@@ -63,11 +63,23 @@ def reply_text(exc: BaseException) -> str:
     return _ANNOTATION.sub("", text).strip()
 
 
+# redis-py strips the code from replies it maps to a class of its own
+_CLASS_CODES: tuple[tuple[type[BaseException], str], ...] = (
+    (redis.exceptions.OutOfMemoryError, "OOM"),
+    (redis.exceptions.ReadOnlyError, "READONLY"),
+    (redis.exceptions.NoPermissionError, "NOPERM"),
+    (redis.exceptions.ExecAbortError, "EXECABORT"),
+)
+
+
 def error_code(exc: BaseException) -> str:
     """The first word of an error reply ("OOM", "READONLY", …), or "" if none is known."""
     status = getattr(exc, "status_code", None)
     if status:
         return str(status)
+    for cls, code in _CLASS_CODES:
+        if isinstance(exc, cls):
+            return code
     text = reply_text(exc)
     word = text.split(" ", 1)[0] if text else ""
     return word if word.isupper() and word.isalpha() else ""
