@@ -85,8 +85,8 @@ def spool_path(cfg: Config, rooms: list[str], devices: list[str]) -> Path:
     return cfg.data_dir / "spool" / f"{name}.jsonl"
 
 
-def run(args: argparse.Namespace, cfg: Config) -> int:
-    """Entry point of `vitalwatch ingest`."""
+def run(args: argparse.Namespace, cfg: Config, stop: threading.Event | None = None) -> int:
+    """Entry point of `vitalwatch ingest` (`stop`: set it to stop, when run in a thread)."""
     rooms, devices = list(args.room or []), list(args.device or [])
     try:
         selected = select(cfg, rooms, devices)
@@ -95,8 +95,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         return EXIT_USAGE
     endpoints = resolve(cfg)
     keys = endpoints.keys
-    stop = threading.Event()
-    _install_signals(stop)
+    if stop is None:
+        stop = threading.Event()
+        _install_signals(stop)
     # The heartbeat instance is stable for the same selection on the same host (like the
     # spool), so an ingest restarted by `vitalwatch run` or compose replaces its own entry
     # at once instead of leaving a dead one that keeps "monitoring degraded" up.
