@@ -414,12 +414,11 @@ class MqttAdapter:
 
     def _on_message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         try:
-            self._flow_control(msg)
             self._handle(msg)
         except Exception as e:  # noqa: BLE001 - nothing may escape into paho: it would end its loop
             self._traceback((msg.topic, type(e).__name__), f"failed to handle a message on {msg.topic}", e)
 
-    def _flow_control(self, msg: mqtt.MQTTMessage) -> None:
+    def _flow_control(self) -> None:
         """Hold this delivery while `max_held` messages wait to be stored.
 
         An MQTT 5 broker sends at most `receive_maximum` unacknowledged messages, so this
@@ -440,8 +439,7 @@ class MqttAdapter:
             pass
 
     def _handle(self, msg: mqtt.MQTTMessage) -> None:
-        recv_ms = now_ms()
-        gen = self._gen
+        gen = self._gen  # the connection it came on: its PUBACK is only valid there
         payload = bytes(msg.payload)
         digest = hash((msg.topic, payload))
         maybe_stored = bool(msg.dup)
@@ -450,6 +448,8 @@ class MqttAdapter:
             maybe_stored = True
         if msg.dup and msg.qos > 0 and self.acks.redelivered(msg.mid, msg.qos, gen, digest):
             return  # we hold it (or stored it) already: only its acknowledgement moves over
+        self._flow_control()
+        recv_ms = now_ms()  # after any wait: when it was taken in
         try:
             readings, refusals = self._classify(msg, recv_ms)
         except Exception as e:  # noqa: BLE001 - a codec bug must not stop every room's ingest

@@ -29,10 +29,10 @@ import redis
 import devices.mqtt_adapter as mqtt_adapter
 import devices.statusboard as statusboard
 from devices import ingest
+from monitor.model.clock import now_ms
 from monitor.model.keys import Keys
 from monitor.model.storage import StorageState
 from monitor.store import heartbeat, streams
-from monitor.store.streams import now_ms
 from tests.mqtt_support import (
     T_MON1,
     T_MON2,

@@ -23,11 +23,11 @@ import redis
 
 from devices.transports.mqtt import MqttSettings, Publisher, connect_async, make_client
 from monitor.alarms.engine import Worker
+from monitor.model.clock import now_ms
 from monitor.model.config import parse_config
 from monitor.model.keys import Keys
 from monitor.store import heartbeat
 from monitor.store.status import read_status
-from monitor.store.streams import now_ms
 from tests.mqtt_support import (
     T_MON1,
     T_MON2,

@@ -16,11 +16,12 @@ from pathlib import Path
 
 import redis
 
+from monitor.model.clock import now_ms
 from monitor.model.codec import to_fields
 from monitor.model.keys import Keys
 from monitor.model.readings import Reading
 from monitor.store.spool import Item, Spool
-from monitor.store.streams import StreamWriter, now_ms
+from monitor.store.streams import StreamWriter
 from tests.mqtt_support import wait_for
 from tests.servers import RedisProc
 

@@ -17,12 +17,13 @@ from pathlib import Path
 import pytest
 import redis
 
+from monitor.model.clock import now_ms
 from monitor.model.keys import Keys
 from monitor.model.readings import Reading
 from monitor.model.storage import FAILING, STORING
 from monitor.store.embedded import free_port
 from monitor.store.redis_faults import ENTRY, REFUSED, TIMEOUT, UNREACHABLE, classify
-from monitor.store.streams import StreamWriter, now_ms
+from monitor.store.streams import StreamWriter
 from tests.mqtt_support import wait_for
 from tests.servers import RedisProc
 

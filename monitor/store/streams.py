@@ -16,9 +16,10 @@ The writer is the only way readings, rejects and other entries reach Redis from 
   more than about a second before it, and memory stays bounded. Entries with a completion
   callback spool too; their callbacks wait in memory (in order, run-length packed).
 - Identity (device, ts): an entry that may already be in Redis — sent when the connection
-  broke, replayed from a spool an earlier process left, or redelivered by MQTT
-  (`stored_after_ms`) — is checked against the stream itself, from the earliest time a
-  stored copy could have been written up to now (read with XRANGE, cached while needed).
+  broke, replayed from a spool an earlier process left, redelivered by MQTT
+  (`stored_after_ms`), or re-sent by a producer in the first two minutes after a start —
+  is checked against the stream itself, from the earliest time a stored copy could have
+  been written up to now (read with XRANGE, cached while needed).
   The window follows from what can be redelivered, not from an entry count, so no pack
   size or outage length can outrun it. Fresh entries are checked against the identities
   this writer stored recently (a device re-publishing a reading).
@@ -67,6 +68,12 @@ RX_LAG_MS = 1000  # stored later than this after acceptance: the entry carries `
 # deciding where in a stream a stored copy could be.
 CLOCK_SLACK_MS = 120_000
 SCAN_IDLE_MS = 30_000  # a stream's scanned window is dropped this long after last needed
+# Just after a start, a reading may be a producer's re-send of one the previous process
+# stored but never confirmed (an HL7 sender without its ACK, a broker without DUP flags):
+# readings accepted this soon after start are checked against the streams, back to
+# STARTUP_LOOKBACK_MS before the start.
+STARTUP_CHECK_MS = 120_000
+STARTUP_LOOKBACK_MS = 600_000
 RECENT_KEYS_MAX = 20_000  # identities this writer stored, remembered per stream
 TRACEBACK_EVERY_S = 10.0
 REJECT_REASON = "store_refused"
@@ -190,7 +197,7 @@ class StreamWriter:
         self._backlog: dict[str, list[int]] = {}
         self._marks: dict[str, StoredMark] = {}
         # storage state
-        started = now_ms()
+        started = self._started_ms = now_ms()
         self._state, self._code, self._cause, self._since_ms = STORING, "", "", started
         self._last_stored_ms: int | None = None
         self._spool_error = ""
@@ -218,12 +225,14 @@ class StreamWriter:
         `stored_after_ms`: this reading may already be in Redis (an MQTT redelivery), stored
         no earlier than this host time; it is then checked against the stream first.
         """
+        now = now_ms()
+        if stored_after_ms is None and now - self._started_ms < STARTUP_CHECK_MS:
+            stored_after_ms = self._started_ms - STARTUP_LOOKBACK_MS
         check = None
         if stored_after_ms is not None:
             # a stored copy was accepted after its label could be (≤ MAX_AHEAD_MS early)
             check = max(stored_after_ms, reading.ts_ms - MAX_AHEAD_MS)
-        self._put(Item(self.keys.vitals(reading.room), to_fields(reading), True, now_ms(), check),
-                  on_stored)
+        self._put(Item(self.keys.vitals(reading.room), to_fields(reading), True, now, check), on_stored)
 
     def reject(self, refusal: Refusal, ts_ms: int | None = None) -> None:
         """Queue a refusal for the rejects stream."""
