@@ -40,7 +40,10 @@ class Item:
     dedup: bool  # identity (dev, ts) must be stored once
     accepted_ms: int  # when the writer accepted it (host clock)
     check_from_ms: int | None = None  # may already be stored, no earlier than this; None: never sent
-    prior: bool = False  # read back from a spool an earlier process wrote (not persisted)
+    # (not persisted) read back from a spool an earlier process wrote; and the host time by
+    # which a stored copy must have been written (None: it may be written right up to now)
+    prior: bool = False
+    check_until_ms: int | None = None
 
     def to_line(self) -> bytes:
         """The spool line for this item."""

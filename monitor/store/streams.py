@@ -110,6 +110,7 @@ class _Seen:
         self.order: collections.deque[tuple[str, str]] = collections.deque()
         self.lo_ms: int | None = None  # the window covers ids ≥ lo_ms …
         self.hi_id: str | None = None  # … up to this id (read again from here on refresh)
+        self.read_at_ms = 0  # host time the last read up to "+" began
         self.active_until_ms = 0
         self.unreadable = ""  # XRANGE refused (e.g. WRONGTYPE): cannot check this key
 
@@ -126,19 +127,24 @@ class _Seen:
             while len(self.order) > RECENT_KEYS_MAX:
                 self.ids.discard(self.order.popleft())
 
-    def cover(self, client: redis.Redis, key: str, lo_ms: int, now: int) -> int:
-        """Make the window cover stream ids from `lo_ms` to now; returns entries read."""
+    def cover(self, client: redis.Redis, key: str, lo_ms: int, now: int, until_ms: int | None) -> int:
+        """Make the window cover stream ids from `lo_ms` up to what was stored by host time
+        `until_ms` (None: up to now); returns entries read. Read forward again only when
+        the last forward read began before `until_ms`."""
         self.active_until_ms = now + SCAN_IDLE_MS
         n = 0
         if self.lo_ms is None:
+            self.read_at_ms = now
             n += self._scan(client, key, str(lo_ms), "+", extend_hi=True)
             self.lo_ms = lo_ms
             return n
         if lo_ms < self.lo_ms:
             n += self._scan(client, key, str(lo_ms), str(self.lo_ms - 1), extend_hi=False)
             self.lo_ms = lo_ms
-        start = f"({self.hi_id}" if self.hi_id else str(self.lo_ms)
-        n += self._scan(client, key, start, "+", extend_hi=True)
+        if until_ms is None or until_ms >= self.read_at_ms:
+            self.read_at_ms = now
+            start = f"({self.hi_id}" if self.hi_id else str(self.lo_ms)
+            n += self._scan(client, key, start, "+", extend_hi=True)
         return n
 
     def _scan(self, client: redis.Redis, key: str, start: str, end: str, *, extend_hi: bool) -> int:
@@ -226,13 +232,17 @@ class StreamWriter:
         no earlier than this host time; it is then checked against the stream first.
         """
         now = now_ms()
+        until = None
         if stored_after_ms is None and now - self._started_ms < STARTUP_CHECK_MS:
-            stored_after_ms = self._started_ms - STARTUP_LOOKBACK_MS
+            # only a copy the previous process stored: written before this one started
+            stored_after_ms, until = self._started_ms - STARTUP_LOOKBACK_MS, self._started_ms
         check = None
         if stored_after_ms is not None:
             # a stored copy was accepted after its label could be (≤ MAX_AHEAD_MS early)
             check = max(stored_after_ms, reading.ts_ms - MAX_AHEAD_MS)
-        self._put(Item(self.keys.vitals(reading.room), to_fields(reading), True, now, check), on_stored)
+        item = Item(self.keys.vitals(reading.room), to_fields(reading), True, now, check)
+        item.check_until_ms = until
+        self._put(item, on_stored)
 
     def reject(self, refusal: Refusal, ts_ms: int | None = None) -> None:
         """Queue a refusal for the rejects stream."""
@@ -392,11 +402,15 @@ class StreamWriter:
                     first = next((it for it in lines if it is not None), None)
                     if first is not None:
                         self._spool_head_acc = first.accepted_ms
+                    for it in lines:
+                        if it is not None and it.prior:
+                            it.check_until_ms = self._started_ms  # the earlier process stored it, if at all
                     if self._spool_unknown_ms is not None:  # the last try's outcome is unknown
                         for it in lines:
-                            if it is not None and it.dedup and (it.check_from_ms is None
-                                                                or it.check_from_ms > self._spool_unknown_ms):
-                                it.check_from_ms = self._spool_unknown_ms
+                            if it is not None and it.dedup:
+                                if it.check_from_ms is None or it.check_from_ms > self._spool_unknown_ms:
+                                    it.check_from_ms = self._spool_unknown_ms
+                                it.check_until_ms = None
                     return self._batch
                 if self._mem:
                     n = min(BATCH_MAX, len(self._mem))
@@ -460,8 +474,10 @@ class StreamWriter:
         """Under the lock: a failed batch goes back to the head of the queue."""
         if unknown:
             for it, _ in batch.items:
-                if it is not None and it.dedup and (it.check_from_ms is None or it.check_from_ms > attempt_ms):
-                    it.check_from_ms = attempt_ms
+                if it is not None and it.dedup:
+                    if it.check_from_ms is None or it.check_from_ms > attempt_ms:
+                        it.check_from_ms = attempt_ms
+                    it.check_until_ms = None  # this process may have stored it just now
         if batch.from_spool:  # never taken off the spool: mark its lines for the next read
             if unknown and (self._spool_unknown_ms is None or attempt_ms < self._spool_unknown_ms):
                 self._spool_unknown_ms = attempt_ms
@@ -551,15 +567,18 @@ class StreamWriter:
     def _check_identities(self, items: list[tuple[Item | None, Done | None]], now: int) -> None:
         """Scan the streams where maybe-stored entries may already be (see module doc)."""
         lo: dict[str, int] = {}
+        until: dict[str, int | None] = {}  # latest host time a copy may have been stored
         for it, _ in items:
             if it is not None and it.dedup and it.check_from_ms is not None:
                 lo[it.key] = min(lo.get(it.key, it.check_from_ms), it.check_from_ms)
+                u = until.get(it.key, 0)
+                until[it.key] = None if u is None or it.check_until_ms is None else max(u, it.check_until_ms)
         for key, from_ms in lo.items():
             seen = self._seen.setdefault(key, _Seen())
             if seen.unreadable:
                 continue
             try:
-                self.stats.scanned += seen.cover(self._redis, key, from_ms - CLOCK_SLACK_MS, now)
+                self.stats.scanned += seen.cover(self._redis, key, from_ms - CLOCK_SLACK_MS, now, until[key])
             except redis.ResponseError as e:
                 fault = classify(e)
                 if fault.code != "refused":
