@@ -245,3 +245,23 @@ def test_only_per_command_errors_inside_exec_are_per_entry() -> None:
     assert classify(redis.ResponseError("ERR something about this entry"), in_exec=True).kind == ENTRY
     # a server-wide refusal is never blamed on the entry, wherever it shows up
     assert classify(redis.exceptions.OutOfMemoryError("command not allowed"), in_exec=True).kind == REFUSED
+
+
+def test_a_reader_sees_why_redis_refuses_writes(redis_proc: RedisProc) -> None:
+    """When Redis refuses every write, ingest cannot report it: a reader asks Redis."""
+    from monitor.store.redis_health import write_refusal
+
+    admin = redis_proc.admin()
+    try:
+        assert write_refusal(admin) is None
+        admin.config_set("maxmemory", max(1, int(admin.info("memory")["used_memory"]) - 1024))
+        code, cause = write_refusal(admin) or ("", "")
+        assert code == "oom" and "out of memory" in cause
+        admin.config_set("maxmemory", 0)
+        admin.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
+        code, cause = write_refusal(admin) or ("", "")
+        assert code == "readonly" and "read-only replica" in cause
+        admin.execute_command("REPLICAOF", "NO", "ONE")
+        assert write_refusal(admin) is None
+    finally:
+        admin.close()

@@ -121,9 +121,10 @@ class MqttConfig(_Model):
     # Filters watched for topics no device owns (→ rejects `unknown_topic`); None = the first
     # level of each device topic + "/#" when one process runs all MQTT devices; [] = off.
     watch_topics: list[Annotated[str, Field(min_length=1)]] | None = None
-    # unacked deliveries in flight; ≤ 2000 so a crash's redeliveries stay within the tail the
-    # stream writer checks for duplicates (monitor/store/streams.py TAIL_CHECK_MIN)
-    receive_maximum: int = Field(default=1000, ge=1, le=2000)
+    # unacknowledged deliveries in flight (MQTT 5 Receive Maximum, ≤ 65535): also how many
+    # messages ingest holds in memory while Redis refuses writes (flow control); redeliveries
+    # are recognised whatever their number (the writer checks them against the streams)
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)
 
 
 class ArchiveConfig(_Model):

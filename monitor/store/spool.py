@@ -81,7 +81,10 @@ class Spool:
         self.path = path
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._offset_path = path.with_name(path.name + ".offset")
+        created = not self.path.exists()
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        if created:
+            _fsync_dir(self.path.parent)  # the file itself survives a crash, not only its data
         self._read_offset = self._load_offset()
         self.count = self._repair_and_count()
         # lines present at open were written by an earlier process: each may have been sent
