@@ -53,7 +53,7 @@ from monitor.store.streams import StreamWriter
 
 log = logging.getLogger(__name__)
 
-MAX_UNACKED = 1000  # per connection; ≤ the writer's tail check (streams.TAIL_CHECK_MIN) after a crash
+MAX_UNACKED = 1000  # per connection (memory bound; re-sends after a crash are checked against the streams)
 RECEIPT_TTL_S = 24 * 3600
 STATUS_TICK_S = 1.0
 READ_CHUNK = 65536
