@@ -38,7 +38,7 @@ from devices.transports.serial import LINK_ERRORS, open_link, read_available
 from monitor.model.clock import Clock, now_ms
 from monitor.model.config import DeviceConfig, RoomConfig
 from monitor.model.keys import Keys
-from monitor.model.ratelimit import RejectLimiter
+from monitor.model.ratelimit import RateLimiter, RejectLimiter
 from monitor.model.readings import Refusal, accept
 from monitor.model.storage import StoredMark
 from monitor.sessions.phase import session_phase
@@ -53,6 +53,7 @@ REJECT_INTERVAL_S = 1.0
 NIBP_REQUESTS_EVERY_S = 1.0
 NIBP_PHASE_EVERY_S = 5.0
 STATUS_EVERY_S = 1.0
+TRACEBACK_EVERY_S = 60.0
 
 
 class DeviceSupervisor(threading.Thread):
@@ -79,6 +80,7 @@ class DeviceSupervisor(threading.Thread):
         self.opener, self.mono, self.wall_ms = opener, mono, wall_ms
         self.state = ""
         self.limiter = RejectLimiter(REJECT_INTERVAL_S)
+        self._tracebacks = RateLimiter(TRACEBACK_EVERY_S)
         # The NIBP schedule outlives a connection, so a replug does not re-inflate the cuff.
         self.poller = NibpPoller(dev.nibp_cycle_s, dev.id) if dev.protocol == "nibp-un300" else None
         self._last_ts = 0
@@ -124,7 +126,10 @@ class DeviceSupervisor(threading.Thread):
             except LINK_ERRORS as e:
                 reason = f"link lost: {e}"
             except Exception as e:  # a bug must not end monitoring of this device: log, reopen
-                log.exception("device loop failed", extra=self._log_extra)
+                allowed, held = self._tracebacks.allow(type(e).__name__, self.mono())
+                if allowed:  # one traceback per error type a minute; the rest counted in `errors`
+                    log.error("device loop failed (+%d like it in the last %g s)", held, TRACEBACK_EVERY_S,
+                              exc_info=e, extra=self._log_extra)
                 self.board.incr(self.dev.id, "errors")
                 reason = f"internal error: {e!r}"
             finally:

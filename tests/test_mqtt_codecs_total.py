@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from devices.protocols import json_payload, senml
@@ -71,14 +71,15 @@ def test_any_json(value: object) -> None:
     decode_both(dumps(value))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=1000, deadline=None)
 @given(json_objects)
 def test_json_objects_shaped_like_readings(obj: dict) -> None:
     check(*json_payload.decode(dumps(obj), RECV, "room-1", "mon-1", "t/mon-1"))
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=1500, deadline=None)
 @given(senml_packs)
+@example([{"bn": "hr", "u": []}])  # found by this test: a unit that is not text (TypeError before)
 def test_senml_packs(pack: list) -> None:
     check(*senml.decode(dumps(pack), RECV, "room-1", "nibp-1", "t/nibp-1"))
 

@@ -141,9 +141,10 @@ def decode(
             if metric not in METRICS:
                 raise PayloadError("unknown_metric", f"{where}: unknown metric {name!r}")
             unit = rec.get("u", bu)
-            if unit is not None and unit not in UNITS[metric]:
+            if unit is not None and (not isinstance(unit, str) or unit not in UNITS[metric]):
+                shown = repr(unit) if len(repr(unit)) <= 40 else repr(unit)[:40] + "…"
                 raise PayloadError(
-                    "bad_unit", f"{where}: {metric} in {unit!r}; expected {' or '.join(sorted(UNITS[metric]))}")
+                    "bad_unit", f"{where}: {metric} in {shown}; expected {' or '.join(sorted(UNITS[metric]))}")
             if "v" not in rec:
                 what = next((k for k in ("vs", "vb", "vd") if k in rec), None)
                 raise PayloadError("bad_value" if what else "bad_shape",
