@@ -40,11 +40,11 @@ from tests.mqtt_support import (
     mosquitto_pub,
     mqtt_config,
     stream_ts,
-    wait_for,
     write_toml,
 )
 from tests.servers import MosquittoProc, RedisProc
 from tests.test_mqtt_restarts import assert_exactly_once
+from tests.waiting import wait_for
 
 
 def storage_record(client: redis.Redis, keys: Keys) -> StorageState | None:

@@ -39,9 +39,9 @@ from tests.mqtt_support import (
     mqtt_rooms,
     running_adapter,
     stream_ts,
-    wait_for,
 )
 from tests.servers import MosquittoProc, RedisProc
+from tests.waiting import wait_for
 
 
 class Peak(threading.Thread):

@@ -22,8 +22,8 @@ from monitor.model.keys import Keys
 from monitor.model.readings import Reading
 from monitor.store.spool import Item, Spool
 from monitor.store.streams import StreamWriter
-from tests.mqtt_support import wait_for
 from tests.servers import RedisProc
+from tests.waiting import wait_for
 
 HOUR_MS = 3600_000
 ROOT = Path(__file__).resolve().parents[1]

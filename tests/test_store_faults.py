@@ -24,8 +24,8 @@ from monitor.model.storage import FAILING, STORING
 from monitor.store.embedded import free_port
 from monitor.store.redis_faults import ENTRY, REFUSED, TIMEOUT, UNREACHABLE, classify
 from monitor.store.streams import StreamWriter
-from tests.mqtt_support import wait_for
 from tests.servers import RedisProc
+from tests.waiting import wait_for
 
 HOUR_MS = 3600_000
 

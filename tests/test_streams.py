@@ -12,7 +12,6 @@ import redis
 from monitor.model.keys import Keys
 from monitor.model.readings import Reading, Refusal
 from monitor.store.streams import StreamWriter, read_range, read_readings, tail
-from tests.mqtt_support import wait_for
 from tests.servers import RedisProc
 from tests.waiting import wait_for
 
