@@ -64,6 +64,7 @@ UNKNOWN_SOURCE = "(topics no device owns)"  # rejects limiter key for unknown to
 MAX_SLOTS = 64
 TRACEBACK_EVERY_S = 10.0  # at most one traceback per (topic, error type) this often
 FLOW_WAIT_S = 0.5  # flow control: how often a held delivery looks at the stop flag
+FLOW_LOG_EVERY_S = 60.0
 
 
 def device_state(
@@ -274,8 +275,8 @@ class MqttAdapter:
         # flow control: never more messages held (received, not yet stored) than the broker
         # may have in flight to us; beyond that the broker keeps them, unacknowledged
         self.max_held = cfg.mqtt.receive_maximum
-        self.flow_waits = 0  # deliveries that had to wait for room (counted, logged once per episode)
-        self._flow_held = False
+        self.flow_waits = 0  # deliveries that had to wait for room (counted; logged once a minute)
+        self._flow_log_next = 0.0
         # after reconnecting to a present session, the first deliveries may be redeliveries
         # a broker did not flag DUP: their readings are checked against the streams
         self._maybe_redelivered = 0
@@ -426,15 +427,13 @@ class MqttAdapter:
         earlier connection). Waiting here stops reading the socket: the broker keeps the
         rest, unacknowledged, and redelivers what a dropped connection left behind."""
         if self.acks.pending < self.max_held:
-            if self._flow_held:
-                self._flow_held = False
-                log.info("flow control: taking messages again (%d held)", self.acks.pending)
             return
         self.flow_waits += 1
-        if not self._flow_held:
-            self._flow_held = True
+        mono = time.monotonic()
+        if mono >= self._flow_log_next:  # a drain after an outage hits the bound often: say it once a minute
+            self._flow_log_next = mono + FLOW_LOG_EVERY_S
             log.warning("flow control: %d messages wait to be stored; taking no more from the broker "
-                        "until some are (it keeps them)", self.acks.pending)
+                        "until some are (it keeps them; %d waits so far)", self.acks.pending, self.flow_waits)
         while not self.stopping and not self.acks.wait_below(self.max_held, FLOW_WAIT_S):
             pass
 
