@@ -74,8 +74,14 @@ def feed(rclient, keys, room: str, dev: str, start_s: float, values: list[float 
     for i, v in enumerate(values):
         vals = {metric: v} if v is not None else {}
         r = Reading(room, dev, T0 + int((start_s + i) * 1000), vals, frozenset(flags))
-        # stored as received at its ts: the engine measures delays on the entry id
-        rclient.xadd(keys.vitals(room), to_fields(r), id=f"{r.ts_ms}-*")
+        # stored as received at its ts: the engine measures delays on the entry id. One older
+        # than the stream's newest entry arrives late (a spool replay): stored after it, with
+        # its receive time in `rx`, as the writer does
+        fields, entry_ms = to_fields(r), r.ts_ms
+        top = rclient.xrevrange(keys.vitals(room), count=1)
+        if top and int(top[0][0].split("-")[0]) >= r.ts_ms:
+            fields, entry_ms = {**fields, "rx": str(r.ts_ms)}, int(top[0][0].split("-")[0])
+        rclient.xadd(keys.vitals(room), fields, id=f"{entry_ms}-*")
 
 
 def events(rclient, keys, kind=None):
