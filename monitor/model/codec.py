@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from types import MappingProxyType
 
 from monitor.model.keys import F_DEV, F_FLAGS, F_RX, F_TS, REJECT_RAW_MAX
 from monitor.model.readings import METRICS, Reading, Refusal
+
+TS_MAX_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z: the last time a datetime can hold
 
 
 class CodecError(ValueError):
@@ -55,8 +58,12 @@ def from_fields(room: str, fields: Mapping[str, str], entry_id: str | None = Non
         values = {m: float(fields[m]) for m in METRICS if m in fields}
     except (KeyError, ValueError) as e:
         raise CodecError(f"bad vitals entry {dict(fields)!r}") from e
+    if not 0 <= ts_ms <= TS_MAX_MS or not all(math.isfinite(v) for v in values.values()):
+        # writers never store these; a foreign or damaged entry must not reach a screen
+        # (NaN/Infinity is not JSON) nor a datetime (year > 9999)
+        raise CodecError(f"bad vitals entry {dict(fields)!r}: time or value out of range")
     flags_text = fields.get(F_FLAGS, "")
-    flags = frozenset(flags_text.split(",")) if flags_text else frozenset()
+    flags = frozenset(f for f in flags_text.split(",") if f)
     recv = recv_ms_of(entry_id, fields) if entry_id is not None else None
     return Reading(room, device, ts_ms, MappingProxyType(values), flags, recv)
 

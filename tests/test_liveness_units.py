@@ -1,0 +1,136 @@
+"""Pure tables: what a Redis error means (monitor/store/retry.py), backoff and once-per-episode
+logging, and the one cause a reader derives from its write probe and INFO (monitor/model/liveness.py)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+import redis
+
+from monitor.model.liveness import WriteProbe, not_storing, own_write_problem, parse_info, server_detail
+from monitor.store.retry import Backoff, Episode, cause, keep_running, reply_code, words
+
+R = redis.exceptions
+
+
+@pytest.mark.parametrize(("exc", "code", "meaning"), [
+    (R.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), "OOM", "Redis out of memory"),
+    (R.ReadOnlyError("You can't write against a read only replica."), "READONLY", "Redis is a read-only replica"),
+    (R.ResponseError("UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)"),
+     "UNBLOCKED", "Redis changed role or ended a blocking read (failover)"),
+    (R.ResponseError("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."),
+     "BUSY", "Redis is blocked by a long-running script"),
+    (R.BusyLoadingError("Redis is loading the dataset in memory"), "LOADING", "Redis is loading its dataset"),
+    (R.AuthenticationError("invalid username-password pair"), "NOAUTH", "Redis refused our credentials"),
+    (R.ResponseError("MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist"),
+     "MISCONF", "Redis cannot persist to disk and refuses writes"),
+    (R.ResponseError("Command # 1 (SET k v) of pipeline caused error: READONLY You can't write"), "READONLY",
+     "Redis is a read-only replica"),
+    (R.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused."), "", "Redis unreachable"),
+    (R.TimeoutError("Timeout reading from socket"), "", "Redis not answering in time"),
+    (ConnectionResetError(104, "Connection reset by peer"), "", "Redis unreachable"),
+    (R.ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"), "WRONGTYPE",
+     "Redis error (ResponseError)"),
+])
+def test_what_a_redis_error_means(exc: BaseException, code: str, meaning: str) -> None:
+    assert reply_code(exc) == code
+    assert words(exc) == meaning
+    assert cause(exc).startswith(meaning + " (")
+
+
+def test_backoff_doubles_to_its_cap_and_resets() -> None:
+    b = Backoff(0.1, 0.5)
+    assert [b.next() for _ in range(5)] == [0.1, 0.2, 0.4, 0.5, 0.5]
+    b.reset()
+    assert b.next() == 0.1
+
+
+def test_episode_logs_once_per_kind_and_reminds(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    now = {"s": 0.0}
+    ep = Episode("thing", logging.getLogger("t"), remind_s=60, clock=lambda: now["s"])
+    oom, ro = R.OutOfMemoryError("x"), R.ReadOnlyError("y")
+    logged = []
+    for i in range(20):  # two errors alternating for 19 s: logged once each
+        now["s"] = float(i)
+        logged.append(ep.failed(oom if i % 2 else ro))
+    assert sum(logged) == 2 and ep.failures == 20
+    now["s"] = 80.0
+    assert ep.failed(oom)  # a reminder after remind_s
+    assert ep.recovered() and not ep.failing and not ep.recovered()
+    texts = [r.getMessage() for r in caplog.records]
+    assert len(texts) == 4 and texts[-1].startswith("thing: working again after 80.0 s (21 failed tries")
+
+
+def test_keep_running_restarts_a_loop_that_raised(caplog: pytest.LogCaptureFixture) -> None:
+    stop = threading.Event()
+    runs = {"n": 0}
+
+    def body() -> None:
+        runs["n"] += 1
+        if runs["n"] < 3:
+            raise KeyError("a malformed record")
+        stop.wait()
+
+    t = keep_running("test-loop", body, stop, logging.getLogger("t"), backoff=Backoff(0.01, 0.02))
+    try:
+        for _ in range(500):
+            if runs["n"] >= 3:
+                break
+            stop.wait(0.01)
+        assert runs["n"] == 3 and t.is_alive()
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 2 and errors[0].exc_info is not None  # logged with the traceback
+    finally:
+        stop.set()
+        t.join(2)
+
+
+INFO_OOM = {"role": "master", "used_memory": 3_200_000, "maxmemory": 1, "maxmemory_policy": "noeviction",
+            "loading": 0, "aof_enabled": 1, "aof_last_write_status": "ok", "rdb_last_bgsave_status": "ok"}
+INFO_REPLICA = {"role": "slave", "master_host": "10.0.0.5", "master_port": 6379, "master_link_status": "down",
+                "used_memory": 1_000_000, "maxmemory": 0, "loading": 0}
+
+
+@pytest.mark.parametrize(("info", "detail"), [
+    (INFO_OOM, "used 3.1 MB, maxmemory 1 bytes"),
+    (INFO_REPLICA, "this server is a replica, link to master 10.0.0.5:6379 down"),
+    ({**INFO_OOM, "maxmemory_policy": "allkeys-lru"}, ""),  # evicts instead of refusing
+    ({"role": "master", "aof_enabled": 1, "aof_last_write_status": "err"}, "last append-only-file write failed"),
+    ({"loading": 1}, "loading its dataset"),
+    ({"unexpected": "shape"}, ""),
+])
+def test_server_detail_from_info(info: dict, detail: str) -> None:
+    assert server_detail(parse_info(info)) == detail
+
+
+T = 1_000_000
+
+
+@pytest.mark.parametrize(("probe", "info", "now", "want"), [
+    (WriteProbe(), INFO_OOM, T, None),
+    (WriteProbe(False, "OOM", "Redis out of memory", "OOM …", T - 1999), INFO_OOM, T, None),  # a blip
+    (WriteProbe(False, "OOM", "Redis out of memory", "OOM …", T - 2000), INFO_OOM, T,
+     "readings are not being stored: Redis out of memory (used 3.1 MB, maxmemory 1 bytes)"),
+    (WriteProbe(False, "READONLY", "Redis is a read-only replica", "READONLY You can't write", T - 5000), None, T,
+     "readings are not being stored: Redis is a read-only replica (READONLY You can't write)"),
+    (WriteProbe(False, "NOPERM", "Redis user lacks permission", "NOPERM …", T - 5000), None, T, None),
+])
+def test_not_storing(probe: WriteProbe, info: dict | None, now: int, want: str | None) -> None:
+    assert not_storing(probe, parse_info(info) if info else None, now) == want
+
+
+def test_own_write_problem_is_only_for_refusals_of_this_reader() -> None:
+    noperm = WriteProbe(False, "NOPERM", "Redis user lacks permission", "NOPERM no", T - 3000)
+    assert own_write_problem(noperm, "dashboard", T) == \
+        "this dashboard cannot write to Redis: Redis user lacks permission (NOPERM no)"
+    assert own_write_problem(WriteProbe(False, "OOM", "x", "y", T - 3000), "dashboard", T) is None
+
+
+def test_probe_keeps_the_start_of_its_episode() -> None:
+    p = WriteProbe().after(T, "OOM", "Redis out of memory", "OOM")
+    p = p.after(T + 1000, "READONLY", "Redis is a read-only replica", "READONLY")
+    assert p.since_ms == T and p.code == "READONLY" and p.refused_for_ms(T + 2500) == 2500
+    assert p.after(T + 3000, ok=True) == WriteProbe()
