@@ -106,7 +106,7 @@ class RedisProc(ServerProc):
         super().__init__(workdir, port)
         self.binary = binary or shutil.which("redis-server") or redis_binary()
         self.password = password  # requirepass, when set
-        self.extra_args = extra_args  # e.g. ("--enable-protected-configs", "yes") to CONFIG SET dir
+        self.extra_args = extra_args  # e.g. ("--enable-debug-command", "local"), ("--enable-protected-configs", "yes")
 
     @property
     def url(self) -> str:

@@ -45,7 +45,7 @@ from monitor.model.config import Config, RoomConfig
 from monitor.model.keys import Keys
 from monitor.model.readings import Reading
 from monitor.store import heartbeat
-from monitor.store.redis_conn import REDIS_DOWN
+from monitor.store.retry import REDIS_ERRORS, Backoff, Episode, cause
 
 from . import clinic
 from .evaluate import BP_METRICS, Book, apply_timers, apply_transitions, evaluate, reconcile
@@ -74,6 +74,7 @@ BATCH = 1000  # stream entries per room per read
 TICK_MS = 500  # wall-clock conditions and timers
 HEARTBEAT_MS = 1000
 FIRST_LOOKBACK_MS = 60_000  # a room never evaluated before starts this far back
+HONEST_BEAT_MS = 3000  # steps failing this long: stop claiming to be alive (see housekeeping)
 
 
 @dataclass
@@ -128,11 +129,18 @@ class Worker:
         self.holds_clinic = False  # the clinic lease: clinic-wide alarms and action forwarding
         self._unevaluated: dict[str, str] = {}  # room → why no live worker evaluates it
         self._clinic_since: dict[str, int] = {}  # clinic cause key → when it began
+        self.episode = Episode(f"alert worker {self.owner}", log)
+        self.failing_since_ms: int | None = None  # steps failing on Redis since (run())
 
     # --- leases -------------------------------------------------------------------------
     def housekeeping(self, now: int) -> None:
-        """Heartbeat; renew, take and give back room leases; forget dead workers' heartbeats."""
-        heartbeat.beat(self.client, self.keys, ROLE, self.owner, now)
+        """Heartbeat; renew, take and give back room leases; forget dead workers' heartbeats.
+
+        A worker whose steps have kept failing for HONEST_BEAT_MS stops beating: it is not
+        evaluating, and its stale heartbeat lets the screens and the other workers see that.
+        """
+        if self.failing_since_ms is None or now - self.failing_since_ms < HONEST_BEAT_MS:
+            heartbeat.beat(self.client, self.keys, ROLE, self.owner, now)
         if now < self._next_lease:
             return
         self._next_lease = now + max(200, self.ttl_ms // 3)
@@ -437,21 +445,33 @@ class Worker:
             time.sleep(wait / 1000)
 
     def run(self, stop: threading.Event) -> None:
-        """Loop until `stop` is set; survive Redis outages; give rooms back on the way out."""
-        backoff = 0.1
+        """Loop until `stop` is set; survive Redis outages and error replies; give rooms back
+        on the way out.
+
+        Any Redis failure — unreachable, or an error reply: OOM while committing, READONLY or
+        `UNBLOCKED` after a failover, LOADING, BUSY, NOAUTH — ends only this iteration: nothing
+        was committed (a room's last applied id moves only with its commit), so the next try
+        after a backoff evaluates the same readings again. One log line per episode.
+        """
+        backoff = Backoff(0.1, 2.0)
         while not stop.is_set():
             try:
                 self.step()
-                backoff = 0.1
-            except REDIS_DOWN as e:
-                log.warning("Redis unreachable (%s); retrying in %.1f s", e, backoff)
-                stop.wait(backoff)
-                backoff = min(backoff * 2, 2.0)
+            except REDIS_ERRORS as e:
+                wait = backoff.next()
+                if self.episode.since is None:
+                    self.failing_since_ms = self.clock()
+                self.episode.failed(e, wait)
+                stop.wait(wait)
+                continue
+            backoff.reset()
+            if self.episode.recovered():
+                self.failing_since_ms = None
         try:
             self.release_all()
             heartbeat.remove(self.client, self.keys, ROLE, self.owner)
-        except REDIS_DOWN as e:
-            log.warning("could not release rooms on stop (%s); they expire in %.1f s", e, self.ttl_ms / 1000)
+        except REDIS_ERRORS as e:
+            log.warning("could not release rooms on stop (%s); they expire in %.1f s", cause(e), self.ttl_ms / 1000)
 
 
 def _age(value: str, now: int) -> int:

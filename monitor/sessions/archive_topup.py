@@ -19,7 +19,8 @@ from monitor.model.clock import now_ms
 from monitor.model.config import Config
 from monitor.model.keys import Keys
 from monitor.sessions.archive import archive_audit, open_archive, top_up_recent
-from monitor.store.redis_conn import REDIS_DOWN, connect
+from monitor.store.redis_conn import connect
+from monitor.store.retry import REDIS_ERRORS, Episode, keep_running
 
 log = logging.getLogger(__name__)
 
@@ -43,20 +44,28 @@ def top_up_once(client, keys: Keys, cfg: Config, owner: str, now_ms: int) -> int
 
 
 def start(cfg: Config, redis_url: str, keys: Keys, owner: str, stop: threading.Event) -> threading.Thread:
-    """Start the top-up loop; it ends when `stop` is set."""
+    """Start the top-up loop; it ends when `stop` is set.
+
+    A Redis failure (unreachable, or an error reply such as OOM or READONLY) or an archive
+    failure skips one round, logged once per episode; the thread itself never dies
+    (`keep_running`).
+    """
     def loop() -> None:
         client = connect(redis_url)
+        redis_down, archive_down = Episode("archive top-up (Redis)", log), Episode("archive top-up (archive)", log)
         try:
             while not stop.wait(EVERY_S):
                 try:
                     top_up_once(client, keys, cfg, owner, now_ms())
-                except REDIS_DOWN as e:
-                    log.warning("archive top-up skipped: Redis unreachable (%s)", e)
+                except REDIS_ERRORS as e:
+                    redis_down.failed(e, EVERY_S)
+                    continue
                 except sa.exc.SQLAlchemyError as e:
-                    log.error("archive top-up failed: %s (will retry in %.0f s)", e, EVERY_S)
+                    archive_down.failed(f"archive unavailable: {e}", EVERY_S)
+                    continue
+                redis_down.recovered()
+                archive_down.recovered()
         finally:
             client.close()
 
-    t = threading.Thread(target=loop, name="archive-topup", daemon=True)
-    t.start()
-    return t
+    return keep_running("archive-topup", loop, stop, log)

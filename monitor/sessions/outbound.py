@@ -36,7 +36,8 @@ from monitor.model.config import Config
 from monitor.model.keys import Keys
 from monitor.store import redis_types
 from monitor.store.outbox import Outbox, OutboxSender, Outcome
-from monitor.store.redis_conn import REDIS_DOWN, connect
+from monitor.store.redis_conn import connect
+from monitor.store.retry import REDIS_ERRORS, Backoff, Episode, keep_running
 from monitor.store.streams import read_range
 
 log = logging.getLogger(__name__)
@@ -257,7 +258,7 @@ class InteropRunner:
         for s in self.senders.values():
             try:
                 s.release()
-            except REDIS_DOWN as e:
+            except REDIS_ERRORS as e:
                 log.warning("outbox lease not released (%s); it expires by itself", e)
             closer = getattr(s.send, "close", None)
             if closer is not None:
@@ -274,20 +275,19 @@ def start(cfg: Config, redis_url: str, keys: Keys, owner: str, stop: threading.E
         runner = InteropRunner(cfg, client, keys, owner)
         log.info("outbound to %s: this worker scans sessions and sends while it holds a lease",
                  ", ".join(destinations(cfg)))
-        backoff = 0.5
+        backoff, episode = Backoff(0.5, 5.0), Episode("EHR outbound loop", log)
         try:
             while not stop.is_set():
                 try:
                     wait = runner.step()
-                    backoff = 0.5
-                except REDIS_DOWN as e:
-                    log.warning("outbound: Redis unreachable (%s); retrying in %.1f s", e, backoff)
-                    wait, backoff = backoff, min(backoff * 2, 5.0)
+                    backoff.reset()
+                    episode.recovered()
+                except REDIS_ERRORS as e:  # unreachable, or an error reply (OOM, READONLY, …)
+                    wait = backoff.next()
+                    episode.failed(e, wait)
                 stop.wait(wait)
         finally:
             runner.close()
             client.close()
 
-    t = threading.Thread(target=loop, name="interop-outbound", daemon=True)
-    t.start()
-    return t
+    return keep_running("interop-outbound", loop, stop, log)
