@@ -39,7 +39,7 @@ from monitor.alarms.actions import NotLatched, Refused
 from monitor.model.clock import now_ms
 from monitor.model.config import Config
 from monitor.store import redis_types
-from monitor.store.redis_conn import REDIS_DOWN
+from monitor.store.retry import REDIS_ERRORS, cause, words
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +182,8 @@ def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions,
             res = await signin.check(name, password, source)
             await signin.audit(name, res, via="dashboard", source=source)
             sid = await anyio.to_thread.run_sync(sessions.create, res.user, now_ms()) if res.ok and res.user else ""
-        except REDIS_DOWN:
-            return form_page(nxt, "NOT MONITORING: Redis unreachable — cannot sign in.", 503, token)
+        except REDIS_ERRORS as e:  # unreachable, or writes refused (OOM, READONLY…)
+            return form_page(nxt, f"NOT MONITORING: {words(e)} — cannot sign in.", 503, token)
         if not res.ok:
             status, text = REASON_STATUS.get(res.reason, (401, WRONG))
             refused = form_page(nxt, text, status, token)
@@ -209,7 +209,7 @@ def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions,
                 sessions.end(session_digest(sid))
                 if user:
                     audit.record(data.client, data.keys, user.name, "logout")
-            except REDIS_DOWN:
+            except REDIS_ERRORS:
                 pass  # the cookie is cleared below either way; the session expires on its own
         resp = RedirectResponse("/login", status_code=303)
         resp.delete_cookie(COOKIE, path="/")
@@ -219,7 +219,9 @@ def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions,
     def health() -> JSONResponse:
         now = now_ms()
         body: dict[str, Any] = {"ts": now, "redis": False, "devices": {}, "alert_engine_heartbeat_age_s": None,
-                                "monitoring": False, "problems": []}
+                                "monitoring": False, "problems": [], "push_loop": hub.loop_health(),
+                                "writes": hub.write_health(now)}
+        loop = hub.loop_problem()
         try:
             data.client.ping()
             body["redis"] = True
@@ -230,13 +232,14 @@ def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions,
             body["heartbeat_age_s"] = {r: round((now - ms) / 1000, 1) for r, ms in beats.items()}
             status = data.device_status([d.id for _r, d in cfg.devices()])
             body["devices"] = {d.id: {"room": r.id, "state": status[d.id].get("state", "unknown"),
-                                   "last_ts": int(status[d.id].get("last_ts") or 0) or None,
-                                   "updated_ms": int(status[d.id].get("updated_ms") or 0) or None}
+                                   "last_ts": _opt_ms(status[d.id].get("last_ts")),
+                                   "updated_ms": _opt_ms(status[d.id].get("updated_ms"))}
                                for r, d in cfg.devices()}
-            body["problems"] = monitoring_problems(cfg, beats_raw, now)
-            body["monitoring"] = not body["problems"]
-        except REDIS_DOWN as e:
-            body["problems"] = [f"Redis unreachable: {e}"]
+            body["problems"] = ([loop] if loop else []) + monitoring_problems(cfg, beats_raw, now, hub.probe,
+                                                                              hub.server)
+        except REDIS_ERRORS as e:  # unreachable, or an error reply (LOADING, BUSY, NOAUTH…)
+            body["problems"] = ([loop] if loop else []) + [cause(e)]
+        body["monitoring"] = not body["problems"]
         return JSONResponse(body, status_code=200 if body["monitoring"] else 503)
 
     @server.get("/api/v1/me")
@@ -288,7 +291,7 @@ def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions,
         body = fhir_json(rec, cfg.clinic.id, cfg.fhir.patient_system)
         try:
             audit.record(data.client, data.keys, user.name, "session.export", session=sid, format="fhir", via="api")
-        except REDIS_DOWN:  # never lose an audit entry: straight into the archive's table
+        except REDIS_ERRORS:  # never lose an audit entry: straight into the archive's table
             archive.record_audit_local(archive.open_archive(cfg.archive.url), cfg.clinic.id, user.name,
                                        "session.export", session=sid, format="fhir", via="api")
         return Response(body, media_type="application/fhir+json")
@@ -348,8 +351,8 @@ def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions,
         try:
             actor = await acting_user(signin, user, body)
             return await anyio.to_thread.run_sync(work, actor)
-        except REDIS_DOWN:
-            raise HTTPException(503, "Redis unreachable") from None
+        except REDIS_ERRORS as e:  # unreachable, or the change refused (OOM, READONLY…): not applied
+            raise HTTPException(503, f"NOT MONITORING: {words(e)}; nothing was changed") from None
 
     @server.websocket("/ws/live")
     async def live(ws: WebSocket) -> None:
@@ -375,7 +378,10 @@ def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions,
                 msg = json.loads(text)
                 kind = msg.get("t") if isinstance(msg, dict) else None
                 if kind == "activity" and user.session_id and state.valid and state.activity_due(time.monotonic()):
-                    await anyio.to_thread.run_sync(sessions.touch, user)
+                    try:
+                        await anyio.to_thread.run_sync(sessions.touch, user)
+                    except REDIS_ERRORS:
+                        pass  # writes refused or Redis away: the screens say so; the next activity retries
                 elif kind == "screen" and state.valid:
                     screen = str(msg.get("id", ""))[:64] or "unknown"
                     if hub.presence_allowed(principal, screen, dcfg.ws_per_session):
@@ -390,6 +396,14 @@ def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions,
             checker.cancel()
 
     return signin
+
+
+def _opt_ms(text: str | None) -> int | None:
+    """A ms field of a status hash, or None when absent or unreadable."""
+    try:
+        return int(text or 0) or None
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -456,8 +470,8 @@ async def _session_check(ws: WebSocket, user: User, sessions: Sessions, state: S
         await asyncio.sleep(SESSION_CHECK_S)
         try:
             ok = await anyio.to_thread.run_sync(sessions.still_valid, user)
-        except REDIS_DOWN:
-            continue  # cannot tell; the NOT MONITORING banner already shows the outage
+        except REDIS_ERRORS:
+            continue  # cannot tell (unreachable, or an error reply); the NOT MONITORING banner shows it
         if not ok:
             state.valid = False
             try:

@@ -84,7 +84,8 @@ from monitor.model.clock import now_ms
 from monitor.model.config import Config
 from monitor.model.keys import Keys
 from monitor.model.redact import redact_url
-from monitor.store.redis_conn import REDIS_DOWN, connect
+from monitor.store.redis_conn import connect
+from monitor.store.retry import REDIS_ERRORS, words
 from monitor.store.runtime import redis_url_for
 
 log = logging.getLogger(__name__)
@@ -237,8 +238,8 @@ def build(cfg: Config, redis_url: str) -> tuple[Any, Hub, dash.Dash]:
         pctx = PageContext(app=actx, user=user, now_ms=now_ms())
         try:
             return module.layout(pctx, **params), nav(user, links)
-        except REDIS_DOWN:
-            return html.Div("NOT MONITORING: Redis unreachable.", className="vw-notfound"), nav(user, links)
+        except REDIS_ERRORS as e:  # unreachable, or an error reply (LOADING, BUSY…)
+            return html.Div(f"NOT MONITORING: {words(e)}.", className="vw-notfound"), nav(user, links)
 
     for m in pages:
         m.register_callbacks(app, actx)

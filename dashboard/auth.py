@@ -42,7 +42,7 @@ from dashboard.context import CURRENT_USER, User
 from dashboard.security import origin_ok
 from monitor.accounts import tokens, users
 from monitor.model.keys import Keys
-from monitor.store.redis_conn import REDIS_DOWN
+from monitor.store.retry import REDIS_ERRORS, words
 
 log = logging.getLogger(__name__)
 
@@ -249,8 +249,8 @@ class AuthMiddleware:
         method = scope.get("method", "GET")
         try:
             user = await anyio.to_thread.run_sync(self._resolve, headers)
-        except REDIS_DOWN:
-            await _deny(scope, send, 503, "NOT MONITORING: Redis unreachable", html=True)
+        except REDIS_ERRORS as e:  # unreachable, or an error reply (LOADING, BUSY, …)
+            await _deny(scope, send, 503, f"NOT MONITORING: {words(e)}", html=True)
             return
         if user is not None and user.via == "token":
             need_scope = token_scope(method, path, scope["type"])
@@ -293,8 +293,8 @@ class AuthMiddleware:
         if active and user.session_id:
             try:
                 await anyio.to_thread.run_sync(self.guard.sessions.touch, user)
-            except REDIS_DOWN:
-                pass  # the request itself will say NOT MONITORING
+            except REDIS_ERRORS:
+                pass  # unreachable or writes refused: the request itself and the screens say so
         token = CURRENT_USER.set(user)
         try:
             await self.app(scope, receive, send)

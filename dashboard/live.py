@@ -38,6 +38,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,11 +54,13 @@ from monitor.alarms.technical import monitoring_state
 from monitor.model.clock import now_ms
 from monitor.model.config import Config
 from monitor.model.keys import Keys
+from monitor.model.liveness import ServerState, WriteProbe, not_storing, own_write_problem, parse_info
 from monitor.sessions.phase import session_phase
 from monitor.sessions.records import decode_header
 from monitor.store import redis_types
 from monitor.store.heartbeat import instance_name
 from monitor.store.redis_conn import REDIS_DOWN
+from monitor.store.retry import REDIS_ERRORS, Backoff, Episode, cause, reply_code, reply_text, words
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +72,36 @@ PRESENCE_FORGET_S = 600.0  # a screen id unreported this long no longer counts t
 SCREEN_FORGET_S = 600  # a `screens` entry unreported this long is removed
 HOUSEKEEPING_S = 10.0
 AIO_DOWN = REDIS_DOWN + (aioredis.ConnectionError, aioredis.TimeoutError)
+WATCH_S = 1.0  # the supervisor looks at the push loop this often
+STALL_S = 5.0  # no completed iteration for this long: the screens and /health say so
+RESTART_STALL_S = 15.0  # ... and for this long: the loop is cancelled and started again
+BAD_RECORD = (ValueError, TypeError, KeyError)  # what a malformed record raises while decoded
 
 
-def monitoring_problems(cfg: Config, beats_raw: dict[str, str], now: int) -> list[str]:
-    """NOT MONITORING reasons from the raw heartbeats hash (Redis itself answered): the alert
-    engine's own pure `monitoring_state`, so the screen and the engine agree."""
-    return list(monitoring_state(beats_raw, now, cfg).problems)
+def monitoring_view(cfg: Config, beats_raw: dict[str, str], now: int, probe: WriteProbe | None = None,
+                    server: ServerState | None = None) -> tuple[list[str], list[str]]:
+    """(NOT MONITORING reasons, the ones among them that stop monitoring in every room) from
+    the raw heartbeats hash (Redis itself answered) — the alert engine's own pure
+    `monitoring_state`, so the screen and the engine agree — and from this process's write
+    probe (pure).
+
+    While Redis refuses writes server-wide (monitor.model.liveness), that is the one reason,
+    in every room: no reading is stored, and the heartbeats that go stale meanwhile (the
+    engine's, ingest's) are its consequence, not separate faults.
+    """
+    probe = probe or WriteProbe()
+    stored = not_storing(probe, server, now)
+    if stored:
+        return [stored], [stored]
+    own = [p] if (p := own_write_problem(probe, "dashboard", now)) else []
+    mon = monitoring_state(beats_raw, now, cfg)
+    return own + list(mon.problems), own + list(mon.engine_problems)
+
+
+def monitoring_problems(cfg: Config, beats_raw: dict[str, str], now: int, probe: WriteProbe | None = None,
+                        server: ServerState | None = None) -> list[str]:
+    """Every NOT MONITORING reason (`monitoring_view`), for /health (pure)."""
+    return monitoring_view(cfg, beats_raw, now, probe, server)[0]
 
 
 
@@ -100,8 +127,17 @@ class Hub:
         self.mon: dict[str, Any] = {"ok": False, "reasons": ["starting"], "everywhere": ["starting"], "ts": now_ms()}
         self.last_ids: dict[str, str] = {}
         self.instance = instance_name()
-        self.stats = {"readings": 0, "messages": 0, "tabs_dropped": 0, "redis_errors": 0}
+        self.stats = {"readings": 0, "messages": 0, "tabs_dropped": 0, "redis_errors": 0, "loop_failures": 0,
+                      "bad_records": 0, "unsendable": 0}
         self._redis_ok = False
+        # the push loop's own health (run() watches it; /health reports it)
+        self._progress = time.monotonic()  # last time the loop completed an iteration
+        self._loop_down = False  # it failed and waits to be started again
+        self.loop_error = ""
+        self.loop_restarts = 0
+        self.probe = WriteProbe()  # this process's heartbeat write: refused since when, why
+        self.server: ServerState | None = None  # Redis INFO, read while writes are refused
+        self._parts: dict[str, Episode] = {}
         # live sockets and screen ids per sign-in (session or token digest): bounded
         self.sockets: dict[str, int] = {}
         self.presence: dict[str, dict[str, float]] = {}
@@ -121,7 +157,9 @@ class Hub:
     def subscribe(self, user: str, role: str) -> Client:
         """Register a tab; its queue starts with the full state."""
         c = Client(user, role)
-        c.queue.put_nowait(json.dumps(self.hello(user, role)))
+        hello = self._dumps(self.hello(user, role))
+        if hello is not None:
+            c.queue.put_nowait(hello)
         self.clients.add(c)
         return c
 
@@ -169,7 +207,9 @@ class Hub:
 
     def broadcast(self, msg: dict[str, Any]) -> None:
         """Queue one message for every tab (a tab too far behind is dropped and reconnects)."""
-        text = json.dumps(msg, separators=(",", ":"))
+        text = self._dumps(msg)
+        if text is None:
+            return
         self.stats["messages"] += 1
         for c in list(self.clients):
             try:
@@ -183,55 +223,155 @@ class Hub:
 
     # --- the loop --------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        """Read Redis until `stop` is set; survive Redis outages (and say so)."""
+        """Run the push loop until `stop` is set, and watch it.
+
+        The loop (`_loop`) survives Redis itself: unreachable, and every error reply (OOM,
+        READONLY, `UNBLOCKED` after a failover, LOADING, BUSY, NOAUTH) — it backs off, says
+        so on every screen and goes on. This supervisor covers the rest: a loop that ended
+        on an unexpected error is logged with its traceback and started again (backoff); a
+        loop that stopped making progress for STALL_S is reported, and cancelled and started
+        again after RESTART_STALL_S. Meanwhile it sends the screens the NOT MONITORING state
+        itself, once a second, so a dead loop never looks like a live screen (`loop_problem`
+        is also what /health reports).
+        """
+        task: asyncio.Task[None] | None = None
+        backoff = Backoff(1.0, 30.0)
+        restart_at = started = 0.0
+        self._progress = time.monotonic()
+        while not stop.is_set():
+            now = time.monotonic()
+            if task is not None and task.done() and not stop.is_set():
+                if now - started > 60:
+                    backoff.reset()  # it had run well: a new failure, not the same one again
+                self._loop_ended(task)
+                restart_at = now + backoff.next()
+                task = None
+            if task is None and now >= restart_at:
+                if self._loop_down:
+                    self.loop_restarts += 1
+                    log.warning("push loop: starting it again (restart %d)", self.loop_restarts)
+                self._loop_down = False
+                self._progress = started = now
+                task = asyncio.create_task(self._loop(stop), name="push-loop")
+            elif task is not None and now - self._progress > RESTART_STALL_S:
+                log.error("push loop: no progress for %.0f s; cancelling and starting it again", now - self._progress)
+                self.loop_error = f"no progress for {now - self._progress:.0f} s"
+                task.cancel()
+            problem = self.loop_problem()
+            if problem:
+                self._publish_mon([problem], [problem])
+            await _wait(stop, WATCH_S)
+        if task is not None:
+            try:
+                await asyncio.wait_for(task, timeout=4)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
+            except Exception:  # noqa: BLE001 - stopping anyway; the error is logged
+                log.exception("push loop ended with an error while stopping")
+
+    def _loop_ended(self, task: asyncio.Task[None]) -> None:
+        try:
+            exc = task.exception()
+        except asyncio.CancelledError:
+            exc = None
+        if exc is None:
+            self.loop_error = self.loop_error or "it ended"
+            log.error("push loop ended before the dashboard stopped (%s)", self.loop_error)
+        else:
+            self.loop_error = f"{type(exc).__name__}: {exc}"[:300]
+            log.error("push loop failed; restarting it", exc_info=exc)
+        self._loop_down = True
+        self.stats["loop_failures"] += 1
+
+    def loop_problem(self, now_s: float | None = None) -> str | None:
+        """Why this dashboard's live updates are not current (None when they are): the push
+        loop failed and waits to start again, or it has made no progress for STALL_S."""
+        now = time.monotonic() if now_s is None else now_s
+        if self._loop_down:
+            return f"live updates of this dashboard stopped ({self.loop_error}); restarting"
+        age = now - self._progress
+        if age > STALL_S:
+            why = f" (last error: {self.loop_error})" if self.loop_error else ""
+            return f"live updates of this dashboard stalled for {age:.0f} s{why}"
+        return None
+
+    def loop_health(self) -> dict[str, Any]:
+        """The push loop for /health: running, restarts, last error, seconds since progress."""
+        return {"ok": self.loop_problem() is None, "restarts": self.loop_restarts, "error": self.loop_error,
+                "progress_age_s": round(time.monotonic() - self._progress, 1)}
+
+    def write_health(self, now: int) -> dict[str, Any]:
+        """This process's write probe for /health: whether Redis takes its writes, and if not why."""
+        p = self.probe
+        return {"ok": p.ok, "refused_s": round(p.refused_for_ms(now) / 1000, 1), "code": p.code,
+                "cause": p.words, "reply": p.reply}
+
+    async def _loop(self, stop: asyncio.Event) -> None:
+        """Read Redis and push until `stop` is set; survive Redis outages and error replies."""
         client: aioredis.Redis | None = None
         next_poll = 0.0
-        while not stop.is_set():
-            try:
-                if client is None:
-                    client = aioredis.Redis.from_url(self.redis_url, decode_responses=True,
-                                                     socket_connect_timeout=1, socket_timeout=3)
-                    await self._snapshot(client)
-                    self._set_redis(True)
-                    next_poll = 0.0
-                if time.monotonic() >= next_poll:
-                    await self._poll(client)
-                    next_poll = time.monotonic() + 1.0
-                if time.monotonic() >= self._next_housekeeping:
-                    self._next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+        episode = Episode("push loop", log)
+        backoff = Backoff(0.2, 2.0)
+        try:
+            while not stop.is_set():
+                try:
+                    if client is None:
+                        client = aioredis.Redis.from_url(self.redis_url, decode_responses=True,
+                                                         socket_connect_timeout=1, socket_timeout=3)
+                        await self._snapshot(client)
+                        self._set_redis(True)
+                        next_poll = 0.0
+                    if time.monotonic() >= next_poll:
+                        await self._poll(client)
+                        next_poll = time.monotonic() + 1.0
+                    if time.monotonic() >= self._next_housekeeping:
+                        self._next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+                        try:
+                            await asyncio.to_thread(self._housekeeping)
+                        except REDIS_ERRORS as e:  # writes refused (OOM, READONLY): the push goes on
+                            log.warning("housekeeping skipped: %s", cause(e))
+                    streams = dict(self.last_ids)
+                    resp = await client.xread(redis_types.stream_ids(streams), block=500, count=1000)
+                    for key, entries in redis_types.xread_entries(resp) or []:
+                        if entries:
+                            self.last_ids[key] = entries[-1][0]
+                            await self._on_entries(client, key, entries)
+                    self._progress = time.monotonic()
+                    self._redis_ok = True
+                    backoff.reset()
+                    episode.recovered()
+                    if self.loop_error:
+                        self.loop_error = ""
+                except AIO_DOWN as e:  # no answer: reconnect (and take a fresh snapshot)
+                    self.stats["redis_errors"] += 1
+                    wait = backoff.next()
+                    episode.failed(e, wait)
+                    self._set_redis(False, words(e))
+                    await _close(client)
+                    client = None
+                    self._progress = time.monotonic()
+                    await _wait(stop, wait)
+                except redis.RedisError as e:  # an error reply: LOADING, BUSY, UNBLOCKED, NOAUTH, …
+                    self.stats["redis_errors"] += 1
+                    wait = backoff.next()
+                    episode.failed(e, wait)
+                    if reply_code(e) != "UNBLOCKED":  # a failover ended our blocking read: just read again
+                        self._set_redis(False, words(e))
+                    self._progress = time.monotonic()
+                    await _wait(stop, wait)
+        finally:
+            if client is not None:
+                if stop.is_set():
                     try:
-                        await asyncio.to_thread(self._housekeeping)
-                    except redis.ResponseError as e:  # a bad reply must not stop the push loop
-                        log.error("housekeeping failed: %s", e)
-                streams = dict(self.last_ids)
-                resp = await client.xread(redis_types.stream_ids(streams), block=500, count=1000)
-                for key, entries in redis_types.xread_entries(resp) or []:
-                    if entries:
-                        self.last_ids[key] = entries[-1][0]
-                        await self._on_entries(client, key, entries)
-            except AIO_DOWN as e:
-                self.stats["redis_errors"] += 1
-                if self._redis_ok:
-                    log.warning("Redis unreachable: %s", e)
-                self._set_redis(False)
-                if client is not None:
-                    try:
-                        await client.aclose()
-                    except AIO_DOWN:
-                        pass
-                client = None
-                await _wait(stop, 0.5)
-        if client is not None:
-            try:
-                await client.hdel(self.keys.heartbeats, f"dashboard:{self.instance}")
-                await client.aclose()
-            except AIO_DOWN:
-                pass
+                        await client.hdel(self.keys.heartbeats, f"dashboard:{self.instance}")
+                    except REDIS_ERRORS as e:
+                        log.warning("could not remove this dashboard's heartbeat: %s", cause(e))
+                await _close(client)
 
-    def _set_redis(self, ok: bool) -> None:
+    def _set_redis(self, ok: bool, why: str = "Redis unreachable") -> None:
         self._redis_ok = ok
         if not ok:
-            self._publish_mon(["Redis unreachable"], ["Redis unreachable"])
+            self._publish_mon([why], [why])
 
     def _publish_mon(self, reasons: list[str], everywhere: list[str]) -> None:
         """`everywhere`: the reasons that stop monitoring in every room (each tile says so);
@@ -326,9 +466,22 @@ class Hub:
                 "route": s.get("route"), "protocol": s.get("protocol"),
                 "phase": session_phase(s, now).stage}
 
-    def _send_to(self, c: Client, msg: dict[str, Any]) -> None:
+    def _dumps(self, msg: dict[str, Any]) -> str | None:
+        """Strict JSON (a NaN or Infinity would break the browser's parser for the whole
+        frame); None, counted and logged, for a message that cannot be sent."""
         try:
-            c.queue.put_nowait(json.dumps(msg, separators=(",", ":")))
+            return json.dumps(msg, separators=(",", ":"), allow_nan=False)
+        except (ValueError, TypeError) as e:
+            self.stats["unsendable"] += 1
+            self._bad_record("messages", f"{msg.get('t')} not sent: {e}")
+            return None
+
+    def _send_to(self, c: Client, msg: dict[str, Any]) -> None:
+        text = self._dumps(msg)
+        if text is None:
+            return
+        try:
+            c.queue.put_nowait(text)
         except asyncio.QueueFull:
             self.clients.discard(c)
             self.stats["tabs_dropped"] += 1
@@ -336,16 +489,17 @@ class Hub:
     async def _on_entries(self, client: aioredis.Redis, key: str, entries: list) -> None:
         if key == self.keys.alerts:
             rooms = {f.get("room") for _i, f in entries if f.get("room") in self.state or f.get("room") == CLINIC}
-            await self._refresh_alerts(client, sorted(rooms))  # type: ignore[arg-type]
+            await self._guarded("active alerts", self._refresh_alerts(client, sorted(rooms)))  # type: ignore[arg-type]
             return
         room = key[len(self.keys.vitals("")):]
         st = self.state.get(room)
         if st is None:
             return
-        for _id, f in entries:
+        for entry_id, f in entries:
             row = decode_vitals(f)
-            if row is None:
-                continue  # the engine refuses it too (and logs it)
+            if row is None:  # the engine refuses it too (and logs it); the push goes on
+                self._bad_record("vitals entries", f"{room} {entry_id}: {dict(f)!r}"[:300])
+                continue
             ts, dev, vals, flags = row
             self.stats["readings"] += 1
             for m, v in vals.items():
@@ -354,6 +508,25 @@ class Hub:
                     st["latest"][m] = {"v": v, "ts": ts, "dev": dev}
             _spark_add(st["spark"], ts, vals)
             self.broadcast({"t": "v", "room": room, "ts": ts, "dev": dev, "vals": vals, "flags": flags})
+
+    def _bad_record(self, part: str, what: str) -> None:
+        """Count an unreadable record the push skipped; log it once per episode."""
+        self.stats["bad_records"] += 1
+        self._parts.setdefault(part, Episode(f"push loop: {part}", log)).failed(f"unreadable, skipped: {what}",
+                                                                                kind="unreadable")
+
+    async def _guarded(self, part: str, work: Coroutine[Any, Any, None]) -> None:
+        """Run one part of a poll; a malformed record in it (a device status or session field
+        that does not parse, a broken alert record) skips that part this time, not the push.
+        Redis failures propagate to the loop."""
+        episode = self._parts.setdefault(part, Episode(f"push loop: {part}", log))
+        try:
+            await work
+        except BAD_RECORD as e:
+            self.stats["bad_records"] += 1
+            episode.failed(f"unreadable record, part skipped ({type(e).__name__}: {e})"[:300], kind=type(e).__name__)
+            return
+        episode.recovered()
 
     async def _refresh_alerts(self, client: aioredis.Redis, rooms: list[str]) -> None:
         alerts = await asyncio.to_thread(self.data.active_alerts, [r for r in rooms if r != CLINIC])
@@ -368,14 +541,41 @@ class Hub:
                 self.broadcast({"t": "alerts", "room": r, "alerts": mine})
 
     async def _poll(self, client: aioredis.Redis) -> None:
-        """Once a second: heartbeats → monitoring state, device status, sessions, alerts."""
+        """Once a second: heartbeat (our write probe) → monitoring state, alerts, device
+        status, sessions. Each read part stands alone: a malformed record skips only it."""
         now = now_ms()
-        await client.hset(self.keys.heartbeats, f"dashboard:{self.instance}", str(now))
+        await self._probe(client, now)
         beats_raw = redis_types.str_hash(await client.hgetall(self.keys.heartbeats))
-        mon = monitoring_state(beats_raw, now, self.cfg)
-        self._publish_mon(list(mon.problems), list(mon.engine_problems))
-        await self._refresh_alerts(client, [*self.rooms, CLINIC])
-        # device status
+        self._publish_mon(*monitoring_view(self.cfg, beats_raw, now, self.probe, self.server))
+        await self._guarded("active alerts", self._refresh_alerts(client, [*self.rooms, CLINIC]))
+        await self._guarded("device status", self._refresh_devices(client))
+        await self._guarded("sessions", self._refresh_sessions(client, now))
+
+    async def _probe(self, client: aioredis.Redis, now: int) -> None:
+        """Write this process's heartbeat — also the probe of whether Redis takes writes. A
+        refusal (OOM, READONLY, MISCONF…) is recorded with Redis's INFO, which says why;
+        the reads go on (a replica or a full Redis still answers them)."""
+        try:
+            await client.hset(self.keys.heartbeats, f"dashboard:{self.instance}", str(now))
+        except AIO_DOWN:
+            raise
+        except redis.RedisError as e:
+            if self.probe.ok:
+                log.warning("Redis refuses this dashboard's writes: %s", cause(e))
+            self.probe = self.probe.after(now, reply_code(e), words(e), reply_text(e))
+            try:
+                self.server = parse_info(await client.info())
+            except AIO_DOWN:
+                raise
+            except redis.RedisError:
+                self.server = None
+            return
+        if not self.probe.ok:
+            log.info("Redis takes this dashboard's writes again (refused for %.1f s)",
+                     self.probe.refused_for_ms(now) / 1000)
+        self.probe, self.server = WriteProbe(), None
+
+    async def _refresh_devices(self, client: aioredis.Redis) -> None:
         pipe = client.pipeline(transaction=False)
         devs = [(r.id, d.id) for r in self.cfg.rooms for d in r.devices]
         for _r, d in devs:
@@ -388,7 +588,8 @@ class Hub:
             if devices != self.state[r]["devices"]:
                 self.state[r]["devices"] = devices
                 self.broadcast({"t": "dev", "room": r, "devices": devices})
-        # sessions
+
+    async def _refresh_sessions(self, client: aioredis.Redis, now: int) -> None:
         open_ = redis_types.str_hash(await client.hgetall(self.keys.open_sessions))
         pipe = client.pipeline(transaction=False)
         for r in self.rooms:
@@ -404,8 +605,8 @@ class Hub:
         """A tab reports it is watching and whether its sound is on (read by the alert engine)."""
         try:
             await asyncio.to_thread(self.data.report_screen, screen_id, sound_on, user, role)
-        except REDIS_DOWN as e:
-            log.warning("could not record screen %s: %s", screen_id, e)
+        except REDIS_ERRORS as e:  # unreachable, or writes refused: the screens say so already
+            log.debug("could not record screen %s: %s", screen_id, cause(e))
 
     def _housekeeping(self) -> None:
         """Every HOUSEKEEPING_S (in a thread): write held audit summaries, drop screens that
@@ -415,8 +616,16 @@ class Hub:
 
 
 def _device_view(s: dict[str, str]) -> dict[str, Any]:
-    return {"state": s.get("state", "unknown"), "last_ts": int(s.get("last_ts") or 0) or None,
+    return {"state": s.get("state", "unknown"), "last_ts": _opt_ms(s.get("last_ts")),
             "detail": s.get("detail", ""), "protocol": s.get("protocol", "")}
+
+
+def _opt_ms(text: str | None) -> int | None:
+    """A ms field of a status hash, or None when absent or unreadable (shown as unknown)."""
+    try:
+        return int(text or 0) or None
+    except ValueError:
+        return None
 
 
 def _spark_add(spark: dict[str, list[list[float]]], ts: int, vals: dict[str, float]) -> None:
@@ -433,6 +642,16 @@ def _spark_add(spark: dict[str, list[list[float]]], ts: int, vals: dict[str, flo
         cutoff = ts - SPARK_WINDOW_MS
         while pts and pts[0][0] < cutoff:
             pts.pop(0)
+
+
+async def _close(client: aioredis.Redis | None) -> None:
+    """Close a client whatever state its connection is in (None: nothing to close)."""
+    if client is None:
+        return
+    try:
+        await client.aclose()
+    except REDIS_ERRORS:
+        pass  # the connection is already gone
 
 
 async def _wait(stop: asyncio.Event, seconds: float) -> None:
