@@ -8,6 +8,7 @@ their audit entries, pause expiry and escalation through the engine, a hand-seed
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
 
@@ -15,7 +16,8 @@ from monitor.accounts import audit
 from monitor.alarms import actions
 from monitor.alarms.engine import Worker
 from monitor.alarms.evaluate import Book
-from monitor.alarms.model import event_from_fields
+from monitor.alarms.model import AlertEvent, event_from_fields
+from monitor.alarms.outbound import DEST_MQTT, Routes
 from monitor.alarms.store import LostOwnership, commit, load_state
 from monitor.model.codec import to_fields
 from monitor.model.readings import Reading
@@ -36,15 +38,34 @@ class Clock:
         return self.ms
 
 
+ROUTES = Routes("vw-test/alerts")
+
+
 class Recorder:
-    """Stands in for Outbound: records what would go out."""
+    """What the engine enqueued for the outbound channel (the pager outbox in Redis)."""
 
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str, int | None]] = []
+    def __init__(self, client, keys) -> None:
+        self.client, self.keys = client, keys
 
-    def send(self, ev, tier, follow_up=False, room_name=""):
-        self.sent.append((ev.event, ev.alert, tier))
-        self.follow_ups = getattr(self, "follow_ups", []) + ([ev] if follow_up else [])
+    @property
+    def sent(self) -> list[tuple[str, str, int | None]]:
+        """(event, alert, tier) of every event message, in order (the event topic's copy)."""
+        out = []
+        for _id, f in self.client.xrange(self.keys.outbox(DEST_MQTT)):
+            if json.loads(f["meta"])["topic"] == ROUTES.topic:
+                body = json.loads(f["body"])
+                out.append((body["event"], body["alert"], body["tier"]))
+        return out
+
+    @property
+    def follow_ups(self) -> list[SimpleNamespace]:
+        """People's actions also put on the page topic (not as pages), oldest first."""
+        out = []
+        for _id, f in self.client.xrange(self.keys.outbox(DEST_MQTT)):
+            body = json.loads(f["body"])
+            if json.loads(f["meta"])["topic"] == ROUTES.page_topic and not body["page"]:
+                out.append(SimpleNamespace(**body))
+        return out
 
 
 @pytest.fixture
@@ -58,8 +79,8 @@ def setup(make_config, rclient, keys):
                              "hr": {"low": 50, "high": 120, "priority": "medium", "delay_s": 0}}},
         alerts={"escalate_after_s": 60, "owner_ttl_s": 2})
     clock = Clock(T0)
-    rec = Recorder()
-    w = Worker(cfg, rclient, keys, owner="w1", outbound=rec, clock=clock)  # type: ignore[arg-type]
+    rec = Recorder(rclient, keys)
+    w = Worker(cfg, rclient, keys, owner="w1", outbound=ROUTES, clock=clock)
     # devices are online and fresh unless a test says otherwise
     for dev, room in (("oxi-1", "room-1"), ("oxi-2", "room-2")):
         publish_status(rclient, keys, dev, {"room": room, "state": "online", "last_ts": T0, "since_ms": T0 - 1000})
@@ -179,6 +200,10 @@ def test_non_latched_clears_and_high_priority_pages_when_nobody_listens(setup, r
     drain(w)
     raised = [x for x in rec.sent if x[0] == "raised"]
     assert raised[-1][2] == 1 and ".spo2." in raised[-1][1]
+    # the page also waits for the page topic, in the same outbox, right behind its event
+    topics = [json.loads(f["meta"])["topic"] for _i, f in rclient.xrange(keys.outbox(DEST_MQTT))]
+    assert topics[-2:] == ["vw-test/alerts", "vw-test/alerts/page"]
+    assert rclient.sismember(keys.outbox_destinations, DEST_MQTT)
 
 
 def test_flagged_readings_raise_technical_not_physiological(setup, rclient, keys):
@@ -296,9 +321,18 @@ def test_hand_seeded_session_limits_and_reminders(setup, rclient, keys):
 def test_commit_is_fenced_by_the_lease(setup, rclient, keys):
     cfg, w, clock, rec = setup
     rclient.set(keys.room_owner("room-1"), "somebody-else")
+    before = rclient.xlen(keys.outbox(DEST_MQTT))
+
+    def raise_one(active):
+        book = Book(active)
+        book.events.append(AlertEvent(T0, "room-1", "room-1.-.x.1", "raised", "technical", "high", message="x"))
+        return book
+
     with pytest.raises(LostOwnership):
-        commit(rclient, keys, "room-1", "w1", lambda active: Book(active), {"last_id": "1-0"}, 10**9, T0)
+        commit(rclient, keys, "room-1", "w1", raise_one, {"last_id": "1-0"}, 10**9, T0,
+               outbox=lambda evs: [(DEST_MQTT, {"body": "x"}) for _e in evs])
     assert load_state(rclient, keys, "room-1")[0] != "1-0"
+    assert rclient.xlen(keys.outbox(DEST_MQTT)) == before  # no page without its committed event
     # the worker notices at its next renewal and stops evaluating the room
     clock.ms = T0 + 5000
     w.housekeeping(clock.ms)
@@ -342,7 +376,7 @@ def test_start_up_grace_for_never_seen_ingest_and_devices(make_config, rclient, 
         {"id": "oxi-1", "protocol": "masimo-ascii", "transport": "serial", "port": "/dev/null"},
         {"id": "oxi-9", "protocol": "masimo-ascii", "transport": "serial", "port": "/dev/null"}]}])
     clock = Clock(T0)
-    w = Worker(cfg, rclient, keys, owner="w1", outbound=Recorder(), clock=clock)  # type: ignore[arg-type]
+    w = Worker(cfg, rclient, keys, owner="w1", outbound=ROUTES, clock=clock)
     publish_status(rclient, keys, "oxi-9", {"room": "room-1", "state": "offline", "since_ms": T0 - 5000,
                                             "detail": "cannot open /tmp/x/tty/oxi-9: [Errno 2] No such file"})
     w.housekeeping(T0)

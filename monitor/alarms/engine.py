@@ -23,7 +23,8 @@ stream) to the outbound channel, so a pager stops when a nurse acknowledges on a
 Every worker keeps the device alarms a clinic-wide cause explains from being raised.
 Each reading batch also updates the room's latest-value summary (`keys.room_latest`), which
 screens read instead of scanning stream history.
-Events go out on the outbound channel after they are committed.
+Each commit also enqueues its events' outbound messages (pages) in the same transaction
+(monitor/alarms/outbound.py); the process's outbox senders deliver them.
 """
 
 from __future__ import annotations
@@ -45,12 +46,13 @@ from monitor.model.config import Config, RoomConfig
 from monitor.model.keys import Keys
 from monitor.model.readings import Reading
 from monitor.store import heartbeat
+from monitor.store.outbox import Outbox
 from monitor.store.retry import REDIS_ERRORS, Backoff, Episode, cause
 
 from . import clinic
 from .evaluate import BP_METRICS, Book, apply_timers, apply_transitions, evaluate, reconcile
 from .model import AlertEvent, Cond, Rule, TechRule, event_from_fields
-from .outbound import Outbound, page_tier, unattended
+from .outbound import Routes, outbox_entries, page_tier, unattended
 from .reminders import reminder_conditions
 from .rules import build_rules, technical_rules
 from .store import (
@@ -58,6 +60,7 @@ from .store import (
     LATEST_ID,
     Leases,
     LostOwnership,
+    OutboxFor,
     StrHash,
     commit,
     latest_ts_of,
@@ -109,7 +112,7 @@ class Worker:
     """One alert-engine worker: leases, evaluation, ticks. Drive it with `run()` or `step()`."""
 
     def __init__(self, cfg: Config, client: redis.Redis, keys: Keys, *, owner: str | None = None,
-                 outbound: Outbound | None = None, clock: Clock = now_ms) -> None:
+                 outbound: Routes | None = None, clock: Clock = now_ms) -> None:
         self.cfg, self.client, self.keys = cfg, client, keys
         self.owner = owner or f"{heartbeat.instance_name()}-{secrets.token_hex(2)}"
         self.outbound = outbound
@@ -263,7 +266,7 @@ class Worker:
 
         try:
             book = commit(self.client, self.keys, room, self.owner, build, state, self.retention_ms, now,
-                          latest=latest)
+                          latest=latest, outbox=self._outbox(now))
         except LostOwnership:
             self._drop(room, "lease lost before commit; the new owner re-applies these readings")
             return 0
@@ -349,7 +352,8 @@ class Worker:
                 return book
 
             try:
-                book = commit(self.client, self.keys, room, self.owner, build, {}, self.retention_ms, now)
+                book = commit(self.client, self.keys, room, self.owner, build, {}, self.retention_ms, now,
+                              outbox=self._outbox(now))
             except LostOwnership:
                 self._drop(room, "lease lost")
                 continue
@@ -371,7 +375,8 @@ class Worker:
             return book
 
         try:
-            book = commit(self.client, self.keys, clinic.CLINIC, self.owner, build, {}, self.retention_ms, now)
+            book = commit(self.client, self.keys, clinic.CLINIC, self.owner, build, {}, self.retention_ms, now,
+                          outbox=self._outbox(now))
         except LostOwnership:
             self.holds_clinic = False
             log.info("gave up the clinic lease: lease lost before commit")
@@ -379,9 +384,12 @@ class Worker:
         self._send(book.events, now)
 
     def _forward_actions(self) -> None:
-        """Publish the alert events people caused (they carry a `user`) on the outbound channel,
-        from a cursor kept in Redis so the next holder of the clinic lease goes on from there."""
-        if self.outbound is None:
+        """Put the alert events people caused (they carry a `user`) into the outbound outboxes,
+        from a cursor kept in Redis so the next holder of the clinic lease goes on from there.
+        Each entry is enqueued under its stream id as idempotency key: a holder that died
+        before moving the cursor cannot make the next one send it twice."""
+        routes = self.outbound
+        if routes is None:
             return
         cursor = cast(str | None, self.client.get(self.keys.outbound_cursor))
         if cursor is None:
@@ -391,12 +399,17 @@ class Worker:
         entries = cast(Entries, self.client.xrange(self.keys.alerts, min=f"({cursor}", count=500))
         if not entries:
             return
-        for _id, f in entries:
+        for entry_id, f in entries:
             if f.get("user"):
                 ev = event_from_fields(f)
                 self.stats.events += 1
                 log.info("%s by %s %s", ev.event, ev.user, ev.alert, extra={"room": ev.room})
-                self.outbound.send(ev, None, follow_up=ev.priority == "high", room_name=self._room_name(ev.room))
+                msgs = routes.messages(ev, None, follow_up=ev.priority == "high", room_name=self._room_name(ev.room))
+                for dest, kind in sorted({(m.dest, m.kind) for m in msgs}):
+                    Outbox(self.client, self.keys, dest).enqueue_many(
+                        [(m.body, dict(m.meta)) for m in msgs if (m.dest, m.kind) == (dest, kind)],
+                        kind=kind, key=ev.alert, content_type="application/json",
+                        dedup_key=f"action:{entry_id}:{kind}")
         self.client.set(self.keys.outbound_cursor, entries[-1][0])
 
     def _refresh_rules(self, rr: RoomRun, sid: str | None, limits: dict[str, str]) -> None:
@@ -410,13 +423,20 @@ class Worker:
                      {m: (r.low, r.high) for m, r in rr.rules.items()}, extra={"room": rr.room.id})
         rr.sid, rr.limits_raw = sid, dict(limits)
 
+    def _outbox(self, now: int) -> OutboxFor | None:
+        """The outbound messages of committed events, for `commit` to enqueue with them."""
+        routes = self.outbound
+        if routes is None:
+            return None
+        nobody = unattended(self._screens, now, self.cfg.alerts.screen_stale_s)
+        return lambda events: [e for ev in events for e in outbox_entries(
+            routes.messages(ev, page_tier(ev, nobody), room_name=self._room_name(ev.room)), ev.alert, now)]
+
     def _send(self, events: list[AlertEvent], now: int) -> None:
+        """Log committed events (their outbound messages were enqueued with them)."""
         self.stats.events += len(events)
         for ev in events:
             log.info("%s %s %s: %s", ev.event, ev.priority, ev.alert, ev.message, extra={"room": ev.room})
-            if self.outbound is not None:
-                nobody = unattended(self._screens, now, self.cfg.alerts.screen_stale_s)
-                self.outbound.send(ev, page_tier(ev, nobody), room_name=self._room_name(ev.room))
 
     def _room_name(self, room: str) -> str:
         if room == clinic.CLINIC:

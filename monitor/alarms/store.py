@@ -23,7 +23,7 @@ from monitor.model.keys import Keys
 from monitor.model.readings import Reading
 
 from .evaluate import Book
-from .model import Cond, encode_record
+from .model import AlertEvent, Cond, encode_record
 
 log = logging.getLogger(__name__)
 StrHash = dict[str, str]  # what a decode_responses client returns for HGETALL
@@ -127,14 +127,20 @@ def latest_ts_of(summary: Mapping[str, str]) -> dict[str, int]:
     return out
 
 
+OutboxFor = Callable[[list[AlertEvent]], list[tuple[str, dict[str, str]]]]
+
+
 def commit(client: redis.Redis, keys: Keys, room: str, owner: str,
            build: Callable[[dict[str, dict[str, Any]]], Book],
            state: Mapping[str, str | None], retention_ms: int, now_ms: int,
-           attempts: int = 20, latest: Mapping[str, str] | None = None) -> Book:
+           attempts: int = 20, latest: Mapping[str, str] | None = None, outbox: OutboxFor | None = None) -> Book:
     """Apply `build(active records) -> Book` and `state` changes atomically, fenced by ownership.
 
     `state` maps alarm-state field → new value (None deletes it); `latest` fields go to the
-    room's latest-value summary in the same transaction. Raises LostOwnership.
+    room's latest-value summary in the same transaction. `outbox(events)` gives the outbound
+    messages of the events as (destination, outbox stream fields): they are added in the same
+    transaction too, so an event is never stored without its pages (nor the reverse).
+    Raises LostOwnership.
     """
     owner_key, active_key = keys.room_owner(room), keys.active_alerts(room)
     with client.pipeline(transaction=True) as pipe:
@@ -156,6 +162,9 @@ def commit(client: redis.Redis, keys: Keys, room: str, owner: str,
                 min_id = str(max(0, now_ms - retention_ms))
                 for ev in book.events:
                     pipe.xadd(keys.alerts, ev.to_fields(), minid=min_id, approximate=True)  # type: ignore[arg-type]
+                for dest, fields in (outbox(book.events) if outbox is not None and book.events else []):
+                    pipe.xadd(keys.outbox(dest), fields)  # type: ignore[arg-type]
+                    pipe.sadd(keys.outbox_destinations, dest)
                 sets = {k: v for k, v in state.items() if v is not None}
                 dels = [k for k, v in state.items() if v is None]
                 if sets:

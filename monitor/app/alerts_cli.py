@@ -1,8 +1,11 @@
-"""`vitalwatch alerts`: one alert-engine worker plus the archive top-up loop, until SIGINT/SIGTERM.
+"""`vitalwatch alerts`: one alert-engine worker plus its background loops, until SIGINT/SIGTERM.
 
-The worker (monitor/alarms/engine.py) evaluates the rooms it leases; the top-up loop
-(monitor/sessions/archive_topup.py) copies late readings into archived sessions. They are
-started together here, in the shell, so the alarms package needs nothing from sessions.
+The worker (monitor/alarms/engine.py) evaluates the rooms it leases and enqueues the events'
+pages with them; the outbound senders (monitor/alarms/outbound.py) deliver those to MQTT and
+the webhook; the top-up loop (monitor/sessions/archive_topup.py) copies late readings into
+archived sessions; the EHR loop (monitor/sessions/outbound.py) sends HL7/FHIR. They are
+started together here, in the shell, so the alarms package needs nothing from sessions. None
+of them stops on a Redis error: each retries with backoff and logs once per episode.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import threading
 from typing import Any
 
 from monitor.alarms.engine import Worker
-from monitor.alarms.outbound import Outbound
+from monitor.alarms.outbound import DEST_MQTT, DEST_WEBHOOK, MqttSender, Routes, WebhookSender, start_senders
 from monitor.model.config import Config
 from monitor.sessions import archive_topup
 from monitor.sessions import outbound as interop_outbound
@@ -39,15 +42,19 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     owner = f"{heartbeat.instance_name()}-{secrets.token_hex(2)}"
-    outbound = Outbound(
-        endpoints.mqtt_url, endpoints.mqtt_version, cfg.mqtt.alerts_topic,
+    mqtt_sender = MqttSender(
+        endpoints.mqtt_url, endpoints.mqtt_version,
         cfg.mqtt.client_id + "-alerts-" + owner if cfg.mqtt.client_id else f"vitalwatch-alerts-{owner}",
-        webhook_url=cfg.alerts.webhook_url, webhook_timeout_s=cfg.alerts.webhook_timeout_s,
         username=endpoints.mqtt_username or None, password=endpoints.mqtt_password or None,
         ca_file=cfg.mqtt.ca_file, cert_file=cfg.mqtt.cert_file, key_file=cfg.mqtt.key_file)
-    worker = Worker(cfg, client, endpoints.keys, owner=owner, outbound=outbound)
+    transports: dict[str, Any] = {DEST_MQTT: mqtt_sender}
+    if cfg.alerts.webhook_url:
+        transports[DEST_WEBHOOK] = WebhookSender(cfg.alerts.webhook_url, cfg.alerts.webhook_timeout_s)
+    routes = Routes(cfg.mqtt.alerts_topic, webhook=bool(cfg.alerts.webhook_url))
+    worker = Worker(cfg, client, endpoints.keys, owner=owner, outbound=routes)
     log.info("alert worker %s started (%d room(s) in config, lease %.1f s)", owner, len(cfg.rooms),
              cfg.alerts.owner_ttl_s)
+    pagers = start_senders(lambda: connect(endpoints.redis_url), endpoints.keys, owner, transports, stop)
     topup = archive_topup.start(cfg, endpoints.redis_url, endpoints.keys, owner, stop)
     # HL7/FHIR to the EHR: every worker runs the loop; a lease lets one send per destination
     interop = interop_outbound.start(cfg, endpoints.redis_url, endpoints.keys, owner, stop)
@@ -55,10 +62,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         worker.run(stop)
     finally:
         stop.set()
-        topup.join(5)
-        if interop is not None:
-            interop.join(5)
-        outbound.close()
+        for t in [*pagers, topup, *([interop] if interop is not None else [])]:
+            t.join(5)
+        mqtt_sender.close()
         client.close()
     log.info("alert worker %s stopped: %d readings, %d events", owner, worker.stats.readings, worker.stats.events)
     return 0

@@ -147,6 +147,15 @@ def _decode(dest: str, entry_id: str, f: Mapping[str, str]) -> Message:
                    {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {})
 
 
+def message_fields(body: str, *, kind: str, key: str = "", content_type: str = "text/plain",
+                   meta: Mapping[str, str] | None = None, now_ms: int) -> dict[str, str]:
+    """The stream fields of one outbox message (what `enqueue` adds; pure). A writer that must
+    enqueue in its own MULTI/EXEC — the alert engine, with the events the messages announce —
+    XADDs these to `keys.outbox(dest)` and SADDs `dest` to `keys.outbox_destinations`."""
+    return {"kind": kind, "key": key, "body": body, "content_type": content_type, "created_ms": str(now_ms),
+            "meta": json.dumps(dict(meta or {}), sort_keys=True)}
+
+
 class Outbox:
     """One destination's queue: enqueue, read, list refusals, resend."""
 
@@ -168,8 +177,7 @@ class Outbox:
         now = _now_ms() if now_ms is None else now_ms
         flat = []
         for body, meta in items:
-            fields = {"kind": kind, "key": key, "body": body, "content_type": content_type,
-                      "created_ms": str(now), "meta": json.dumps(meta, sort_keys=True)}
+            fields = message_fields(body, kind=kind, key=key, content_type=content_type, meta=meta, now_ms=now)
             flat.append([x for kv in fields.items() for x in kv])
         res = self._enqueue(keys=[self.keys.outbox(self.dest), self.keys.outbox_keys(self.dest),
                                   self.keys.outbox_destinations],
@@ -262,6 +270,7 @@ class OutboxSender:
         self._keys = (k.outbox_lease(d), k.outbox_state(d), k.outbox_failed(d))
         self._next_trim = 0
         self.sent = 0
+        self.idle = False  # the last step found nothing to send (the caller may wait for new messages)
 
     def holds_lease(self) -> bool:
         """Take the destination's lease if free, or renew ours."""
@@ -275,6 +284,7 @@ class OutboxSender:
 
     def step(self) -> float:
         """Send at most one message; returns how long to wait before the next step (s)."""
+        self.idle = False
         now = self.clock()
         if not self.holds_lease():
             return self.lease_ms / 3000
@@ -286,6 +296,7 @@ class OutboxSender:
             self.outbox.trim(now)
             self._next_trim = now + 3600_000
         msg = self.outbox.next()
+        self.idle = msg is None
         if msg is None:
             return 0.5
         try:
