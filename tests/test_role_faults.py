@@ -18,11 +18,13 @@ import redis
 
 from monitor.alarms.engine import Worker
 from monitor.alarms.model import event_from_fields
+from monitor.alarms.outbound import DEST_MQTT, start_senders
 from monitor.model.config import Config, parse_config
 from monitor.model.keys import Keys
 from monitor.sessions import archive_topup
 from monitor.sessions import outbound as interop_outbound
 from monitor.store import heartbeat
+from monitor.store.outbox import Delivered, Outbox
 from monitor.store.redis_conn import connect
 from monitor.store.status import publish_status
 from tests.dashboard_support import now_ms, wait_for
@@ -186,11 +188,12 @@ def test_worker_whose_steps_keep_failing_stops_claiming_to_be_alive(own_redis: R
         run.close()
 
 
-def test_archive_topup_and_ehr_outbound_loops_survive_oom(own_redis: RedisProc, tmp_path: Path,
+def test_archive_topup_ehr_and_pager_loops_survive_oom(own_redis: RedisProc, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           caplog: pytest.LogCaptureFixture) -> None:
-    """Both background loops of `vitalwatch alerts` meet OOM on their first write (the lock's
-    SET NX), log it once, and go on once writes are back."""
+    """The background loops of `vitalwatch alerts` meet OOM on their first write (a lock's SET
+    NX, a lease), log it once, and go on once writes are back; a page enqueued during the
+    fault's end is delivered."""
     caplog.set_level(logging.INFO)
     monkeypatch.setattr(archive_topup, "EVERY_S", 0.05)
     monkeypatch.setattr(interop_outbound, "SCAN_EVERY_S", 0.05)
@@ -203,19 +206,29 @@ def test_archive_topup_and_ehr_outbound_loops_survive_oom(own_redis: RedisProc, 
             topup = archive_topup.start(cfg, own_redis.url, keys, "w1", stop)
             interop = interop_outbound.start(cfg, own_redis.url, keys, "w1", stop)
             assert interop is not None
+            delivered: list[str] = []
+            pagers = start_senders(lambda: connect(own_redis.url), keys, "w1",
+                                   {DEST_MQTT: lambda m: delivered.append(m.body) or Delivered("ok")}, stop)
             wait_for(lambda: sum("archive top-up (Redis): " in r.getMessage() for r in caplog.records), 10,
                      "the top-up meeting OOM")
             wait_for(lambda: sum("EHR outbound loop: " in r.getMessage() for r in caplog.records), 10,
                      "the outbound loop meeting OOM")
-            assert topup.is_alive() and interop.is_alive()
+            wait_for(lambda: sum("outbound pager-mqtt: " in r.getMessage() for r in caplog.records), 10,
+                     "the pager sender meeting OOM")
+            assert topup.is_alive() and interop.is_alive() and all(t.is_alive() for t in pagers)
         wait_for(lambda: any("archive top-up (Redis): working again" in r.getMessage() for r in caplog.records),
                  10, "the top-up working again")
         wait_for(lambda: any("EHR outbound loop: working again" in r.getMessage() for r in caplog.records),
                  10, "the outbound loop working again")
-        assert topup.is_alive() and interop.is_alive()
+        wait_for(lambda: any("outbound pager-mqtt: working again" in r.getMessage() for r in caplog.records),
+                 10, "the pager sender working again")
+        assert topup.is_alive() and interop.is_alive() and all(t.is_alive() for t in pagers)
         warn = [r for r in caplog.records if r.levelno == logging.WARNING
-                and ("archive top-up (Redis)" in r.getMessage() or "EHR outbound loop" in r.getMessage())]
-        assert len(warn) == 2, [r.getMessage() for r in warn]  # one per loop, not one per round
+                and any(w in r.getMessage() for w in ("archive top-up (Redis)", "EHR outbound loop",
+                                                      "outbound pager-mqtt"))]
+        assert len(warn) == 3, [r.getMessage() for r in warn]  # one per loop, not one per round
+        Outbox(admin, keys, DEST_MQTT).enqueue('{"page":true}', kind="alert-page", meta={"topic": "t/page"})
+        wait_for(lambda: delivered == ['{"page":true}'], 10, "a page sent after the fault")
     finally:
         stop.set()
         admin.close()
