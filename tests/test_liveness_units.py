@@ -134,3 +134,35 @@ def test_probe_keeps_the_start_of_its_episode() -> None:
     p = p.after(T + 1000, "READONLY", "Redis is a read-only replica", "READONLY")
     assert p.since_ms == T and p.code == "READONLY" and p.refused_for_ms(T + 2500) == 2500
     assert p.after(T + 3000, ok=True) == WriteProbe()
+
+
+def test_outage_tracker_pages_once_after_three_seconds_and_follows_up() -> None:
+    from monitor.alarms.outage import OutageTracker, resumed_event, stopped_event
+
+    t = OutageTracker(page_after_ms=3000)
+    assert t.failed("OOM", "Redis out of memory", T) is None
+    assert t.ok(T + 1000) is None  # a blip: forgotten, no page, no follow-up
+    assert t.failed("OOM", "Redis out of memory", T + 2000) is None
+    assert t.failed("", "Redis unreachable", T + 3000) is None  # a failover drops connections too
+    o = t.failed("OOM", "Redis out of memory", T + 5000)
+    assert o is not None and o.paged and o.since_ms == T + 2000 and o.not_stored
+    t.detail("used 3.1 MB, maxmemory 1 bytes")
+    assert t.failed("OOM", "Redis out of memory", T + 6000) is None  # once per episode
+    done = t.ok(T + 8000)
+    assert done is not None and done.until_ms == T + 8000
+    page = stopped_event(done, "w1", ["room-1", "room-2"], T + 5000)
+    assert (page.room, page.alert, page.event, page.priority) == ("*", f"*.-.not_stored.{T + 2000}", "raised", "high")
+    assert page.message == ("NOT MONITORING (2 rooms): readings are not being stored: Redis out of memory "
+                            "(used 3.1 MB, maxmemory 1 bytes)")
+    back = resumed_event(done, "w1", ["room-1", "room-2"], T + 8000)
+    assert back.alert == page.alert and back.event == "cleared" and back.message.startswith("Monitoring resumed after 6 s")
+
+
+def test_outage_of_an_unreachable_redis_is_about_this_worker() -> None:
+    from monitor.alarms.outage import OutageTracker
+
+    t = OutageTracker(page_after_ms=3000)
+    t.failed("", "Redis unreachable", T)
+    o = t.failed("", "Redis unreachable", T + 3000)
+    assert o is not None and not o.not_stored and o.cond == "no_redis"
+    assert o.sentence("w1") == "alarms are not being evaluated: Redis unreachable (alert worker w1)"

@@ -29,6 +29,7 @@ Each commit also enqueues its events' outbound messages (pages) in the same tran
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
 import math
@@ -44,15 +45,17 @@ from monitor.model.clock import Clock, now_ms
 from monitor.model.codec import CodecError, from_fields
 from monitor.model.config import Config, RoomConfig
 from monitor.model.keys import Keys
+from monitor.model.liveness import parse_info, server_detail
 from monitor.model.readings import Reading
 from monitor.store import heartbeat
 from monitor.store.outbox import Outbox
-from monitor.store.retry import REDIS_ERRORS, Backoff, Episode, cause
+from monitor.store.retry import REDIS_ERRORS, Backoff, Episode, cause, reply_code, reply_text, words
 
 from . import clinic
 from .evaluate import BP_METRICS, Book, apply_timers, apply_transitions, evaluate, reconcile
 from .model import AlertEvent, Cond, Rule, TechRule, event_from_fields
-from .outbound import Routes, outbox_entries, page_tier, unattended
+from .outage import Outage, OutageTracker, resumed_event, stopped_event
+from .outbound import DirectPager, Routes, outbox_entries, page_tier, unattended
 from .reminders import reminder_conditions
 from .rules import build_rules, technical_rules
 from .store import (
@@ -112,10 +115,13 @@ class Worker:
     """One alert-engine worker: leases, evaluation, ticks. Drive it with `run()` or `step()`."""
 
     def __init__(self, cfg: Config, client: redis.Redis, keys: Keys, *, owner: str | None = None,
-                 outbound: Routes | None = None, clock: Clock = now_ms) -> None:
+                 outbound: Routes | None = None, pager: DirectPager | None = None, clock: Clock = now_ms) -> None:
         self.cfg, self.client, self.keys = cfg, client, keys
         self.owner = owner or f"{heartbeat.instance_name()}-{secrets.token_hex(2)}"
         self.outbound = outbound
+        self.pager = pager  # pages that monitoring stopped: straight out, not through Redis
+        self.outages = OutageTracker()
+        self.finished_outages: collections.deque[Outage] = collections.deque(maxlen=20)  # paged, to record
         self.clock = clock
         self.ttl_ms = int(cfg.alerts.owner_ttl_s * 1000)
         self.leases = Leases(client, keys, self.owner, self.ttl_ms)
@@ -482,16 +488,52 @@ class Worker:
                 if self.episode.since is None:
                     self.failing_since_ms = self.clock()
                 self.episode.failed(e, wait)
+                self._outage_failed(e)
                 stop.wait(wait)
                 continue
             backoff.reset()
             if self.episode.recovered():
                 self.failing_since_ms = None
+                self._outage_over()
         try:
             self.release_all()
             heartbeat.remove(self.client, self.keys, ROLE, self.owner)
         except REDIS_ERRORS as e:
             log.warning("could not release rooms on stop (%s); they expire in %.1f s", cause(e), self.ttl_ms / 1000)
+
+
+    def _outage_failed(self, e: BaseException) -> None:
+        """A step failed on Redis: once the failure has lasted PAGE_AFTER_MS, page that
+        monitoring stopped — directly (DirectPager), since Redis cannot hold the page."""
+        now = self.clock()
+        o = self.outages.failed(reply_code(e), words(e), now)
+        if o is None:
+            return
+        detail = reply_text(e)
+        if o.not_stored:
+            try:  # a Redis that refuses writes still answers INFO: it says why
+                detail = server_detail(parse_info(cast(dict[str, Any], self.client.info()))) or detail
+            except REDIS_ERRORS:
+                pass
+        self.outages.detail(detail)
+        o = self.outages.current or o
+        rooms = [r.id for r in self.cfg.rooms]
+        log.error("NOT MONITORING: %s — paging directly (%s)", o.sentence(self.owner),
+                  "sent" if self.pager is not None else "no pager configured")
+        if self.pager is not None:
+            self.pager.page(stopped_event(o, self.owner, rooms, now), 1)
+
+    def _outage_over(self) -> None:
+        """Steps work again: the follow-up page, and the episode kept for the record."""
+        now = self.clock()
+        o = self.outages.ok(now)
+        if o is None:
+            return
+        rooms = [r.id for r in self.cfg.rooms]
+        log.warning("monitoring resumed after %.1f s: was %s", (now - o.since_ms) / 1000, o.sentence(self.owner))
+        if self.pager is not None:
+            self.pager.page(resumed_event(o, self.owner, rooms, now), None)
+        self.finished_outages.append(o)
 
 
 def _age(value: str, now: int) -> int:

@@ -18,7 +18,15 @@ import threading
 from typing import Any
 
 from monitor.alarms.engine import Worker
-from monitor.alarms.outbound import DEST_MQTT, DEST_WEBHOOK, MqttSender, Routes, WebhookSender, start_senders
+from monitor.alarms.outbound import (
+    DEST_MQTT,
+    DEST_WEBHOOK,
+    DirectPager,
+    MqttSender,
+    Routes,
+    WebhookSender,
+    start_senders,
+)
 from monitor.model.config import Config
 from monitor.sessions import archive_topup
 from monitor.sessions import outbound as interop_outbound
@@ -47,11 +55,13 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         cfg.mqtt.client_id + "-alerts-" + owner if cfg.mqtt.client_id else f"vitalwatch-alerts-{owner}",
         username=endpoints.mqtt_username or None, password=endpoints.mqtt_password or None,
         ca_file=cfg.mqtt.ca_file, cert_file=cfg.mqtt.cert_file, key_file=cfg.mqtt.key_file)
-    transports: dict[str, Any] = {DEST_MQTT: mqtt_sender}
-    if cfg.alerts.webhook_url:
-        transports[DEST_WEBHOOK] = WebhookSender(cfg.alerts.webhook_url, cfg.alerts.webhook_timeout_s)
-    routes = Routes(cfg.mqtt.alerts_topic, webhook=bool(cfg.alerts.webhook_url))
-    worker = Worker(cfg, client, endpoints.keys, owner=owner, outbound=routes)
+    webhook = WebhookSender(cfg.alerts.webhook_url, cfg.alerts.webhook_timeout_s) if cfg.alerts.webhook_url else None
+    transports: dict[str, Any] = {DEST_MQTT: mqtt_sender, **({DEST_WEBHOOK: webhook} if webhook else {})}
+    routes = Routes(cfg.mqtt.alerts_topic, webhook=webhook is not None)
+    # "monitoring stopped" pages do not go through Redis (it may be what stopped): see outbound.py
+    direct = DirectPager(routes, mqtt_sender, webhook)
+    direct.start(stop)
+    worker = Worker(cfg, client, endpoints.keys, owner=owner, outbound=routes, pager=direct)
     log.info("alert worker %s started (%d room(s) in config, lease %.1f s)", owner, len(cfg.rooms),
              cfg.alerts.owner_ttl_s)
     pagers = start_senders(lambda: connect(endpoints.redis_url), endpoints.keys, owner, transports, stop)
