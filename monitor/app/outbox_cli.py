@@ -1,4 +1,4 @@
-"""`vitalwatch outbox list|resend` — the outbound queues (HL7 to the EHR, FHIR) for clinic IT.
+"""`vitalwatch outbox list|resend` — the outbound queues (HL7 to the EHR, FHIR, pages) for clinic IT.
 
 `list` prints each destination's state (waiting, delivered, refused, last error) and its
 refused messages; `resend --dest D MESSAGE_ID` queues a refused message again (audited as
@@ -43,7 +43,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                          if st.get("last_error") and int(st.get("attempts") or 0) else ""))
                 for f in box.failed():
                     when = datetime.fromtimestamp(f.failed_ms / 1000, tz).strftime("%Y-%m-%d %H:%M:%S")
-                    print(f"  REFUSED {f.message.id}  {when}  session {f.message.key or '-'}  "
+                    what = "alert" if f.message.kind.startswith("alert-") else "session"
+                    print(f"  REFUSED {f.message.id}  {when}  {what} {f.message.key or '-'}  "
                           f"{f.message.meta.get('control_id', '')}  {f.reason}")
             return EXIT_OK
         box = Outbox(client, ep.keys, args.dest)
