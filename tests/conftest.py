@@ -24,6 +24,7 @@ import redis
 from monitor.model.config import Config
 from monitor.model.keys import Keys
 from tests.configs import config_mapping, parsed
+from tests.fault_support import DEBUG_ARGS
 from tests.servers import MosquittoProc, PostgresProc, RedisProc, delete_clinic_keys
 
 SHARED_REDIS = os.environ.get("VITALWATCH_TEST_REDIS", "redis://127.0.0.1:6379/0")
@@ -78,6 +79,15 @@ def rclient(redis_url: str, keys: Keys) -> Iterator[redis.Redis]:
 @pytest.fixture
 def redis_proc(tmp_path: Path) -> Iterator[RedisProc]:
     proc = RedisProc(tmp_path / "redis").start()
+    yield proc
+    proc.kill()
+
+
+@pytest.fixture
+def fault_redis(tmp_path: Path) -> Iterator[RedisProc]:
+    """A redis-server of our own that also takes DEBUG commands, to make it fail on purpose
+    (tests/fault_support.py: OOM, READONLY, BUSY, NOAUTH, LOADING)."""
+    proc = RedisProc(tmp_path / "fault-redis", extra_args=DEBUG_ARGS).start()
     yield proc
     proc.kill()
 

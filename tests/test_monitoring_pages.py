@@ -16,11 +16,11 @@ from pathlib import Path
 import pytest
 
 from monitor.alarms.outbound import DirectPager, MqttSender, Routes, WebhookSender
-from tests.dashboard_support import wait_for
 from tests.fault_support import oom, readonly
 from tests.servers import MosquittoProc, RedisProc
 from tests.test_alarms_outbound import Hook, subscriber
-from tests.test_role_faults import Running, make_cfg, own_redis  # noqa: F401 - the fixture
+from tests.test_role_faults import Running, make_cfg
+from tests.waiting import wait_for
 
 HOLD_S = 6.0
 
@@ -35,7 +35,7 @@ def drain(q: queue.Queue) -> list:
 
 
 @pytest.mark.parametrize(("fault", "words"), [(oom, "Redis out of memory"), (readonly, "Redis is a read-only replica")])
-def test_worker_pages_directly_that_monitoring_stopped_and_resumed(fault, words: str, own_redis: RedisProc,  # noqa: ANN001,F811
+def test_worker_pages_directly_that_monitoring_stopped_and_resumed(fault, words: str, fault_redis: RedisProc,  # noqa: ANN001
                                                                    mosquitto_proc: MosquittoProc,
                                                                    tmp_path: Path) -> None:
     sub, got = subscriber(mosquitto_proc.port, "vw-mon/alerts/page")
@@ -44,14 +44,14 @@ def test_worker_pages_directly_that_monitoring_stopped_and_resumed(fault, words:
     pager = DirectPager(Routes("vw-mon/alerts", webhook=True), sender, WebhookSender(hook.url, timeout_s=2))
     stop = threading.Event()
     pager.start(stop)
-    cfg = make_cfg(own_redis.url, tmp_path, rooms=[{"id": f"room-{i}"} for i in (1, 2, 3)])
-    run = Running(cfg, own_redis.url)
+    cfg = make_cfg(fault_redis.url, tmp_path, rooms=[{"id": f"room-{i}"} for i in (1, 2, 3)])
+    run = Running(cfg, fault_redis.url)
     run.worker.pager = pager
     try:
         assert sender.wait_connected(10)
         run.start()
         t0 = time.monotonic()
-        with fault(own_redis):
+        with fault(fault_redis):
             _topic, page = got.get(timeout=10)
             paged_s = time.monotonic() - t0
             assert page["room"] == "*" and page["event"] == "raised" and page["priority"] == "high"

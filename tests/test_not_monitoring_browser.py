@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.dashboard_support import login, now_ms, served_dashboard, wait_for
+from monitor.model.clock import now_ms
+from tests.dashboard_support import login, served_dashboard, wait_page
 from tests.fault_support import oom, readonly
 from tests.servers import RedisProc
 from tests.test_dashboard_browser import make_cfg
@@ -42,26 +43,26 @@ def test_redis_refusing_writes_shows_not_monitoring_with_its_cause(fault, words:
     with served_dashboard(cfg, redis_proc.url, {"nina": ("nurse", "nurse-pass-1")}) as env:
         d, url = env["driver"], env["url"]
         login(d, url, "nina", "nurse-pass-1")
-        wait_for(lambda: banner(d) == "" and health(url)[0] == 200, 15, "monitoring before the fault")
+        wait_page(lambda: banner(d) == "" and health(url)[0] == 200, 15, "monitoring before the fault")
         t0 = time.monotonic()
         with fault(redis_proc):
-            wait_for(lambda: banner(d).startswith("NOT MONITORING"), 10, "NOT MONITORING on the screen")
+            wait_page(lambda: banner(d).startswith("NOT MONITORING"), 10, "NOT MONITORING on the screen")
             first_s = time.monotonic() - t0  # the first words may be a dropped connection's
-            wait_for(lambda: f"readings are not being stored: {words}" in banner(d), 10, "the cause on the screen")
+            wait_page(lambda: f"readings are not being stored: {words}" in banner(d), 10, "the cause on the screen")
             on_screen_s = time.monotonic() - t0
-            status, body = wait_for(lambda: (h := health(url))[0] != 200 and h, 10, "/health failing")
+            status, body = wait_page(lambda: (h := health(url))[0] != 200 and h, 10, "/health failing")
             health_s = time.monotonic() - t0
             assert status == 503 and any(f"readings are not being stored: {words}" in p for p in body["problems"])
             assert body["writes"]["ok"] is False
             time.sleep(max(0.0, HOLD_S - (time.monotonic() - t0)))  # the fault lasts 6 s
         t1 = time.monotonic()
-        wait_for(lambda: banner(d) == "", 15, "the banner clearing after recovery")
-        wait_for(lambda: health(url)[0] == 200, 15, "/health 200 after recovery")
+        wait_page(lambda: banner(d) == "", 15, "the banner clearing after recovery")
+        wait_page(lambda: health(url)[0] == 200, 15, "/health 200 after recovery")
         print(f"\n{fault.__name__}: NOT MONITORING on screen {first_s:.1f} s, with the cause {on_screen_s:.1f} s, "
               f"/health 503 {health_s:.1f} s "
               f"after the fault; clear {time.monotonic() - t1:.1f} s after recovery")
         # the same page, never reloaded: still live afterwards
         env["client"].xadd(env["keys"].vitals("room-1"), {"ts": str(now_ms()), "dev": "oxi-1", "spo2": "93"})
-        wait_for(lambda: d.execute_script(
+        wait_page(lambda: d.execute_script(
             "var e=document.querySelector('[data-vw-part=value][data-vw-room=\"room-1\"][data-vw-metric=\"spo2\"]');"
             "return e && e.textContent.indexOf('93') >= 0"), 10, "a reading on the screen after recovery")

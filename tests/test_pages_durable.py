@@ -20,52 +20,28 @@ import pytest
 import redis
 
 from monitor.alarms.outbound import DEST_MQTT, DEST_WEBHOOK
+from monitor.model.clock import now_ms
 from monitor.store import heartbeat
 from monitor.store.outbox import Outbox
 from monitor.store.status import publish_status
-from tests.dashboard_support import now_ms, wait_for
+from tests.configs import config_mapping, room_entry, serial_device, write_config
 from tests.servers import kill_quietly
 from tests.test_alarms_outbound import Hook, subscriber
+from tests.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def write_config(tmp: Path, clinic: str, redis_url: str, mqtt_url: str, webhook: str) -> Path:
-    path = tmp / "vitalwatch.toml"
-    path.write_text(f"""
-[clinic]
-id = "{clinic}"
-[redis]
-url = "{redis_url}"
-[mqtt]
-url = "{mqtt_url}"
-alerts_topic = "vw-dur/alerts"
-[data]
-dir = "{tmp / 'data'}"
-[archive]
-url = "sqlite:///{tmp / 'archive.db'}"
-[alerts]
-owner_ttl_s = 2
-webhook_url = "{webhook}"
-webhook_timeout_s = 2
-[[rooms]]
-id = "room-1"
-  [[rooms.devices]]
-  id = "mon-1"
-  protocol = "masimo-ascii"
-  transport = "serial"
-  port = "/dev/null"
-[alarms.defaults]
-sbp = {{ high = 180, priority = "high", delay_s = 0 }}
-""")
-    return path
 
 
 @pytest.mark.slow
 def test_page_survives_kill_9_of_the_alerts_process_during_a_broker_outage(tmp_path, rclient, keys, clinic_id,
                                                                            redis_url, mosquitto_proc) -> None:
     hook = Hook([503] * 1000)  # the webhook is down too (answers 503) until we clear its plan
-    cfg_path = write_config(tmp_path, clinic_id, redis_url, mosquitto_proc.url, hook.url)
+    cfg_path = write_config(tmp_path / "vitalwatch.toml", config_mapping(
+        clinic_id, redis_url=redis_url, mqtt_url=mosquitto_proc.url, data_dir=tmp_path / "data",
+        archive_url=f"sqlite:///{tmp_path / 'archive.db'}", rooms=[room_entry("room-1", serial_device("mon-1"))],
+        mqtt={"alerts_topic": "vw-dur/alerts"},
+        alerts={"owner_ttl_s": 2, "webhook_url": hook.url, "webhook_timeout_s": 2},
+        alarms={"defaults": {"sbp": {"high": 180, "priority": "high", "delay_s": 0}}}))
     pager, got = subscriber(mosquitto_proc.port, "vw-dur/alerts/page", client_id=f"pager-{clinic_id}",
                             persistent=True)
     stop = threading.Event()

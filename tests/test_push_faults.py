@@ -23,30 +23,21 @@ import redis
 from dashboard import live
 from dashboard.data import Data
 from dashboard.live import Hub
-from monitor.model.config import Config, parse_config
+from monitor.model.clock import now_ms
+from monitor.model.config import Config
 from monitor.model.keys import Keys
 from monitor.store import heartbeat
 from monitor.store.redis_conn import connect
 from monitor.store.status import publish_status
-from tests.dashboard_support import now_ms, wait_for
-from tests.fault_support import DEBUG_ARGS, FAULTS, unblock_xread
+from tests.configs import config_mapping, parsed, room_entry, serial_device
+from tests.fault_support import FAULTS, unblock_xread
 from tests.servers import RedisProc
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisProc]:
-    proc = RedisProc(tmp_path / "redis", extra_args=DEBUG_ARGS).start()
-    yield proc
-    proc.kill()
+from tests.waiting import wait_for
 
 
 def make_cfg(url: str, tmp_path: Path) -> Config:
-    return parse_config({
-        "clinic": {"id": "t-" + uuid.uuid4().hex[:8], "name": "Push"},
-        "redis": {"url": url}, "data": {"dir": str(tmp_path / "data")},
-        "rooms": [{"id": "room-1", "devices": [
-            {"id": "mon-1", "protocol": "masimo-ascii", "transport": "serial", "port": "/dev/null"}]}],
-    }, source="push.toml")
+    return parsed(config_mapping("t-" + uuid.uuid4().hex[:8], redis_url=url, data_dir=tmp_path / "data",
+                                 rooms=[room_entry("room-1", serial_device("mon-1"))]))
 
 
 class HubRun:
@@ -125,8 +116,8 @@ def _not_json(name: str) -> Any:
 
 
 @pytest.fixture
-def hub_run(own_redis: RedisProc, tmp_path: Path) -> Iterator[HubRun]:
-    run = HubRun(make_cfg(own_redis.url, tmp_path), own_redis.url).start()
+def hub_run(fault_redis: RedisProc, tmp_path: Path) -> Iterator[HubRun]:
+    run = HubRun(make_cfg(fault_redis.url, tmp_path), fault_redis.url).start()
     yield run
     run.close()
 
@@ -141,10 +132,10 @@ EXPECTED = {
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_push_loop_survives_error_replies_and_says_why(fault: str, hub_run: HubRun, own_redis: RedisProc) -> None:
+def test_push_loop_survives_error_replies_and_says_why(fault: str, hub_run: HubRun, fault_redis: RedisProc) -> None:
     before = hub_run.reading(hr=71)
     wait_for(lambda: hub_run.pushed(before), 10, "a reading pushed before the fault")
-    with FAULTS[fault](own_redis):
+    with FAULTS[fault](fault_redis):
         mon = wait_for(lambda: next((m for m in reversed(hub_run.got("mon"))
                                      if not m["ok"] and EXPECTED[fault] in " ".join(m["reasons"])), None),
                        15, f"NOT MONITORING naming {fault}")
@@ -156,9 +147,9 @@ def test_push_loop_survives_error_replies_and_says_why(fault: str, hub_run: HubR
     assert hub_run.hub.stats["loop_failures"] == 0 and hub_run.hub.loop_restarts == 0
 
 
-def test_blocked_read_ended_by_failover_or_client_unblock(hub_run: HubRun, own_redis: RedisProc) -> None:
+def test_blocked_read_ended_by_failover_or_client_unblock(hub_run: HubRun, fault_redis: RedisProc) -> None:
     for _ in range(3):
-        unblock_xread(own_redis)
+        unblock_xread(fault_redis)
     ts = hub_run.reading(spo2=97)
     wait_for(lambda: hub_run.pushed(ts), 10, "a reading pushed after the unblocks")
     assert hub_run.last_mon().get("ok") and hub_run.hub.stats["loop_failures"] == 0

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,8 @@ import redis
 from monitor.alarms.engine import Worker
 from monitor.alarms.model import event_from_fields
 from monitor.alarms.outbound import DEST_MQTT, start_senders
-from monitor.model.config import Config, parse_config
+from monitor.model.clock import now_ms
+from monitor.model.config import Config
 from monitor.model.keys import Keys
 from monitor.sessions import archive_topup
 from monitor.sessions import outbound as interop_outbound
@@ -27,31 +27,22 @@ from monitor.store import heartbeat
 from monitor.store.outbox import Delivered, Outbox
 from monitor.store.redis_conn import connect
 from monitor.store.status import publish_status
-from tests.dashboard_support import now_ms, wait_for
-from tests.fault_support import DEBUG_ARGS, FAULTS, oom, unblock_xread
+from tests.configs import config_mapping, parsed, room_entry, serial_device
+from tests.fault_support import FAULTS, oom, unblock_xread
 from tests.servers import RedisProc
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[RedisProc]:
-    proc = RedisProc(tmp_path / "redis", extra_args=DEBUG_ARGS).start()
-    yield proc
-    proc.kill()
+from tests.waiting import wait_for
 
 
 def make_cfg(url: str, tmp_path: Path, **extra: Any) -> Config:
-    data: dict[str, Any] = {
-        "clinic": {"id": "t-" + uuid.uuid4().hex[:8], "name": "Faults"},
-        "redis": {"url": url}, "data": {"dir": str(tmp_path / "data")},
-        "archive": {"url": f"sqlite:///{tmp_path / 'archive.db'}"},
-        "rooms": [{"id": "room-1", "devices": [
-            {"id": "mon-1", "protocol": "masimo-ascii", "transport": "serial", "port": "/dev/null"}]}],
+    """One room with one oximeter, alarms without delay, short leases; `extra` as for config_mapping."""
+    args: dict[str, Any] = {
+        "redis_url": url, "data_dir": tmp_path / "data", "archive_url": f"sqlite:///{tmp_path / 'archive.db'}",
+        "rooms": [room_entry("room-1", serial_device("mon-1"))],
         "alarms": {"defaults": {"sbp": {"high": 180, "priority": "high", "delay_s": 0},
                                 "dbp": {"high": 110, "priority": "medium", "delay_s": 0}}},
         "alerts": {"owner_ttl_s": 2},
     }
-    data.update(extra)
-    return parse_config(data, source="faults.toml")
+    return parsed(config_mapping("t-" + uuid.uuid4().hex[:8], **{**args, **extra}))
 
 
 def feed(client: redis.Redis, keys: Keys, **values: float) -> None:
@@ -104,14 +95,14 @@ def worker_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 @pytest.mark.parametrize("fault", sorted(FAULTS))
-def test_alert_worker_keeps_running_through_error_replies(fault: str, own_redis: RedisProc, tmp_path: Path,
+def test_alert_worker_keeps_running_through_error_replies(fault: str, fault_redis: RedisProc, tmp_path: Path,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
-    run = Running(make_cfg(own_redis.url, tmp_path), own_redis.url).start()
+    run = Running(make_cfg(fault_redis.url, tmp_path), fault_redis.url).start()
     try:
         feed(run.feeder, run.keys, sbp=200)
         wait_for(lambda: raised(run.feeder, run.keys, "sbp"), 10, "an alarm before the fault")
-        with FAULTS[fault](own_redis):
+        with FAULTS[fault](fault_redis):
             # while loading, Redis answers only every few seconds: one LOADING reply is the fault
             times = 1 if fault == "loading" else 4
             wait_for(lambda: run.worker.episode.failures >= times, 30, f"the worker meeting {fault}")
@@ -129,17 +120,17 @@ def test_alert_worker_keeps_running_through_error_replies(fault: str, own_redis:
     assert any(r.getMessage().startswith("alert worker w1: working again") for r in caplog.records)
 
 
-def test_reading_stored_before_oom_raises_its_alarm_once_writes_are_back(own_redis: RedisProc,
+def test_reading_stored_before_oom_raises_its_alarm_once_writes_are_back(fault_redis: RedisProc,
                                                                          tmp_path: Path) -> None:
     """The commit that an OOM refuses is not lost: the room's last applied id moves only with
     a commit, so the same reading is evaluated again after the fault and raises its alarm."""
-    cfg = make_cfg(own_redis.url, tmp_path)
-    run = Running(cfg, own_redis.url)
+    cfg = make_cfg(fault_redis.url, tmp_path)
+    run = Running(cfg, fault_redis.url)
     run.worker.housekeeping(now_ms())  # owns room-1, not yet running
     assert "room-1" in run.worker.rooms
     feed(run.feeder, run.keys, sbp=210)
     try:
-        with oom(own_redis):
+        with oom(fault_redis):
             run.side.start()
             run.thread.start()
             wait_for(lambda: run.worker.episode.failures >= 3, 20, "the worker failing on OOM")
@@ -151,12 +142,12 @@ def test_reading_stored_before_oom_raises_its_alarm_once_writes_are_back(own_red
         run.close()
 
 
-def test_worker_blocked_read_ended_by_client_unblock(own_redis: RedisProc, tmp_path: Path) -> None:
+def test_worker_blocked_read_ended_by_client_unblock(fault_redis: RedisProc, tmp_path: Path) -> None:
     """`-UNBLOCKED` ends an XREAD BLOCK (what a failover does): the worker reads again."""
-    run = Running(make_cfg(own_redis.url, tmp_path), own_redis.url).start()
+    run = Running(make_cfg(fault_redis.url, tmp_path), fault_redis.url).start()
     try:
         for _ in range(3):
-            unblock_xread(own_redis)
+            unblock_xread(fault_redis)
         assert run.thread.is_alive()
         feed(run.feeder, run.keys, sbp=199)
         wait_for(lambda: raised(run.feeder, run.keys, "sbp"), 10, "an alarm after the unblocks")
@@ -164,10 +155,10 @@ def test_worker_blocked_read_ended_by_client_unblock(own_redis: RedisProc, tmp_p
         run.close()
 
 
-def test_worker_whose_steps_keep_failing_stops_claiming_to_be_alive(own_redis: RedisProc, tmp_path: Path) -> None:
+def test_worker_whose_steps_keep_failing_stops_claiming_to_be_alive(fault_redis: RedisProc, tmp_path: Path) -> None:
     """A worker that cannot evaluate (here: its room's alarm state is of the wrong type, so
     every commit gets WRONGTYPE) stops heartbeating, so the screens see it is not working."""
-    run = Running(make_cfg(own_redis.url, tmp_path), own_redis.url).start()
+    run = Running(make_cfg(fault_redis.url, tmp_path), fault_redis.url).start()
     try:
         beat = f"alerts:{run.worker.owner}"
         wait_for(lambda: run.feeder.hget(run.keys.heartbeats, beat), 5, "the worker's heartbeat")
@@ -188,7 +179,7 @@ def test_worker_whose_steps_keep_failing_stops_claiming_to_be_alive(own_redis: R
         run.close()
 
 
-def test_archive_topup_ehr_and_pager_loops_survive_oom(own_redis: RedisProc, tmp_path: Path,
+def test_archive_topup_ehr_and_pager_loops_survive_oom(fault_redis: RedisProc, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           caplog: pytest.LogCaptureFixture) -> None:
     """The background loops of `vitalwatch alerts` meet OOM on their first write (a lock's SET
@@ -197,17 +188,17 @@ def test_archive_topup_ehr_and_pager_loops_survive_oom(own_redis: RedisProc, tmp
     caplog.set_level(logging.INFO)
     monkeypatch.setattr(archive_topup, "EVERY_S", 0.05)
     monkeypatch.setattr(interop_outbound, "SCAN_EVERY_S", 0.05)
-    cfg = make_cfg(own_redis.url, tmp_path, fhir={"url": "http://127.0.0.1:9/fhir"})
+    cfg = make_cfg(fault_redis.url, tmp_path, fhir={"url": "http://127.0.0.1:9/fhir"})
     keys = Keys(cfg.clinic.id)
-    admin = own_redis.admin()
+    admin = fault_redis.admin()
     stop = threading.Event()
     try:
-        with oom(own_redis):
-            topup = archive_topup.start(cfg, own_redis.url, keys, "w1", stop)
-            interop = interop_outbound.start(cfg, own_redis.url, keys, "w1", stop)
+        with oom(fault_redis):
+            topup = archive_topup.start(cfg, fault_redis.url, keys, "w1", stop)
+            interop = interop_outbound.start(cfg, fault_redis.url, keys, "w1", stop)
             assert interop is not None
             delivered: list[str] = []
-            pagers = start_senders(lambda: connect(own_redis.url), keys, "w1",
+            pagers = start_senders(lambda: connect(fault_redis.url), keys, "w1",
                                    {DEST_MQTT: lambda m: delivered.append(m.body) or Delivered("ok")}, stop)
             wait_for(lambda: sum("archive top-up (Redis): " in r.getMessage() for r in caplog.records), 10,
                      "the top-up meeting OOM")
