@@ -1,7 +1,7 @@
 """Acknowledging on a screen ends the alarm everywhere and stops the pager: end to end.
 
-A real alert engine (in-process Worker with its real Outbound) on a real Redis and a real
-Mosquitto, a real dashboard (uvicorn) and a pager subscribed to the alert topic. The SpO2 alarm
+A real alert engine (in-process Worker with its real outbound: the pager outbox and its
+sender) on a real Redis and a real Mosquitto, a real dashboard (uvicorn) and a pager subscribed to the alert topic. The SpO2 alarm
 is raised with nobody's screen connected, so it is paged (tier 1) on `<topic>/page`; a nurse
 acknowledges through the dashboard's API — as the Acknowledge button does — and the pager gets
 the `acknowledged` event on the same page topic (and the alert topic) within a moment, with
@@ -23,7 +23,7 @@ import requests
 from dashboard.app import Served
 from monitor.accounts import tokens, users
 from monitor.alarms.engine import Worker
-from monitor.alarms.outbound import Outbound
+from monitor.alarms.outbound import DEST_MQTT, MqttSender, Routes, start_senders
 from monitor.model.config import parse_config
 from monitor.model.keys import Keys
 from tests.dashboard_support import now_ms
@@ -66,10 +66,12 @@ def test_acknowledge_on_a_screen_reaches_the_pager(redis_url: str, mosquitto_pro
     token = tokens.issue_token(client, keys, "nina", actor="test")
     pager, got = subscriber(mosquitto_proc.port, f"{topic}/#", mqtt.MQTTv5)
     inbox = Inbox(got)
-    out = Outbound(mosquitto_proc.url, "5", topic, f"alerts-{clinic}")
+    out = MqttSender(mosquitto_proc.url, "5", f"alerts-{clinic}")
     ingest = FakeIngest(client, keys, {"oxi-1": "room-1"}).start()
-    worker = Worker(cfg, client, keys, owner="w1", outbound=out)
+    worker = Worker(cfg, client, keys, owner="w1", outbound=Routes(topic))
     stop = threading.Event()
+    senders = start_senders(lambda: redis.Redis.from_url(redis_url, decode_responses=True), keys, "w1",
+                            {DEST_MQTT: out}, stop)
     engine = threading.Thread(target=worker.run, args=(stop,), daemon=True)
     served = Served(cfg, redis_url).start()
     try:
@@ -97,9 +99,11 @@ def test_acknowledge_on_a_screen_reaches_the_pager(redis_url: str, mosquitto_pro
     finally:
         stop.set()
         engine.join(10)
+        for t in senders:
+            t.join(5)
         served.stop()
         ingest.stop()
-        out.close(1)
+        out.close()
         pager.loop_stop()
         pager.disconnect()
         for k in client.scan_iter(match=keys.prefix.replace("{", "\\{").replace("}", "\\}") + "*"):

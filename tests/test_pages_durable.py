@@ -9,7 +9,6 @@ topic and at the webhook — from the outbox in Redis, not from the dead process
 
 from __future__ import annotations
 
-import json
 import signal
 import subprocess
 import sys
@@ -87,7 +86,7 @@ def test_page_survives_kill_9_of_the_alerts_process_during_a_broker_outage(tmp_p
         _ctype, body = hook.received.get(timeout=60)
         assert body["alert"] == alert and body["tier"] == 1
         wait_for(lambda: hook_box.pending_count() == 0 and mqtt_box.pending_count() == 0, 20, "outboxes settled")
-        assert json.loads(json.dumps(page))["message"].startswith("Systolic BP 204")
+        assert page["message"] == "SBP 204 > 180 mmHg" and page["text"].startswith("HIGH · room-1 · SBP 204")
     finally:
         stop.set()
         for p in procs:

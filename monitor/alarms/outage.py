@@ -18,10 +18,10 @@ from dataclasses import dataclass, replace
 
 from monitor.model.liveness import SERVER_WIDE
 
+from .clinic import CLINIC
 from .model import AlertEvent, alert_id
 
 PAGE_AFTER_MS = 3000  # a failure this long is an outage worth a page (blips are not)
-CLINIC = "*"  # the room of a clinic-wide alert (CONTRACT "clinic-wide alarms")
 COND_NOT_STORED = "not_stored"
 COND_NO_REDIS = "no_redis"
 
