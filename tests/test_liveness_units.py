@@ -164,5 +164,5 @@ def test_outage_of_an_unreachable_redis_is_about_this_worker() -> None:
     t = OutageTracker(page_after_ms=3000)
     t.failed("", "Redis unreachable", T)
     o = t.failed("", "Redis unreachable", T + 3000)
-    assert o is not None and not o.not_stored and o.cond == "no_redis"
+    assert o is not None and not o.not_stored and o.cond == "engine"
     assert o.sentence("w1") == "alarms are not being evaluated: Redis unreachable (alert worker w1)"

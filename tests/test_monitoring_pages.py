@@ -66,7 +66,17 @@ def test_worker_pages_directly_that_monitoring_stopped_and_resumed(fault, words:
         assert hook.received.get(timeout=10)[1]["event"] == "cleared"
         wait_for(lambda: pager.held == 0, 10, "nothing held")
         assert drain(got) == [] and hook.received.empty()  # once each, not once per failed step
-        assert len(run.worker.finished_outages) == 1
+        # once Redis takes writes: the episode recorded as ONE clinic-wide technical alarm,
+        # with the page's alert id, its rooms and its onset (raised and cleared together)
+        recorded = wait_for(lambda: [f for _i, f in run.feeder.xrange(run.keys.alerts)
+                                     if f.get("alert") == page["alert"]], 10, "the episode recorded")
+        assert [f["event"] for f in recorded] == ["raised", "cleared"]
+        assert all(f["room"] == "*" and f["kind"] == "technical" and f["priority"] == "high" for f in recorded)
+        assert recorded[0]["rooms"] == "room-1,room-2,room-3"
+        assert f"readings are not being stored: {words}" in recorded[0]["message"]
+        assert recorded[1]["message"].endswith("s")  # "…: over after 6 s"
+        assert run.feeder.hlen(run.keys.active_alerts("*")) == 0  # over: nothing active
+        assert not run.worker.finished_outages
         print(f"\n{fault.__name__}: paged {paged_s:.1f} s after the fault")
     finally:
         run.close()

@@ -53,8 +53,8 @@ from monitor.store.retry import REDIS_ERRORS, Backoff, Episode, cause, reply_cod
 
 from . import clinic
 from .evaluate import BP_METRICS, Book, apply_timers, apply_transitions, evaluate, reconcile
-from .model import AlertEvent, Cond, Rule, TechRule, event_from_fields
-from .outage import Outage, OutageTracker, resumed_event, stopped_event
+from .model import AlertEvent, Cond, Desired, Rule, TechRule, event_from_fields
+from .outage import Outage, OutageTracker, record, resumed_event, stopped_event
 from .outbound import DirectPager, Routes, outbox_entries, page_tier, unattended
 from .reminders import reminder_conditions
 from .rules import build_rules, technical_rules
@@ -322,6 +322,12 @@ class Worker:
         if self.holds_clinic:
             self._tick_clinic(now, causes, starting)
             self._forward_actions()
+            if self.finished_outages and not starting:
+                self._record_outages(now)
+        elif self.finished_outages:
+            log.info("%d outage(s) of this worker are recorded by the holder of the clinic lease",
+                     len(self.finished_outages))
+            self.finished_outages.clear()
 
     def _tick_rooms(self, now: int, open_sessions: dict[str, str | None], statuses: dict[str, StrHash],
                     covered: dict[str, clinic.ClinicCause], starting: bool) -> None:
@@ -389,6 +395,33 @@ class Worker:
             return
         self._send(book.events, now)
 
+    def _record_outages(self, now: int) -> None:
+        """Record each outage this worker paged (monitoring stopped: Redis refused its writes or
+        could not be reached) as a clinic-wide technical alarm now that Redis takes writes:
+        raised with the outage's onset and cleared in the same commit, alarm id = the page's.
+        Its outbound messages are plain events, not pages (the pages went out directly)."""
+        rooms = [r.id for r in self.cfg.rooms]
+        while self.finished_outages:
+            o = self.finished_outages[0]
+            d = record(o, self.owner, rooms, self.tech)
+            lasted_s = ((o.until_ms or now) - o.since_ms) / 1000
+
+            def build(active: dict[str, dict[str, Any]], d: Desired = d, lasted_s: float = lasted_s) -> Book:
+                book = Book(active)
+                reconcile(book, clinic.CLINIC, {d.key: d}, d.key, now)
+                reconcile(book, clinic.CLINIC, {}, d.key, now, {d.key: f"over after {lasted_s:.0f} s"})
+                return book
+
+            try:
+                book = commit(self.client, self.keys, clinic.CLINIC, self.owner, build, {}, self.retention_ms, now,
+                              outbox=self._outbox(now, pages=False))
+            except LostOwnership:
+                self.holds_clinic = False
+                log.info("gave up the clinic lease before recording an outage; its holder records its own")
+                return
+            self.finished_outages.popleft()
+            self._send(book.events, now)
+
     def _forward_actions(self) -> None:
         """Put the alert events people caused (they carry a `user`) into the outbound outboxes,
         from a cursor kept in Redis so the next holder of the clinic lease goes on from there.
@@ -429,14 +462,16 @@ class Worker:
                      {m: (r.low, r.high) for m, r in rr.rules.items()}, extra={"room": rr.room.id})
         rr.sid, rr.limits_raw = sid, dict(limits)
 
-    def _outbox(self, now: int) -> OutboxFor | None:
-        """The outbound messages of committed events, for `commit` to enqueue with them."""
+    def _outbox(self, now: int, pages: bool = True) -> OutboxFor | None:
+        """The outbound messages of committed events, for `commit` to enqueue with them
+        (`pages=False`: as plain events only)."""
         routes = self.outbound
         if routes is None:
             return None
         nobody = unattended(self._screens, now, self.cfg.alerts.screen_stale_s)
         return lambda events: [e for ev in events for e in outbox_entries(
-            routes.messages(ev, page_tier(ev, nobody), room_name=self._room_name(ev.room)), ev.alert, now)]
+            routes.messages(ev, page_tier(ev, nobody) if pages else None, room_name=self._room_name(ev.room)),
+            ev.alert, now)]
 
     def _send(self, events: list[AlertEvent], now: int) -> None:
         """Log committed events (their outbound messages were enqueued with them)."""

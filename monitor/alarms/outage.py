@@ -7,23 +7,26 @@ unreachable (or not answering) means this worker cannot evaluate alarms. Either 
 can be written to Redis about it, so the page goes out directly (outbound.DirectPager), not
 through the outbox. `OutageTracker` turns the failures into at most two messages per
 episode: the page "NOT MONITORING …" once the failure has lasted `page_after_ms`, and the
-follow-up "monitoring resumed" when a step succeeds again. The finished `Outage` is what the
-clinic-wide alarm records once Redis takes writes again. Time is passed in.
+follow-up "monitoring resumed" when a step succeeds again. The finished `Outage` is then
+recorded as a clinic-wide technical alarm (`record`: room "*", the affected rooms, raised
+with the outage's onset and cleared at once, by the holder of the clinic lease) — the alarm
+id is the page's, so pager and review name the same episode. Time is passed in.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from monitor.model.liveness import SERVER_WIDE
 
 from .clinic import CLINIC
-from .model import AlertEvent, alert_id
+from .model import AlertEvent, Desired, TechRule, alert_id
 
 PAGE_AFTER_MS = 3000  # a failure this long is an outage worth a page (blips are not)
-COND_NOT_STORED = "not_stored"
-COND_NO_REDIS = "no_redis"
+COND_NOT_STORED = "not_stored"  # technical condition (config): readings not being stored
+COND_NO_REDIS = "engine"  # technical condition (config): rooms no alert worker evaluates
+RECORD_SCOPE = "c:outage:"  # condition keys of recorded outages in the clinic's alarm state
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,17 @@ def resumed_event(o: Outage, owner: str, rooms: Sequence[str], now_ms: int) -> A
     lasted_s = max(0, now_ms - o.since_ms) // 1000
     return AlertEvent(now_ms, CLINIC, alert_id(CLINIC, "", o.cond, o.since_ms), "cleared", "technical", "high",
                       message=f"Monitoring resumed after {lasted_s} s ({len(rooms)} rooms): was {o.sentence(owner)}")
+
+
+def record(o: Outage, owner: str, rooms: Sequence[str], tech: Mapping[str, TechRule]) -> Desired:
+    """The clinic-wide alarm that records a finished outage (pure): raise it and clear it in
+    one commit (`RECORD_SCOPE` + its onset keeps it apart from live causes)."""
+    lasted_s = max(0, (o.until_ms or o.since_ms) - o.since_ms) // 1000
+    rule = tech[o.cond]
+    message = f"NOT MONITORING for {lasted_s} s ({len(rooms)} rooms): {o.sentence(owner)}"
+    cause = "readings not being stored" if o.not_stored else "alarms not evaluated"
+    return Desired(key=f"{RECORD_SCOPE}{o.since_ms}", cond=o.cond, kind="technical", priority=rule.priority,
+                   message=message, start_ms=o.since_ms, extra=(("rooms", ",".join(rooms)), ("cause", cause)))
 
 
 class OutageTracker:

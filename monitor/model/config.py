@@ -385,7 +385,7 @@ class ReminderProtocol(_Model):
 
 TECHNICAL_CONDITIONS = (
     "sensor_off", "no_sensor", "poor_signal", "measurement_failed", "device_alarm",
-    "low_battery", "silent", "offline", "degraded", "engine",
+    "low_battery", "silent", "offline", "degraded", "engine", "not_stored",
 )
 
 
@@ -407,6 +407,7 @@ TECHNICAL_DEFAULTS: dict[str, dict[str, Any]] = {
     "offline": {"priority": "medium", "delay_s": 0},
     "degraded": {"priority": "high", "delay_s": 0},  # clinic-wide: ingest not running (monitor/alarms/clinic.py)
     "engine": {"priority": "high", "delay_s": 0},  # clinic-wide: rooms no alert worker evaluates
+    "not_stored": {"priority": "high", "delay_s": 0},  # clinic-wide: readings accepted, not stored (alarms/outage.py)
 }
 
 
