@@ -235,8 +235,9 @@ def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions,
                                    "last_ts": _opt_ms(status[d.id].get("last_ts")),
                                    "updated_ms": _opt_ms(status[d.id].get("updated_ms"))}
                                for r, d in cfg.devices()}
+            storage_raw = redis_types.str_hash(data.client.hgetall(data.keys.storage))
             body["problems"] = ([loop] if loop else []) + monitoring_problems(cfg, beats_raw, now, hub.probe,
-                                                                              hub.server)
+                                                                              hub.info_cause, storage_raw)
         except REDIS_ERRORS as e:  # unreachable, or an error reply (LOADING, BUSY, NOAUTH…)
             body["problems"] = ([loop] if loop else []) + [cause(e)]
         body["monitoring"] = not body["problems"]

@@ -54,12 +54,13 @@ from monitor.alarms.technical import monitoring_state
 from monitor.model.clock import now_ms
 from monitor.model.config import Config
 from monitor.model.keys import Keys
-from monitor.model.liveness import ServerState, WriteProbe, not_storing, own_write_problem, parse_info
+from monitor.model.liveness import WriteProbe, not_storing, own_write_problem, storage_stalled
 from monitor.sessions.phase import session_phase
 from monitor.sessions.records import decode_header
 from monitor.store import redis_types
 from monitor.store.heartbeat import instance_name
 from monitor.store.redis_conn import REDIS_DOWN
+from monitor.store.redis_health import refusal_from_info
 from monitor.store.retry import REDIS_ERRORS, Backoff, Episode, cause, reply_code, reply_text, words
 
 log = logging.getLogger(__name__)
@@ -79,29 +80,34 @@ BAD_RECORD = (ValueError, TypeError, KeyError)  # what a malformed record raises
 
 
 def monitoring_view(cfg: Config, beats_raw: dict[str, str], now: int, probe: WriteProbe | None = None,
-                    server: ServerState | None = None) -> tuple[list[str], list[str]]:
+                    info_cause: str | None = None,
+                    storage_raw: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
     """(NOT MONITORING reasons, the ones among them that stop monitoring in every room) from
     the raw heartbeats hash (Redis itself answered) — the alert engine's own pure
-    `monitoring_state`, so the screen and the engine agree — and from this process's write
-    probe (pure).
+    `monitoring_state`, so the screen and the engine agree —, this process's write probe
+    with what Redis's INFO says (`info_cause`), and the live ingest processes' storage
+    records (`storage_raw`, the `storage` hash) (pure).
 
-    While Redis refuses writes server-wide (monitor.model.liveness), that is the one reason,
-    in every room: no reading is stored, and the heartbeats that go stale meanwhile (the
-    engine's, ingest's) are its consequence, not separate faults.
+    Readings not being stored is one cause in every room. While Redis refuses writes
+    server-wide (monitor.model.liveness) it is the only reason: the heartbeats and storage
+    records that go stale meanwhile (the engine's, ingest's) are its consequence.
     """
     probe = probe or WriteProbe()
-    stored = not_storing(probe, server, now)
+    stored = not_storing(probe, info_cause, now)
     if stored:
         return [stored], [stored]
-    own = [p] if (p := own_write_problem(probe, "dashboard", now)) else []
     mon = monitoring_state(beats_raw, now, cfg)
-    return own + list(mon.problems), own + list(mon.engine_problems)
+    ingest = mon.roles.get("ingest")
+    fresh = {f"ingest:{i}" for i in ingest.fresh} if ingest else set()
+    stalled = storage_stalled(storage_raw or {}, fresh, now)
+    own = [p] if (p := own_write_problem(probe, "dashboard", now)) else []
+    return own + stalled + list(mon.problems), own + stalled + list(mon.engine_problems)
 
 
 def monitoring_problems(cfg: Config, beats_raw: dict[str, str], now: int, probe: WriteProbe | None = None,
-                        server: ServerState | None = None) -> list[str]:
+                        info_cause: str | None = None, storage_raw: dict[str, str] | None = None) -> list[str]:
     """Every NOT MONITORING reason (`monitoring_view`), for /health (pure)."""
-    return monitoring_view(cfg, beats_raw, now, probe, server)[0]
+    return monitoring_view(cfg, beats_raw, now, probe, info_cause, storage_raw)[0]
 
 
 
@@ -136,7 +142,7 @@ class Hub:
         self.loop_error = ""
         self.loop_restarts = 0
         self.probe = WriteProbe()  # this process's heartbeat write: refused since when, why
-        self.server: ServerState | None = None  # Redis INFO, read while writes are refused
+        self.info_cause: str | None = None  # what Redis's INFO says while it refuses our writes
         self._parts: dict[str, Episode] = {}
         # live sockets and screen ids per sign-in (session or token digest): bounded
         self.sockets: dict[str, int] = {}
@@ -304,7 +310,7 @@ class Hub:
         """This process's write probe for /health: whether Redis takes its writes, and if not why."""
         p = self.probe
         return {"ok": p.ok, "refused_s": round(p.refused_for_ms(now) / 1000, 1), "code": p.code,
-                "cause": p.words, "reply": p.reply}
+                "cause": p.words, "reply": p.reply, "info": self.info_cause}
 
     async def _loop(self, stop: asyncio.Event) -> None:
         """Read Redis and push until `stop` is set; survive Redis outages and error replies."""
@@ -545,8 +551,12 @@ class Hub:
         status, sessions. Each read part stands alone: a malformed record skips only it."""
         now = now_ms()
         await self._probe(client, now)
-        beats_raw = redis_types.str_hash(await client.hgetall(self.keys.heartbeats))
-        self._publish_mon(*monitoring_view(self.cfg, beats_raw, now, self.probe, self.server))
+        pipe = client.pipeline(transaction=False)
+        pipe.hgetall(self.keys.heartbeats)
+        pipe.hgetall(self.keys.storage)
+        beats, storage = await pipe.execute()
+        self._publish_mon(*monitoring_view(self.cfg, redis_types.str_hash(beats), now, self.probe, self.info_cause,
+                                           redis_types.str_hash(storage)))
         await self._guarded("active alerts", self._refresh_alerts(client, [*self.rooms, CLINIC]))
         await self._guarded("device status", self._refresh_devices(client))
         await self._guarded("sessions", self._refresh_sessions(client, now))
@@ -564,16 +574,17 @@ class Hub:
                 log.warning("Redis refuses this dashboard's writes: %s", cause(e))
             self.probe = self.probe.after(now, reply_code(e), words(e), reply_text(e))
             try:
-                self.server = parse_info(await client.info())
+                refusal = refusal_from_info(await client.info("all"))
             except AIO_DOWN:
                 raise
             except redis.RedisError:
-                self.server = None
+                refusal = None
+            self.info_cause = refusal[1] if refusal else None
             return
         if not self.probe.ok:
             log.info("Redis takes this dashboard's writes again (refused for %.1f s)",
                      self.probe.refused_for_ms(now) / 1000)
-        self.probe, self.server = WriteProbe(), None
+        self.probe, self.info_cause = WriteProbe(), None
 
     async def _refresh_devices(self, client: aioredis.Redis) -> None:
         pipe = client.pipeline(transaction=False)

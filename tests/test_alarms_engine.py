@@ -408,3 +408,51 @@ def test_each_batch_updates_the_rooms_latest_value_summary(setup, rclient, keys)
     feed(rclient, keys, "room-1", "oxi-1", 2, [91])  # older than what the summary holds
     drain(w)
     assert json.loads(rclient.hget(keys.room_latest("room-1"), "spo2")) == [96, T0 + 11_000, "oxi-1"]
+
+
+class Pages:
+    """Stands in for the DirectPager: what would be paged straight to MQTT/webhook."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, int | None]] = []
+
+    def page(self, ev, tier, room_name="All rooms"):
+        self.sent.append((ev.event, ev.alert, tier))
+
+
+def test_readings_not_stored_is_one_clinic_wide_alarm_paged_directly(setup, rclient, keys):
+    """A live ingest reports (its storage record) that accepted readings wait, Redis taking
+    the engine's writes: ONE clinic-wide `not_stored` alarm after its 2 s delay, naming the
+    rooms whose devices say so and holding back their own silent alarms; paged directly (not
+    through the outbox, whose copy is a plain event); cleared and followed up when storing again."""
+    from monitor.model.storage import StorageState
+
+    cfg, w, clock, rec = setup
+    pages = Pages()
+    w.pager = pages
+    ingest_beat = f"ingest:{'i1'}"
+    failing = StorageState(state="failing", cause="Redis user lacks permission to write (NOPERM no permissions)",
+                           code="noperm", since_ms=T0, pending=12, oldest_pending_ms=T0)
+    w.tick(T0 - int(cfg.alerts.heartbeat_stale_s * 1000))  # past the engine's start-up grace by T0
+    for t in (T0 + 4000, T0 + 5000, T0 + 6500):  # stalled from T0 + 3 s; raised 2 s later
+        clock.ms = t
+        heartbeat.beat(rclient, keys, "ingest", "i1", t, storage=failing)
+        publish_status(rclient, keys, "oxi-2", {"state": "silent", "updated_ms": t, "since_ms": T0,
+                                                "detail": "readings not being stored: Redis user lacks permission"})
+        publish_status(rclient, keys, "oxi-1", {"updated_ms": t, "last_ts": t})
+        w.tick(t)
+    clinic = [e for e in events(rclient, keys, "technical") if e.room == "*"]
+    assert [(e.event, e.rooms) for e in clinic] == [("raised", "room-2")], clinic
+    assert clinic[0].message == "Readings are not being stored: Redis user lacks permission to write (NOPERM no permissions)"
+    assert [e for e in events(rclient, keys, "technical") if e.dev == "oxi-2"] == []  # explained by it
+    assert pages.sent == [("raised", clinic[0].alert, 1)]
+    assert [t for e, a, t in rec.sent if a == clinic[0].alert] == [None]  # the outbox copy is no page
+    assert ingest_beat in rclient.hgetall(keys.storage)
+    storing = StorageState(state="storing", last_stored_ms=T0 + 7000)
+    clock.ms = T0 + 7500
+    heartbeat.beat(rclient, keys, "ingest", "i1", clock.ms, storage=storing)
+    publish_status(rclient, keys, "oxi-2", {"state": "online", "updated_ms": clock.ms, "last_ts": clock.ms})
+    publish_status(rclient, keys, "oxi-1", {"updated_ms": clock.ms, "last_ts": clock.ms})
+    w.tick(clock.ms)
+    assert [e.event for e in events(rclient, keys, "technical") if e.room == "*"] == ["raised", "cleared"]
+    assert pages.sent[-1] == ("cleared", clinic[0].alert, None)

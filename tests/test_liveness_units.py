@@ -9,7 +9,8 @@ import threading
 import pytest
 import redis
 
-from monitor.model.liveness import WriteProbe, not_storing, own_write_problem, parse_info, server_detail
+from monitor.model.liveness import WriteProbe, not_storing, own_write_problem, storage_stalled
+from monitor.model.storage import StorageState
 from monitor.store.retry import Backoff, Episode, cause, keep_running, reply_code, words
 
 R = redis.exceptions
@@ -19,7 +20,7 @@ R = redis.exceptions
     (R.OutOfMemoryError("command not allowed when used memory > 'maxmemory'."), "OOM", "Redis out of memory"),
     (R.ReadOnlyError("You can't write against a read only replica."), "READONLY", "Redis is a read-only replica"),
     (R.ResponseError("UNBLOCKED force unblock from blocking operation, instance state changed (master -> replica?)"),
-     "UNBLOCKED", "Redis changed role or ended a blocking read (failover)"),
+     "UNBLOCKED", "Redis changed role (failover)"),
     (R.ResponseError("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."),
      "BUSY", "Redis is blocked by a long-running script"),
     (R.BusyLoadingError("Redis is loading the dataset in memory"), "LOADING", "Redis is loading its dataset"),
@@ -28,6 +29,9 @@ R = redis.exceptions
      "MISCONF", "Redis cannot persist to disk and refuses writes"),
     (R.ResponseError("Command # 1 (SET k v) of pipeline caused error: READONLY You can't write"), "READONLY",
      "Redis is a read-only replica"),
+    # redis.asyncio's pipeline writes the reply's args tuple into its prefix
+    (R.ResponseError("Command # 1 (HGETALL h) of pipeline caused error: ('BUSY Redis is busy running a script.',)"),
+     "BUSY", "Redis is blocked by a long-running script"),
     (R.ConnectionError("Error 111 connecting to 127.0.0.1:1. Connection refused."), "", "Redis unreachable"),
     (R.TimeoutError("Timeout reading from socket"), "", "Redis not answering in time"),
     (ConnectionResetError(104, "Connection reset by peer"), "", "Redis unreachable"),
@@ -88,38 +92,32 @@ def test_keep_running_restarts_a_loop_that_raised(caplog: pytest.LogCaptureFixtu
         t.join(2)
 
 
-INFO_OOM = {"role": "master", "used_memory": 3_200_000, "maxmemory": 1, "maxmemory_policy": "noeviction",
-            "loading": 0, "aof_enabled": 1, "aof_last_write_status": "ok", "rdb_last_bgsave_status": "ok"}
-INFO_REPLICA = {"role": "slave", "master_host": "10.0.0.5", "master_port": 6379, "master_link_status": "down",
-                "used_memory": 1_000_000, "maxmemory": 0, "loading": 0}
-
-
-@pytest.mark.parametrize(("info", "detail"), [
-    (INFO_OOM, "used 3.1 MB, maxmemory 1 bytes"),
-    (INFO_REPLICA, "this server is a replica, link to master 10.0.0.5:6379 down"),
-    ({**INFO_OOM, "maxmemory_policy": "allkeys-lru"}, ""),  # evicts instead of refusing
-    ({"role": "master", "aof_enabled": 1, "aof_last_write_status": "err"}, "last append-only-file write failed"),
-    ({"loading": 1}, "loading its dataset"),
-    ({"unexpected": "shape"}, ""),
-])
-def test_server_detail_from_info(info: dict, detail: str) -> None:
-    assert server_detail(parse_info(info)) == detail
-
-
 T = 1_000_000
+OOM_INFO = "Redis out of memory (3300000 of maxmemory 1 bytes used; OOM)"
 
 
 @pytest.mark.parametrize(("probe", "info", "now", "want"), [
-    (WriteProbe(), INFO_OOM, T, None),
-    (WriteProbe(False, "OOM", "Redis out of memory", "OOM …", T - 1999), INFO_OOM, T, None),  # a blip
-    (WriteProbe(False, "OOM", "Redis out of memory", "OOM …", T - 2000), INFO_OOM, T,
-     "readings are not being stored: Redis out of memory (used 3.1 MB, maxmemory 1 bytes)"),
+    (WriteProbe(), OOM_INFO, T, None),
+    (WriteProbe(False, "OOM", "Redis out of memory", "OOM …", T - 1999), OOM_INFO, T, None),  # a blip
+    (WriteProbe(False, "OOM", "Redis out of memory", "OOM …", T - 2000), OOM_INFO, T,
+     "readings are not being stored: " + OOM_INFO),
     (WriteProbe(False, "READONLY", "Redis is a read-only replica", "READONLY You can't write", T - 5000), None, T,
      "readings are not being stored: Redis is a read-only replica (READONLY You can't write)"),
     (WriteProbe(False, "NOPERM", "Redis user lacks permission", "NOPERM …", T - 5000), None, T, None),
 ])
-def test_not_storing(probe: WriteProbe, info: dict | None, now: int, want: str | None) -> None:
-    assert not_storing(probe, parse_info(info) if info else None, now) == want
+def test_not_storing(probe: WriteProbe, info: str | None, now: int, want: str | None) -> None:
+    assert not_storing(probe, info, now) == want
+
+
+def test_stalled_storage_records_of_live_writers_only() -> None:
+    failing = StorageState(state="failing", cause="Redis user lacks permission to write (NOPERM …)", code="noperm",
+                           since_ms=T - 9000, pending=40, oldest_pending_ms=T - 8000)
+    blip = StorageState(state="failing", cause="Redis unreachable (reset)", pending=3, oldest_pending_ms=T - 1000)
+    records = {"ingest:a": failing.to_json(), "ingest:b": blip.to_json(), "ingest:gone": failing.to_json(),
+               "ingest:junk": "{not json"}
+    assert storage_stalled(records, {"ingest:a", "ingest:b", "ingest:junk"}, T) == [
+        "readings are not being stored (8 s, 40 waiting): Redis user lacks permission to write (NOPERM …)"]
+    assert storage_stalled(records, {"ingest:b"}, T) == []
 
 
 def test_own_write_problem_is_only_for_refusals_of_this_reader() -> None:

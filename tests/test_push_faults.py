@@ -225,3 +225,25 @@ def test_a_stuck_push_loop_is_reported_then_restarted(hub_run: HubRun, monkeypat
     ts = hub_run.reading(hr=82)
     wait_for(lambda: hub_run.pushed(ts), 10, "readings pushed after the restart")
     wait_for(lambda: hub_run.last_mon().get("ok"), 10, "monitoring again")
+
+
+def test_a_live_ingest_that_cannot_store_is_not_monitoring_with_its_cause(hub_run: HubRun) -> None:
+    """Redis takes the dashboard's writes but ingest's readings wait (its storage record
+    says so, e.g. its account lacks permission): NOT MONITORING with ingest's own cause."""
+    from monitor.model.storage import StorageState
+
+    st = StorageState(state="failing", cause="Redis user lacks permission to write (NOPERM no permissions)",
+                      code="noperm", since_ms=now_ms() - 9000, pending=40, oldest_pending_ms=now_ms() - 8000)
+    hub_run.feeder.hset(hub_run.keys.storage, "ingest:test", st.to_json())  # "test": HubRun's live ingest
+    mon = wait_for(lambda: next((m for m in reversed(hub_run.got("mon"))
+                                 if "readings are not being stored" in " ".join(m["reasons"])), None),
+                   10, "NOT MONITORING naming ingest's cause")
+    assert not mon["ok"] and "Redis user lacks permission to write" in mon["reasons"][0]
+    assert mon["reasons"][0] in mon["everywhere"]
+    hub_run.feeder.hset(hub_run.keys.storage, "ingest:test", StorageState().to_json())
+    wait_for(lambda: hub_run.last_mon().get("ok"), 10, "monitoring once ingest stores again")
+    # a record of an ingest that is not alive (no fresh heartbeat) says nothing by itself
+    hub_run.feeder.hset(hub_run.keys.storage, "ingest:gone", st.to_json())
+    ts = hub_run.reading(hr=70)
+    wait_for(lambda: hub_run.pushed(ts), 10, "a reading pushed")
+    assert hub_run.last_mon().get("ok")

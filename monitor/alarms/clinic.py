@@ -1,7 +1,7 @@
 """Clinic-wide technical alarms: one alarm per cause, not one per room.
 
 When one cause stops monitoring in many rooms at once — an ingest process down, the alert
-engine's own workers missing (later: readings not being stored) — the engine raises ONE
+engine's own workers missing, readings not being stored — the engine raises ONE
 technical alert with `room` = "*" and the affected rooms in its `rooms` field (CONTRACT,
 "Alarm actions and clinic-wide alarms"), and the device-level technical alarms that cause
 explains (a device "silent" because its adapter is gone) are not raised while it lasts. The
@@ -21,9 +21,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from monitor.model.config import Config
+from monitor.model.storage import StorageState
 
 from .model import Desired, TechRule
-from .technical import MonitoringState
+from .technical import NOT_STORED, MonitoringState
 
 CLINIC = "*"  # the `room` of a clinic-wide alert (CONTRACT)
 SCOPE = "c:"  # condition keys of clinic-wide causes in the clinic's alarm state
@@ -39,6 +40,7 @@ class ClinicInputs:
     monitoring: MonitoringState
     statuses: Mapping[str, Mapping[str, str]]  # device id → its status hash (every configured device)
     unevaluated: Mapping[str, str] = field(default_factory=dict)  # room → why no worker evaluates it
+    storage: Mapping[str, str] = field(default_factory=dict)  # `storage` hash: <role>:<instance> → StorageState JSON
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,34 @@ def engine_gap(i: ClinicInputs) -> ClinicCause | None:
                        "alert engine worker stopped", tuple(rooms))
 
 
-CAUSES: tuple[CauseFn, ...] = (ingest_down, engine_gap)
+def not_stored(i: ClinicInputs) -> ClinicCause | None:
+    """Readings accepted but not stored: a live ingest process reports (its storage record,
+    monitor.model.storage) that accepted readings have waited longer than a few seconds.
+    Rooms = those whose devices' adapters say their readings are not being stored (all rooms
+    with devices when none says so yet); those devices' own "silent" alarms wait while it lasts.
+    When Redis refuses every write this cannot be seen here (ingest cannot write its record,
+    nor the engine an alarm): that outage is paged directly and recorded afterwards
+    (monitor/alarms/outage.py)."""
+    ingest = i.monitoring.roles.get("ingest")
+    fresh = {f"ingest:{x}" for x in ingest.fresh} if ingest else set()
+    why: list[str] = []
+    for name in sorted(i.storage):
+        st = StorageState.from_json(i.storage[name]) if name in fresh else None
+        if st is not None and st.stalled(i.now_ms):
+            text = st.cause or st.spool_error or "reason unknown"
+            if text not in why:
+                why.append(text)
+    if not why:
+        return None
+    devs = [(r.id, d.id) for r, d in i.cfg.devices()
+            if str((i.statuses.get(d.id) or {}).get("detail", "")).startswith(NOT_STORED)] or \
+        [(r.id, d.id) for r, d in i.cfg.devices()]
+    rooms = sorted({r for r, _d in devs}, key=[r.id for r in i.cfg.rooms].index)
+    return ClinicCause("c:storage", "not_stored", f"Readings are not being stored: {'; '.join(why)}",
+                       "readings not being stored", tuple(rooms), frozenset(d for _r, d in devs))
+
+
+CAUSES: tuple[CauseFn, ...] = (ingest_down, engine_gap, not_stored)
 OWNER_SILENT_MS = 3000  # workers beat every second: an owner this quiet is not evaluating
 
 

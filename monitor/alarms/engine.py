@@ -45,16 +45,16 @@ from monitor.model.clock import Clock, now_ms
 from monitor.model.codec import CodecError, from_fields
 from monitor.model.config import Config, RoomConfig
 from monitor.model.keys import Keys
-from monitor.model.liveness import parse_info, server_detail
 from monitor.model.readings import Reading
 from monitor.store import heartbeat
 from monitor.store.outbox import Outbox
+from monitor.store.redis_health import refusal_from_info
 from monitor.store.retry import REDIS_ERRORS, Backoff, Episode, cause, reply_code, reply_text, words
 
 from . import clinic
 from .evaluate import BP_METRICS, Book, apply_timers, apply_transitions, evaluate, reconcile
 from .model import AlertEvent, Cond, Desired, Rule, TechRule, event_from_fields
-from .outage import Outage, OutageTracker, record, resumed_event, stopped_event
+from .outage import COND_NOT_STORED, Outage, OutageTracker, record, resumed_event, stopped_event
 from .outbound import DirectPager, Routes, outbox_entries, page_tier, unattended
 from .reminders import reminder_conditions
 from .rules import build_rules, technical_rules
@@ -299,6 +299,7 @@ class Worker:
         pipe.hgetall(k.heartbeats)
         pipe.hgetall(k.screens)
         pipe.hgetall(k.open_sessions)
+        pipe.hgetall(k.storage)
         # the clinic lease holder judges every device (the clinic-wide causes name rooms);
         # the others only their own rooms' devices (enough to know which of them to hold back)
         devs = [d.id for _r, d in self.cfg.devices()] if self.holds_clinic else \
@@ -306,8 +307,8 @@ class Worker:
         for d in devs:
             pipe.hgetall(k.device_status(d))
         res = pipe.execute()
-        beats, self._screens, open_sessions = res[0], res[1], res[2]
-        statuses = dict(zip(devs, res[3:], strict=True))
+        beats, self._screens, open_sessions, storage = res[0], res[1], res[2], res[3]
+        statuses = dict(zip(devs, res[4:], strict=True))
         mon = monitoring_state(beats, now, self.cfg)
         if self._first_tick_ms is None:
             self._first_tick_ms = now
@@ -316,7 +317,8 @@ class Worker:
         # not made yet) are start-up, not faults. They are raised after it if they persist,
         # with their real onset; screens show NOT MONITORING until ingest beats.
         starting = now - self._first_tick_ms < self.cfg.alerts.heartbeat_stale_s * 1000
-        causes = clinic.clinic_causes(clinic.ClinicInputs(self.cfg, now, mon, statuses, self._unevaluated))
+        causes = clinic.clinic_causes(clinic.ClinicInputs(self.cfg, now, mon, statuses, self._unevaluated,
+                                                                storage))
         covered = clinic.covered(causes)
         self._tick_rooms(now, open_sessions, statuses, covered, starting)
         if self.holds_clinic:
@@ -394,6 +396,9 @@ class Worker:
             log.info("gave up the clinic lease: lease lost before commit")
             return
         self._send(book.events, now)
+        for ev in book.events:  # monitoring stopped (or resumed): paged directly, not through Redis
+            if _stops_monitoring(ev) and ev.event in ("raised", "cleared") and self.pager is not None:
+                self.pager.page(ev, 1 if ev.event == "raised" else None)
 
     def _record_outages(self, now: int) -> None:
         """Record each outage this worker paged (monitoring stopped: Redis refused its writes or
@@ -469,9 +474,13 @@ class Worker:
         if routes is None:
             return None
         nobody = unattended(self._screens, now, self.cfg.alerts.screen_stale_s)
+
+        def tier(ev: AlertEvent) -> int | None:
+            # "monitoring stopped" is paged directly (DirectPager); its outbox copy is an event
+            return page_tier(ev, nobody) if pages and not _stops_monitoring(ev) else None
+
         return lambda events: [e for ev in events for e in outbox_entries(
-            routes.messages(ev, page_tier(ev, nobody) if pages else None, room_name=self._room_name(ev.room)),
-            ev.alert, now)]
+            routes.messages(ev, tier(ev), room_name=self._room_name(ev.room)), ev.alert, now)]
 
     def _send(self, events: list[AlertEvent], now: int) -> None:
         """Log committed events (their outbound messages were enqueued with them)."""
@@ -544,13 +553,13 @@ class Worker:
         o = self.outages.failed(reply_code(e), words(e), now)
         if o is None:
             return
-        detail = reply_text(e)
+        refusal = None
         if o.not_stored:
             try:  # a Redis that refuses writes still answers INFO: it says why
-                detail = server_detail(parse_info(cast(dict[str, Any], self.client.info()))) or detail
+                refusal = refusal_from_info(cast(dict[str, Any], self.client.info("all")))
             except REDIS_ERRORS:
                 pass
-        self.outages.detail(detail)
+        self.outages.detail(refusal[1] if refusal else reply_text(e), whole=refusal is not None)
         o = self.outages.current or o
         rooms = [r.id for r in self.cfg.rooms]
         log.error("NOT MONITORING: %s — paging directly (%s)", o.sentence(self.owner),
@@ -569,6 +578,11 @@ class Worker:
         if self.pager is not None:
             self.pager.page(resumed_event(o, self.owner, rooms, now), None)
         self.finished_outages.append(o)
+
+
+def _stops_monitoring(ev: AlertEvent) -> bool:
+    """A clinic-wide "readings are not being stored" event (its pages go out directly)."""
+    return ev.room == clinic.CLINIC and ev.alert.startswith(f"{clinic.CLINIC}.-.{COND_NOT_STORED}.")
 
 
 def _age(value: str, now: int) -> int:

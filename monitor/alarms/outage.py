@@ -36,7 +36,7 @@ class Outage:
     since_ms: int
     code: str  # Redis's reply code ("OOM", "READONLY"…), "" for unreachable / timeout
     words: str  # what it means ("Redis out of memory")
-    detail: str = ""  # what Redis's INFO or its reply adds
+    detail: str = ""  # Redis's reply, when INFO did not say it better
     paged: bool = False
     until_ms: int | None = None
 
@@ -51,7 +51,8 @@ class Outage:
         return COND_NOT_STORED if self.not_stored else COND_NO_REDIS
 
     def sentence(self, owner: str) -> str:
-        """The cause in words, for the page and the record."""
+        """The cause in words, for the page and the record. `detail` is INFO's account (it
+        starts with the same words: "Redis out of memory (… bytes used; OOM)") or Redis's reply."""
         why = self.words + (f" ({self.detail})" if self.detail else "")
         if self.not_stored:
             return f"readings are not being stored: {why}"
@@ -104,10 +105,12 @@ class OutageTracker:
             return self.current
         return None
 
-    def detail(self, text: str) -> None:
-        """Add what INFO says about the current outage (before it is paged)."""
+    def detail(self, text: str, *, whole: bool = False) -> None:
+        """Add Redis's reply to the current outage's words, or (`whole`) replace them with what
+        Redis's INFO says — a sentence of its own ("Redis out of memory (… bytes used; OOM)")."""
         if self.current is not None and text:
-            self.current = replace(self.current, detail=text)
+            self.current = replace(self.current, words=text, detail="") if whole else \
+                replace(self.current, detail=text)
 
     def ok(self, now_ms: int) -> Outage | None:
         """A step succeeded: returns the finished outage when it had been paged (so its

@@ -407,7 +407,10 @@ TECHNICAL_DEFAULTS: dict[str, dict[str, Any]] = {
     "offline": {"priority": "medium", "delay_s": 0},
     "degraded": {"priority": "high", "delay_s": 0},  # clinic-wide: ingest not running (monitor/alarms/clinic.py)
     "engine": {"priority": "high", "delay_s": 0},  # clinic-wide: rooms no alert worker evaluates
-    "not_stored": {"priority": "high", "delay_s": 0},  # clinic-wide: readings accepted, not stored (alarms/outage.py)
+    # clinic-wide: readings accepted, not stored (alarms/clinic.py, outage.py). The writers
+    # already wait 3 s before they call it stalled; 2 s more keeps the first storage record
+    # after an outage (its backlog flushing) from raising it again.
+    "not_stored": {"priority": "high", "delay_s": 2},
 }
 
 

@@ -8,18 +8,22 @@ after `heartbeat_stale_s` and be misread as "alert engine not running". Readers 
 look for themselves:
 - their own **write probe**: the heartbeat each of them writes every second — refused, with
   which reply, since when (`WriteProbe`, built by the caller from the error);
-- **Redis's own state** (`ServerState` from INFO: memory, replication, persistence), which
-  says *why* in detail and is readable while writes are refused.
-`not_storing()` combines them into one sentence, "readings are not being stored: Redis out
-of memory (used 12.4 MB, maxmemory 10.0 MB)", once the refusal has lasted `WRITE_GRACE_MS`.
-While it holds, stale heartbeats are its consequence, not separate problems.
+- **Redis's own state** (INFO: memory, replication, persistence; read with
+  monitor.store.redis_health.refusal_from_info), which says *why* in detail and is readable
+  while writes are refused;
+- the **writers' storage records** (monitor.model.storage, ingest's `storage` hash), while
+  their writer is alive: readings accepted and waiting, and why (`storage_stalled`).
+`not_storing()` makes the first two one sentence, "readings are not being stored: Redis out of
+memory (3300000 of maxmemory 1 bytes used; OOM)", once the refusal has lasted
+`WRITE_GRACE_MS`. While it holds, stale heartbeats are its consequence, not separate problems.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+
+from monitor.model.storage import StorageState
 
 # Refusals that concern the whole server, so every writer (ingest too) meets them. A refusal
 # of only our own credentials or permissions (NOAUTH, WRONGPASS, NOPERM) says nothing about
@@ -51,73 +55,33 @@ class WriteProbe:
         return WriteProbe(False, code, words, reply, since)
 
 
-@dataclass(frozen=True, slots=True)
-class ServerState:
-    """The parts of Redis's INFO that say whether and why it refuses writes."""
-
-    role: str = ""
-    master_link_status: str = ""
-    master: str = ""
-    loading: bool = False
-    used_memory: int = 0
-    maxmemory: int = 0
-    maxmemory_policy: str = ""
-    rdb_last_bgsave_status: str = ""
-    aof_enabled: bool = False
-    aof_last_write_status: str = ""
-
-
-def _int(v: Any) -> int:
-    try:
-        return int(v)
-    except (TypeError, ValueError):
-        return 0
-
-
-def parse_info(info: Mapping[str, Any]) -> ServerState:
-    """ServerState from an INFO reply as redis-py parses it (a flat mapping); unknown fields
-    stay empty, so a reply of another shape gives an empty state, never an error."""
-    return ServerState(
-        role=str(info.get("role", "")), master_link_status=str(info.get("master_link_status", "")),
-        master=f"{info['master_host']}:{info.get('master_port', '')}" if info.get("master_host") else "",
-        loading=_int(info.get("loading")) == 1, used_memory=_int(info.get("used_memory")),
-        maxmemory=_int(info.get("maxmemory")), maxmemory_policy=str(info.get("maxmemory_policy", "")),
-        rdb_last_bgsave_status=str(info.get("rdb_last_bgsave_status", "")),
-        aof_enabled=_int(info.get("aof_enabled")) == 1,
-        aof_last_write_status=str(info.get("aof_last_write_status", "")))
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1_048_576:.1f} MB" if n >= 104_858 else f"{n} bytes"
-
-
-def server_detail(s: ServerState | None) -> str:
-    """What INFO shows that would make Redis refuse writes, in words ("" when nothing does)."""
-    if s is None:
-        return ""
-    parts = []
-    if s.loading:
-        parts.append("loading its dataset")
-    if s.role in ("slave", "replica"):
-        link = f", link to master {s.master} {s.master_link_status}" if s.master else ""
-        parts.append(f"this server is a replica{link}")
-    if s.maxmemory and s.used_memory >= s.maxmemory and s.maxmemory_policy in ("noeviction", ""):
-        parts.append(f"used {_mb(s.used_memory)}, maxmemory {_mb(s.maxmemory)}")
-    if s.aof_enabled and s.aof_last_write_status == "err":
-        parts.append("last append-only-file write failed")
-    if s.rdb_last_bgsave_status == "err":
-        parts.append("last snapshot failed")
-    return "; ".join(parts)
-
-
-def not_storing(probe: WriteProbe, server: ServerState | None, now_ms: int,
+def not_storing(probe: WriteProbe, info_cause: str | None, now_ms: int,
                 grace_ms: int = WRITE_GRACE_MS) -> str | None:
     """"readings are not being stored: <cause>" once Redis has refused writes server-wide for
-    `grace_ms`; None otherwise (a refusal of our own credentials is `own_write_problem`'s)."""
+    `grace_ms`; None otherwise (a refusal of our own credentials is `own_write_problem`'s).
+
+    `info_cause` is what Redis's INFO says (monitor.store.redis_health.refusal_from_info:
+    "Redis out of memory (3300000 of maxmemory 1 bytes used; OOM)"); without it, the probe's
+    own words and Redis's reply."""
     if probe.ok or probe.code not in SERVER_WIDE or probe.refused_for_ms(now_ms) < grace_ms:
         return None
-    detail = server_detail(server) or probe.reply
-    return f"readings are not being stored: {probe.words or probe.code}" + (f" ({detail})" if detail else "")
+    why = info_cause or (f"{probe.words or probe.code} ({probe.reply})" if probe.reply else probe.words or probe.code)
+    return f"readings are not being stored: {why}"
+
+
+def storage_stalled(records: Mapping[str, str], fresh: set[str], now_ms: int) -> list[str]:
+    """"readings are not being stored (12 s, 340 waiting): <cause>" for each live writer
+    (`fresh` names its `<role>:<instance>`) whose storage record (monitor.model.storage) says
+    accepted readings have waited too long; identical sentences once (pure)."""
+    out: list[str] = []
+    for name in sorted(records):
+        if name not in fresh:
+            continue
+        st = StorageState.from_json(records[name])
+        msg = st.problem(now_ms) if st is not None else None
+        if msg and msg not in out:
+            out.append(msg)
+    return out
 
 
 def own_write_problem(probe: WriteProbe, role: str, now_ms: int, grace_ms: int = WRITE_GRACE_MS) -> str | None:

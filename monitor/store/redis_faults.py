@@ -43,8 +43,11 @@ _REFUSED: dict[str, tuple[str, str]] = {
     "UNBLOCKED": ("readonly", "Redis changed role (failover)"),
     "EXECABORT": ("refused", "Redis aborted the transaction"),
 }
+REPLY_WORDS: dict[str, str] = {code: words for code, (_state, words) in _REFUSED.items()}
+"""Error code → what it means, in the words the writer's causes use (role loops say the same)."""
 # redis-py prefixes pipeline errors with where they happened: keep only Redis's own words
 _ANNOTATION = re.compile(r"^Command # \d+ \(.*?\) of pipeline caused error: ", re.DOTALL)
+_ARGS_REPR = re.compile(r"^\((?:'(.*)'|\"(.*)\"),\)$", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +62,12 @@ class Fault:
 
 def reply_text(exc: BaseException) -> str:
     """Redis's error reply (or the exception's text) without redis-py's pipeline prefix."""
-    text = str(exc.args[0]) if exc.args else str(exc)
-    return _ANNOTATION.sub("", text).strip()
+    text = _ANNOTATION.sub("", str(exc.args[0]) if exc.args else str(exc)).strip()
+    # redis.asyncio's pipeline puts the reply's args tuple into its prefix: "('BUSY …',)"
+    wrapped = _ARGS_REPR.match(text)
+    if wrapped is None:
+        return text
+    return wrapped.group(1) if wrapped.group(1) is not None else wrapped.group(2)
 
 
 # redis-py strips the code from replies it maps to a class of its own

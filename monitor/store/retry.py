@@ -29,28 +29,13 @@ from dataclasses import dataclass, field
 import redis
 
 from monitor.store.redis_conn import REDIS_DOWN
+from monitor.store.redis_faults import REPLY_WORDS, error_code
+from monitor.store.redis_faults import reply_text as redis_reply_text
 
 REDIS_ERRORS: tuple[type[BaseException], ...] = (*REDIS_DOWN, redis.RedisError)
 """Everything a Redis call can raise: no answer (unreachable, timeout) or an error reply."""
 
-# First word of an error reply → what it means, for people. redis-py maps some replies to
-# classes of its own and strips the word from the text; those are matched by class below.
-_REPLY_WORDS: dict[str, str] = {
-    "OOM": "Redis out of memory",
-    "READONLY": "Redis is a read-only replica",
-    "MISCONF": "Redis cannot persist to disk and refuses writes",
-    "LOADING": "Redis is loading its dataset",
-    "BUSY": "Redis is blocked by a long-running script",
-    "NOAUTH": "Redis refused our credentials",
-    "WRONGPASS": "Redis refused our credentials",
-    "NOPERM": "Redis user lacks permission",
-    "NOREPLICAS": "Redis has too few replicas to accept writes",
-    "MASTERDOWN": "Redis replica lost its master",
-    "CLUSTERDOWN": "Redis cluster is down",
-    "TRYAGAIN": "Redis cluster is resharding",
-    "UNBLOCKED": "Redis changed role or ended a blocking read (failover)",
-    "EXECABORT": "Redis aborted the transaction",
-}
+# redis-py maps some replies to classes of its own (and strips the word from the text)
 _CLASS_WORDS: tuple[tuple[type[BaseException], str], ...] = (
     (redis.exceptions.OutOfMemoryError, "OOM"),
     (redis.exceptions.ReadOnlyError, "READONLY"),
@@ -62,30 +47,28 @@ _CLASS_WORDS: tuple[tuple[type[BaseException], str], ...] = (
 
 
 def reply_code(exc: BaseException) -> str:
-    """The first word of a Redis error reply ("OOM", "READONLY", …), or "" (pure)."""
+    """The first word of a Redis error reply ("OOM", "READONLY", "LOADING", "NOAUTH" …), or ""
+    (pure; the writer's `redis_faults.error_code`, plus the replies redis-py turns into
+    connection errors: LOADING and refused credentials)."""
     for cls, code in _CLASS_WORDS:
         if isinstance(exc, cls):
             return code
-    text = str(exc.args[0]) if exc.args else ""
-    # redis-py prefixes errors inside a pipeline with where they happened
-    if text.startswith("Command # ") and " caused error: " in text:
-        text = text.split(" caused error: ", 1)[1]
-    word = text.split(" ", 1)[0]
-    return word if word.isupper() and word.isalpha() else ""
+    return error_code(exc)
 
 
 def reply_text(exc: BaseException) -> str:
     """The error as Redis (or the socket) said it, with its code, at most 200 characters (pure)."""
-    text = (str(exc) or type(exc).__name__)[:200]
+    text = (redis_reply_text(exc) or type(exc).__name__)[:200]
     code = reply_code(exc)
     return text if not code or text.startswith(code) else f"{code} {text}"
 
 
 def words(exc: BaseException) -> str:
-    """What a Redis failure means, in a few words: "Redis out of memory" (pure)."""
+    """What a Redis failure means, in a few words — the same words as the writer's causes
+    (`redis_faults.REPLY_WORDS`): "Redis out of memory" (pure)."""
     code = reply_code(exc)
-    if code in _REPLY_WORDS:
-        return _REPLY_WORDS[code]
+    if code in REPLY_WORDS:
+        return REPLY_WORDS[code]
     if isinstance(exc, (redis.TimeoutError, TimeoutError)):
         return "Redis not answering in time"
     if isinstance(exc, REDIS_DOWN):
