@@ -59,7 +59,7 @@ from monitor.sessions.phase import session_phase
 from monitor.sessions.records import decode_header
 from monitor.store import redis_types
 from monitor.store.heartbeat import instance_name
-from monitor.store.redis_conn import REDIS_DOWN
+from monitor.store.redis_conn import REDIS_DOWN, connect_async
 from monitor.store.redis_health import refusal_from_info
 from monitor.store.retry import REDIS_ERRORS, Backoff, Episode, cause, reply_code, reply_text, words
 
@@ -322,8 +322,7 @@ class Hub:
             while not stop.is_set():
                 try:
                     if client is None:
-                        client = aioredis.Redis.from_url(self.redis_url, decode_responses=True,
-                                                         socket_connect_timeout=1, socket_timeout=3)
+                        client = connect_async(self.redis_url, timeout_s=3.0)
                         await self._snapshot(client)
                         self._set_redis(True)
                         next_poll = 0.0

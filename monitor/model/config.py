@@ -25,6 +25,8 @@ from pydantic import (
 )
 
 from monitor.model.readings import METRICS
+from monitor.model.redis_url import RedisUrlError
+from monitor.model.redis_url import parse as parse_redis_url
 
 DEFAULT_PATH = "config/vitalwatch.toml"
 PROTOCOLS_SERIAL = ("masimo-ascii", "nonin-df7", "nibp-un300", "ansar-b")
@@ -88,7 +90,18 @@ def _embedded_or_url(pattern: str, what: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-RedisUrl = Annotated[str, _embedded_or_url(r"^(redis|rediss|unix)://", "a redis://, rediss:// or unix:// URL")]
+def _redis_url(v: str) -> str:
+    """"embedded" or a URL redis_url.parse accepts; its error says what is wrong."""
+    if v != "embedded":
+        try:
+            parse_redis_url(v)
+        except RedisUrlError as e:
+            raise ValueError(f"must be 'embedded' or a redis://, rediss://, unix://, "
+                             f"redis+sentinel:// or redis+cluster:// URL ({e})") from None
+    return v
+
+
+RedisUrl = Annotated[str, AfterValidator(_redis_url)]
 MqttUrl = Annotated[str, _embedded_or_url(r"^(mqtt|mqtts|tcp|ssl)://[^/]+", "an mqtt:// or mqtts:// URL")]
 
 

@@ -1,27 +1,100 @@
-"""Open Redis clients from a URL; the only place that knows connection options."""
+"""Open Redis clients from a `redis.url`; the only place that knows connection options.
+
+One server (`redis://`, `rediss://`, `unix://`), a Sentinel group (`redis+sentinel://`: the
+client asks the Sentinels for the master and asks again after a failover) or a Cluster
+(`redis+cluster://`). monitor/model/redis_url.py parses the URL; this module builds the
+sync (`connect`) and asyncio (`connect_async`) clients every role uses.
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
+import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from monitor.model.redis_url import RedisTarget, parse
 
-def connect(url: str, *, timeout_s: float = 5.0, retries: int = 0, **kw: object) -> redis.Redis:
-    """A decoded-string Redis client for `url` (redis://, rediss://, unix://).
+# Query parameters of a URL passed on to the client as they are (strings).
+_PASSED_OPTIONS = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs",
+                   "ssl_ca_path", "client_name")
+
+
+def _common(target: RedisTarget, timeout_s: float) -> dict[str, Any]:
+    kw: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_timeout": timeout_s,
+        "socket_connect_timeout": min(timeout_s, 3.0),
+    }
+    if target.username:
+        kw["username"] = target.username
+    if target.password is not None:
+        kw["password"] = target.password
+    if target.tls:
+        kw["ssl"] = True
+    kw.update({k: v for k, v in target.options if k in _PASSED_OPTIONS})
+    return kw
+
+
+def connect(url: str, *, timeout_s: float = 5.0, retries: int = 0, **kw: Any) -> Any:
+    """A decoded-string sync client for `url` (redis.Redis, or redis.cluster.RedisCluster).
 
     `retries=0` by default: callers that must not lose data (the stream writer) run their
-    own reconnect-with-backoff loop and need to see every failure.
+    own reconnect-with-backoff loop and need to see every failure. With Sentinel a
+    `READONLY` reply from a demoted master surfaces as a ConnectionError (redis-py's
+    SentinelManagedConnection), i.e. as "unreachable": the caller's retry reconnects and
+    the pool asks the Sentinels for the new master.
     """
-    return redis.Redis.from_url(
-        url,
-        decode_responses=True,
-        socket_timeout=timeout_s,
-        socket_connect_timeout=min(timeout_s, 3.0),
-        retry=Retry(NoBackoff(), retries),
-        health_check_interval=30,
-        **kw,  # type: ignore[arg-type]
-    )
+    target = parse(url)
+    if target.kind == "single":
+        return redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=min(timeout_s, 3.0),
+            retry=Retry(NoBackoff(), retries),
+            health_check_interval=30,
+            **kw,
+        )
+    common = _common(target, timeout_s) | kw
+    if target.kind == "sentinel":
+        from redis.sentinel import Sentinel
+
+        sentinel = Sentinel(list(target.hosts), sentinel_kwargs=_sentinel_kwargs(common),
+                            **common)
+        return sentinel.master_for(target.master, db=target.db,
+                                   retry=Retry(NoBackoff(), retries))
+    from redis.cluster import ClusterNode, RedisCluster
+
+    return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.hosts], **common)
+
+
+def connect_async(url: str, *, timeout_s: float = 5.0, **kw: Any) -> Any:
+    """A decoded-string asyncio client for `url` (the dashboard's push loop)."""
+    target = parse(url)
+    if target.kind == "single":
+        return aioredis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout_s,
+                                       socket_connect_timeout=min(timeout_s, 3.0), **kw)
+    common = _common(target, timeout_s) | kw
+    if target.kind == "sentinel":
+        from redis.asyncio.sentinel import Sentinel as AioSentinel
+
+        sentinel = AioSentinel(list(target.hosts), sentinel_kwargs=_sentinel_kwargs(common),
+                               **common)
+        return sentinel.master_for(target.master, db=target.db)
+    from redis.asyncio.cluster import ClusterNode as AioNode
+    from redis.asyncio.cluster import RedisCluster as AioCluster
+
+    return AioCluster(startup_nodes=[AioNode(h, p) for h, p in target.hosts], **common)
+
+
+def _sentinel_kwargs(common: dict[str, Any]) -> dict[str, Any]:
+    """Options for talking to the Sentinels themselves: same credentials and TLS."""
+    keep = ("username", "password", "ssl", "socket_timeout", "socket_connect_timeout",
+            *_PASSED_OPTIONS)
+    return {k: v for k, v in common.items() if k in keep and k != "decode_responses"}
 
 
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)

@@ -36,6 +36,7 @@ from monitor.store.embedded import (
     tighten,
     write_private,
 )
+from monitor.store.redis_conn import connect
 
 log = logging.getLogger(__name__)
 
@@ -153,12 +154,12 @@ def resolve(
 
 def redis_url_for(cfg: Config) -> str:
     """The Redis URL: the configured one, or the running embedded server's (MQTT not needed)."""
-    return cfg.redis.url if cfg.redis.url != "embedded" else resolve(cfg).redis_url
+    return _with_tls(cfg.redis.url, cfg) if cfg.redis.url != "embedded" else resolve(cfg).redis_url
 
 
 def _with_tls(url: str, cfg: Config) -> str:
     """Carry [redis] TLS files in the URL, so every client built from it uses them."""
-    if not url.startswith("rediss://"):
+    if not url.startswith(("rediss://", "rediss+sentinel://", "rediss+cluster://")):
         return url
     extra = {"ssl_ca_certs": cfg.redis.tls_ca_file, "ssl_certfile": cfg.redis.tls_cert_file,
              "ssl_keyfile": cfg.redis.tls_key_file}
@@ -170,6 +171,6 @@ def _with_tls(url: str, cfg: Config) -> str:
 
 def _redis_answers(url: str) -> bool:
     try:
-        return bool(redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=1).ping())
+        return bool(connect(url, timeout_s=1.0).ping())
     except (redis.RedisError, OSError):
         return False
