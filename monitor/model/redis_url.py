@@ -14,11 +14,27 @@ Query parameters (e.g. `ssl_ca_certs=…`) are kept and passed on to the client.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, unquote
 
 SCHEMES = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel",
            "redis+cluster", "rediss+cluster")
+
+
+def unquote(s: str) -> str:
+    """Percent-decoding (as urllib.parse.unquote; this layer imports no I/O packages)."""
+    return re.sub(rb"%([0-9A-Fa-f]{2})", lambda m: bytes([int(m[1], 16)]),
+                  s.encode()).decode("utf-8", "replace")
+
+
+def parse_qsl(query: str) -> list[tuple[str, str]]:
+    """`a=1&b=2` → [("a", "1"), ("b", "2")], values percent-decoded."""
+    pairs = []
+    for part in query.split("&"):
+        if part:
+            k, _, v = part.partition("=")
+            pairs.append((unquote(k.replace("+", " ")), unquote(v.replace("+", " "))))
+    return pairs
 
 
 class RedisUrlError(ValueError):
