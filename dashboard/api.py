@@ -38,7 +38,7 @@ from monitor.accounts.throttle import LoginPolicy
 from monitor.alarms.actions import NotLatched, Refused
 from monitor.model.clock import now_ms
 from monitor.model.config import Config
-from monitor.store import redis_types
+from monitor.store import redis_cluster, redis_types
 from monitor.store.retry import REDIS_ERRORS, cause, words
 
 log = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions,
                                 "writes": hub.write_health(now)}
         loop = hub.loop_problem()
         try:
-            data.client.ping()
+            redis_cluster.ping(data.client, data.keys.heartbeats)
             body["redis"] = True
             beats_raw = redis_types.str_hash(data.client.hgetall(data.keys.heartbeats))
             beats = data.heartbeats()

@@ -29,7 +29,7 @@ from monitor.model.config import Config
 from monitor.model.keys import Keys
 from monitor.sessions import lifecycle
 from monitor.sessions.records import get_session
-from monitor.store import heartbeat, redis_types
+from monitor.store import heartbeat, redis_cluster, redis_types
 from monitor.store.redis_conn import REDIS_DOWN
 from monitor.store.streams import read_range
 
@@ -122,7 +122,7 @@ class Data:
     def ping(self) -> bool:
         """True when Redis answers."""
         try:
-            return bool(self.client.ping())
+            return redis_cluster.ping(self.client, self.keys.heartbeats)
         except REDIS_DOWN:
             return False
 

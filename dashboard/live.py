@@ -60,6 +60,7 @@ from monitor.sessions.records import decode_header
 from monitor.store import redis_types
 from monitor.store.heartbeat import instance_name
 from monitor.store.redis_conn import REDIS_DOWN, connect_async
+from monitor.store.redis_cluster import node_info_async
 from monitor.store.redis_health import refusal_from_info
 from monitor.store.retry import REDIS_ERRORS, Backoff, Episode, cause, reply_code, reply_text, words
 
@@ -573,7 +574,7 @@ class Hub:
                 log.warning("Redis refuses this dashboard's writes: %s", cause(e))
             self.probe = self.probe.after(now, reply_code(e), words(e), reply_text(e))
             try:
-                refusal = refusal_from_info(await client.info("all"))
+                refusal = refusal_from_info(await node_info_async(client, self.keys.alerts))
             except AIO_DOWN:
                 raise
             except redis.RedisError:
@@ -601,11 +602,13 @@ class Hub:
 
     async def _refresh_sessions(self, client: aioredis.Redis, now: int) -> None:
         open_ = redis_types.str_hash(await client.hgetall(self.keys.open_sessions))
+        with_session = [r for r in self.rooms if r in open_]
         pipe = client.pipeline(transaction=False)
+        for r in with_session:
+            pipe.hgetall(self.keys.session(open_[r]))
+        got = dict(zip(with_session, await pipe.execute() if with_session else [], strict=True))
         for r in self.rooms:
-            pipe.hgetall(self.keys.session(open_[r])) if r in open_ else pipe.echo("")
-        heads = await pipe.execute()
-        for r, h in zip(self.rooms, heads, strict=True):
+            h = got.get(r)
             view = self._session_view(decode_header(h) if isinstance(h, dict) and h else None, now)
             if view != self.state[r]["session"]:
                 self.state[r]["session"] = view

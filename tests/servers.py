@@ -129,6 +129,61 @@ class RedisProc(ServerProc):
                            password=self.password or None)
 
 
+class RedisClusterProc:
+    """A Redis Cluster we own: `masters` × `redis-server --cluster-enabled yes` (plus
+    `replicas` per master) on free ports, joined by `redis-cli --cluster create`.
+
+    Each node is a RedisProc (AOF, fsync always) with its own data directory and
+    nodes.conf; `url` is the `redis+cluster://` seed list every role is given.
+    """
+
+    def __init__(self, workdir: Path, masters: int = 3, replicas: int = 0,
+                 node_timeout_ms: int = 1000) -> None:
+        self.dir = workdir
+        extra = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                 "--cluster-node-timeout", str(node_timeout_ms),
+                 "--cluster-require-full-coverage", "no")
+        # the cluster bus port defaults to port + 10000, which fails for ephemeral ports
+        self.nodes = [RedisProc(workdir / f"node-{i}", extra_args=(*extra, "--cluster-port", str(free_port())))
+                      for i in range(masters * (1 + replicas))]
+        self.replicas = replicas
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self) -> Self:
+        for n in self.nodes:
+            n.start()
+        subprocess.run([shutil.which("redis-cli") or "redis-cli", "--cluster", "create",
+                        *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                        "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+
+        def all_ok() -> bool:
+            return all(n.admin().cluster("info").get("cluster_state") == "ok" for n in self.nodes)
+
+        wait_for(all_ok, 30, "cluster_state:ok on every node", ignoring=(redis.RedisError,))
+        return self
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()
+
+    def node_for_slot(self, slot: int) -> RedisProc:
+        """The node that serves `slot` now (its master), as the cluster itself says."""
+        for lo, hi, master, *_rep in self.nodes[0].admin().execute_command("CLUSTER", "SLOTS"):
+            if lo <= slot <= hi:
+                port = int(master[1])
+                return next(n for n in self.nodes if n.port == port)
+        raise LookupError(f"no node serves slot {slot}")
+
+    def masters(self) -> list[RedisProc]:
+        """The nodes that are masters with slots now."""
+        ports = {int(m[1]) for _lo, _hi, m, *_r in self.nodes[0].admin().execute_command("CLUSTER", "SLOTS")}
+        return [n for n in self.nodes if n.port in ports]
+
+
 class MosquittoProc(ServerProc):
     """A mosquitto we own on a free port, with persistence, optional ACL and passwords."""
 

@@ -48,6 +48,7 @@ from monitor.model.keys import Keys
 from monitor.model.readings import Reading
 from monitor.store import heartbeat
 from monitor.store.outbox import Outbox
+from monitor.store.redis_cluster import node_info
 from monitor.store.redis_health import refusal_from_info
 from monitor.store.retry import REDIS_ERRORS, Backoff, Episode, cause, reply_code, reply_text, words
 
@@ -556,7 +557,7 @@ class Worker:
         refusal = None
         if o.not_stored:
             try:  # a Redis that refuses writes still answers INFO: it says why
-                refusal = refusal_from_info(cast(dict[str, Any], self.client.info("all")))
+                refusal = refusal_from_info(node_info(self.client, self.keys.alerts))
             except REDIS_ERRORS:
                 pass
         self.outages.detail(refusal[1] if refusal else reply_text(e), whole=refusal is not None)

@@ -21,6 +21,7 @@ import redis
 
 from monitor.model.keys import Keys
 from monitor.model.readings import Reading
+from monitor.store.redis_cluster import pipeline_script
 
 from .evaluate import Book
 from .model import AlertEvent, Cond, encode_record
@@ -73,7 +74,7 @@ class Leases:
         """Extend our leases; room → still ours."""
         pipe = self.client.pipeline(transaction=False)
         for r in rooms:
-            self._renew(keys=[self.keys.room_owner(r)], args=[self.owner, self.ttl_ms], client=pipe)
+            pipeline_script(pipe, self._renew, [self.keys.room_owner(r)], [self.owner, self.ttl_ms])
         return {r: bool(ok) for r, ok in zip(rooms, pipe.execute(), strict=True)}
 
     def release(self, room: str) -> None:
