@@ -38,7 +38,7 @@ from monitor.model.config import Config, DeviceConfig, RoomConfig
 from monitor.model.keys import Keys
 from monitor.store import heartbeat
 from monitor.store.redis_conn import connect
-from monitor.store.redis_faults import classify
+from monitor.store.redis_faults import REDIS_FAILURES, classify
 from monitor.store.runtime import resolve
 from monitor.store.streams import StreamWriter
 
@@ -185,7 +185,7 @@ class Heartbeat:
         try:
             heartbeat.beat(self.client, self.keys, "ingest", self.instance, now_ms(),
                            storage=self.writer.storage(), restarts=self.watchdog.snapshot())
-        except redis.RedisError as e:  # unreachable or refusing: the state cannot be told now
+        except REDIS_FAILURES as e:  # unreachable or refusing: the state cannot be told now
             cause = classify(e).cause
             if cause != self._down:
                 log.warning("cannot write the ingest heartbeat: %s", cause)
@@ -237,5 +237,5 @@ def _shutdown(supervisors: list[DeviceSupervisor], mqtt: Any, writer: StreamWrit
     beats.join(JOIN_TIMEOUT_S)
     try:
         heartbeat.remove(client, keys, "ingest", instance)
-    except redis.RedisError as e:
+    except REDIS_FAILURES as e:
         log.warning("cannot remove the ingest heartbeat: %s", classify(e).cause)

@@ -50,7 +50,7 @@ from monitor.model.config import Config, DeviceConfig, RoomConfig
 from monitor.model.ratelimit import RateLimiter
 from monitor.model.readings import Reading, Refusal
 from monitor.store.redis_conn import connect
-from monitor.store.redis_faults import classify
+from monitor.store.redis_faults import REDIS_FAILURES, classify
 from monitor.store.runtime import Endpoints
 from monitor.store.status import publish_status
 from monitor.store.streams import StreamWriter
@@ -591,7 +591,7 @@ class MqttAdapter:
             log.warning("%d rate-limited reject summaries not written: %s", len(drained), e)
         try:
             pipe.execute()
-        except redis.RedisError as e:  # unreachable or refusing (OOM, READONLY…): keep, retry
+        except REDIS_FAILURES as e:  # unreachable or refusing (OOM, READONLY…): keep, retry
             with self._lock:  # keep the counts for the next tick
                 for d, frames, reconnects, rejects in taken:
                     d.frames += frames

@@ -15,7 +15,7 @@ from collections import defaultdict
 import redis
 
 from monitor.model.keys import Keys
-from monitor.store.redis_faults import classify
+from monitor.store.redis_faults import REDIS_FAILURES, classify
 from monitor.store.status import publish_status
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class StatusBoard:
                     pipe.hdel(self.keys.device_status(dev), *deleted[dev])
                 publish_status(pipe, self.keys, dev, fields.get(dev, {}), counters.get(dev, {}))
             pipe.execute()
-        except redis.RedisError as e:  # unreachable, or refusing writes (OOM, READONLY…)
+        except REDIS_FAILURES as e:  # unreachable, or refusing writes (OOM, READONLY…)
             cause = classify(e).cause
             if cause != self._down:
                 log.warning("cannot write device status (%s); holding it until Redis takes it", cause)

@@ -42,7 +42,7 @@ from monitor.model.ratelimit import RateLimiter, RejectLimiter
 from monitor.model.readings import Refusal, accept
 from monitor.model.storage import StoredMark
 from monitor.sessions.phase import session_phase
-from monitor.store.redis_faults import classify
+from monitor.store.redis_faults import REDIS_FAILURES, classify
 from monitor.store.streams import StreamWriter
 
 log = logging.getLogger(__name__)
@@ -314,7 +314,7 @@ class DeviceSupervisor(threading.Thread):
                 self.poller.request_now()
                 self.board.set(self.dev.id, {"nibp_request_ms": self.wall_ms(), "nibp_requested_by": user})
                 log.info("measure-now requested by %s", user or "?", extra=self._log_extra)
-        except redis.RedisError as e:  # unreachable or refusing: try again next second
+        except REDIS_FAILURES as e:  # unreachable or refusing: try again next second
             log.debug("cannot read NIBP requests: %s", classify(e).cause, extra=self._log_extra)
 
     def _nibp_phase(self) -> None:
@@ -323,7 +323,7 @@ class DeviceSupervisor(threading.Thread):
         try:
             sid = self.client.hget(self.keys.open_sessions, self.room.id)
             session = cast(dict[str, str], self.client.hgetall(self.keys.session(str(sid)))) if sid else None
-        except redis.RedisError as e:  # unreachable or refusing: keep the current cycle
+        except REDIS_FAILURES as e:  # unreachable or refusing: keep the current cycle
             log.debug("cannot read the session phase: %s", classify(e).cause, extra=self._log_extra)
             return
         phase = session_phase(session, self.wall_ms()).nibp

@@ -40,6 +40,11 @@ _REFUSED: dict[str, tuple[str, str]] = {
     "MASTERDOWN": ("replicas", "Redis replica lost its master"),
     "CLUSTERDOWN": ("cluster", "Redis cluster is down"),
     "TRYAGAIN": ("cluster", "Redis cluster is resharding"),
+    # redirections the cluster client did not follow (e.g. inside a transaction): the slot
+    # moves or moved; retrying sends the batch to its new master
+    "MOVED": ("cluster", "Redis cluster slot moved"),
+    "ASK": ("cluster", "Redis cluster slot is moving"),
+    "CROSSSLOT": ("cluster", "Redis cluster refuses keys of different slots in one command"),
     "UNBLOCKED": ("readonly", "Redis changed role (failover)"),
     "EXECABORT": ("refused", "Redis aborted the transaction"),
 }
@@ -76,7 +81,17 @@ _CLASS_CODES: tuple[tuple[type[BaseException], str], ...] = (
     (redis.exceptions.ReadOnlyError, "READONLY"),
     (redis.exceptions.NoPermissionError, "NOPERM"),
     (redis.exceptions.ExecAbortError, "EXECABORT"),
+    (redis.exceptions.MasterDownError, "MASTERDOWN"),
+    (redis.exceptions.ClusterDownError, "CLUSTERDOWN"),
+    (redis.exceptions.TryAgainError, "TRYAGAIN"),
+    (redis.exceptions.MovedError, "MOVED"),
+    (redis.exceptions.AskError, "ASK"),
+    (redis.exceptions.ClusterCrossSlotError, "CROSSSLOT"),
 )
+
+REDIS_FAILURES: tuple[type[BaseException], ...] = (redis.RedisError, redis.exceptions.RedisClusterException)
+"""Every error a Redis client raises: redis-py's cluster client also raises a few that are not
+RedisError (no node serves a slot yet after a master's loss: SlotNotCoveredError)."""
 
 
 def error_code(exc: BaseException) -> str:
@@ -115,6 +130,8 @@ def classify(exc: BaseException, *, in_exec: bool = False) -> Fault:
         return Fault(REFUSED, "refused", f"Redis refused the write ({text})")
     if isinstance(exc, redis.RedisError):
         return Fault(UNREACHABLE, "unreachable", f"Redis error ({type(exc).__name__}: {text})")
+    if isinstance(exc, redis.exceptions.RedisClusterException):  # e.g. no node serves the slot yet
+        return Fault(UNREACHABLE, "unreachable", f"Redis cluster unreachable ({type(exc).__name__}: {text})")
     return Fault(REFUSED, "internal", f"unexpected writer error ({type(exc).__name__}: {text})")
 
 

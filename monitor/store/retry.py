@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 import redis
 
 from monitor.store.redis_conn import REDIS_DOWN
-from monitor.store.redis_faults import REPLY_WORDS, error_code
+from monitor.store.redis_faults import REDIS_FAILURES, REPLY_WORDS, error_code
 from monitor.store.redis_faults import reply_text as redis_reply_text
 
-REDIS_ERRORS: tuple[type[BaseException], ...] = (*REDIS_DOWN, redis.RedisError)
+REDIS_ERRORS: tuple[type[BaseException], ...] = (*REDIS_DOWN, *REDIS_FAILURES)
 """Everything a Redis call can raise: no answer (unreachable, timeout) or an error reply."""
 
 # redis-py maps some replies to classes of its own (and strips the word from the text)

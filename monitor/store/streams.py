@@ -52,7 +52,7 @@ from monitor.model.readings import MAX_AHEAD_MS, Reading, Refusal
 from monitor.model.storage import FAILING, STORING, DeviceBacklog, StorageState, StoredMark
 from monitor.store import redis_types
 from monitor.store.redis_conn import connect
-from monitor.store.redis_faults import ENTRY, Fault, classify, outcome_unknown
+from monitor.store.redis_faults import ENTRY, REDIS_FAILURES, Fault, classify, outcome_unknown
 from monitor.store.spool import Item, Spool, SpoolError
 
 log = logging.getLogger(__name__)
@@ -492,7 +492,7 @@ class StreamWriter:
         try:
             self._check_identities(items, attempt_ms)
             plan, results = self._send(items, attempt_ms)
-        except redis.RedisError as e:
+        except REDIS_FAILURES as e:
             return self._failed(batch, classify(e), attempt_ms)
         except OSError as e:
             return self._failed(batch, classify(e), attempt_ms)
