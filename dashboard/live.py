@@ -59,8 +59,8 @@ from monitor.sessions.phase import session_phase
 from monitor.sessions.records import decode_header
 from monitor.store import redis_types
 from monitor.store.heartbeat import instance_name
-from monitor.store.redis_conn import REDIS_DOWN, connect_async
 from monitor.store.redis_cluster import node_info_async
+from monitor.store.redis_conn import REDIS_DOWN, connect_async
 from monitor.store.redis_health import refusal_from_info
 from monitor.store.retry import REDIS_ERRORS, Backoff, Episode, cause, reply_code, reply_text, words
 
