@@ -170,9 +170,12 @@ class RedisClusterProc:
         for n in self.nodes:
             n.stop()
 
+    def _live(self) -> RedisProc:
+        return next(n for n in self.nodes if n.proc is not None and n.proc.poll() is None)
+
     def node_for_slot(self, slot: int) -> RedisProc:
-        """The node that serves `slot` now (its master), as the cluster itself says."""
-        for lo, hi, master, *_rep in self.nodes[0].admin().execute_command("CLUSTER", "SLOTS"):
+        """The node that serves `slot` now (its master), as the cluster itself (a live node) says."""
+        for lo, hi, master, *_rep in self._live().admin().execute_command("CLUSTER", "SLOTS"):
             if lo <= slot <= hi:
                 port = int(master[1])
                 return next(n for n in self.nodes if n.port == port)
@@ -180,7 +183,7 @@ class RedisClusterProc:
 
     def masters(self) -> list[RedisProc]:
         """The nodes that are masters with slots now."""
-        ports = {int(m[1]) for _lo, _hi, m, *_r in self.nodes[0].admin().execute_command("CLUSTER", "SLOTS")}
+        ports = {int(m[1]) for _lo, _hi, m, *_r in self._live().admin().execute_command("CLUSTER", "SLOTS")}
         return [n for n in self.nodes if n.port in ports]
 
 

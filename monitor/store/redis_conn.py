@@ -68,7 +68,14 @@ def connect(url: str, *, timeout_s: float = 5.0, retries: int = 0, **kw: Any) ->
                                    retry=Retry(NoBackoff(), retries))
     from redis.cluster import ClusterNode, RedisCluster
 
-    return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.hosts], **common)
+    # `retries` as for one server: redis-py's cluster client would otherwise re-send a
+    # command (a MULTI/EXEC of XADDs too) after a connection error, when it may have been
+    # applied. `reinitialize_steps=1`: reload the slot map after every connection error or
+    # redirection, so the caller's next try goes to the slot's new master — redis-py 8.1's
+    # transaction pipelines count errors per pipeline and, with the default 5, never
+    # reload it: after a master's loss they would keep trying the dead node.
+    return RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in target.hosts],
+                        retry=Retry(NoBackoff(), retries), reinitialize_steps=1, **common)
 
 
 def connect_async(url: str, *, timeout_s: float = 5.0, **kw: Any) -> Any:
@@ -87,7 +94,8 @@ def connect_async(url: str, *, timeout_s: float = 5.0, **kw: Any) -> Any:
     from redis.asyncio.cluster import ClusterNode as AioNode
     from redis.asyncio.cluster import RedisCluster as AioCluster
 
-    return AioCluster(startup_nodes=[AioNode(h, p) for h, p in target.hosts], **common)
+    return AioCluster(startup_nodes=[AioNode(h, p) for h, p in target.hosts], reinitialize_steps=1,
+                      **common)
 
 
 def _sentinel_kwargs(common: dict[str, Any]) -> dict[str, Any]:
