@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import time
 import json
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
