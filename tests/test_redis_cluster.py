@@ -7,7 +7,9 @@ masters, and the cluster itself (CLUSTER KEYSLOT, CLUSTER SLOTS, the keys on eac
 say each clinic's keys live on its own shard. Then one clinic's slot is migrated to another
 master (CLUSTER SETSLOT MIGRATING/IMPORTING + MIGRATE, one key at a time while readings
 flow, so clients meet ASK and then MOVED): no acknowledged reading is lost or stored twice,
-and the same processes go on storing and raising alarms.
+and the same processes go on storing and raising alarms. Then the other clinic's master dies
+with no replica: this clinic monitors on. On a cluster with a replica per master, a master
+is killed with `kill -9` while readings flow: its replica takes over, nothing is lost.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ class System:
     cluster: RedisClusterProc
     client: redis.cluster.RedisCluster
     clinics: list[Clinic]
+    broker: MosquittoProc
 
 
 def slot_of(client: redis.cluster.RedisCluster, key: str) -> int:
@@ -163,7 +166,7 @@ def running(tmp: Path, cluster: RedisClusterProc, clinic_ids: list[str]) -> Iter
             wait_for(lambda c=c: c.api("/api/v1/rooms").status_code == 200, 60, f"{c.id}'s dashboard answering",
                      ignoring=(requests.RequestException,))
             c.monitor.start()
-        yield System(cluster, client, clinics)
+        yield System(cluster, client, clinics, broker)
     finally:
         for c in clinics:
             c.monitor.finish() if c.monitor.is_alive() else None
@@ -293,6 +296,30 @@ def test_slot_migration_while_readings_flow_loses_and_duplicates_nothing(system:
         all_acknowledged_stored_once(client, c)
         assert {r: p.pid for r, p in c.procs.items()} == pids[c.id]
         assert all(p.poll() is None for p in c.procs.values()), f"{c.id}: a role exited"
+
+
+@pytest.mark.slow
+def test_another_clinics_shard_lost_this_clinic_monitors_on(system: System) -> None:
+    """One clinic's master dies with no replica to take over (runs last: it breaks the
+    cluster of this module): the other clinic, on another shard, goes on storing, alerting
+    and monitoring (`cluster-require-full-coverage no`; PING/INFO/SCAN ask its own master)."""
+    client, cluster = system.client, system.cluster
+    stays, lost = system.clinics
+    assert cluster.node_for_slot(slot_of(client, stays.keys.alerts)) is not cluster.node_for_slot(
+        slot_of(client, lost.keys.alerts))
+    cluster.node_for_slot(slot_of(client, lost.keys.alerts)).kill()
+    if not stays.monitor.is_alive():  # stopped by the test before: a new one, same topic
+        stays.monitor = Monitor(system.broker.port, stays.id)
+        stays.monitor.start()
+    n = len(stored_ts(client, stays))
+    wait_for(lambda: len(stored_ts(client, stays)) > n + 10, 30, "the other clinic's readings still stored")
+    before = set(raised_spo2(client, stays))
+    stays.monitor.spo2 = 84
+    wait_for(lambda: set(raised_spo2(client, stays)) - before, 30, "the other clinic's alarm raised")
+    stays.monitor.spo2 = 97
+    assert stays.api("/health").status_code == 200, stays.api("/health").json()
+    assert stays.api("/api/v1/alerts").status_code == 200
+    assert all(p.poll() is None for p in stays.procs.values())
 
 
 @pytest.mark.slow

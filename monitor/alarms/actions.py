@@ -18,6 +18,7 @@ import redis
 from monitor.accounts import audit
 from monitor.model import clock
 from monitor.model.keys import Keys
+from monitor.store.redis_cluster import scan_keys
 
 from .model import AlertEvent, encode_record, event_for, room_of, sort_records
 
@@ -136,7 +137,7 @@ def active_alerts(client: redis.Redis, keys: Keys, rooms: list[str] | None = Non
     """Active and latched alerts of the given rooms (all rooms when None), most urgent first."""
     if rooms is None:
         pattern = keys.active_alerts("*").replace("{", "\\{").replace("}", "\\}")
-        names = list(client.scan_iter(match=pattern, count=500))
+        names = scan_keys(client, keys.alerts, pattern)
     else:
         names = [keys.active_alerts(r) for r in rooms]
     pipe = client.pipeline(transaction=False)

@@ -4,8 +4,9 @@ All of a clinic's keys share the hash tag `{<clinic>}` (monitor/model/keys.py), 
 one slot: every multi-key command, transaction (WATCH/MULTI/EXEC) and Lua script of ours is
 single-slot and works unchanged on redis-py's RedisCluster. What does not:
 
-- keyless commands go to *every* node (redis-py's default for PING and INFO): `ping` and
-  `node_info` ask only the node that serves the clinic's slot, which is the one that matters;
+- keyless commands go to *every* node (redis-py's default for PING, INFO and SCAN): `ping`,
+  `node_info` and `scan_keys` ask only the master serving the clinic's slot — the one that
+  matters, and one clinic keeps working while another clinic's shard is down;
 - a cluster pipeline refuses EVALSHA (and ECHO, PING, INFO…): `pipeline_script` sends the
   script with EVAL there.
 
@@ -49,6 +50,14 @@ async def node_info_async(client: Any, key: str, section: str = "all") -> dict[s
     if isinstance(client, AioRedisCluster):
         return dict(await client.info(section, target_nodes=client.get_node_from_key(key)))
     return dict(await client.info(section))
+
+
+def scan_keys(client: Any, key: str, match: str, count: int = 500) -> list[str]:
+    """SCAN for `match` (a pattern within one clinic's keys) on the server, or in a cluster on
+    the master serving `key`'s slot only (all of that clinic's keys are there)."""
+    if isinstance(client, RedisCluster):
+        return list(client.scan_iter(match=match, count=count, target_nodes=client.get_node_from_key(key)))
+    return list(client.scan_iter(match=match, count=count))
 
 
 def pipeline_script(pipe: Any, script: Script, keys: list[str], args: list[Any]) -> None:
