@@ -32,6 +32,7 @@ import requests
 from redis.crc import key_slot
 
 from monitor.accounts import tokens, users
+from monitor.app.cli import main
 from monitor.model.clock import now_ms
 from monitor.model.keys import Keys
 from monitor.store.embedded import free_port
@@ -83,6 +84,7 @@ class Clinic:
     token: str
     procs: dict[str, subprocess.Popen[bytes]]
     monitor: Monitor
+    config: Path
 
     @property
     def url(self) -> str:
@@ -161,7 +163,7 @@ def running(tmp: Path, cluster: RedisClusterProc, clinic_ids: list[str]) -> Iter
                 extra = ["--port", str(port)] if role == "dashboard" else []
                 procs[role] = subprocess.Popen([sys.executable, "-m", "monitor", role, "-c", str(cfg), *extra],
                                                cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-            clinics.append(Clinic(cid, keys, port, token, procs, Monitor(broker.port, cid)))
+            clinics.append(Clinic(cid, keys, port, token, procs, Monitor(broker.port, cid), cfg))
         for c in clinics:
             wait_for(lambda c=c: c.api("/api/v1/rooms").status_code == 200, 60, f"{c.id}'s dashboard answering",
                      ignoring=(requests.RequestException,))
@@ -256,6 +258,36 @@ def test_two_clinics_run_side_by_side_with_their_keys_on_different_shards(system
         assert set(raised_spo2(client, c)) <= {e.get("alert") for e in alerts["events"]}, alerts
     for c in system.clinics:
         assert all(p.poll() is None for p in c.procs.values()), f"{c.id}: a role exited"
+
+
+@pytest.mark.slow
+def test_the_command_line_tools_work_on_the_cluster(system: System, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """`vitalwatch user / alert / session / export / outbox / archive` against one clinic on the
+    cluster: accounts, an acknowledgement (WATCH/MULTI), a session started, ended and archived."""
+    client, c = system.client, system.clinics[1]
+    cfg = ["-c", str(c.config), "--user", "admin"]
+    monkeypatch.setenv("VITALWATCH_PASSWORD", "nurse-pass-123")
+
+    def run(*argv: str) -> str:
+        capsys.readouterr()
+        assert main([*argv, *cfg]) == 0, argv
+        return capsys.readouterr().out
+
+    run("user", "add", "nina", "--role", "nurse")
+    assert "nina" in run("user", "list")
+    assert users.get_user(client, c.keys, "nina") is not None
+    alert = wait_for(lambda: raised_spo2(client, c), 30, "an alarm to acknowledge")[0]
+    assert alert in run("alert", "list")
+    run("alert", "ack", alert)
+    assert any(f.get("event") == "acknowledged" and f.get("alert") == alert for _i, f in client.xrange(c.keys.alerts))
+    sid = run("session", "start", "--room", ROOM, "--patient", "P-1", "--route", "iv", "--dose-mg", "20").split()[-1]
+    run("session", "note", "--session", sid, "on the cluster")
+    assert "archived" in run("session", "end", "--session", sid)
+    run("export", "--session", sid, "--format", "csv", "-o", str(tmp_path / "s.csv"))
+    assert (tmp_path / "s.csv").read_text().count("\n") > 1  # header and readings
+    assert "pager-mqtt" in run("outbox", "list")
+    run("archive", "backup", "-o", str(tmp_path / "backup.db"))
 
 
 @pytest.mark.slow
