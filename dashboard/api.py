@@ -38,6 +38,7 @@ from monitor.accounts.throttle import LoginPolicy
 from monitor.alarms.actions import NotLatched, Refused
 from monitor.model.clock import now_ms
 from monitor.model.config import Config
+from monitor.observe.collectors import login_failed
 from monitor.store import redis_cluster, redis_types
 from monitor.store.retry import REDIS_ERRORS, cause, words
 
@@ -105,7 +106,13 @@ class SignIn:
 
     async def check(self, name: str, password: str, source: str) -> users.LoginResult:
         """Check `name`/`password` from `source` under the limits (await: no thread held
-        while the password is hashed)."""
+        while the password is hashed); a refusal is counted for /metrics by its reason."""
+        res = await self._check(name, password, source)
+        if not res.ok:
+            login_failed(res.reason)
+        return res
+
+    async def _check(self, name: str, password: str, source: str) -> users.LoginResult:
         c, k = self.data.client, self.data.keys
         attempt = await anyio.to_thread.run_sync(users.begin_login, c, k, name, source, self.policy)
         if not attempt.allowed:

@@ -78,6 +78,7 @@ from dashboard.context import AppContext, PageContext, current_user
 from dashboard.data import Data
 from dashboard.director_api import install_director_routes
 from dashboard.live import Hub
+from dashboard.metrics import install_metrics
 from dashboard.security import LOGIN_BODY_MAX, BodyLimit, SecurityHeaders, csp
 from monitor.accounts.users import ROLES
 from monitor.model.clock import now_ms
@@ -212,6 +213,7 @@ def build(cfg: Config, redis_url: str) -> tuple[Any, Hub, dash.Dash]:
     server = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     signin = install_routes(server, cfg, data, sessions, hub)
     install_director_routes(server, cfg, data)
+    install_metrics(server, hub, data)
     # Dash 4's own docs allow a FastAPI server instance and update_title=None; its stubs do not
     app = dash.Dash(__name__, server=server,  # type: ignore[arg-type]
                     assets_folder=str(ASSETS), serve_locally=True,

@@ -14,7 +14,7 @@ SameSite=Lax, Secure when `dashboard.secure_cookies`.
 
 `AuthMiddleware` wraps the whole ASGI app (Dash's pages and callbacks, the JSON API, the
 push WebSocket): public paths are /login, /logout, /health,
-the web app manifest and its icons; everything else needs a
+the web app manifest and its icons, and /metrics (which checks its own access); everything else needs a
 session cookie or `Authorization: Bearer <token>`. Tokens are for machines: only on /api/
 and /ws/ paths, and each such request needs a scope of the token (`token_scope`). Anonymous
 page requests are redirected to /login; anonymous API, Dash-internal and WebSocket requests
@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 COOKIE = "vw_session"
 STATION_TTL_S = 30 * 24 * 3600
 CSRF_HEADER = "x-vw-request"  # cookie-authenticated API POSTs must carry it (forces a CORS preflight)
-PUBLIC_PATHS = frozenset({"/login", "/logout", "/health", "/manifest.webmanifest"})
+# /metrics decides for itself: loopback, or a `metrics` token (dashboard/metrics.py)
+PUBLIC_PATHS = frozenset({"/login", "/logout", "/health", "/manifest.webmanifest", "/metrics"})
 PUBLIC_PREFIXES = ("/assets/icons/",)  # the web app's icons: a browser fetches them without the cookie
 DASH_CALLBACK = "/_dash-update-component"
 DASH_WS = "/_dash-ws-callback"  # not used: live data comes over /ws/live; refused outright

@@ -48,6 +48,7 @@ from monitor.model.keys import Keys
 from monitor.model.mllp import Garbage, MllpFramer, frame
 from monitor.model.ratelimit import RateLimiter
 from monitor.model.readings import Reading, Refusal
+from monitor.observe import collectors as observe
 from monitor.store.redis_conn import REDIS_DOWN
 from monitor.store.streams import StreamWriter
 
@@ -408,6 +409,7 @@ class Hl7Listener:
                 self.board.incr(ref.source, f"rejects:{ref.reason}")
 
     def _limited(self, ref: Refusal) -> dict[str, str] | None:
+        observe.rejected(ref.reason)
         allowed, held = self.limiter.allow((ref.source, ref.reason), time.monotonic())
         if not allowed:
             return None
@@ -422,6 +424,15 @@ class Hl7Listener:
                 self.writer.append(self.keys.rejects, fields)
             except RuntimeError as e:
                 log.warning("reject not written (%s): %s %s", e, ref.reason, ref.detail)
+
+    def in_flight(self) -> int:
+        """Messages received and not yet answered (their ACK waits for Redis); any thread."""
+        for _ in range(3):
+            try:
+                return sum(len(c.queue) for c in list(self._conns))
+            except RuntimeError:  # the loop thread changed the set while it was copied
+                continue
+        return 0
 
     # --- status -----------------------------------------------------------------------
     async def _ticker(self) -> None:

@@ -33,9 +33,12 @@ from devices import hl7_listener, mqtt_adapter
 from devices.statusboard import StatusBoard
 from devices.supervisor import DeviceSupervisor
 from devices.watchdog import Watchdog
+from monitor.accounts import tokens
 from monitor.model.clock import now_ms
 from monitor.model.config import Config, DeviceConfig, RoomConfig
 from monitor.model.keys import Keys
+from monitor.observe.collectors import IngestCollector, role_registry
+from monitor.observe.serve import serve_metrics
 from monitor.store import heartbeat
 from monitor.store.redis_conn import connect
 from monitor.store.redis_faults import REDIS_FAILURES, classify
@@ -127,6 +130,17 @@ def run(args: argparse.Namespace, cfg: Config, stop: threading.Event | None = No
         log.warning("no devices configured%s: only the heartbeat runs", " in the selection" if rooms or devices else "")
     mqtt: mqtt_adapter.MqttAdapter | None = None
     hl7: hl7_listener.Hl7Listener | None = None
+
+    def device_rows() -> list[tuple[str, str, str, str]]:  # read at scrape time
+        rows = [(s.room.id, s.dev.id, "serial", s.state) for s in list(supervisors)]
+        rows += [(d.route.room, d.route.device, "mqtt", d.state) for d in (mqtt.devices.values() if mqtt else ())]
+        rows += [(d.room, d.device, "mllp", d.state) for d in (hl7.devices.values() if hl7 else ())]
+        return rows
+
+    collector = IngestCollector(writer, device_rows, mqtt=lambda: mqtt.metrics() if mqtt else None,
+                                hl7=lambda: (hl7.stats.open_connections, hl7.in_flight()) if hl7 else None)
+    metrics = serve_metrics(getattr(args, "metrics_port", None), cfg.metrics.ingest_port, cfg.metrics.host,
+                            role_registry(collector), lambda token: tokens.allows(client, keys, token, "metrics"))
     try:
         if mqtt_devs:
             mqtt = mqtt_adapter.start(cfg, endpoints, writer, mqtt_devs, stop)
@@ -140,6 +154,8 @@ def run(args: argparse.Namespace, cfg: Config, stop: threading.Event | None = No
         if hl7 is not None:
             hl7.join(JOIN_TIMEOUT_S)  # stops taking messages before the writer flushes
         _shutdown(supervisors, mqtt, writer, board, beats, client, keys, instance)
+        if metrics is not None:
+            metrics.stop()
         endpoints.stop()
     return EXIT_OK
 

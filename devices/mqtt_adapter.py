@@ -49,6 +49,7 @@ from monitor.model.codec import reject_fields
 from monitor.model.config import Config, DeviceConfig, RoomConfig
 from monitor.model.ratelimit import RateLimiter
 from monitor.model.readings import Reading, Refusal
+from monitor.observe import collectors as observe
 from monitor.store.redis_conn import connect
 from monitor.store.redis_faults import REDIS_FAILURES, classify
 from monitor.store.runtime import Endpoints
@@ -506,6 +507,7 @@ class MqttAdapter:
         mono = time.monotonic()
         with self._lock:
             for ref in refusals:
+                observe.rejected(ref.reason)
                 if route is not None:
                     self.devices[route.device].rejects[ref.reason] += 1
                 # keyed by device, never by topic: made-up topics all share one budget
@@ -526,6 +528,10 @@ class MqttAdapter:
                 self.writer.append(self.keys.rejects, fields, on_stored=done)
         except RuntimeError as e:  # writer closed: we are stopping; the broker keeps the message
             log.warning("message on %s not stored (%s); it will be redelivered", msg.topic, e)
+
+    def metrics(self) -> tuple[bool, int]:
+        """(connected to the broker, messages received and not yet acknowledged) for /metrics."""
+        return self._broker_up, self.acks.pending
 
     def _ack(self, mid: int, qos: int, gen: int) -> bool:
         """PUBACK now if the message came on the current connection; True if sent."""

@@ -41,6 +41,7 @@ from monitor.model.keys import Keys
 from monitor.model.ratelimit import RateLimiter, RejectLimiter
 from monitor.model.readings import Refusal, accept
 from monitor.model.storage import StoredMark
+from monitor.observe import collectors as observe
 from monitor.sessions.phase import session_phase
 from monitor.store.redis_faults import REDIS_FAILURES, classify
 from monitor.store.streams import StreamWriter
@@ -279,6 +280,7 @@ class DeviceSupervisor(threading.Thread):
                 self._set_state("online", "")
 
     def _refuse(self, ref: Refusal, now: float) -> None:
+        observe.rejected(ref.reason)
         self.board.incr(self.dev.id, f"rejects:{ref.reason}")
         out = self.limiter.offer(ref, now)
         if out is not None:

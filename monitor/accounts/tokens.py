@@ -29,6 +29,7 @@ SCOPES: dict[str, str] = {
     "acknowledge": "acknowledge, pause and reset alarms (POST /api/v1/alerts/<id>/…)",
     "sessions": "a session with its readings and patient id (GET /api/v1/sessions/…); the director's reports "
                 "and the REMS forms (GET /api/v1/report, /research.csv, /patients/…, /rems/…)",
+    "metrics": "Prometheus metrics from another host (GET /metrics on the dashboard, ingest and alerts)",
 }
 DEFAULT_SCOPES: tuple[str, ...] = ("read", "acknowledge")
 DEFAULT_DAYS = 90
@@ -144,3 +145,9 @@ def user_for_token(client: redis.Redis, keys: Keys, token: str, now_ms: int | No
     if not token or not token.startswith(TOKEN_PREFIX) or len(token) > 128:
         return None
     return user_for_digest(client, keys, token_digest(token), now_ms)
+
+
+def allows(client: redis.Redis, keys: Keys, token: str, scope: str, now_ms: int | None = None) -> bool:
+    """Whether `token` (as sent) is valid now and carries `scope` (Redis errors propagate)."""
+    rec = user_for_token(client, keys, token, now_ms)
+    return rec is not None and scope in rec["scopes"]

@@ -46,6 +46,7 @@ from monitor.model.codec import CodecError, from_fields
 from monitor.model.config import Config, RoomConfig
 from monitor.model.keys import Keys
 from monitor.model.readings import Reading
+from monitor.observe.collectors import AlertMetrics
 from monitor.store import heartbeat
 from monitor.store.outbox import Outbox
 from monitor.store.redis_cluster import node_info
@@ -130,6 +131,7 @@ class Worker:
         self.tech: dict[str, TechRule] = technical_rules(cfg)
         self.retention_ms = int(cfg.redis.retention_hours * 3600 * 1000)
         self.stats = WorkerStats()
+        self.metrics = AlertMetrics()  # histograms for /metrics (monitor/observe)
         self._free_since: dict[str, int] = {}
         self._screens: dict[str, str] = {}
         self._next_house = 0
@@ -248,6 +250,7 @@ class Worker:
 
     def apply_entries(self, room: str, entries: Entries) -> int:
         """Evaluate one room's new stream entries and commit the outcome."""
+        started = time.perf_counter()
         rr = self.rooms[room]
         readings: list[Reading] = []
         for entry_id, fields in entries:
@@ -286,6 +289,7 @@ class Worker:
         rr.latest_ts.update({m: int(json.loads(v)[1]) for m, v in latest.items() if m != LATEST_ID})
         self.stats.readings += len(readings)
         self.stats.commits += 1
+        self._observe(out.transitions, book.events, started)
         self._send(book.events, now)
         return len(readings)
 
@@ -482,6 +486,16 @@ class Worker:
 
         return lambda events: [e for ev in events for e in outbox_entries(
             routes.messages(ev, tier(ev), room_name=self._room_name(ev.room)), ev.alert, now)]
+
+    def _observe(self, transitions: Any, events: list[AlertEvent], started: float) -> None:
+        """Evaluation time of this batch; for each alarm it raised, receive → committed."""
+        self.metrics.evaluated(time.perf_counter() - started)
+        raised = {ev.alert for ev in events if ev.event == "raised"}
+        if raised:
+            done = self.clock()
+            for t in transitions:
+                if t.what == "raise" and t.alert in raised:
+                    self.metrics.raised((done - t.ts_ms) / 1000)
 
     def _send(self, events: list[AlertEvent], now: int) -> None:
         """Log committed events (their outbound messages were enqueued with them)."""

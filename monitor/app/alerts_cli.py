@@ -17,6 +17,7 @@ import signal
 import threading
 from typing import Any
 
+from monitor.accounts import tokens
 from monitor.alarms.engine import Worker
 from monitor.alarms.outbound import (
     DEST_MQTT,
@@ -28,6 +29,8 @@ from monitor.alarms.outbound import (
     start_senders,
 )
 from monitor.model.config import Config
+from monitor.observe.collectors import AlertsCollector, role_registry
+from monitor.observe.serve import serve_metrics
 from monitor.sessions import archive_topup
 from monitor.sessions import outbound as interop_outbound
 from monitor.store import heartbeat
@@ -65,6 +68,9 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     log.info("alert worker %s started (%d room(s) in config, lease %.1f s)", owner, len(cfg.rooms),
              cfg.alerts.owner_ttl_s)
     pagers = start_senders(lambda: connect(endpoints.redis_url), endpoints.keys, owner, transports, stop)
+    metrics = serve_metrics(getattr(args, "metrics_port", None), cfg.metrics.alerts_port, cfg.metrics.host,
+                            role_registry(AlertsCollector(worker)),
+                            lambda token: tokens.allows(client, endpoints.keys, token, "metrics"))
     topup = archive_topup.start(cfg, endpoints.redis_url, endpoints.keys, owner, stop)
     # HL7/FHIR to the EHR: every worker runs the loop; a lease lets one send per destination
     interop = interop_outbound.start(cfg, endpoints.redis_url, endpoints.keys, owner, stop)
@@ -75,6 +81,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         for t in [*pagers, topup, *([interop] if interop is not None else [])]:
             t.join(5)
         mqtt_sender.close()
+        if metrics is not None:
+            metrics.stop()
         client.close()
     log.info("alert worker %s stopped: %d readings, %d events", owner, worker.stats.readings, worker.stats.events)
     return 0

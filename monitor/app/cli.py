@@ -107,8 +107,12 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("ingest", parents=[common], help="run the device adapters")
     i.add_argument("--room", action="append", default=[], metavar="R")
     i.add_argument("--device", action="append", default=[], metavar="D")
+    i.add_argument("--metrics-port", type=int, default=None, metavar="P",
+                   help="serve Prometheus /metrics on port P (default: [metrics] ingest_port; 0: off)")
 
-    sub.add_parser("alerts", parents=[common], help="run an alert engine worker")
+    al = sub.add_parser("alerts", parents=[common], help="run an alert engine worker")
+    al.add_argument("--metrics-port", type=int, default=None, metavar="P",
+                    help="serve Prometheus /metrics on port P (default: [metrics] alerts_port; 0: off)")
 
     db = sub.add_parser("dashboard", parents=[common], help="serve the dashboard")
     db.add_argument("--host", default=None)

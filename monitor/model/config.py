@@ -188,6 +188,15 @@ class LoggingConfig(_Model):
     format: Literal["text", "json"] = "text"
 
 
+class MetricsConfig(_Model):
+    """[metrics] — Prometheus `/metrics` of `ingest` and `alerts` (the dashboard serves it on
+    its own port). Port 0: no listener (`--metrics-port` overrides). docs/operations.md."""
+
+    host: str = "127.0.0.1"  # "0.0.0.0" to be scraped from another host (then a token is needed)
+    ingest_port: int = Field(default=0, ge=0, le=65535)
+    alerts_port: int = Field(default=0, ge=0, le=65535)
+
+
 class DashboardConfig(_Model):
     """[dashboard]"""
 
@@ -522,6 +531,7 @@ class Config(_Model):
     archive: ArchiveConfig = ArchiveConfig()
     data: DataConfig = DataConfig()
     logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
     dashboard: DashboardConfig = DashboardConfig()
     alerts: AlertsConfig = AlertsConfig()
     rooms: list[RoomConfig] = Field(default_factory=list)

@@ -95,6 +95,8 @@ class WriterStats:
     failures: int = 0  # failed attempts
     restarts: int = 0  # writer threads started by ensure_running()
     scanned: int = 0  # stream entries read back for identity checks
+    readings_accepted: int = 0  # readings queued by write()
+    readings_stored: int = 0  # readings Redis confirmed (including ones replayed from a spool)
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""
@@ -259,6 +261,7 @@ class StreamWriter:
                 raise RuntimeError("writer is closed")
             self._mem.append((item, done))
             if item.dedup:
+                self.stats.readings_accepted += 1
                 dev = item.fields.get(F_DEV, "")
                 b = self._backlog.get(dev)
                 if b is None:
@@ -551,6 +554,7 @@ class StreamWriter:
             for seen in self._seen.values():
                 seen.trim(done_now)
             self.stats.written += len(stored)
+            self.stats.readings_stored += sum(1 for it, _ in stored if it.dedup)
             self.stats.duplicates_skipped += len(skipped)
             if retry_fault is None:
                 self._set_storing(done_now)
