@@ -8,7 +8,8 @@ FastAPI runs it on a worker thread: a scrape never runs on the push loop's event
 
 Access (monitor/observe/access.py): the path is public for the sign-in middleware; the
 route lets loopback clients in and asks others for a bearer token with the `metrics` scope.
-The client address is uvicorn's, through `[dashboard] forwarded_allow_ips` only.
+A request that came through a proxy (X-Forwarded-For or Forwarded present) is never taken
+for a loopback one, whatever `[dashboard] forwarded_allow_ips` made of its address.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from dashboard.data import Data
 from dashboard.live import Hub
 from monitor.accounts import tokens
 from monitor.model.clock import now_ms
-from monitor.observe.access import Access, exposition
+from monitor.observe.access import Access, exposition, proxied
 from monitor.observe.collectors import DashboardCollector, push_lag_s, role_registry
 from monitor.store.retry import REDIS_ERRORS, cause
 
@@ -51,7 +52,7 @@ def install_metrics(server: FastAPI, hub: Hub, data: Data) -> Any:
     @server.get(PATH, include_in_schema=False)
     def metrics(request: Request) -> Response:
         verdict = access.decide(request.client.host if request.client else None,
-                                request.headers.get("authorization"))
+                                request.headers.get("authorization"), proxied(request.headers))
         if not verdict.ok:
             headers = {"WWW-Authenticate": 'Bearer realm="vitalwatch metrics"'} if verdict.status == 401 else None
             return Response(verdict.text + "\n", verdict.status, headers=headers, media_type="text/plain")

@@ -118,3 +118,66 @@ def test_dockerfile_copies_every_package() -> None:
     text = (ROOT / "Dockerfile").read_text()
     for pkg in ("monitor", "devices", "dashboard", "config"):
         assert f"COPY {pkg}" in text
+
+
+def test_observability_profile_runs_prometheus_and_grafana_with_their_files() -> None:
+    services = _compose()["services"]
+    for name in ("prometheus", "grafana", "preflight-observability"):
+        assert services[name]["profiles"] == ["observability"], name
+    assert services["preflight-observability"]["command"] == ["GRAFANA_ADMIN_PASSWORD"]
+    for name in ("prometheus", "grafana"):
+        svc = services[name]
+        assert svc["depends_on"]["preflight-observability"] == {"condition": "service_completed_successfully"}
+        for port in svc["ports"]:
+            assert port.startswith("127.0.0.1:"), port  # this host only
+        for vol in svc["volumes"]:
+            src = vol.split(":")[0]
+            if src.startswith("./") and not src.endswith("metrics-token"):  # the token is the operator's
+                assert (ROOT / src).exists(), src
+    prov = yaml.safe_load((ROOT / "deploy/grafana/provisioning/dashboards/vitalwatch.yml").read_text())
+    mounted = {v.split(":")[1] for v in services["grafana"]["volumes"]}
+    assert prov["providers"][0]["options"]["path"] in mounted
+    ds = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert ds["datasources"][0]["url"] == "http://prometheus:9090"
+
+
+def test_prometheus_scrapes_every_role_where_it_serves_metrics() -> None:
+    services = _compose()["services"]
+    prom = yaml.safe_load((ROOT / "deploy/prometheus/prometheus.yml").read_text())
+    jobs = {j["job_name"]: j for j in prom["scrape_configs"]}
+    cfg = load_config(str(ROOT / "config/compose.toml"), env={})
+    dash = build_parser().parse_args([*services["dashboard"]["command"], "-c", "config/compose.toml"])
+    want = {"ingest": f"ingest:{cfg.metrics.ingest_port}", "alerts": f"alerts:{cfg.metrics.alerts_port}",
+            "dashboard": f"dashboard:{dash.port}"}
+    assert cfg.metrics.host == "0.0.0.0" and cfg.metrics.ingest_port and cfg.metrics.alerts_port
+    for role, target in want.items():
+        job = jobs[role]
+        assert job["static_configs"][0]["targets"] == [target], role
+        assert job.get("metrics_path", "/metrics") == "/metrics"
+        # another container is not loopback: every scrape carries the metrics token
+        assert job["authorization"]["credentials_file"] == "/etc/prometheus/metrics-token"
+        assert role in services
+    mounted = {v.split(":")[1] for v in services["prometheus"]["volumes"]}
+    assert {"/etc/prometheus/prometheus.yml", "/etc/prometheus/metrics-token"} <= mounted
+
+
+def test_grafana_dashboard_uses_only_metrics_the_code_exports() -> None:
+    """A renamed or removed metric fails here: every `vitalwatch_…` name in the dashboard's
+    queries must be one the catalogue (monitor/observe/catalogue.py) — which the collectors
+    are built from and tests/test_metrics.py scrapes — says is exported."""
+    import json
+    import re
+
+    from monitor.observe.catalogue import SPECS, sample_names
+
+    board = json.loads((ROOT / "deploy/grafana/dashboards/vitalwatch.json").read_text())
+    exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    assert exprs
+    used = {m for e in exprs for m in re.findall(r"\bvitalwatch_[a-z0-9_]+", e)}
+    assert used and used <= sample_names(), used - sample_names()
+    for p in board["panels"]:
+        if p["type"] != "row":
+            assert p["datasource"]["uid"] == "vitalwatch-prometheus", p["title"]
+    # every metric family appears on the board
+    shown = {s.name for s in SPECS if set(s.samples()) & used}
+    assert shown == {s.name for s in SPECS}, {s.name for s in SPECS} - shown

@@ -183,9 +183,11 @@ def test_ingest_metrics_from_another_address_need_a_metrics_token(roles: dict[st
     assert status == 200 and "vitalwatch_readings_stored_total" in text
 
 
-def asgi_get(app: Any, path: str, client_host: str, token: str | None = None) -> tuple[int, str]:
+def asgi_get(app: Any, path: str, client_host: str, token: str | None = None,
+             extra: list[tuple[bytes, bytes]] | None = None) -> tuple[int, str]:
     """One GET through the whole ASGI stack (middlewares included) from `client_host`."""
-    headers = [(b"host", b"dashboard")] + ([(b"authorization", f"Bearer {token}".encode())] if token else [])
+    headers = [(b"host", b"dashboard"), *(extra or [])]
+    headers += [(b"authorization", f"Bearer {token}".encode())] if token else []
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
              "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": headers,
              "client": (client_host, 40000), "server": ("127.0.0.1", 8050)}
@@ -227,6 +229,9 @@ def test_dashboard_metrics_loopback_token_login_failures(redis_url: str, clinic_
         read_only = tokens.issue_token(client, keys, "prom", scopes="read")
         # from another address: a token with the metrics scope, nothing less
         assert asgi_get(app, "/metrics", "10.0.0.7")[0] == 401
+        assert asgi_get(app, "/metrics", "127.0.0.1")[0] == 200
+        # a proxy on this host forwarding someone else's request: not loopback
+        assert asgi_get(app, "/metrics", "127.0.0.1", extra=[(b"x-forwarded-for", b"127.0.0.1")])[0] == 401
         assert asgi_get(app, "/metrics", "10.0.0.7", read_only)[0] == 403
         status, text = asgi_get(app, "/metrics", "10.0.0.7", good)
         assert status == 200 and "vitalwatch_ws_clients" in text
@@ -254,6 +259,7 @@ def test_access_rule() -> None:
     a = Access(token_ok, remember_s=60, mono=lambda: clock[0])
     for host in ("127.0.0.1", "127.3.4.5", "::1", "::ffff:127.0.0.1"):
         assert a.decide(host, None).ok, host
+        assert a.decide(host, None, proxied=True).status == 401  # through a proxy: not this host
     for host in ("10.0.0.7", "::ffff:10.0.0.7", "fd00::2", "testclient", None):
         assert a.decide(host, None).status == 401, host
     assert a.decide("10.0.0.7", "Basic abc").status == 401
@@ -267,3 +273,11 @@ def test_access_rule() -> None:
     assert a.decide("10.0.0.7", "Bearer vwt_good").ok  # believed for a minute through an outage
     clock[0] = 61
     assert a.decide("10.0.0.7", "Bearer vwt_good").status == 503
+
+
+def test_operations_doc_lists_every_metric() -> None:
+    from monitor.observe.catalogue import SPECS
+
+    doc = (Path(__file__).resolve().parents[1] / "docs/operations.md").read_text()
+    for s in SPECS:
+        assert f"| `{s.name}` | {s.kind} |" in doc, s.name

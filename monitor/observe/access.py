@@ -1,4 +1,5 @@
-"""Who may read `/metrics`: a client on the loopback interface freely; any other client with
+"""Who may read `/metrics`: a client on the loopback interface freely (unless the request came
+through a proxy: X-Forwarded-For or Forwarded present); any other client with
 `Authorization: Bearer <token>` that the role's check accepts (an API token with the
 `metrics` scope: monitor/accounts/tokens.py). The same rule on every role (docs/security.md).
 
@@ -50,6 +51,12 @@ def is_loopback(host: str | None) -> bool:
     return addr.is_loopback
 
 
+def proxied(headers: object) -> bool:
+    """Whether request headers (a case-insensitive mapping) show a proxy forwarded it (pure)."""
+    get = getattr(headers, "get", None)
+    return get is not None and bool(get("x-forwarded-for") or get("forwarded"))
+
+
 def bearer(value: str | None) -> str | None:
     """The token of an `Authorization: Bearer <token>` header value (pure)."""
     scheme, _, token = (value or "").partition(" ")
@@ -67,9 +74,11 @@ class Access:
         self._good: dict[str, float] = {}  # sha256 of an accepted token → believed until
         self._lock = threading.Lock()
 
-    def decide(self, client_host: str | None, authorization: str | None) -> Verdict:
-        """The verdict for a request from `client_host` with this Authorization header."""
-        if is_loopback(client_host):
+    def decide(self, client_host: str | None, authorization: str | None, proxied: bool = False) -> Verdict:
+        """The verdict for a request from `client_host` with this Authorization header.
+        `proxied`: the request carries X-Forwarded-For/Forwarded — it came through a proxy,
+        so it is not this host's own, whatever address the proxy headers resolved to."""
+        if is_loopback(client_host) and not proxied:
             return Verdict(200)
         token = bearer(authorization)
         if token is None:

@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry
 
-from monitor.observe.access import Access, exposition
+from monitor.observe.access import Access, exposition, proxied
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class MetricsServer:
         if req.path.split("?", 1)[0] != "/metrics":
             self._send(req, 404, b"not found\n", "text/plain; charset=utf-8", body)
             return
-        verdict = self.access.decide(req.client_address[0], req.headers.get("Authorization"))
+        verdict = self.access.decide(req.client_address[0], req.headers.get("Authorization"), proxied(req.headers))
         if not verdict.ok:
             extra = {"WWW-Authenticate": 'Bearer realm="vitalwatch metrics"'} if verdict.status == 401 else {}
             self._send(req, verdict.status, (verdict.text + "\n").encode(), "text/plain; charset=utf-8", body, extra)
@@ -89,8 +89,15 @@ class MetricsServer:
 def serve_metrics(cli_port: int | None, config_port: int, host: str, registry: CollectorRegistry,
                   token_ok: Callable[[str], bool]) -> MetricsServer | None:
     """A role's listener on `--metrics-port` (`cli_port`), else its `[metrics]` port; None
-    when that is 0. Loopback scrapes freely; others need a token `token_ok` accepts."""
+    when that is 0 — or when it cannot listen there (logged as an error: the role goes on
+    monitoring without metrics). Loopback scrapes freely; others need a token `token_ok`
+    accepts."""
     port = config_port if cli_port is None else cli_port
     if not port:
         return None
-    return MetricsServer(registry, Access(token_ok), host, port).start()
+    try:
+        server = MetricsServer(registry, Access(token_ok), host, port)
+    except OSError as e:  # port taken, address not here: monitoring matters more than metrics
+        log.error("cannot serve /metrics on %s:%d (%s): running WITHOUT metrics", host, port, e)
+        return None
+    return server.start()
