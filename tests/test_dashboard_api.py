@@ -45,6 +45,7 @@ def concrete(path: str) -> str:
 def test_every_route_refuses_anonymous_requests(env: dict[str, Any]) -> None:
     server = env["served"].dash_app.server
     public = {"/login", "/logout", "/health", "/manifest.webmanifest"}  # the manifest: no patient data
+    public.add("/metrics")  # loopback (this test) or a `metrics` token: tests/test_metrics.py
     seen = 0
     for route in server.routes:
         path = getattr(route, "path", "")

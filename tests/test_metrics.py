@@ -281,3 +281,13 @@ def test_operations_doc_lists_every_metric() -> None:
     doc = (Path(__file__).resolve().parents[1] / "docs/operations.md").read_text()
     for s in SPECS:
         assert f"| `{s.name}` | {s.kind} |" in doc, s.name
+
+
+def test_label_check_catches_a_session_id() -> None:
+    ok: Samples = {("vitalwatch_device_state", (("device", "oxi-1"), ("room", "room-1"), ("state", "online"))): 1.0}
+    check_labels(ok, {"room-1"}, {"oxi-1"}, {"room-1-1796000000000"})
+    for bad in ({("vitalwatch_x", (("session", "s1"),)): 1.0},  # a label no metric may have
+                {("vitalwatch_x", (("reason", "room-1-1796000000000"),)): 1.0},  # a session id as a value
+                {("vitalwatch_x", (("room", "room-9"),)): 1.0}):  # a room not in the config
+        with pytest.raises(AssertionError):
+            check_labels(bad, {"room-1"}, {"oxi-1"}, {"room-1-1796000000000"})
