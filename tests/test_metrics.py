@@ -33,7 +33,7 @@ from monitor.observe.access import Access, is_loopback
 from monitor.observe.catalogue import ALERTS, DASHBOARD, INGEST, LABELS, for_role
 from monitor.sessions.lifecycle import start_session
 from monitor.store.embedded import free_port
-from tests.configs import config_mapping, parsed, write_config
+from tests.configs import config_mapping, parsed, room_entry, write_config
 from tests.dashboard_support import served_api
 from tests.mqtt_support import T_MON1, T_MON2, mosquitto_pub, mqtt_rooms
 from tests.servers import kill_quietly
@@ -98,8 +98,12 @@ def check_labels(got: Samples, rooms: set[str], devices: set[str], secrets: set[
 def roles(mosquitto_proc: Any, redis_url: str, clinic_id: str, tmp_path: Path) -> Iterator[dict[str, Any]]:
     """ingest and alerts as `vitalwatch` subprocesses with /metrics on all interfaces, an open
     session in room-1, and a `metrics` token."""
-    data = config_mapping(clinic_id, rooms=mqtt_rooms(), redis_url=redis_url, mqtt_url=mosquitto_proc.url,
-                          data_dir=tmp_path / "data", metrics={"host": "0.0.0.0"})
+    hl7_port = free_port()
+    rooms = [*mqtt_rooms(), room_entry("room-3", {"id": "hl7-3", "protocol": "hl7", "transport": "mllp",
+                                                  "source": "MON3"})]
+    data = config_mapping(clinic_id, rooms=rooms, redis_url=redis_url, mqtt_url=mosquitto_proc.url,
+                          data_dir=tmp_path / "data", metrics={"host": "0.0.0.0"},
+                          hl7={"listen": f"127.0.0.1:{hl7_port}"})
     cfg_path = write_config(tmp_path / "vw.toml", data)
     cfg = parsed(data)
     keys = Keys(clinic_id)
@@ -116,7 +120,7 @@ def roles(mosquitto_proc: Any, redis_url: str, clinic_id: str, tmp_path: Path) -
     try:
         yield {"cfg": cfg, "keys": keys, "client": client, "sid": sid, "tokens": env,
                "url": {r: f"http://127.0.0.1:{p}/metrics" for r, p in ports.items()}, "ports": ports,
-               "mqtt_port": mosquitto_proc.port}
+               "mqtt_port": mosquitto_proc.port, "hl7_port": hl7_port}
     finally:
         for p in procs:
             kill_quietly(p)
@@ -140,16 +144,20 @@ def test_ingest_and_alerts_metrics_move_with_readings_rejects_and_alarms(roles: 
                    what="ingest /metrics with the MQTT client connected", ignoring=(OSError,))
     stored0 = value(got, "vitalwatch_readings_stored_total")
     rejected0 = value(got, "vitalwatch_readings_rejected_total", reason="invalid_json")
-    wait_for(lambda: value(alerts(), "vitalwatch_alert_rooms_owned") == 2, what="the worker owning both rooms",
+    wait_for(lambda: value(alerts(), "vitalwatch_alert_rooms_owned") == 3, what="the worker owning every room",
              ignoring=(OSError,))
+    hl7_peer = socket.create_connection(("127.0.0.1", roles["hl7_port"]), timeout=5)  # a monitor connects
 
     t0 = now_ms()
     mosquitto_pub(port, T_MON1, json.dumps({"ts": t0, "hr": 72, "sbp": 70}))  # sbp < 90: raised at once
     mosquitto_pub(port, T_MON2, "{not json")
     got = wait_for(lambda: (s := ingest()) and value(s, "vitalwatch_readings_stored_total") > stored0
                    and value(s, "vitalwatch_readings_rejected_total", reason="invalid_json") > rejected0
-                   and value(s, "vitalwatch_device_state", device="mon-1", state="online") == 1 and s,
-                   what="stored and rejected counters moving, mon-1 online")
+                   and value(s, "vitalwatch_device_state", device="mon-1", state="online") == 1
+                   and value(s, "vitalwatch_hl7_connections") == 1 and s,
+                   what="stored and rejected counters moving, mon-1 online, the HL7 connection counted")
+    hl7_peer.close()
+    assert value(got, "vitalwatch_hl7_inflight_messages") == 0
     assert value(got, "vitalwatch_readings_accepted_total") >= value(got, "vitalwatch_readings_stored_total")
     assert value(got, "vitalwatch_device_state", device="mon-1", state="offline") == 0
     assert value(got, "vitalwatch_storage_storing") == 1
@@ -161,7 +169,7 @@ def test_ingest_and_alerts_metrics_move_with_readings_rejects_and_alarms(roles: 
     # every metric of the catalogue for the role is exported (HL7 ones need an HL7 listener)
     got = ingest()
     want_ingest = {n for s in for_role(INGEST) for n in s.samples()
-                   if not n.startswith(("vitalwatch_hl7_", "vitalwatch_storage_cause"))}
+                   if n != "vitalwatch_storage_cause"}  # only while writes fail
     assert want_ingest <= names(got), want_ingest - names(got)
     assert {n for s in for_role(ALERTS) for n in s.samples()} <= names(al)
     cfg = roles["cfg"]
@@ -291,3 +299,28 @@ def test_label_check_catches_a_session_id() -> None:
                 {("vitalwatch_x", (("room", "room-9"),)): 1.0}):  # a room not in the config
         with pytest.raises(AssertionError):
             check_labels(bad, {"room-1"}, {"oxi-1"}, {"room-1-1796000000000"})
+
+
+def test_storage_metrics_say_why_writes_fail() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.registry import Collector
+
+    from monitor.model.storage import FAILING, StorageState
+    from monitor.observe.collectors import storage_metrics
+
+    st = StorageState(state=FAILING, cause="Redis out of memory (OOM …)", code="oom", since_ms=10_000, pending=340,
+                      oldest_pending_ms=9_000, spooled=300, counters={"readings_accepted": 400, "readings_stored": 60})
+
+    class Fixed(Collector):
+        def collect(self) -> Any:
+            return storage_metrics(st, 22_000)
+
+    reg = CollectorRegistry()
+    reg.register(Fixed())
+    got = samples(generate_latest(reg).decode())
+    assert value(got, "vitalwatch_storage_storing") == 0
+    assert value(got, "vitalwatch_storage_cause", code="oom") == 1
+    assert value(got, "vitalwatch_storage_failing_seconds") == 12
+    assert value(got, "vitalwatch_writer_oldest_pending_seconds") == 13
+    assert (value(got, "vitalwatch_writer_pending_entries"), value(got, "vitalwatch_writer_spool_entries")) == (340, 300)
+    assert value(got, "vitalwatch_readings_accepted_total") - value(got, "vitalwatch_readings_stored_total") == 340
