@@ -1,7 +1,8 @@
 """Shared fixtures: real Redis and Mosquitto, a unique clinic per test, config files.
 
-- `redis_url`: the machine's Redis on 127.0.0.1:6379 when it answers (CI starts it), else
-  one we start for the session. Tests isolate by clinic id (key prefix), so they can share it.
+- `redis_url`: a Redis we start for the session on a free port (or the one named by
+  VITALWATCH_TEST_REDIS, if set) — never whatever happens to run on this machine, so a run
+  here is the run a fresh machine gets. Tests isolate by clinic id (key prefix).
 - `redis_proc` / `mosquitto_proc` / `pg_server`: servers of our own on free ports (tests/servers.py),
   for tests that kill or restart them.
 - `make_config`: a validated config for this test's clinic (tests/configs.py builds every config).
@@ -27,7 +28,7 @@ from tests.configs import config_mapping, parsed
 from tests.fault_support import DEBUG_ARGS
 from tests.servers import MosquittoProc, PostgresProc, RedisProc, delete_clinic_keys
 
-SHARED_REDIS = os.environ.get("VITALWATCH_TEST_REDIS", "redis://127.0.0.1:6379/0")
+SHARED_REDIS = os.environ.get("VITALWATCH_TEST_REDIS", "")
 
 
 @pytest.fixture(autouse=True)
@@ -47,12 +48,9 @@ def _root_logging_restored() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    try:
-        redis.Redis.from_url(SHARED_REDIS, socket_connect_timeout=0.5).ping()
+    if SHARED_REDIS:
         yield SHARED_REDIS
         return
-    except redis.ConnectionError:
-        pass
     proc = RedisProc(tmp_path_factory.mktemp("redis-shared")).start()
     yield proc.url
     proc.stop()
