@@ -53,3 +53,27 @@ def test_config_refuses_a_bad_redis_url_and_says_why(tmp_path) -> None:
     assert RedisConfig(url="redis+sentinel://s1,s2/m").url.startswith("redis+sentinel")
     with pytest.raises(ValidationError, match="needs the master name"):
         RedisConfig(url="redis+sentinel://s1:26379")
+
+
+def test_sentinels_get_the_url_credentials_unless_their_own_are_given() -> None:
+    from monitor.store.redis_conn import _common, _sentinel_kwargs
+
+    t = parse("rediss+sentinel://vw:srv@s1,s2/m?ssl_ca_certs=/ca")
+    kw = _sentinel_kwargs(t, _common(t, 5.0))
+    assert (kw["username"], kw["password"], kw["ssl"], kw["ssl_ca_certs"]) == ("vw", "srv", True, "/ca")
+    assert "decode_responses" not in kw
+    t = parse("redis+sentinel://:srv@s1/m?sentinel_password=sent")
+    assert _sentinel_kwargs(t, _common(t, 5.0))["password"] == "sent"
+    t = parse("redis+sentinel://:srv@s1/m?sentinel_password=")  # Sentinels without a password
+    assert "password" not in _sentinel_kwargs(t, _common(t, 5.0))
+
+
+def test_min_replicas_needs_one_master() -> None:
+    from pydantic import ValidationError
+
+    from monitor.model.config import RedisConfig
+
+    assert RedisConfig(url="redis+sentinel://s1/m", min_replicas=1).min_replicas == 1
+    assert RedisConfig().min_replicas == 0
+    with pytest.raises(ValidationError, match="min_replicas needs one master"):
+        RedisConfig(url="redis+cluster://n1:7000", min_replicas=1)

@@ -44,8 +44,10 @@ def connect(url: str, *, timeout_s: float = 5.0, retries: int = 0, **kw: Any) ->
     `retries=0` by default: callers that must not lose data (the stream writer) run their
     own reconnect-with-backoff loop and need to see every failure. With Sentinel a
     `READONLY` reply from a demoted master surfaces as a ConnectionError (redis-py's
-    SentinelManagedConnection), i.e. as "unreachable": the caller's retry reconnects and
-    the pool asks the Sentinels for the new master.
+    SentinelManagedConnection disconnects on it), i.e. as "unreachable": the caller's retry
+    reconnects, and every new connection asks the Sentinels where the master is (so do
+    connections after a kill: MasterNotFoundError, a ConnectionError, while they name none).
+    On a plain `redis://` URL the same READONLY stays an error reply ("refused").
     """
     target = parse(url)
     if target.kind == "single":
@@ -62,7 +64,7 @@ def connect(url: str, *, timeout_s: float = 5.0, retries: int = 0, **kw: Any) ->
     if target.kind == "sentinel":
         from redis.sentinel import Sentinel
 
-        sentinel = Sentinel(list(target.hosts), sentinel_kwargs=_sentinel_kwargs(common),
+        sentinel = Sentinel(list(target.hosts), sentinel_kwargs=_sentinel_kwargs(target, common),
                             **common)
         return sentinel.master_for(target.master, db=target.db,
                                    retry=Retry(NoBackoff(), retries))
@@ -88,7 +90,7 @@ def connect_async(url: str, *, timeout_s: float = 5.0, **kw: Any) -> Any:
     if target.kind == "sentinel":
         from redis.asyncio.sentinel import Sentinel as AioSentinel
 
-        sentinel = AioSentinel(list(target.hosts), sentinel_kwargs=_sentinel_kwargs(common),
+        sentinel = AioSentinel(list(target.hosts), sentinel_kwargs=_sentinel_kwargs(target, common),
                                **common)
         return sentinel.master_for(target.master, db=target.db)
     from redis.asyncio.cluster import ClusterNode as AioNode
@@ -98,11 +100,20 @@ def connect_async(url: str, *, timeout_s: float = 5.0, **kw: Any) -> Any:
                       **common)
 
 
-def _sentinel_kwargs(common: dict[str, Any]) -> dict[str, Any]:
-    """Options for talking to the Sentinels themselves: same credentials and TLS."""
+def _sentinel_kwargs(target: RedisTarget, common: dict[str, Any]) -> dict[str, Any]:
+    """Options for talking to the Sentinels themselves: the same TLS, and the URL's
+    credentials unless `sentinel_username` / `sentinel_password` query parameters give the
+    Sentinels' own (Sentinels often have a `requirepass` of their own; empty = none)."""
     keep = ("username", "password", "ssl", "socket_timeout", "socket_connect_timeout",
             *_PASSED_OPTIONS)
-    return {k: v for k, v in common.items() if k in keep and k != "decode_responses"}
+    kw = {k: v for k, v in common.items() if k in keep}
+    opts = dict(target.options)
+    for name in ("username", "password"):
+        if f"sentinel_{name}" in opts:
+            kw.pop(name, None)
+            if opts[f"sentinel_{name}"]:
+                kw[name] = opts[f"sentinel_{name}"]
+    return kw
 
 
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)

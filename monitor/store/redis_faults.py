@@ -23,6 +23,7 @@ import socket
 from dataclasses import dataclass
 
 import redis
+from redis.sentinel import MasterNotFoundError
 
 UNREACHABLE, TIMEOUT, REFUSED, ENTRY = "unreachable", "timeout", "refused", "entry"
 
@@ -115,6 +116,12 @@ def classify(exc: BaseException, *, in_exec: bool = False) -> Fault:
         return Fault(REFUSED, "auth", f"Redis refused our credentials ({text})")
     if isinstance(exc, redis.BusyLoadingError):
         return Fault(REFUSED, "loading", f"Redis is loading its dataset ({text})")
+    if isinstance(exc, MasterNotFoundError) or (isinstance(exc, redis.ConnectionError)
+                                                and text.startswith("No master found")):
+        return Fault(UNREACHABLE, "unreachable", f"Redis unreachable: no master (Sentinel failover?) ({text})")
+    if isinstance(exc, redis.ConnectionError) and "previous master is now a slave" in text:
+        return Fault(UNREACHABLE, "unreachable", "Redis unreachable: the master was demoted "
+                     "(Sentinel failover); finding the new one")
     if isinstance(exc, (redis.TimeoutError, socket.timeout, TimeoutError)):
         return Fault(TIMEOUT, "timeout", f"Redis not answering in time ({text or type(exc).__name__})")
     if isinstance(exc, (redis.ConnectionError, ConnectionError, OSError)):
