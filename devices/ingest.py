@@ -108,7 +108,8 @@ def run(args: argparse.Namespace, cfg: Config, stop: threading.Event | None = No
     writer = StreamWriter(endpoints.redis_url, keys,
                           retention_ms=int(cfg.redis.retention_hours * 3600 * 1000),
                           spool_path=spool_path(cfg, rooms, devices),
-                          buffer_max=cfg.redis.buffer_max)
+                          buffer_max=cfg.redis.buffer_max,
+                          min_replicas=cfg.redis.min_replicas)
     client = connect(endpoints.redis_url, timeout_s=1.0)
     board = StatusBoard(client, keys).start()
     watchdog = Watchdog(stop)

@@ -113,6 +113,16 @@ class RedisConfig(_Model):
     # Writer tuning: how many accepted readings to hold in memory while Redis is away,
     # before spilling to the on-disk spool.
     buffer_max: int = Field(default=100_000, gt=0)
+    # A reading counts as stored (MQTT/HL7 acknowledged, device "stored") only once WAIT
+    # confirms this many replicas hold it (docs/deployment.md, "Redis Sentinel").
+    min_replicas: int = Field(default=0, ge=0, le=16)
+
+    @model_validator(mode="after")
+    def _wait_needs_one_master(self) -> RedisConfig:
+        if self.min_replicas and self.url.split("://", 1)[0].endswith("+cluster"):
+            raise ValueError("min_replicas needs one master to WAIT on: use it with a single "
+                             "server or redis+sentinel://, not redis+cluster://")
+        return self
     tls_ca_file: str | None = None
     tls_cert_file: str | None = None
     tls_key_file: str | None = None

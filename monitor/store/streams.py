@@ -29,6 +29,16 @@ The writer is the only way readings, rejects and other entries reach Redis from 
 - An entry stored more than `RX_LAG_MS` after it was accepted carries `rx`, its receive
   time, so consumers measure delays on the receive clock even after an outage.
 - `close()` flushes; what cannot be flushed goes to the spool and is replayed at next start.
+- `min_replicas` > 0 (config `redis.min_replicas`): each batch is MULTI/EXEC + `WAIT n`
+  in one round trip on one connection; an entry counts as stored (its callback runs, its
+  device's last-stored mark moves) only when WAIT says n replicas hold it. Short of that
+  the batch stays queued, as after a broken connection: it is re-sent after checking the
+  stream by identity, on whichever server is master by then (a Sentinel failover). A batch
+  found wholly stored is confirmed by a propagated no-op (PUBLISH on the clinic's
+  `…:writer-sync` channel) + WAIT, since WAIT only covers this connection's own writes.
+- Behind a Sentinel URL or with `min_replicas` the identities this writer remembers are
+  forgotten after any failed attempt: a promoted replica may lack what the old master had,
+  so only what the current master's stream shows counts as stored.
 """
 
 from __future__ import annotations
@@ -49,10 +59,12 @@ from monitor.model.codec import from_fields, reject_fields, to_fields
 from monitor.model.keys import F_DEV, F_RX, F_TS, Keys
 from monitor.model.ratelimit import RateLimiter
 from monitor.model.readings import MAX_AHEAD_MS, Reading, Refusal
+from monitor.model.redis_url import RedisUrlError
+from monitor.model.redis_url import parse as parse_redis_url
 from monitor.model.storage import FAILING, STORING, DeviceBacklog, StorageState, StoredMark
 from monitor.store import redis_types
 from monitor.store.redis_conn import connect
-from monitor.store.redis_faults import ENTRY, REDIS_FAILURES, Fault, classify, outcome_unknown
+from monitor.store.redis_faults import ENTRY, REDIS_FAILURES, REFUSED, Fault, classify, outcome_unknown
 from monitor.store.spool import Item, Spool, SpoolError
 
 log = logging.getLogger(__name__)
@@ -77,6 +89,7 @@ STARTUP_LOOKBACK_MS = 600_000
 RECENT_KEYS_MAX = 20_000  # identities this writer stored, remembered per stream
 TRACEBACK_EVERY_S = 10.0
 REJECT_REASON = "store_refused"
+WAIT_TIMEOUT_MS = 1000  # min_replicas: how long WAIT may block before the batch is retried
 
 Done = Callable[[], None]
 
@@ -93,6 +106,7 @@ class WriterStats:
     rejected: int = 0  # entries Redis refused for themselves, sent to rejects
     lost: int = 0  # refused rejects that had nowhere to go (logged with their content)
     failures: int = 0  # failed attempts
+    unconfirmed: int = 0  # batches written but not confirmed by WAIT (min_replicas)
     restarts: int = 0  # writer threads started by ensure_running()
     scanned: int = 0  # stream entries read back for identity checks
     readings_accepted: int = 0  # readings queued by write()
@@ -182,8 +196,18 @@ class StreamWriter:
         spool_path: Path,
         buffer_max: int = 100_000,
         client: redis.Redis | None = None,
+        min_replicas: int = 0,
+        wait_timeout_ms: int = WAIT_TIMEOUT_MS,
     ) -> None:
         self.keys = keys
+        self.min_replicas = min_replicas
+        self.wait_timeout_ms = wait_timeout_ms
+        try:
+            sentinel = parse_redis_url(redis_url).kind == "sentinel"
+        except RedisUrlError:
+            sentinel = False
+        # the master may change under us: nothing remembered from one counts after a failure
+        self._forget_on_failure = sentinel or min_replicas > 0
         self.retention_ms = retention_ms
         self.buffer_max = buffer_max
         self.stats = WriterStats()
@@ -494,11 +518,14 @@ class StreamWriter:
         items = batch.items
         try:
             self._check_identities(items, attempt_ms)
-            plan, results = self._send(items, attempt_ms)
+            plan, results, short = self._send(items, attempt_ms)
         except REDIS_FAILURES as e:
             return self._failed(batch, classify(e), attempt_ms)
         except OSError as e:
             return self._failed(batch, classify(e), attempt_ms)
+        if short is not None:  # written, but fewer replicas than asked confirmed it
+            self.stats.unconfirmed += 1
+            return self._failed(batch, Fault(REFUSED, "replicas", short), attempt_ms, unknown=True)
         # per entry: "dup" (already stored), "bad" (not sendable), or its EXEC result
         stored: list[tuple[Item, Done | None]] = []
         skipped: list[tuple[Item, Done | None]] = []
@@ -592,11 +619,16 @@ class StreamWriter:
                 seen.unreadable = fault.cause
                 log.error("cannot read %s to check for stored copies: %s", key, fault.cause)
 
-    def _send(self, items: list[tuple[Item | None, Done | None]], now: int) -> tuple[list[int | str], list[object]]:
+    def _send(self, items: list[tuple[Item | None, Done | None]],
+              now: int) -> tuple[list[int | str], list[object], str | None]:
         """One MULTI/EXEC of the entries not already stored; returns per entry its plan
-        ("dup", "bad" or its index in the EXEC results) and the results."""
+        ("dup", "bad" or its index in the EXEC results), the results, and — with
+        `min_replicas` — None once WAIT confirmed, else why not (words for people)."""
         min_id = str(now - self.retention_ms)
-        pipe = self._redis.pipeline(transaction=True)
+        waiting = self.min_replicas > 0
+        pipe = self._redis.pipeline(transaction=not waiting)
+        if waiting:  # MULTI … EXEC WAIT by hand: one round trip, all on one connection
+            pipe.execute_command("MULTI")
         plan: list[int | str] = []
         in_batch: dict[str, set[tuple[str, str]]] = collections.defaultdict(set)
         n = 0
@@ -620,13 +652,35 @@ class StreamWriter:
             pipe.xadd(it.key, fields, minid=min_id, approximate=True)  # type: ignore[arg-type]
             plan.append(n)
             n += 1
-        results: list[object] = pipe.execute(raise_on_error=False) if n else []
-        return plan, results
+        if not waiting:
+            return plan, (pipe.execute(raise_on_error=False) if n else []), None
+        if n == 0 and "dup" not in plan:
+            return plan, [], None
+        if n == 0:  # all already stored (maybe unconfirmed): make WAIT cover them
+            pipe.execute_command("PUBLISH", self.keys.prefix + "writer-sync", "")
+        pipe.execute_command("EXEC")
+        pipe.execute_command("WAIT", self.min_replicas, self.wait_timeout_ms)
+        replies: list[object] = pipe.execute(raise_on_error=False)
+        queued, exec_reply, acks = replies[1:-2], replies[-2], replies[-1]
+        if isinstance(replies[0], Exception):
+            raise replies[0]
+        if isinstance(exec_reply, Exception):
+            # EXECABORT: raise what refused the queued command (READONLY, OOM…), not EXECABORT
+            raise next((q for q in queued if isinstance(q, Exception)), exec_reply)
+        if isinstance(acks, Exception):
+            raise acks
+        results = list(exec_reply) if isinstance(exec_reply, list) and n else []
+        if not isinstance(acks, int) or acks < self.min_replicas:
+            return plan, results, (f"Redis replicas did not confirm the write in "
+                                   f"{self.wait_timeout_ms} ms (WAIT: {acks} of {self.min_replicas})")
+        return plan, results, None
 
-    def _failed(self, batch: _Batch, fault: Fault, attempt_ms: int) -> bool:
+    def _failed(self, batch: _Batch, fault: Fault, attempt_ms: int, *, unknown: bool = False) -> bool:
         with self._cond:
             self._batch = None
-            self._give_back(batch, attempt_ms, unknown=outcome_unknown(fault))
+            self._give_back(batch, attempt_ms, unknown=unknown or outcome_unknown(fault))
+            if self._forget_on_failure:
+                self._seen.clear()
             self._set_failing(fault, now_ms())
             self._cond.notify_all()
         return False
@@ -640,6 +694,8 @@ class StreamWriter:
             if self._batch is batch:
                 self._batch = None
                 self._give_back(batch, now_ms(), unknown=True)
+            if self._forget_on_failure:
+                self._seen.clear()
             self._set_failing(classify(e), now_ms())
             self._cond.notify_all()
 
