@@ -1,0 +1,92 @@
+"""Redis Sentinel, a planned failover (`SENTINEL FAILOVER`): the old master stays up and turns
+replica, so clients still connected to it get `READONLY`. Over `redis+sentinel://` that means
+"find the new master" — the stream writer (with `min_replicas = 1`) and the dashboard's
+asyncio push loop carry on by themselves; over a plain `redis://` URL to the demoted server
+the same reply stays a refusal the writer reports. Sentinels and servers have passwords of
+their own (`sentinel_password` in the URL).
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+
+import redis
+
+from monitor.model.clock import now_ms
+from monitor.model.keys import Keys
+from monitor.model.readings import Reading
+from monitor.store.redis_conn import connect
+from monitor.store.streams import StreamWriter
+from tests.configs import config_mapping, parsed, room_entry, serial_device
+from tests.failover_support import MASTER_NAME, SentinelGroup
+from tests.test_push_faults import HubRun
+from tests.waiting import wait_for
+
+
+class Feed(threading.Thread):
+    """Readings of one device every 20 ms through a writer; `confirmed` = ts whose callback ran."""
+
+    def __init__(self, writer: StreamWriter) -> None:
+        super().__init__(daemon=True)
+        self.writer = writer
+        self.confirmed: set[int] = set()
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        base = now_ms()
+        i = 0
+        while not self.halt.wait(0.02):
+            ts = base + i
+            self.writer.write(Reading("room-1", "mon-1", ts, {"hr": 70}), lambda ts=ts: self.confirmed.add(ts))
+            i += 1
+
+
+def test_planned_failover_readonly_means_rediscover(tmp_path: Path) -> None:
+    group = SentinelGroup(tmp_path / "ha", password="srv-pass", sentinel_password="sent-pass").start()
+    url = group.url() + "?sentinel_password=sent-pass"
+    cfg = parsed(config_mapping("t-" + uuid.uuid4().hex[:8], redis_url=url, data_dir=tmp_path / "data",
+                                rooms=[room_entry("room-1", serial_device("mon-1"))],
+                                redis={"min_replicas": 1}))
+    keys = Keys(cfg.clinic.id)
+    writer = StreamWriter(url, keys, retention_ms=3600_000, spool_path=tmp_path / "spool.jsonl",
+                          min_replicas=cfg.redis.min_replicas)
+    feed = Feed(writer)
+    hub = HubRun(cfg, url)
+    old = group.master
+    plain = StreamWriter(old.url, Keys(cfg.clinic.id + "-plain"), retention_ms=3600_000,
+                         spool_path=tmp_path / "plain.jsonl")
+    try:
+        hub.start()
+        feed.start()
+        wait_for(lambda: len(feed.confirmed) >= 20, 10, "readings confirmed before the failover")
+        with group.sentinels[0].client() as s:
+            s.execute_command("SENTINEL", "FAILOVER", MASTER_NAME)
+        new = group.wait_failover(old)
+        # Sentinel turns the old master into a replica ~8 s after it sees it still a master
+        # (its publish period × 4); do now what it will do then
+        old.admin().replicaof("127.0.0.1", str(new.port))
+        # a plain URL to the demoted server: READONLY is a refusal, reported as such
+        plain.write(Reading("room-1", "mon-1", now_ms(), {"hr": 70}))
+        wait_for(lambda: plain.storage().code == "readonly", 10, "the plain-URL writer refused (READONLY)")
+        # over Sentinel: readings confirmed again, on the new master, pushed to screens
+        n = len(feed.confirmed)
+        wait_for(lambda: len(feed.confirmed) >= n + 20, 15, "readings confirmed after the failover")
+        # a one-off write on a pooled connection to the demoted server fails once (redis-py
+        # drops that connection on READONLY); the next one goes to the new master
+        ts = wait_for(lambda: hub.reading(hr=71), 10, "a write through Sentinel", ignoring=(redis.ConnectionError,))
+        wait_for(lambda: hub.pushed(ts), 15, "the push loop delivering a reading written after the failover")
+        feed.halt.set()
+        feed.join(5)
+        assert writer.flush(15)
+        stored = [int(f["ts"]) for _i, f in new.admin().xrange(keys.vitals("room-1")) if f.get("dev") == "mon-1"]
+        assert feed.confirmed <= set(stored) and len(stored) == len(set(stored))
+        assert writer.stats.rejected == 0 and writer.storage().state == "storing"
+        assert connect(url).ping()
+    finally:
+        feed.halt.set()
+        hub.close()
+        writer.close(2)
+        plain.close(0.5)
+        group.stop()
