@@ -181,3 +181,32 @@ def test_grafana_dashboard_uses_only_metrics_the_code_exports() -> None:
     # every metric family appears on the board
     shown = {s.name for s in SPECS if set(s.samples()) & used}
     assert shown == {s.name for s in SPECS}, {s.name for s in SPECS} - shown
+
+
+def _ha() -> dict:
+    return yaml.safe_load((ROOT / "deploy/compose-ha.yml").read_text())
+
+
+def test_ha_profile_primary_replica_three_sentinels() -> None:
+    ha, base = _ha()["services"], _compose()["services"]
+    sentinels = [f"sentinel-{i}" for i in (1, 2, 3)]
+    for name in ("redis-replica", *sentinels):
+        assert ha[name]["profiles"] == ["ha"], name
+    primary = ha["redis"]["command"]
+    for word in ("--appendfsync always", "--requirepass", "--min-replicas-to-write 1"):
+        assert word in primary and word in ha["redis-replica"]["command"], word
+    assert "--replicaof redis 6379" in ha["redis-replica"]["command"]
+    script = ha["sentinel-1"]["command"][-1]
+    assert "sentinel monitor vitalwatch redis 6379 2" in script and "--sentinel" in script
+    assert "auth-pass vitalwatch" in script and "requirepass" in script
+    # every role that talks to Redis names the three Sentinels, and waits for a replica
+    roles = [n for n, s in base.items() if "VITALWATCH_REDIS_URL" in s.get("environment", {})]
+    assert {"ingest", "alerts", "dashboard"} <= set(roles)
+    for role in roles:
+        env = {**base[role]["environment"], **ha[role]["environment"]}
+        cfg = load_config(str(ROOT / "config/compose.toml"),
+                          env={k: v.replace("${REDIS_PASSWORD}", "pw") for k, v in env.items()})
+        assert cfg.redis.url.startswith("redis+sentinel://:pw@"), role
+        assert all(f"{s}:26379" in cfg.redis.url for s in sentinels), role
+        assert cfg.redis.url.endswith("/vitalwatch/0") and cfg.redis.min_replicas == 1, role
+    assert set(_ha()["volumes"]) >= {"redis-replica-data", *(f"{s}-data" for s in sentinels)}

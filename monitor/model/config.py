@@ -715,6 +715,9 @@ def apply_env(data: dict[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
             sect = dict(out.get(section) or {})
             sect["url"] = env[var]
             out[section] = sect
+    if env.get("VITALWATCH_REDIS_MIN_REPLICAS"):  # docker-compose ha profile (deploy/compose-ha.yml)
+        v = env["VITALWATCH_REDIS_MIN_REPLICAS"].strip()
+        out["redis"] = {**(out.get("redis") or {}), "min_replicas": int(v) if v.isdigit() else v}
     return out
 
 
