@@ -4,6 +4,11 @@ per reading (MEMORY USAGE) of a 1 Hz room stream.
 Runs its own redis-server on a free port (AOF on, appendfsync always — as the embedded and
 compose servers run), so the numbers include durability. Usage:
     .venv/bin/python benchmarks/stream_write.py [--readings 200000]
+    .venv/bin/python benchmarks/stream_write.py --replica   # the cost of redis.min_replicas
+
+`--replica` adds a replica to the server and compares `min_replicas` 0 and 1 (WAIT after
+each batch): bulk throughput, and the time from `write()` to the stored callback (what an
+MQTT PUBACK / HL7 ACK waits for) for single readings written one at a time.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -26,13 +32,13 @@ from monitor.store.streams import StreamWriter  # noqa: E402
 from tests.servers import RedisProc  # noqa: E402
 
 
-def throughput(url: str, n: int, rooms: int, tmp: Path, run: int = 0) -> float:
+def throughput(url: str, n: int, rooms: int, tmp: Path, run: int = 0, min_replicas: int = 0) -> float:
     # a clinic of its own per run: a new writer checks its first minutes' readings against
     # what its streams hold (re-sends after a restart); earlier runs' 200,000 entries are not
     # what a real restart finds there
     keys = Keys(f"bench-{run}")
     w = StreamWriter(url, keys, retention_ms=168 * 3600_000, spool_path=tmp / f"spool-{run}.jsonl",
-                     buffer_max=n + 1)
+                     buffer_max=n + 1, min_replicas=min_replicas)
     base = now_ms()
     readings = [Reading(f"room-{i % rooms}", f"oxi-{i % rooms}", base + i, {"hr": 60 + i % 40, "spo2": 95 + i % 5, "pi": 2.5})
                 for i in range(n)]
@@ -67,11 +73,52 @@ def bytes_per_reading(client: redis.Redis, n: int) -> tuple[float, float]:
     return out[0], out[1]
 
 
+def ack_latency(url: str, n: int, tmp: Path, run: str, min_replicas: int) -> list[float]:
+    """Milliseconds from write() to the stored callback, one reading at a time."""
+    keys = Keys(f"bench-ack-{run}")
+    w = StreamWriter(url, keys, retention_ms=168 * 3600_000, spool_path=tmp / f"spool-{run}.jsonl",
+                     min_replicas=min_replicas)
+    out = []
+    base = now_ms()
+    for i in range(n):
+        done = threading.Event()
+        t0 = time.perf_counter()
+        w.write(Reading("room-1", "oxi-1", base + i, {"hr": 70, "spo2": 97}), done.set)
+        assert done.wait(10), "not confirmed in 10 s"
+        out.append((time.perf_counter() - t0) * 1000)
+    w.close()
+    return sorted(out)
+
+
+def wait_cost(n: int, rooms: int, tmp: Path) -> None:
+    master = RedisProc(tmp / "master").start()
+    replica = RedisProc(tmp / "replica", extra_args=("--replicaof", "127.0.0.1", str(master.port))).start()
+    try:
+        while replica.admin().info("replication").get("master_link_status") != "up":
+            time.sleep(0.1)
+        for mr in (0, 1):
+            rates = [throughput(master.url, n, rooms, tmp, 10 + 10 * mr + run, min_replicas=mr) for run in range(3)]
+            lat = ack_latency(master.url, 1000, tmp, f"{mr}", mr)
+            p = lambda q: lat[min(len(lat) - 1, int(q * len(lat)))]  # noqa: E731
+            print(f"min_replicas={mr} (1 replica attached): {max(rates):,.0f} readings/s bulk "
+                  f"(runs: {', '.join(f'{r:,.0f}' for r in rates)}); write→stored one at a time "
+                  f"p50 {p(0.5):.2f} ms, p99 {p(0.99):.2f} ms, max {lat[-1]:.2f} ms")
+    finally:
+        replica.kill()
+        master.kill()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--readings", type=int, default=200_000)
     ap.add_argument("--rooms", type=int, default=20)
+    ap.add_argument("--replica", action="store_true", help="measure WAIT (redis.min_replicas) with a replica")
     args = ap.parse_args()
+    if args.replica:
+        with tempfile.TemporaryDirectory() as d:
+            print("redis with AOF appendfsync always on master and replica, 127.0.0.1")
+            wait_cost(args.readings, args.rooms, Path(d))
+        return
     with tempfile.TemporaryDirectory() as d:
         proc = RedisProc(Path(d) / "redis").start()
         try:
