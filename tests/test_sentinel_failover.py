@@ -25,11 +25,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+import redis
 import requests
 
 from monitor.model.clock import now_ms
 from monitor.model.keys import Keys
 from monitor.store.embedded import free_port
+from monitor.store.redis_conn import connect
 from tests.configs import config_mapping, mqtt_device, room_entry, write_config
 from tests.failover_support import SentinelGroup
 from tests.servers import MosquittoProc, kill_quietly
@@ -39,6 +41,7 @@ pytestmark = [pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[1]
 ROOMS = tuple(f"room-{i}" for i in range(1, 5))
 RATE_HZ = 50.0  # in total, round-robin over the rooms
+OWNER_TTL_S = 2
 
 
 class Monitors(threading.Thread):
@@ -88,6 +91,38 @@ class Monitors(threading.Thread):
         return out
 
 
+class LeaseWatch(threading.Thread):
+    """Polls the room leases through Sentinel; per room the longest run of polls that found
+    it without an owner (polls that reach no master count for nothing either way), and every
+    owner seen."""
+
+    def __init__(self, url: str, keys: Keys) -> None:
+        super().__init__(daemon=True)
+        self.client = connect(url, timeout_s=1.0)
+        self.keys = keys
+        self.halt = threading.Event()
+        self.owners: dict[str, set[str]] = {r: set() for r in ROOMS}
+        self.longest: dict[str, float] = dict.fromkeys(ROOMS, 0.0)
+        self._free_since: dict[str, float | None] = dict.fromkeys(ROOMS)
+
+    def run(self) -> None:
+        while not self.halt.wait(0.1):
+            try:
+                got = self.client.mget([self.keys.room_owner(r) for r in ROOMS])
+            except redis.RedisError:
+                continue
+            now = time.monotonic()
+            for room, owner in zip(ROOMS, got, strict=True):
+                since = self._free_since[room]
+                if owner:
+                    self.owners[room].add(owner)
+                    self._free_since[room] = None
+                elif since is None:
+                    self._free_since[room] = now
+                else:
+                    self.longest[room] = max(self.longest[room], now - since)
+
+
 class HealthWatch(threading.Thread):
     """Polls the dashboard's /health and keeps (monotonic time, status code) pairs."""
 
@@ -122,25 +157,29 @@ def test_master_killed_9_under_mqtt_load(tmp_path: Path, clinic_id: str) -> None
         clinic_id, redis_url=group.url(), mqtt_url=broker.url, data_dir=tmp_path / "data",
         archive_url=f"sqlite:///{tmp_path / 'archive.db'}",
         rooms=[room_entry(r, mqtt_device(f"mon-{r[-1]}", "json", f"vw-ha/{r}/mon")) for r in ROOMS],
-        redis={"min_replicas": 1}, alerts={"owner_ttl_s": 2, "heartbeat_stale_s": 5},
+        redis={"min_replicas": 1}, alerts={"owner_ttl_s": OWNER_TTL_S, "heartbeat_stale_s": 5},
         alarms={"defaults": {"spo2": {"low": 90, "priority": "high", "delay_s": 2}}}))
     keys = Keys(clinic_id)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     logs = []
-    for role, extra in (("ingest", []), ("alerts", []), ("dashboard", ["--port", str(port)])):
-        log = open(tmp_path / f"{role}.log", "wb")  # noqa: SIM115 - closed in finally
+    # two alert workers: they share the rooms, and must never both own one
+    for name, role, extra in (("ingest", "ingest", []), ("alerts-1", "alerts", []), ("alerts-2", "alerts", []),
+                              ("dashboard", "dashboard", ["--port", str(port)])):
+        log = open(tmp_path / f"{name}.log", "wb")  # noqa: SIM115 - closed in finally
         logs.append(log)
-        procs[role] = subprocess.Popen([sys.executable, "-m", "monitor", role, "-c", str(cfg), *extra], cwd=ROOT,
+        procs[name] = subprocess.Popen([sys.executable, "-m", "monitor", role, "-c", str(cfg), *extra], cwd=ROOT,
                                        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     monitors = Monitors(broker.port)
     health = HealthWatch(url)
+    leases = LeaseWatch(group.url(), keys)
     old = group.master
     try:
         wait_for(lambda: requests.get(f"{url}/health", timeout=5).status_code == 200, 60,
                  "the dashboard saying monitoring", ignoring=(requests.RequestException,))
         monitors.start()
         health.start()
+        leases.start()
         before = old.admin()
         wait_for(lambda: all(before.xlen(keys.vitals(r)) >= 10 for r in ROOMS), 20, "readings flowing")
         pids = {r: p.pid for r, p in procs.items()}
@@ -181,15 +220,21 @@ def test_master_killed_9_under_mqtt_load(tmp_path: Path, clinic_id: str) -> None
                                      f"missing on the new master") from None
             assert len(stored) == len(set(stored)), f"duplicates in {r}"
         assert len(raised(client, keys, "room-1")) == 1 and len(raised(client, keys, "room-2")) == 1
+        # leases: never ownerless for more than 2 lease periods while a master answered
+        leases.halt.set()
+        leases.join(5)
+        assert max(leases.longest.values()) <= 2 * OWNER_TTL_S, leases.longest
         gap = [c for at, c in health.seen if t_kill <= at <= t_promoted + 1]
         assert 503 in gap or 0 in gap, f"/health never said NOT MONITORING in the gap: {gap}"
         assert {r: p.pid for r, p in procs.items()} == pids and all(p.poll() is None for p in procs.values())
         print(f"\n[figures] Sentinel failover under 50 msg/s QoS 1: promoted {t_promoted - t_kill:.1f} s, "
               f"first reading on the new master {first_new:.1f} s after kill -9; "
-              f"{sum(map(len, acked.values()))} acknowledged readings, 0 missing, 0 duplicated")
+              f"{sum(map(len, acked.values()))} acknowledged readings, 0 missing, 0 duplicated; longest "
+              f"ownerless room {max(leases.longest.values()):.1f} s (lease {OWNER_TTL_S} s)")
         assert first_new <= 5.0, f"first reading on the new master {first_new:.1f} s after the kill"
     finally:
         health.halt.set()
+        leases.halt.set()
         if monitors.is_alive():
             monitors.halt.set()
         for p in procs.values():
