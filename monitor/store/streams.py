@@ -37,8 +37,9 @@ The writer is the only way readings, rejects and other entries reach Redis from 
   found wholly stored is confirmed by a propagated no-op (PUBLISH on the clinic's
   `…:writer-sync` channel) + WAIT, since WAIT only covers this connection's own writes.
 - Behind a Sentinel URL or with `min_replicas` the identities this writer remembers are
-  forgotten after any failed attempt: a promoted replica may lack what the old master had,
-  so only what the current master's stream shows counts as stored.
+  forgotten whenever the connection breaks (only a new connection can reach a new master):
+  a promoted replica may lack what the old master had, so only what the current master's
+  stream shows counts as stored.
 """
 
 from __future__ import annotations
@@ -679,7 +680,9 @@ class StreamWriter:
         with self._cond:
             self._batch = None
             self._give_back(batch, attempt_ms, unknown=unknown or outcome_unknown(fault))
-            if self._forget_on_failure:
+            if self._forget_on_failure and outcome_unknown(fault):
+                # the connection broke: the next one may reach another master (a replica
+                # WAIT came up short on keeps this master; what was scanned there holds)
                 self._seen.clear()
             self._set_failing(fault, now_ms())
             self._cond.notify_all()
