@@ -3,7 +3,7 @@ replica, so clients still connected to it get `READONLY`. Over `redis+sentinel:/
 "find the new master" — the stream writer (with `min_replicas = 1`) and the dashboard's
 asyncio push loop carry on by themselves; over a plain `redis://` URL to the demoted server
 the same reply stays a refusal the writer reports. Sentinels and servers have passwords of
-their own (`sentinel_password` in the URL).
+their own (`sentinel_password` in the URL). The CLI and the archive top-up work on the new master.
 """
 
 from __future__ import annotations
@@ -12,14 +12,17 @@ import threading
 import uuid
 from pathlib import Path
 
+import pytest
 import redis
 
+from monitor.app.cli import main
 from monitor.model.clock import now_ms
 from monitor.model.keys import Keys
 from monitor.model.readings import Reading
+from monitor.sessions import archive_topup
 from monitor.store.redis_conn import connect
 from monitor.store.streams import StreamWriter
-from tests.configs import config_mapping, parsed, room_entry, serial_device
+from tests.configs import config_mapping, parsed, room_entry, serial_device, write_config
 from tests.failover_support import MASTER_NAME, SentinelGroup
 from tests.test_push_faults import HubRun
 from tests.waiting import wait_for
@@ -43,12 +46,15 @@ class Feed(threading.Thread):
             i += 1
 
 
-def test_planned_failover_readonly_means_rediscover(tmp_path: Path) -> None:
+def test_planned_failover_readonly_means_rediscover(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     group = SentinelGroup(tmp_path / "ha", password="srv-pass", sentinel_password="sent-pass").start()
     url = group.url() + "?sentinel_password=sent-pass"
-    cfg = parsed(config_mapping("t-" + uuid.uuid4().hex[:8], redis_url=url, data_dir=tmp_path / "data",
-                                rooms=[room_entry("room-1", serial_device("mon-1"))],
-                                redis={"min_replicas": 1}))
+    mapping = config_mapping("t-" + uuid.uuid4().hex[:8], redis_url=url, data_dir=tmp_path / "data",
+                             archive_url=f"sqlite:///{tmp_path / 'archive.db'}",
+                             mqtt_url="mqtt://127.0.0.1:1",
+                             rooms=[room_entry("room-1", serial_device("mon-1"))], redis={"min_replicas": 1})
+    cfg = parsed(mapping)
+    conf = str(write_config(tmp_path / "vw.toml", mapping))
     keys = Keys(cfg.clinic.id)
     writer = StreamWriter(url, keys, retention_ms=3600_000, spool_path=tmp_path / "spool.jsonl",
                           min_replicas=cfg.redis.min_replicas)
@@ -83,7 +89,14 @@ def test_planned_failover_readonly_means_rediscover(tmp_path: Path) -> None:
         stored = [int(f["ts"]) for _i, f in new.admin().xrange(keys.vitals("room-1")) if f.get("dev") == "mon-1"]
         assert feed.confirmed <= set(stored) and len(stored) == len(set(stored))
         assert writer.stats.rejected == 0 and writer.storage().state == "storing"
-        assert connect(url).ping()
+        # the CLI and the archive top-up on the same URL, after the failover
+        base = ["-c", conf, "--user", "amy"]
+        assert main(["session", "start", *base, "--room", "room-1", "--patient", "P-1", "--route", "iv"]) == 0
+        sid = capsys.readouterr().out.strip().splitlines()[-1]
+        assert new.admin().exists(keys.session_events(sid))  # on the new master
+        assert main(["session", "end", *base, "--session", sid]) == 0
+        assert "archived" in capsys.readouterr().out
+        archive_topup.top_up_once(connect(url), keys, cfg, "t", now_ms())
     finally:
         feed.halt.set()
         hub.close()
