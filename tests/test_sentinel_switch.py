@@ -24,6 +24,7 @@ from monitor.store.redis_conn import connect
 from monitor.store.streams import StreamWriter
 from tests.configs import config_mapping, parsed, room_entry, serial_device, write_config
 from tests.failover_support import MASTER_NAME, SentinelGroup
+from tests.test_mqtt_broker_features import _make_tls_files
 from tests.test_push_faults import HubRun
 from tests.waiting import wait_for
 
@@ -102,4 +103,36 @@ def test_planned_failover_readonly_means_rediscover(tmp_path: Path, capsys: pyte
         hub.close()
         writer.close(2)
         plain.close(0.5)
+        group.stop()
+
+
+def test_tls_to_sentinels_and_redis_across_a_kill(tmp_path: Path) -> None:
+    """`rediss+sentinel://`: TLS to the Sentinels and to Redis (and between them), passwords on
+    both; the writer (min_replicas = 1) follows a kill -9 of the master over TLS."""
+    (tmp_path / "tls").mkdir()
+    ca, cert, key = _make_tls_files(tmp_path / "tls")
+    group = SentinelGroup(tmp_path / "ha", password="srv-pass", sentinel_password="sent-pass",
+                          tls=(ca, cert, key)).start()
+    url = group.url() + "&sentinel_password=sent-pass"
+    assert url.startswith("rediss+sentinel://")
+    keys = Keys("t-" + uuid.uuid4().hex[:8])
+    writer = StreamWriter(url, keys, retention_ms=3600_000, spool_path=tmp_path / "spool.jsonl", min_replicas=1)
+    feed = Feed(writer)
+    old = group.master
+    try:
+        feed.start()
+        wait_for(lambda: len(feed.confirmed) >= 20, 10, "readings confirmed over TLS")
+        old.kill()
+        new = group.wait_failover(old)
+        group.rejoin(old, new)  # back as a replica of the new master: WAIT can confirm again
+        n = len(feed.confirmed)
+        wait_for(lambda: len(feed.confirmed) >= n + 20, 20, "readings confirmed over TLS after the failover")
+        feed.halt.set()
+        feed.join(5)
+        assert writer.flush(15)
+        stored = [int(f["ts"]) for _i, f in new.admin().xrange(keys.vitals("room-1"))]
+        assert feed.confirmed <= set(stored) and len(stored) == len(set(stored))
+    finally:
+        feed.halt.set()
+        writer.close(2)
         group.stop()
