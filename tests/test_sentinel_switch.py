@@ -20,6 +20,7 @@ from monitor.model.clock import now_ms
 from monitor.model.keys import Keys
 from monitor.model.readings import Reading
 from monitor.sessions import archive_topup
+from monitor.store import replicas
 from monitor.store.redis_conn import connect
 from monitor.store.streams import StreamWriter
 from tests.configs import config_mapping, parsed, room_entry, serial_device, write_config
@@ -98,6 +99,7 @@ def test_planned_failover_readonly_means_rediscover(tmp_path: Path, capsys: pyte
         assert main(["session", "end", *base, "--session", sid]) == 0
         assert "archived" in capsys.readouterr().out
         archive_topup.top_up_once(connect(url), keys, cfg, "t", now_ms())
+        assert replicas.confirm(connect(url), keys, 1) == ""  # the old master rejoined as replica
     finally:
         feed.halt.set()
         hub.close()
@@ -136,3 +138,20 @@ def test_tls_to_sentinels_and_redis_across_a_kill(tmp_path: Path) -> None:
         feed.halt.set()
         writer.close(2)
         group.stop()
+
+
+def test_session_events_say_when_no_replica_confirmed_them(redis_proc, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """min_replicas = 1 on a server without a replica: the session is saved, and the CLI says
+    it is not confirmed by a replica (session events are written outside the stream writer)."""
+    keys = Keys("t-" + uuid.uuid4().hex[:8])
+    assert replicas.confirm(redis_proc.admin(), keys, 0) == ""
+    assert "not yet confirmed by 1 replica" in replicas.confirm(redis_proc.admin(), keys, 1, 50)
+    conf = str(write_config(tmp_path / "vw.toml", config_mapping(
+        keys.clinic, redis_url=redis_proc.url, mqtt_url="mqtt://127.0.0.1:1", data_dir=tmp_path / "data",
+        rooms=[room_entry("room-1", serial_device("mon-1"))], redis={"min_replicas": 1})))
+    assert main(["session", "start", "-c", conf, "--user", "amy", "--room", "room-1", "--patient", "P-1",
+                 "--route", "iv"]) == 0
+    out = capsys.readouterr()
+    assert redis_proc.admin().exists(keys.session_events(out.out.strip().splitlines()[-1]))
+    assert "warning: saved on the Redis primary but not yet confirmed by 1 replica" in out.err

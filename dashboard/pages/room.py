@@ -34,6 +34,7 @@ from monitor.model.config import PRIORITIES
 from monitor.model.readings import METRICS
 from monitor.sessions import lifecycle as sessions
 from monitor.sessions import limits as session_limits
+from monitor.store import replicas
 from monitor.store.redis_conn import REDIS_DOWN
 
 ROUTES = ("/room/<room>",)
@@ -348,10 +349,15 @@ def _register_session_callbacks(app: dash.Dash, actx: AppContext) -> None:
             else:
                 return nothing
             controls, table, key, _sid = _panel(actx, room, True)
+            # redis.min_replicas: say so when a replica has not confirmed it (docs/deployment.md)
+            warn = replicas.confirm(c, k, cfg.redis.min_replicas)
         except (sessions.SessionError, BadInput) as e:
             return refuse(f"Refused: {e}")
         except REDIS_DOWN as e:
             return refuse(f"Not saved: Redis unreachable ({e.__class__.__name__}).")
+        if warn:
+            return (f"{msg} Warning: {warn}.", ERROR_STYLE, controls,
+                    (rev or 0) + 1 if bump else no_update, no_update if fig is None else fig, table, key)
         return (msg, OK_STYLE, controls, (rev or 0) + 1 if bump else no_update,
                 no_update if fig is None else fig, table, key)
 

@@ -20,6 +20,7 @@ from monitor.model.keys import Keys
 from monitor.model.redact import redact_text, redact_url
 from monitor.sessions import lifecycle as sessions
 from monitor.sessions import limits as session_limits
+from monitor.store import replicas
 from monitor.store.redis_conn import REDIS_DOWN, connect
 from monitor.store.runtime import resolve
 
@@ -112,6 +113,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         else:  # argparse restricts the choices; keep the type checker honest
             print(f"vitalwatch session: unknown action {a!r}", file=sys.stderr)
             return EXIT_USAGE
+        if a != "list" and (warn := replicas.confirm(client, keys, cfg.redis.min_replicas)):
+            print(f"vitalwatch session {a}: warning: {warn}", file=sys.stderr)
         return EXIT_OK
     except (sessions.UnknownSession, sessions.UnknownRoom) as e:
         print(f"vitalwatch session {args.action}: {e}", file=sys.stderr)
