@@ -14,6 +14,7 @@ import json
 from typing import Any
 
 import dash
+import redis
 from dash import ALL, Input, Output, Patch, State, dcc, html, no_update
 from dash import ctx as dash_ctx
 
@@ -350,7 +351,10 @@ def _register_session_callbacks(app: dash.Dash, actx: AppContext) -> None:
                 return nothing
             controls, table, key, _sid = _panel(actx, room, True)
             # redis.min_replicas: say so when a replica has not confirmed it (docs/deployment.md)
-            warn = replicas.confirm(c, k, cfg.redis.min_replicas)
+            try:
+                warn = replicas.confirm(c, k, cfg.redis.min_replicas)
+            except redis.RedisError as e:  # saved already: do not say "not saved"
+                warn = f"saved, but whether a replica holds it is unknown ({e.__class__.__name__})"
         except (sessions.SessionError, BadInput) as e:
             return refuse(f"Refused: {e}")
         except REDIS_DOWN as e:

@@ -113,8 +113,13 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         else:  # argparse restricts the choices; keep the type checker honest
             print(f"vitalwatch session: unknown action {a!r}", file=sys.stderr)
             return EXIT_USAGE
-        if a != "list" and (warn := replicas.confirm(client, keys, cfg.redis.min_replicas)):
-            print(f"vitalwatch session {a}: warning: {warn}", file=sys.stderr)
+        if a != "list":
+            try:
+                warn = replicas.confirm(client, keys, cfg.redis.min_replicas)
+            except REDIS_DOWN as e:  # saved already: do not report a failure
+                warn = f"saved, but whether a replica holds it is unknown ({e.__class__.__name__})"
+            if warn:
+                print(f"vitalwatch session {a}: warning: {warn}", file=sys.stderr)
         return EXIT_OK
     except (sessions.UnknownSession, sessions.UnknownRoom) as e:
         print(f"vitalwatch session {args.action}: {e}", file=sys.stderr)
