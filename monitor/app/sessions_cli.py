@@ -116,7 +116,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         if a != "list":
             try:
                 warn = replicas.confirm(client, keys, cfg.redis.min_replicas)
-            except REDIS_DOWN as e:  # saved already: do not report a failure
+            except (redis.RedisError, OSError) as e:  # saved already: do not report a failure
                 warn = f"saved, but whether a replica holds it is unknown ({e.__class__.__name__})"
             if warn:
                 print(f"vitalwatch session {a}: warning: {warn}", file=sys.stderr)
