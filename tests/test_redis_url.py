@@ -77,3 +77,5 @@ def test_min_replicas_needs_one_master() -> None:
     assert RedisConfig().min_replicas == 0
     with pytest.raises(ValidationError, match="min_replicas needs one master"):
         RedisConfig(url="redis+cluster://n1:7000", min_replicas=1)
+    with pytest.raises(ValidationError, match="embedded server has none"):
+        RedisConfig(min_replicas=1)

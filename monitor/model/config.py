@@ -122,6 +122,9 @@ class RedisConfig(_Model):
         if self.min_replicas and self.url.split("://", 1)[0].endswith("+cluster"):
             raise ValueError("min_replicas needs one master to WAIT on: use it with a single "
                              "server or redis+sentinel://, not redis+cluster://")
+        if self.min_replicas and self.url == "embedded":
+            raise ValueError("min_replicas needs replicas: the embedded server has none, so no "
+                             "reading would ever count as stored")
         return self
     tls_ca_file: str | None = None
     tls_cert_file: str | None = None
