@@ -270,7 +270,7 @@ def test_unevaluated_rooms_from_owners_and_heartbeats():
     beats = {"alerts:w1": str(T0 - 500), "alerts:w2": str(T0 - 5000)}
     owners = {"r1": "w1", "r2": "w2", "r3": None, "r4": None}
     got = unevaluated_rooms(owners, beats, {"r3": T0 - 6000, "r4": T0 - 1000}, T0, 5000)
-    assert got == {"r2": "worker w2 stopped", "r3": "rooms not taken over yet"}
+    assert got == {"r2": "worker w2 silent for 5 s", "r3": "rooms not taken over yet"}
 
 
 def test_hand_seeded_session_limits_and_reminders(setup, rclient, keys):

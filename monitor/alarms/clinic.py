@@ -110,7 +110,7 @@ def engine_gap(i: ClinicInputs) -> ClinicCause | None:
     rooms = sorted(i.unevaluated, key=lambda r: order.index(r) if r in order else len(order))
     why = sorted(set(i.unevaluated.values()))
     return ClinicCause("c:engine", "engine", f"Alert engine: {_rooms_text(rooms)} not evaluated ({'; '.join(why)})",
-                       "alert engine worker stopped", tuple(rooms))
+                       "alert engine worker not evaluating", tuple(rooms))
 
 
 def not_stored(i: ClinicInputs) -> ClinicCause | None:
@@ -157,8 +157,12 @@ def unevaluated_rooms(owners: Mapping[str, str | None], heartbeats: Mapping[str,
                 out[room] = "rooms not taken over yet"
             continue
         beat = _int(heartbeats.get(f"alerts:{owner}"))
-        if beat is None or now_ms - beat > OWNER_SILENT_MS:
-            out[room] = f"worker {owner} stopped"
+        # "silent", not "stopped": after a Redis failover a live worker's heartbeat is stale
+        # on the new master until its next beat lands, and the words must not claim a crash.
+        if beat is None:
+            out[room] = f"worker {owner} not heard from"
+        elif now_ms - beat > OWNER_SILENT_MS:
+            out[room] = f"worker {owner} silent for {(now_ms - beat) // 1000} s"
     return out
 
 
