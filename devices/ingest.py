@@ -96,7 +96,8 @@ def run(args: argparse.Namespace, cfg: Config, stop: threading.Event | None = No
     except SelectionError as e:
         print(f"vitalwatch ingest: {e}", file=sys.stderr)
         return EXIT_USAGE
-    endpoints = resolve(cfg)
+    # Only MQTT devices need the broker: an ingest of serial/HL7 devices starts without one.
+    endpoints = resolve(cfg, need_mqtt=any(d.transport == "mqtt" for _r, d in selected))
     keys = endpoints.keys
     if stop is None:
         stop = threading.Event()

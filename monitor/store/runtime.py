@@ -87,7 +87,7 @@ def embedded_mqtt_credentials(cfg: Config, role: str) -> tuple[str, str]:
 
 def resolve(
     cfg: Config, *, start_embedded: bool = False, env: Mapping[str, str] | None = None,
-    bundled: bool = False, mqtt_role: str = "ingest",
+    bundled: bool = False, mqtt_role: str = "ingest", need_mqtt: bool = True,
 ) -> Endpoints:
     """Endpoints for `cfg`; start the embedded servers when asked to and configured so.
 
@@ -96,6 +96,9 @@ def resolve(
 
     MQTT credentials come from `env` (default: the process environment; this is the edge),
     or — for the embedded broker, unless `env` names a user — `mqtt_role`'s account there.
+
+    `need_mqtt=False` (an ingest with only serial/HL7 devices): a missing embedded broker is
+    not an error; `mqtt_url` is then "".
     """
     keys = Keys(cfg.clinic.id)
     servers: list[Server] = []
@@ -134,6 +137,8 @@ def resolve(
             mqtt_url, mqtt_version = srv.url, srv.version
         elif known.get("mqtt_url"):
             mqtt_url, mqtt_version = known["mqtt_url"], known.get("mqtt_version", "3.1.1")
+        elif not need_mqtt:
+            mqtt_url = ""
         else:
             raise RuntimeFailure(
                 f"{cfg.source}: mqtt.url is 'embedded' but no embedded broker is running for "
@@ -146,7 +151,7 @@ def resolve(
     env = os.environ if env is None else env
     redis_url = _with_tls(redis_url, cfg)
     username, password = env.get("VITALWATCH_MQTT_USERNAME", ""), env.get("VITALWATCH_MQTT_PASSWORD", "")
-    if cfg.mqtt.url == "embedded" and not username:
+    if cfg.mqtt.url == "embedded" and mqtt_url and not username:
         username, password = embedded_mqtt_credentials(cfg, mqtt_role)
     return Endpoints(redis_url, mqtt_url, mqtt_version, keys, servers,
                      mqtt_username=username, mqtt_password=password)
