@@ -136,8 +136,9 @@ def dom_value(driver: webdriver.Chrome, room: str, metric: str) -> str:
 @contextmanager
 def served_api(cfg: Any, redis_url: str, accounts: dict[str, tuple[str, str]],
                before_serve: Callable[[redis.Redis, Keys], None] | None = None,
-               beats: bool | tuple[str, ...] = False) -> Iterator[dict[str, Any]]:
-    """The dashboard's server for `cfg` with `accounts` (name → (role, password)), in-process;
+               beats: bool | tuple[str, ...] = False, host: str = "127.0.0.1") -> Iterator[dict[str, Any]]:
+    """The dashboard's server for `cfg` with `accounts` (name → (role, password)), in-process
+    on `host`;
     yields {cfg, keys, client, url, served}; removes the clinic's keys afterwards.
     `before_serve(client, keys)` seeds Redis first (device status…); `beats` keeps the
     `alerts` and `ingest` heartbeats fresh so the screen says it is monitoring (or those of the
@@ -153,7 +154,7 @@ def served_api(cfg: Any, redis_url: str, accounts: dict[str, tuple[str, str]],
         before_serve(client, keys)
     roles = ("alerts", "ingest") if beats is True else tuple(beats or ())
     beating = Beats(client, keys, roles).start() if roles else None
-    served = Served(cfg, redis_url).start()
+    served = Served(cfg, redis_url, host=host).start()
     try:
         yield {"cfg": cfg, "keys": keys, "client": client, "url": served.url, "served": served}
     finally:
