@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install the system programs the tests use, only those missing: redis-server, mosquitto,
 # chromium + chromedriver (browser tests, PNG/PDF export), pdftotext (PDF checks),
-# PostgreSQL's server programs (the archive tests start a private cluster with initdb/pg_ctl).
+# PostgreSQL's server programs (the archive tests start a private cluster with initdb/pg_ctl),
+# prometheus + promtool (tests/test_prometheus.py runs a real Prometheus against the roles).
 # Debian/Ubuntu (apt-get). Run as root or with sudo available.
 set -euo pipefail
 need=()
@@ -12,6 +13,7 @@ command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
 command -v pdftotext >/dev/null || need+=(poppler-utils)
 command -v initdb >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need+=(postgresql)
+{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || need+=(prometheus)
 if [ ${#need[@]} -eq 0 ]; then
   echo "system deps: all present"
   exit 0

@@ -163,6 +163,9 @@ def test_real_prometheus_scrapes_every_role_and_runs_every_dashboard_query(
         for role, url in urls.items():
             text = wait_for(lambda u=url: (r := scrape(u))[0] == 200 and r[1], what=f"{role} /metrics",
                             ignoring=(OSError,))
+            with urllib.request.urlopen(url, timeout=5) as resp:  # Prometheus 3 needs a valid one
+                ctype = resp.headers.get_content_type(), resp.headers["Content-Type"]
+                assert ctype[0] in ("text/plain", "application/openmetrics-text"), (role, ctype)
             linted = promtool("check", "metrics", stdin=text)
             assert linted.returncode == 0 and not linted.stdout.strip(), (role, linted.stdout, linted.stderr)
 
