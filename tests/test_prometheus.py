@@ -73,6 +73,13 @@ def board_exprs() -> list[str]:
     return exprs
 
 
+def doc_queries() -> list[str]:
+    """The PromQL of docs/operations.md's "Useful queries" paragraph."""
+    text = (ROOT / "docs/operations.md").read_text()
+    para = text[text.index("Useful queries:"):].split("\n\n", 1)[0]
+    return [q for q in re.findall(r"`([^`]+)`", para) if "vitalwatch_" in q]
+
+
 def api(base: str, path: str, **params: str) -> Any:
     url = f"{base}/api/v1/{path}" + (f"?{urllib.parse.urlencode(params)}" if params else "")
     try:
@@ -239,6 +246,11 @@ def test_real_prometheus_scrapes_every_role_and_runs_every_dashboard_query(
                 assert float(results[e][0]["value"][1]) == want, (e, results[e])
         states = {s["metric"]["state"]: float(s["value"][1]) for s in results["sum by (state) (vitalwatch_device_state)"]}
         assert states.get("online", 0) >= 1, states
+
+        assert len(doc_queries()) >= 5
+        for e in doc_queries():  # the operator's guide's queries too
+            r = query(e)
+            assert r["status"] == "success", (e, r.get("errorType"), r.get("error"))
 
         # every metric a query names is one Prometheus has really scraped
         scraped = set(api(base, "label/__name__/values")["data"])
