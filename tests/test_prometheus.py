@@ -110,6 +110,7 @@ def prometheus(tmp_path: Path) -> Iterator[Any]:
     """start(config) → the base URL of a real `prometheus` on a free loopback port (starting:
     see `ready`)."""
     procs: list[subprocess.Popen[str]] = []
+    log = (tmp_path / "prometheus.log").open("w")  # its own log, for a failing run
 
     def start(config: dict[str, Any]) -> str:
         path = tmp_path / "prometheus.yml"
@@ -120,12 +121,13 @@ def prometheus(tmp_path: Path) -> Iterator[Any]:
         procs.append(subprocess.Popen(
             [binary("prometheus"), f"--config.file={path}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
              f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=(tmp_path / "prometheus.log").open("w"), text=True))
+            stdout=subprocess.DEVNULL, stderr=log, text=True))
         return f"http://127.0.0.1:{port}"
 
     yield start
     for p in procs:
         kill_quietly(p)
+    log.close()
 
 
 def ready(base: str) -> None:
