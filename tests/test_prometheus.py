@@ -109,7 +109,7 @@ def scrape_config(ports: dict[str, int], extra: list[dict[str, Any]]) -> dict[st
 def prometheus(tmp_path: Path) -> Iterator[Any]:
     """start(config) → the base URL of a real `prometheus` on a free loopback port (starting:
     see `ready`)."""
-    procs: list[subprocess.Popen[str]] = []
+    procs: list[subprocess.Popen[bytes]] = []
     log = (tmp_path / "prometheus.log").open("w")  # its own log, for a failing run
 
     def start(config: dict[str, Any]) -> str:
@@ -121,7 +121,7 @@ def prometheus(tmp_path: Path) -> Iterator[Any]:
         procs.append(subprocess.Popen(
             [binary("prometheus"), f"--config.file={path}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
              f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"],
-            stdout=subprocess.DEVNULL, stderr=log, text=True))
+            stdout=subprocess.DEVNULL, stderr=log))
         return f"http://127.0.0.1:{port}"
 
     yield start
@@ -170,8 +170,8 @@ def test_real_prometheus_scrapes_every_role_and_runs_every_dashboard_query(
 
         # 2. promtool lints each role's exposition
         for role, url in urls.items():
-            text = wait_for(lambda u=url: (r := scrape(u))[0] == 200 and r[1], what=f"{role} /metrics",
-                            ignoring=(OSError,))
+            text: str = wait_for(lambda u=url: (r := scrape(u))[0] == 200 and r[1],  # type: ignore[misc,assignment]
+                                 what=f"{role} /metrics", ignoring=(OSError,))
             with urllib.request.urlopen(url, timeout=5) as resp:  # Prometheus 3 needs a valid one
                 ctype = resp.headers.get_content_type(), resp.headers["Content-Type"]
                 assert ctype[0] in ("text/plain", "application/openmetrics-text"), (role, ctype)
@@ -192,8 +192,8 @@ def test_real_prometheus_scrapes_every_role_and_runs_every_dashboard_query(
 
         try:
             wait_for(targets_up, timeout_s=20, what="every target up", ignoring=(OSError,))
-        except AssertionError as e:
-            raise AssertionError(f"{e}; targets: {health}") from None
+        except AssertionError as timeout:
+            raise AssertionError(f"{timeout}; targets: {health}") from None
         if addr:  # the same dashboard from another address without the token file: refused
             assert health["dashboard-no-token"][0] == "down", health
             assert "401" in health["dashboard-no-token"][1], health
@@ -227,8 +227,8 @@ def test_real_prometheus_scrapes_every_role_and_runs_every_dashboard_query(
         try:
             wait_for(core_ready, timeout_s=20, what="two scrapes with mon-1 online, a reject and a refused sign-in",
                      ignoring=(OSError, KeyError), interval_s=0.5)
-        except AssertionError as e:
-            raise AssertionError(f"{e}; still missing in Prometheus: {missing}") from None
+        except AssertionError as timeout:
+            raise AssertionError(f"{timeout}; still missing in Prometheus: {missing}") from None
 
         # 3. every query of the Grafana dashboard parses and runs
         exprs = board_exprs()
