@@ -55,12 +55,15 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import contextvars
 import importlib
+import inspect
 import logging
 import pkgutil
 import re
 import threading
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -96,6 +99,7 @@ REQUIRED_PAGE_NAMES = ("ROUTES", "MIN_ROLE", "ID_PREFIX", "layout", "register_ca
 ASSETS = Path(__file__).parent / "assets"
 APP_ID_PREFIX = "app-"  # the shell's own ids (router, nav): any signed-in user
 WS_MAX_BYTES = 4096  # a live-socket message from a tab is a few dozen bytes
+CALLBACK_WORKERS = 8  # Dash page/data callbacks run at most this many at once; more wait their turn
 # Dash's index page with a language (screen readers, axe), the web app manifest (the phone
 # view installs) and no inline script (Dash's default carries an IE-only one in a comment).
 INDEX = """<!DOCTYPE html>
@@ -194,7 +198,10 @@ def build(cfg: Config, redis_url: str) -> tuple[Any, Hub, dash.Dash]:
     client = connect(redis_url, timeout_s=2.0)
     data = Data(client, keys, cfg)
     sessions = Sessions(client, keys, cfg.dashboard.idle_logoff_min)
-    hub = Hub(cfg, keys, redis_url, data)
+    # the push hub reads through clients of its own (its redis.asyncio one, and this one for
+    # the reads it does in its own threads): pages and exports never hold its connections
+    hub = Hub(cfg, keys, redis_url, Data(connect(redis_url, timeout_s=2.0), keys, cfg))
+    callback_pool = ThreadPoolExecutor(CALLBACK_WORKERS, thread_name_prefix="dash-callback")
     actx = AppContext(cfg=cfg, keys=keys, data=data)
     pages = discover_pages()
     router = Router(pages)
@@ -209,6 +216,8 @@ def build(cfg: Config, redis_url: str) -> tuple[Any, Hub, dash.Dash]:
             stop.set()
             await asyncio.wait_for(task, timeout=5)
             signin.pool.shutdown()
+            hub.close()
+            callback_pool.shutdown(wait=False, cancel_futures=True)
 
     server = FastAPI(lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     signin = install_routes(server, cfg, data, sessions, hub)
@@ -245,6 +254,7 @@ def build(cfg: Config, redis_url: str) -> tuple[Any, Hub, dash.Dash]:
 
     for m in pages:
         m.register_callbacks(app, actx)
+    _callbacks_off_loop(server, app, callback_pool)
     _page_catchall(server, app)
     guard = Guard(sessions=sessions, client=client, keys=keys, page_role=router.page_role,
                   callback_role=router.callback_role, secure_cookies=cfg.dashboard.secure_cookies,
@@ -256,6 +266,51 @@ def build(cfg: Config, redis_url: str) -> tuple[Any, Hub, dash.Dash]:
     asgi = SecurityHeaders(limited, lambda: csp(app.csp_hashes()), hsts=cfg.dashboard.secure_cookies)
     asgi.signin = signin  # type: ignore[attr-defined]  # tests and benchmarks read the pool's counters
     return asgi, hub, app
+
+
+def _callbacks_off_loop(server: FastAPI, app: dash.Dash, pool: ThreadPoolExecutor) -> None:
+    """Run every Dash callback (page routing, figures, exports, actions) in `pool`, never on
+    the event loop.
+
+    Dash 4's FastAPI backend calls a sync callback inline in its `async` route, so one slow
+    page (the review of a long session, a room's hours of trend, an export) would hold the
+    event loop — and with it the push hub's Redis reads and every tab's WebSocket sends — for
+    as long as it runs. Why this rather than running the push hub on a loop of its own in
+    another thread: the tabs' WebSockets are served by uvicorn on this loop whatever thread
+    the hub reads in, so a blocked loop would still freeze every screen; the guarantee must
+    be that nothing blocks this loop. The other routes already keep to it (FastAPI runs the
+    plain `def` routes of dashboard/api.py and director_api.py in its thread pool; the auth
+    middleware and the socket handler use anyio threads), and the hub has its own Redis
+    clients and threads (dashboard/live.py). A bounded pool of its own: a burst of heavy
+    pages waits here and cannot take the threads the sign-in checks and the API need.
+
+    Dash's own `_dash-update-component` route is replaced by one doing the same steps (see
+    dash/backends/_fastapi.py `serve_callback`) with everything after reading the body in
+    the pool; the request context (Dash's request, the signed-in user) travels with
+    `contextvars.copy_context()`.
+    """
+    from fastapi.routing import APIRoute
+
+    path = app.config.routes_pathname_prefix + "_dash-update-component"
+
+    async def dispatch(_request: Request) -> Any:
+        body = app.backend.request_adapter().get_json()
+
+        def work() -> tuple[Any, Any]:
+            g = app._initialize_context(body)
+            func = app._prepare_callback(g, body)
+            args = app._inputs_to_vals(g.inputs_list + g.states_list)
+            return g, app._execute_callback(func, args, g.outputs_list, g)()
+
+        ctx = contextvars.copy_context()
+        g, result = await asyncio.get_running_loop().run_in_executor(pool, ctx.run, work)
+        if inspect.iscoroutine(result):
+            result = await result
+        return g.dash_response.set_response(data=result)
+
+    routes = server.router.routes
+    at = next(i for i, r in enumerate(routes) if isinstance(r, APIRoute) and r.path == path)
+    routes[at] = APIRoute(path, dispatch, methods=["POST"], include_in_schema=False)
 
 
 def _page_catchall(server: FastAPI, app: dash.Dash) -> None:

@@ -11,7 +11,8 @@ status and open sessions, and pushes only what changed. Each tab holds one WebSo
     v       one reading: room, ts, dev, vals, flags
     spark   a room's 15-minute sparkline, once filled after a start (from the stream)
     alerts  a room's active alerts (room "*": the clinic-wide ones), after any alert event
-    dev     a room's device status, when it changed
+    dev     a room's device status (state, detail, protocol), when it changed — not when only
+            its last reading's time did: ages come from the readings
     sess    a room's session header, when it changed
     mon     monitoring state, every second (also the browser's keep-alive: silence = lost)
     logout  the sign-in ended — sent by dashboard/api.py, not by this hub: every 2 s it checks
@@ -38,7 +39,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +75,7 @@ CLIENT_QUEUE_MAX = 2000  # messages; a tab that falls this far behind is disconn
 PRESENCE_FORGET_S = 600.0  # a screen id unreported this long no longer counts toward a sign-in's limit
 SCREEN_FORGET_S = 600  # a `screens` entry unreported this long is removed
 HOUSEKEEPING_S = 10.0
+HUB_THREADS = 3  # the hub's own threads for its sync reads (alerts, snapshot, sparklines, housekeeping)
 AIO_DOWN = REDIS_DOWN + (aioredis.ConnectionError, aioredis.TimeoutError)
 WATCH_S = 1.0  # the supervisor looks at the push loop this often
 STALL_S = 5.0  # no completed iteration for this long: the screens and /health say so
@@ -139,6 +142,7 @@ class Hub:
         self._redis_ok = False
         # the push loop's own health (run() watches it; /health reports it)
         self._progress = time.monotonic()  # last time the loop completed an iteration
+        self._polled = time.monotonic()  # ... and its once-a-second poll completed (or the loop (re)started)
         self._loop_down = False  # it failed and waits to be started again
         self.loop_error = ""
         self.loop_restarts = 0
@@ -150,6 +154,16 @@ class Hub:
         self.presence: dict[str, dict[str, float]] = {}
         self._next_housekeeping = 0.0
         self._spark_task: asyncio.Task[None] | None = None
+        # the sync reads the loop waits for run on threads of its own, not the event loop's
+        # default pool nor the pages' (a burst of requests never delays a push)
+        self._pool = ThreadPoolExecutor(HUB_THREADS, thread_name_prefix="push-hub")
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    def close(self) -> None:
+        """Release the hub's threads (after `run` returned)."""
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     @property
     def redis_ok(self) -> bool:
@@ -244,7 +258,7 @@ class Hub:
         task: asyncio.Task[None] | None = None
         backoff = Backoff(1.0, 30.0)
         restart_at = started = 0.0
-        self._progress = time.monotonic()
+        self._progress = self._polled = time.monotonic()
         while not stop.is_set():
             now = time.monotonic()
             if task is not None and task.done() and not stop.is_set():
@@ -258,11 +272,12 @@ class Hub:
                     self.loop_restarts += 1
                     log.warning("push loop: starting it again (restart %d)", self.loop_restarts)
                 self._loop_down = False
-                self._progress = started = now
+                self._progress = self._polled = started = now
                 task = asyncio.create_task(self._loop(stop), name="push-loop")
-            elif task is not None and now - self._progress > RESTART_STALL_S:
-                log.error("push loop: no progress for %.0f s; cancelling and starting it again", now - self._progress)
-                self.loop_error = f"no progress for {now - self._progress:.0f} s"
+            elif task is not None and now - self._last_progress() > RESTART_STALL_S:
+                age = now - self._last_progress()
+                log.error("push loop: no progress for %.0f s; cancelling and starting it again", age)
+                self.loop_error = f"no progress for {age:.0f} s"
                 task.cancel()
             problem = self.loop_problem()
             if problem:
@@ -296,7 +311,7 @@ class Hub:
         now = time.monotonic() if now_s is None else now_s
         if self._loop_down:
             return f"live updates of this dashboard stopped ({self.loop_error}); restarting"
-        age = now - self._progress
+        age = now - self._last_progress()
         if age > STALL_S:
             why = f" (last error: {self.loop_error})" if self.loop_error else ""
             return f"live updates of this dashboard stalled for {age:.0f} s{why}"
@@ -305,7 +320,12 @@ class Hub:
     def loop_health(self) -> dict[str, Any]:
         """The push loop for /health: running, restarts, last error, seconds since progress."""
         return {"ok": self.loop_problem() is None, "restarts": self.loop_restarts, "error": self.loop_error,
-                "progress_age_s": round(time.monotonic() - self._progress, 1)}
+                "progress_age_s": round(time.monotonic() - self._last_progress(), 1)}
+
+    def _last_progress(self) -> float:
+        """When the loop last made progress: both its reads and its poll (which runs beside the
+        reads — a hung poll would leave the monitoring state, alerts and devices unchecked)."""
+        return min(self._progress, self._polled)
 
     def write_health(self, now: int) -> dict[str, Any]:
         """This process's write probe for /health: whether Redis takes its writes, and if not why."""
@@ -317,6 +337,10 @@ class Hub:
         """Read Redis and push until `stop` is set; survive Redis outages and error replies."""
         client: aioredis.Redis | None = None
         next_poll = 0.0
+        # the once-a-second poll runs beside the reads (on another of the client's pooled
+        # connections), so a slow poll — 300 rooms' device status and sessions, the alerts read
+        # in a thread — never holds a reading back; its errors are raised here, as the reads' are
+        poller: asyncio.Task[None] | None = None
         episode = Episode("push loop", log)
         backoff = Backoff(0.2, 2.0)
         try:
@@ -326,16 +350,14 @@ class Hub:
                         client = connect_async(self.redis_url, timeout_s=3.0)
                         await self._snapshot(client)
                         self._set_redis(True)
+                        self._polled = time.monotonic()
                         next_poll = 0.0
-                    if time.monotonic() >= next_poll:
-                        await self._poll(client)
+                    if poller is not None and poller.done():
+                        done, poller = poller, None
+                        done.result()
+                    if poller is None and time.monotonic() >= next_poll:
                         next_poll = time.monotonic() + 1.0
-                    if time.monotonic() >= self._next_housekeeping:
-                        self._next_housekeeping = time.monotonic() + HOUSEKEEPING_S
-                        try:
-                            await asyncio.to_thread(self._housekeeping)
-                        except REDIS_ERRORS as e:  # writes refused (OOM, READONLY): the push goes on
-                            log.warning("housekeeping skipped: %s", cause(e))
+                        poller = asyncio.create_task(self._poll_and_housekeep(client), name="push-poll")
                     streams = dict(self.last_ids)
                     resp = await client.xread(redis_types.stream_ids(streams), block=500, count=1000)
                     for key, entries in redis_types.xread_entries(resp) or []:
@@ -349,6 +371,9 @@ class Hub:
                     if self.loop_error:
                         self.loop_error = ""
                 except AIO_DOWN as e:  # no answer: reconnect (and take a fresh snapshot)
+                    _cancel(poller)
+                    poller = None
+                    self._polled = time.monotonic()
                     self.stats["redis_errors"] += 1
                     wait = backoff.next()
                     episode.failed(e, wait)
@@ -358,6 +383,9 @@ class Hub:
                     self._progress = time.monotonic()
                     await _wait(stop, wait)
                 except redis.RedisError as e:  # an error reply: LOADING, BUSY, UNBLOCKED, NOAUTH, …
+                    _cancel(poller)
+                    poller = None
+                    self._polled = time.monotonic()
                     self.stats["redis_errors"] += 1
                     wait = backoff.next()
                     episode.failed(e, wait)
@@ -366,6 +394,7 @@ class Hub:
                     self._progress = time.monotonic()
                     await _wait(stop, wait)
         finally:
+            _cancel(poller)
             if client is not None:
                 if stop.is_set():
                     try:
@@ -395,7 +424,7 @@ class Hub:
         for r, tip in zip(self.rooms, tips[:-1], strict=True):
             self.last_ids[self.keys.vitals(r)] = tip[0][0] if tip else "0-0"
         self.last_ids[self.keys.alerts] = tips[-1][0][0] if tips[-1] else "0-0"
-        state = await asyncio.to_thread(self._sync_snapshot)
+        state = await self._in_thread(self._sync_snapshot)
         self.state = state
         for c in list(self.clients):
             self._send_to(c, self.hello(c.user, c.role))
@@ -409,7 +438,7 @@ class Hub:
         for room in self.rooms:
             try:
                 since = now_ms() - SPARK_WINDOW_MS
-                hist = await asyncio.to_thread(self.data.history, room, since)
+                hist = await self._in_thread(self.data.history, room, since)
             except REDIS_DOWN:
                 return  # the push loop notices the outage and snapshots again
             st = self.state.get(room)
@@ -535,7 +564,7 @@ class Hub:
         episode.recovered()
 
     async def _refresh_alerts(self, client: aioredis.Redis, rooms: list[str]) -> None:
-        alerts = await asyncio.to_thread(self.data.active_alerts, [r for r in rooms if r != CLINIC])
+        alerts = await self._in_thread(self.data.active_alerts, [r for r in rooms if r != CLINIC])
         for r in rooms:
             mine = [a for a in alerts if a.get("room") == r]
             have = self.clinic if r == CLINIC else self.state[r]["alerts"]
@@ -545,6 +574,16 @@ class Hub:
                 else:
                     self.state[r]["alerts"] = mine
                 self.broadcast({"t": "alerts", "room": r, "alerts": mine})
+
+    async def _poll_and_housekeep(self, client: aioredis.Redis) -> None:
+        await self._poll(client)
+        self._polled = time.monotonic()
+        if time.monotonic() >= self._next_housekeeping:
+            self._next_housekeeping = time.monotonic() + HOUSEKEEPING_S
+            try:
+                await self._in_thread(self._housekeeping)
+            except REDIS_ERRORS as e:  # writes refused (OOM, READONLY): the push goes on
+                log.warning("housekeeping skipped: %s", cause(e))
 
     async def _poll(self, client: aioredis.Redis) -> None:
         """Once a second: heartbeat (our write probe) → monitoring state, alerts, device
@@ -596,9 +635,10 @@ class Hub:
         for (r, d), s in zip(devs, statuses, strict=True):
             by_room[r][d] = _device_view(s)
         for r, devices in by_room.items():
-            if devices != self.state[r]["devices"]:
-                self.state[r]["devices"] = devices
-                self.broadcast({"t": "dev", "room": r, "devices": devices})
+            shown = _device_push(devices)
+            if shown != _device_push(self.state[r]["devices"]):
+                self.broadcast({"t": "dev", "room": r, "devices": shown})
+            self.state[r]["devices"] = devices  # last_ts kept current for /api/v1/rooms
 
     async def _refresh_sessions(self, client: aioredis.Redis, now: int) -> None:
         open_ = redis_types.str_hash(await client.hgetall(self.keys.open_sessions))
@@ -633,6 +673,13 @@ def _device_view(s: dict[str, str]) -> dict[str, Any]:
             "detail": s.get("detail", ""), "protocol": s.get("protocol", "")}
 
 
+def _device_push(devices: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """A room's device status as pushed: without `last_ts`, which changes with every reading
+    (a status message per room per second for nothing — the screens take a reading's age
+    from the readings themselves). Pushed when the state, its detail or protocol changed."""
+    return {d: {k: v for k, v in s.items() if k != "last_ts"} for d, s in devices.items()}
+
+
 def _opt_ms(text: str | None) -> int | None:
     """A ms field of a status hash, or None when absent or unreadable (shown as unknown)."""
     try:
@@ -655,6 +702,12 @@ def _spark_add(spark: dict[str, list[list[float]]], ts: int, vals: dict[str, flo
         cutoff = ts - SPARK_WINDOW_MS
         while pts and pts[0][0] < cutoff:
             pts.pop(0)
+
+
+def _cancel(task: asyncio.Task[None] | None) -> None:
+    """Cancel a task if there is one and it has not ended."""
+    if task is not None and not task.done():
+        task.cancel()
 
 
 async def _close(client: aioredis.Redis | None) -> None:

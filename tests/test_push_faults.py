@@ -247,3 +247,19 @@ def test_a_live_ingest_that_cannot_store_is_not_monitoring_with_its_cause(hub_ru
     ts = hub_run.reading(hr=70)
     wait_for(lambda: hub_run.pushed(ts), 10, "a reading pushed")
     assert hub_run.last_mon().get("ok")
+
+
+def test_device_status_pushed_on_change_not_every_second(hub_run: HubRun) -> None:
+    """The device's last_ts changes with every reading (here every 0.5 s): no `dev` message for
+    that; one when its state changes. (Break it: compare the views with last_ts again.)"""
+    start = len(hub_run.got("mon"))
+    wait_for(lambda: len(hub_run.got("mon")) >= start + 1, 5, "a poll")
+    devs = len(hub_run.got("dev"))
+    wait_for(lambda: len(hub_run.got("mon")) >= start + 5, 10, "four more polls, last_ts changing meanwhile")
+    assert len(hub_run.got("dev")) == devs, hub_run.got("dev")[devs:]
+    hub_run.beats_stop.set()
+    hub_run.beats.join(5)
+    publish_status(hub_run.feeder, hub_run.keys, "mon-1", {"room": "room-1", "state": "silent", "detail": "no data",
+                                                             "last_ts": now_ms() - 30_000, "since_ms": now_ms()})
+    msg = wait_for(lambda: next((m for m in hub_run.got("dev")[devs:]), None), 10, "the state change pushed")
+    assert msg["devices"]["mon-1"]["state"] == "silent" and "last_ts" not in msg["devices"]["mon-1"]
