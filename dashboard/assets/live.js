@@ -3,8 +3,9 @@
    (data-vw-room / data-vw-part / data-vw-metric, data-vw-alerts, data-vw-reminders,
    data-vw-trend), so any page that renders them gets live values; the overview's tiles are
    built by tiles.js from the same state. Messages only change the state and mark what is
-   dirty; one requestAnimationFrame flush writes the DOM (single text nodes and attributes,
-   only where the text changed), so 100 rooms at 1 Hz cost a few writes per frame.
+   dirty; values are written right after the socket message (a microtask: one pass per server
+   frame), the rest by one requestAnimationFrame flush (single text nodes and attributes, only
+   where the text changed), so 100 rooms at 1 Hz cost a few writes per frame.
    No inline scripts, no eval: everything is wired here with addEventListener. */
 (function () {
   "use strict";
@@ -132,15 +133,30 @@
   }).observe(document.documentElement, {childList: true, subtree: true});
 
   // ---------------------------------------------------------------- dirty marks, one flush per frame
+  // Values are written in a microtask after the socket message that changed them (all the
+  // readings of one frame from the server in one pass), so they show in the very next frame:
+  // with a requestAnimationFrame flush, a reading that arrived just before a frame waited for
+  // the one after (up to two frames, ~33 ms, where one is the floor). Writing a text node does
+  // not lay out; the browser still renders once per frame. Rooms, lists, sparklines and the
+  // full redraws stay on the animation frame.
   var dirty = {values: {}, rooms: {}, lists: false, all: false};
-  var framePending = false;
+  var framePending = false, valuesPending = false;
   function schedule() {
     if (framePending) { return; }
     framePending = true;
     requestAnimationFrame(flush);
   }
+  function flushValues() {
+    valuesPending = false;
+    if (!VW.idx || dirty.all) { schedule(); return; }
+    for (var room in dirty.values) { for (var m in dirty.values[room]) { applyValue(room, m); } }
+    dirty.values = {};
+  }
   function markAll() { dirty.all = true; schedule(); }
-  function markValue(room, m) { (dirty.values[room] || (dirty.values[room] = {}))[m] = true; schedule(); }
+  function markValue(room, m) {
+    (dirty.values[room] || (dirty.values[room] = {}))[m] = true;
+    if (!valuesPending) { valuesPending = true; queueMicrotask(flushValues); }
+  }
   function markRoom(room) { dirty.rooms[room] = true; dirty.lists = true; schedule(); }
   function flush() {
     framePending = false;

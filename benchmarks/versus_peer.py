@@ -1,0 +1,146 @@
+"""Screen latency against the Node-RED peer, in one run, interleaved.
+
+Alternating batches: the peer's own measure.py (../shared/peers/node-red, Node-RED + FlowFuse
+Dashboard 2: MQTT publish → value on the page), then ours (benchmarks/screen_latency.py
+`run_once("both")`: the whole VitalWatch — redis-server, mosquitto, `vitalwatch ingest`,
+`alerts` and `dashboard`, headless Chromium signed in — with markers alternating between an
+XADD straight into the room's stream and an MQTT publish through ingest), then the peer again,
+and so on, so both see the same machine load. Same method on both sides: rooms fed at 1 Hz, a
+room held 1.2 s before its marker, the time from the write until the page text contains the
+marker, checked on every animation frame inside the page.
+
+The peer's measure.py feeds a fixed list of 20 rooms; for other counts it is run with its
+ROOMS list replaced (its markers still go to r01…r20, as its own loop picks them).
+
+    bash ../shared/peers/node-red/setup.sh          # once: Node-RED (npm), a venv with playwright
+    nice -n -5 .venv/bin/python benchmarks/versus_peer.py                       # 20 and 100 rooms, 200 markers each
+    .venv/bin/python benchmarks/versus_peer.py --rooms 20 --markers 40 --batches 2   # a quick look
+
+Prints p50/p95/p99/max per series and room count, with the machine's load (uptime) at each
+batch: these figures move with what else runs on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.screen_latency import pct, run_once  # noqa: E402
+
+# the peer's directory: $VW_PEER_DIR, else ../shared/peers/node-red beside the checkout (or a worktree's /work/shared)
+_REPO = Path(__file__).resolve().parents[1]
+PEER_DIR = Path(os.environ.get("VW_PEER_DIR") or next(
+    (p for p in (_REPO.parent / "shared/peers/node-red", _REPO.parents[1] / "shared/peers/node-red")
+     if (p / "measure.py").exists()), _REPO.parent / "shared/peers/node-red"))
+PEER_PY = Path("/tmp/vw-peer/venv/bin/python")
+# the peer's measure.py, imported with its ROOMS list set to `n` rooms, run with `argv`
+PEER_RUN = """
+import sys
+sys.path.insert(0, {dir!r})
+import measure
+measure.ROOMS = [f"r{{i:02d}}" for i in range(1, {n} + 1)]
+sys.argv = ["measure.py"] + {argv!r}
+measure.main()
+"""
+
+
+def load() -> str:
+    """The machine's load averages (1, 5, 15 min) and core count."""
+    a, b, c = os.getloadavg()
+    return f"load {a:.2f} {b:.2f} {c:.2f} on {os.cpu_count()} cores"
+
+
+def peer_batch(n_rooms: int, markers: int, warmup_s: float, workdir: Path) -> dict[str, Any]:
+    out = workdir / f"peer-{n_rooms}-{time.monotonic_ns()}.json"
+    code = PEER_RUN.format(dir=str(PEER_DIR), n=n_rooms,
+                           argv=["--markers", str(markers), "--warmup", str(warmup_s), "--json", str(out)])
+    proc = subprocess.run([str(PEER_PY), "-c", code], capture_output=True, text=True, cwd=str(PEER_DIR), timeout=1800)
+    if proc.returncode != 0 or not out.exists():
+        raise RuntimeError(f"peer measure.py failed ({proc.returncode}):\n{proc.stdout[-1500:]}\n{proc.stderr[-1500:]}")
+    res: dict[str, Any] = json.loads(out.read_text())
+    return res
+
+
+def ours_batch(n_rooms: int, markers: int, warmup_s: float) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix=f"vw-versus-{n_rooms}-"))
+    try:
+        return run_once("both", n_rooms, markers, warmup_s, 5.0, workdir)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def summary(vals: list[float]) -> dict[str, Any]:
+    if not vals:
+        return {"n": 0}
+    s = sorted(vals)
+    return {"n": len(s), "p50": round(statistics.median(s), 1), "p95": round(pct(s, 0.95), 1),
+            "p99": round(pct(s, 0.99), 1), "max": round(s[-1], 1)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rooms", default="20,100", help="room counts, comma-separated")
+    ap.add_argument("--markers", type=int, default=200, help="timed markers per series (peer, XADD, MQTT) and room count")
+    ap.add_argument("--batches", type=int, default=2, help="alternating batches per room count")
+    ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    if not PEER_PY.exists():
+        sys.exit(f"missing {PEER_PY}: run {PEER_DIR}/setup.sh first")
+    per_batch = -(-args.markers // args.batches)
+    results: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                               "nice": os.nice(0), "rooms": {}}
+    workdir = Path(tempfile.mkdtemp(prefix="vw-versus-"))
+    try:
+        for n in [int(x) for x in args.rooms.split(",")]:
+            series: dict[str, list[float]] = {"peer": [], "xadd": [], "mqtt": []}
+            missed = {"peer": 0, "xadd": 0, "mqtt": 0}
+            loads: list[str] = []
+            for b in range(args.batches):
+                loads.append(load())
+                print(f"{n} rooms, batch {b + 1}/{args.batches}: peer ({loads[-1]})", flush=True)
+                peer = peer_batch(n, per_batch, args.warmup, workdir)
+                series["peer"] += peer.get("latencies_ms", [])
+                missed["peer"] += int(peer.get("missed", 0))
+                loads.append(load())
+                print(f"{n} rooms, batch {b + 1}/{args.batches}: VitalWatch ({loads[-1]})", flush=True)
+                # ours alternates XADD and MQTT markers: twice the markers for the same count each
+                ours = ours_batch(n, 2 * per_batch, args.warmup)
+                for how in ("xadd", "mqtt"):
+                    series[how] += ours.get(f"{how}_to_screen_ms", [])
+                    missed[how] += int(ours.get(f"{how}_missed", 0))
+            loads.append(load())
+            results["rooms"][str(n)] = {"series": {k: {**summary(v), "missed": missed[k], "ms": v}
+                                                   for k, v in series.items()}, "loads": loads}
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    names = {"peer": "Node-RED publish → screen", "xadd": "VitalWatch XADD → screen",
+             "mqtt": "VitalWatch MQTT publish → screen (ingest)"}
+    print(f"\nscreen latency, ms (headless Chromium, text checked every animation frame); nice {results['nice']}")
+    for n, r in results["rooms"].items():
+        print(f"{n} rooms x 1 Hz; {r['loads'][0]} at the start, {r['loads'][-1]} at the end")
+        print(f"  {'series':44s} {'n':>4s} {'p50':>6s} {'p95':>6s} {'p99':>6s} {'max':>6s} missed")
+        for k, s in r["series"].items():
+            if s["n"]:
+                print(f"  {names[k]:44s} {s['n']:4d} {s['p50']:6.1f} {s['p95']:6.1f} {s['p99']:6.1f} {s['max']:6.1f}"
+                      f" {s['missed']}")
+            else:
+                print(f"  {names[k]:44s}    0  (none seen; {s['missed']} missed)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
