@@ -50,7 +50,11 @@ from tests.servers import MosquittoProc, RedisProc, wait_port  # noqa: E402
 TICK = os.sysconf("SC_CLK_TCK")
 VENV_BIN = Path(sys.executable).parent
 WATCH_JS = """
-window.VWB = {marker: arguments[0], room: arguments[1], seen: null, written: null};
+window.VWB = {marker: arguments[0], room: arguments[1], seen: null, written: null, arrived: null};
+var onMsg = function (ev) {
+  if (VWB.arrived === null && ev.data.indexOf('"hr":' + VWB.marker) >= 0) { VWB.arrived = Date.now(); VW.ws.removeEventListener('message', onMsg); }
+};
+VW.ws.addEventListener('message', onMsg);
 var el = document.querySelector('[data-vw-part=value][data-vw-room="' + arguments[1] + '"][data-vw-metric=hr]');
 var mo = new MutationObserver(function () {
   if (VWB.written === null && el.textContent === VWB.marker) { VWB.written = Date.now(); mo.disconnect(); }
@@ -212,6 +216,8 @@ def run_once(path: str, n_rooms: int, markers: int, warmup_s: float, timeout_s: 
         hows = ("xadd", "mqtt") if path == "both" else (path,)
         lat_seen: dict[str, list[float]] = {h: [] for h in hows}
         lat_written: dict[str, list[float]] = {h: [] for h in hows}
+        lat_arrived: dict[str, list[float]] = {h: [] for h in hows}  # the socket message reached the page
+        lat_stored: dict[str, list[float]] = {h: [] for h in hows}  # Redis's own time in the entry id
         missed = {h: 0 for h in hows}
         skipped = 0
         for i in range(markers):
@@ -228,11 +234,16 @@ def run_once(path: str, n_rooms: int, markers: int, warmup_s: float, timeout_s: 
             t0 = now_ms()
             send(room, int(marker), t0, how)
             try:
-                got = wait_page(lambda: driver.execute_script("return VWB.seen !== null ? [VWB.seen, VWB.written] : null"),
-                               timeout_s, f"marker {marker}")
+                got = wait_page(lambda: driver.execute_script(
+                    "return VWB.seen !== null ? [VWB.seen, VWB.written, VWB.arrived] : null"), timeout_s, f"marker {marker}")
                 lat_seen[how].append(got[0] - t0)
                 if got[1] is not None:
                     lat_written[how].append(got[1] - t0)
+                if got[2] is not None:
+                    lat_arrived[how].append(got[2] - t0)
+                tip = client.xrevrange(keys.vitals(room), count=1)  # the marker: nothing else is sent to a held room
+                if tip and tip[0][1].get("hr") == marker:
+                    lat_stored[how].append(int(tip[0][0].split("-")[0]) - t0)
             except AssertionError:
                 missed[how] += 1
             held.discard(room)
@@ -247,6 +258,8 @@ def run_once(path: str, n_rooms: int, markers: int, warmup_s: float, timeout_s: 
             key = "" if path != "both" else f"{how}_"
             result.update(_stats(f"{key}to_screen", lat_seen[how]))
             result.update(_stats(f"{key}to_dom_write", lat_written[how]))
+            result.update(_stats(f"{key}to_page_message", lat_arrived[how]))
+            result.update(_stats(f"{key}to_stream", lat_stored[how]))
             result[f"{key}missed"] = missed[how]
         result["skipped"] = skipped
         result["markers"] = markers
