@@ -9,6 +9,8 @@ status and open sessions, and pushes only what changed. Each tab holds one WebSo
     hello   full state at connect: rooms (latest values, alerts, devices, session, sparkline),
             the clinic-wide alerts, monitoring state, the user, the rooms in config order
     v       one reading: room, ts, dev, vals, flags
+    vb      several readings of a room from one read (a catch-up after a stall): room, rows of
+            [ts, dev, vals, flags] — one message per room, however long the backlog
     spark   a room's 15-minute sparkline, once filled after a start (from the stream)
     alerts  a room's active alerts (room "*": the clinic-wide ones), after any alert event
     dev     a room's device status (state, detail, protocol), when it changed — not when only
@@ -75,6 +77,7 @@ CLIENT_QUEUE_MAX = 2000  # messages; a tab that falls this far behind is disconn
 PRESENCE_FORGET_S = 600.0  # a screen id unreported this long no longer counts toward a sign-in's limit
 SCREEN_FORGET_S = 600  # a `screens` entry unreported this long is removed
 HOUSEKEEPING_S = 10.0
+CATCHUP_MS = 5 * 60 * 1000  # after a reconnect, readings this far back are pushed (coalesced), not skipped
 HUB_THREADS = 3  # the hub's own threads for its sync reads (alerts, snapshot, sparklines, housekeeping)
 AIO_DOWN = REDIS_DOWN + (aioredis.ConnectionError, aioredis.TimeoutError)
 WATCH_S = 1.0  # the supervisor looks at the push loop this often
@@ -226,11 +229,12 @@ class Hub:
         return {"stale_s": self.cfg.dashboard.stale_s, "nibp_cycle_s": nibp, "undo_s": UNDO_S,
                 "rooms": {r.id: r.name or r.id for r in self.cfg.rooms}, "order": list(self.rooms)}
 
-    def broadcast(self, msg: dict[str, Any]) -> None:
-        """Queue one message for every tab (a tab too far behind is dropped and reconnects)."""
+    def broadcast(self, msg: dict[str, Any]) -> bool:
+        """Queue one message for every tab (a tab too far behind is dropped and reconnects);
+        False when it cannot be sent at all (not strict JSON: counted and logged)."""
         text = self._dumps(msg)
         if text is None:
-            return
+            return False
         self.stats["messages"] += 1
         for c in list(self.clients):
             try:
@@ -241,6 +245,7 @@ class Hub:
                 self.clients.discard(c)
                 log.warning("tab of %s fell %d messages behind: disconnected (it will reconnect)",
                             c.user, CLIENT_QUEUE_MAX)
+        return True
 
     # --- the loop --------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -422,7 +427,8 @@ class Hub:
         pipe.xrevrange(self.keys.alerts, count=1)
         tips = await pipe.execute()
         for r, tip in zip(self.rooms, tips[:-1], strict=True):
-            self.last_ids[self.keys.vitals(r)] = tip[0][0] if tip else "0-0"
+            key = self.keys.vitals(r)
+            self.last_ids[key] = _resume_from(self.last_ids.get(key), tip[0][0] if tip else "0-0")
         self.last_ids[self.keys.alerts] = tips[-1][0][0] if tips[-1] else "0-0"
         state = await self._in_thread(self._sync_snapshot)
         self.state = state
@@ -530,6 +536,7 @@ class Hub:
         st = self.state.get(room)
         if st is None:
             return
+        rows = []
         for entry_id, f in entries:
             row = decode_vitals(f)
             if row is None:  # the engine refuses it too (and logs it); the push goes on
@@ -542,6 +549,14 @@ class Hub:
                 if cur is None or ts >= cur["ts"]:
                     st["latest"][m] = {"v": v, "ts": ts, "dev": dev}
             _spark_add(st["spark"], ts, vals)
+            rows.append(row)
+        # Normally one reading per room per read. After a stall (the loop or this process held
+        # up, Redis slow) a read returns a room's backlog: coalesced into one message per room
+        # with all its points (the latest values and the trend's), so a catch-up is at most one
+        # message per room per read, never a burst beyond a tab's CLIENT_QUEUE_MAX.
+        if len(rows) > 1 and self.broadcast({"t": "vb", "room": room, "rows": [list(r) for r in rows]}):
+            return
+        for ts, dev, vals, flags in rows:  # one reading (or a batch that is not strict JSON: each alone)
             self.broadcast({"t": "v", "room": room, "ts": ts, "dev": dev, "vals": vals, "flags": flags})
 
     def _bad_record(self, part: str, what: str) -> None:
@@ -671,6 +686,22 @@ class Hub:
 def _device_view(s: dict[str, str]) -> dict[str, Any]:
     return {"state": s.get("state", "unknown"), "last_ts": _opt_ms(s.get("last_ts")),
             "detail": s.get("detail", ""), "protocol": s.get("protocol", "")}
+
+
+def _resume_from(last: str | None, tip: str) -> str:
+    """Where a room's reads start after a (re)connect: where they stopped — the readings
+    stored meanwhile (the loop held up until its Redis timeout fired, a dropped connection)
+    reach the screens as one coalesced catch-up message per room, trend points included —
+    but no further back than CATCHUP_MS before the stream's tip (the hello carries the
+    latest values; a longer gap is not worth pushing point by point). At the tip on start."""
+    if last is None or tip == "0-0":
+        return tip
+    try:
+        last_id = tuple(int(x) for x in last.split("-"))
+        floor = (max(0, int(tip.split("-")[0]) - CATCHUP_MS), 0)
+    except ValueError:
+        return tip
+    return last if last_id >= floor else f"{floor[0]}-{floor[1]}"
 
 
 def _device_push(devices: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:

@@ -263,3 +263,50 @@ def test_device_status_pushed_on_change_not_every_second(hub_run: HubRun) -> Non
                                                              "last_ts": now_ms() - 30_000, "since_ms": now_ms()})
     msg = wait_for(lambda: next((m for m in hub_run.got("dev")[devs:]), None), 10, "the state change pushed")
     assert msg["devices"]["mon-1"]["state"] == "silent" and "last_ts" not in msg["devices"]["mon-1"]
+
+
+@pytest.mark.parametrize("dropped", [False, True], ids=["stall", "stall-and-reconnect"])
+def test_catch_up_after_a_stall_is_coalesced_per_room(dropped: bool, fault_redis: RedisProc, tmp_path: Path) -> None:
+    """300 rooms: the push loop held up while 8 readings a room (2,400, beyond a tab's
+    CLIENT_QUEUE_MAX) are stored; afterwards the tab gets every reading — one message per
+    room, not a burst — and is not disconnected. `dropped`: meanwhile its Redis connection
+    is killed too, so it reconnects (and snapshots) before reading on: the readings stored
+    in between still reach the tab. (Break it: send the backlog as single `v`s; or start
+    reads at the streams' tips after a reconnect.)"""
+    rooms = [room_entry(f"room-{i}", serial_device(f"mon-{i}")) for i in range(1, 301)]
+    cfg = parsed(config_mapping("t-" + uuid.uuid4().hex[:8], redis_url=fault_redis.url, data_dir=tmp_path / "data",
+                                rooms=rooms))
+    run = HubRun(cfg, fault_redis.url).start()
+    try:
+        started, release = threading.Event(), threading.Event()
+
+        def stall() -> None:  # the loop's thread held up, as by a slow request run inline
+            started.set()
+            release.wait(20)
+
+        run.loop.call_soon_threadsafe(stall)
+        assert started.wait(10)
+        per_room = 8
+        pipe = run.feeder.pipeline(transaction=False)
+        for k in range(per_room):
+            for i in range(1, 301):
+                pipe.xadd(run.keys.vitals(f"room-{i}"), {"ts": str(now_ms() + k), "dev": f"mon-{i}", "hr": str(60 + k)})
+        pipe.execute()
+        if dropped:  # the loop's blocked read: its connection gone, as after a timeout or a network blip
+            admin = fault_redis.admin()
+            for c in admin.client_list():
+                if c.get("cmd") == "xread":
+                    admin.client_kill_filter(_id=c["id"])
+        release.set()
+
+        def received() -> int:
+            return len(run.got("v")) + sum(len(m["rows"]) for m in run.got("vb"))
+
+        wait_for(lambda: received() >= 300 * per_room, 20, "every reading of the backlog on the tab")
+        assert run.hub.stats["tabs_dropped"] == 0
+        assert len(run.got("vb")) + len(run.got("v")) <= 300 * 2  # a message or two a room, not eight
+        room7 = [r[2]["hr"] for m in run.got("vb") if m["room"] == "room-7" for r in m["rows"]]
+        room7 += [m["vals"]["hr"] for m in run.got("v") if m["room"] == "room-7"]
+        assert room7 == [60 + k for k in range(per_room)]  # every point, in order (the trend's too)
+    finally:
+        run.close()

@@ -553,21 +553,26 @@
     markRoom(room);
   }
   var NIBP_AND_ALL = {hr: 1, spo2: 1, sbp: 1, dbp: 1, map: 1, rr: 1, temp: 1, pi: 1};
+  function reading(room, ts, dev, vals) {
+    var st = VW.rooms[room];
+    if (!st) { return; }
+    for (var m in vals) {
+      var cur = st.latest[m];
+      if (!cur || ts >= cur.ts) {
+        st.latest[m] = {v: vals[m], ts: ts, dev: dev};
+        markValue(room, m);
+      }
+    }
+    sparkAdd(room, ts, vals);
+    trendAdd(room, ts, vals);
+  }
   function onMessage(msg) {
     VW.received++;
     var t = msg.t, st, room;
     if (t === "v") {
-      st = VW.rooms[msg.room];
-      if (!st) { return; }
-      for (var m in msg.vals) {
-        var cur = st.latest[m];
-        if (!cur || msg.ts >= cur.ts) {
-          st.latest[m] = {v: msg.vals[m], ts: msg.ts, dev: msg.dev};
-          markValue(msg.room, m);
-        }
-      }
-      sparkAdd(msg.room, msg.ts, msg.vals);
-      trendAdd(msg.room, msg.ts, msg.vals);
+      reading(msg.room, msg.ts, msg.dev, msg.vals);
+    } else if (t === "vb") {  // a room's catch-up: its readings in order
+      for (var k = 0; k < msg.rows.length; k++) { reading(msg.room, msg.rows[k][0], msg.rows[k][1], msg.rows[k][2]); }
     } else if (t === "hello") {
       VW.rooms = msg.rooms; VW.mon = msg.mon; VW.user = msg.user; VW.cfg = msg.cfg || VW.cfg;
       VW.clinic = msg.clinic || [];
