@@ -41,8 +41,11 @@ module exposes exactly these names:
 Redis is reached from four places here: dashboard/data.py (`Data`, the pages' reader and
 alert actions), page callbacks passing `ctx.data.client` to monitor.* functions,
 dashboard/auth.py and dashboard/api.py (sign-in sessions, accounts and tokens) and
-dashboard/live.py (the push hub's own `redis.asyncio` client). dashboard/security.py wraps
-it all: security headers and CSP on every answer, request body limits.
+dashboard/live.py (the push hub's own clients: `redis.asyncio` for its reads, and a `Data` of
+its own for the reads it does in its threads — never the pages' connections). Every Dash
+callback runs on a thread pool, never on the event loop (`_callbacks_off_loop`).
+dashboard/security.py wraps it all: security headers and CSP on every answer, request body
+limits.
 
 Optional: `TITLE: str` (browser tab / nav label) and `NAV: bool` (listed in the top nav).
 
