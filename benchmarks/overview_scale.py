@@ -98,7 +98,10 @@ def load_overview(driver: Any, url: str, n_rooms: int, timeout_s: float) -> floa
         driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]})
 
 
-def run_once(n_rooms: int, history_min: float, cpu_s: float, rp: RedisProc, workdir: Path) -> dict[str, Any]:
+def run_once(n_rooms: int, history_min: float, cpu_s: float, rp: RedisProc, workdir: Path,
+             spread: bool = False) -> dict[str, Any]:
+    """`spread`: each room's reading at its own phase of the second (one socket message each),
+    not all rooms in one write (one message for all)."""
     rooms = [f"r{i:03d}" for i in range(1, n_rooms + 1)]
     clinic = f"ovbench{n_rooms}x{os.getpid()}"
     keys = Keys(clinic)
@@ -111,6 +114,22 @@ def run_once(n_rooms: int, history_min: float, cpu_s: float, rp: RedisProc, work
     result["prefilled_entries"] = prefill(client, keys, rooms, history_min, now_ms())
     result["prefill_s"] = round(time.monotonic() - t, 1)
     stop_feed = threading.Event()
+
+    def feed_spread() -> None:  # each room at its own phase of the second, as independent monitors are
+        rnd = random.Random(2)
+        while not stop_feed.is_set():
+            start = now_ms()
+            for i, r in enumerate(rooms):
+                stop_feed.wait(max(0.0, (start + 1000 * i / len(rooms) - now_ms()) / 1000))
+                ts = now_ms()
+                pipe = client.pipeline(transaction=False)
+                pipe.xadd(keys.vitals(r), {"ts": str(ts), "dev": f"mon-{r}", "hr": str(rnd.randint(60, 90)),
+                                           "spo2": "97", "rr": "14"})
+                publish_status(pipe, keys, f"mon-{r}", {"room": r, "protocol": "json", "transport": "mqtt",
+                                                        "state": "online", "last_ts": ts, "updated_ms": ts})
+                pipe.execute()
+            heartbeat.beat(client, keys, "ingest", "bench-feeder", now_ms())
+            stop_feed.wait(max(0.0, 1 - (now_ms() - start) / 1000))
 
     def feed() -> None:
         rnd = random.Random(2)
@@ -126,7 +145,7 @@ def run_once(n_rooms: int, history_min: float, cpu_s: float, rp: RedisProc, work
             heartbeat.beat(client, keys, "ingest", "bench-feeder", ts)
             stop_feed.wait(max(0.0, 1 - (now_ms() - ts) / 1000))
 
-    feeder = threading.Thread(target=feed, daemon=True)
+    feeder = threading.Thread(target=feed_spread if spread else feed, daemon=True)
     feeder.start()
     port = free_port()
     procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -177,6 +196,8 @@ def main() -> int:
     ap.add_argument("--rooms", type=int, nargs="*", default=[20, 100, 300])
     ap.add_argument("--history-min", type=float, default=60.0)
     ap.add_argument("--cpu-s", type=float, default=30.0)
+    ap.add_argument("--spread", action="store_true",
+                    help="feed each room at its own phase of the second (else all rooms at once)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="vw-overview-"))
@@ -186,10 +207,10 @@ def main() -> int:
         for n in args.rooms:
             workdir = base / f"n{n}"
             workdir.mkdir()
-            res = run_once(n, args.history_min, args.cpu_s, rp, workdir)
+            res = run_once(n, args.history_min, args.cpu_s, rp, workdir, args.spread)
             results.append(res)
             cpu = res["cpu_pct_of_one_core"]
-            print(f"{n} rooms x 1 Hz, {args.history_min:g} min of history each ({res['prefilled_entries']} entries): "
+            print(f"{n} rooms x 1 Hz{' (spread over the second)' if args.spread else ''}, {args.history_min:g} min of history each ({res['prefilled_entries']} entries): "
                   f"all tiles visible cold {res['tiles_cold_ms'] / 1000:.2f} s, warm {res['tiles_warm_ms'] / 1000:.2f} s "
                   f"(loads {res['tiles_ms']} ms); browser CPU {cpu['chromium']:.1f} % of a core, dashboard "
                   f"{cpu['dashboard']:.1f} %, alerts {cpu['alerts']:.1f} %, redis {cpu['redis']:.1f} % over "
