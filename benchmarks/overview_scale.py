@@ -87,6 +87,11 @@ def prefill(client: redis.Redis, keys: Keys, rooms: list[str], minutes: float, e
     return n
 
 
+def _perf(driver: Any) -> dict[str, float]:
+    """Chromium's own counters for the page (seconds spent in script, style, layout, tasks)."""
+    return {m["name"]: m["value"] for m in driver.execute_cdp_cmd("Performance.getMetrics", {})["metrics"]}
+
+
 def load_overview(driver: Any, url: str, n_rooms: int, timeout_s: float) -> float:
     """Navigate to the overview; ms from navigation start until all tiles show their HR."""
     script = driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": ALL_TILES_JS % n_rooms})
@@ -170,10 +175,16 @@ def run_once(n_rooms: int, history_min: float, cpu_s: float, rp: RedisProc, work
         time.sleep(3)  # settle: first sparklines, ages
         groups = {"chromium": driver.service.process.pid, "dashboard": procs["dashboard"].pid,
                   "alerts": procs["alerts"].pid, "redis": rp.proc.pid if rp.proc else 0}
+        driver.execute_cdp_cmd("Performance.enable", {})
+        perf0 = _perf(driver)
         snap0 = cpu_snapshot(groups)
         frames0 = driver.execute_script("return VW.frames")
         time.sleep(cpu_s)
         snap1 = cpu_snapshot(groups)
+        perf1 = _perf(driver)
+        # the page's main thread, in % of the window: script, style, layout, all its tasks
+        result["renderer_main_pct"] = {k: round(100 * (perf1[k] - perf0[k]) / cpu_s, 1)
+                                       for k in ("ScriptDuration", "RecalcStyleDuration", "LayoutDuration", "TaskDuration")}
         result["cpu_pct_of_one_core"] = cpu_report(snap0, snap1)
         result["frames_per_s"] = round((driver.execute_script("return VW.frames") - frames0) / cpu_s, 1)
         result["dom_elements"] = driver.execute_script("return document.getElementsByTagName('*').length")
@@ -214,7 +225,8 @@ def main() -> int:
                   f"all tiles visible cold {res['tiles_cold_ms'] / 1000:.2f} s, warm {res['tiles_warm_ms'] / 1000:.2f} s "
                   f"(loads {res['tiles_ms']} ms); browser CPU {cpu['chromium']:.1f} % of a core, dashboard "
                   f"{cpu['dashboard']:.1f} %, alerts {cpu['alerts']:.1f} %, redis {cpu['redis']:.1f} % over "
-                  f"{args.cpu_s:g} s; {res['frames_per_s']} flushes/s; {res['dom_elements']} elements", flush=True)
+                  f"{args.cpu_s:g} s; {res['frames_per_s']} flushes/s; {res['dom_elements']} elements; page main thread "
+                  f"(% of the window) {res['renderer_main_pct']}", flush=True)
     finally:
         rp.kill()
         if not os.environ.get("VW_BENCH_KEEP"):
