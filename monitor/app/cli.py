@@ -127,33 +127,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     se = sub.add_parser("session", help="dosing session events")
     ses = se.add_subparsers(dest="action", metavar="ACTION", required=True)
-    st = ses.add_parser("start", parents=[common, acting])
+    st = ses.add_parser("start", parents=[common, acting], help="open a dosing session in a room")
     st.add_argument("--room", required=True)
     st.add_argument("--patient", required=True)
     st.add_argument("--route", required=True, choices=["iv", "im", "intranasal"])
     st.add_argument("--dose-mg", type=float)
     st.add_argument("--weight-kg", type=float)
     st.add_argument("--protocol")
-    sd = ses.add_parser("dose", parents=[common, acting])
+    sd = ses.add_parser("dose", parents=[common, acting], help="record the dose given")
     sd.add_argument("--session", required=True)
     sd.add_argument("--at", metavar="ISO")
     sd.add_argument("--dose-mg", type=float)
     sd.add_argument("--note")
-    sb = ses.add_parser("bp", parents=[common, acting])
+    sb = ses.add_parser("bp", parents=[common, acting], help="record a manual blood pressure")
     sb.add_argument("--session", required=True)
     sb.add_argument("--sbp", type=int, required=True)
     sb.add_argument("--dbp", type=int, required=True)
-    sn = ses.add_parser("note", parents=[common, acting])
+    sn = ses.add_parser("note", parents=[common, acting], help="add a note to a session")
     sn.add_argument("--session", required=True)
     sn.add_argument("text")
-    so = ses.add_parser("observe", parents=[common, acting])
+    so = ses.add_parser("observe", parents=[common, acting], help="record a clinical observation")
     so.add_argument("--session", required=True)
     obs = so.add_mutually_exclusive_group(required=True)
     for flag in ("sedation", "dissociation", "respiratory-depression", "nausea", "ready-to-leave"):
         obs.add_argument(f"--{flag}", dest="observation", action="store_const", const=flag.replace("-", "_"))
-    se_end = ses.add_parser("end", parents=[common, acting])
+    se_end = ses.add_parser("end", parents=[common, acting], help="end a session and archive it")
     se_end.add_argument("--session", required=True)
-    ses.add_parser("list", parents=[common, acting])
+    ses.add_parser("list", parents=[common, acting], help="list sessions (open and archived)")
     sl = ses.add_parser("limit", parents=[common, acting],
                         help="override one metric's alarm limits for an open session (or --clear it)")
     sl.add_argument("--session", required=True)
@@ -171,11 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     u = sub.add_parser("user", help="manage accounts")
     us = u.add_subparsers(dest="action", metavar="ACTION", required=True)
-    ua = us.add_parser("add", parents=[common, acting])
+    ua = us.add_parser("add", parents=[common, acting], help="add an account (password from $VITALWATCH_PASSWORD or a prompt)")
     ua.add_argument("name")
     ua.add_argument("--role", required=True, choices=["station", "nurse", "director", "admin"])
-    for action in ("passwd", "disable", "enable", "unlock"):
-        x = us.add_parser(action, parents=[common, acting])
+    for action, what in (("passwd", "set an account's password (ends its sign-ins)"),
+                         ("disable", "disable an account (ends its sign-ins)"),
+                         ("enable", "enable a disabled account"),
+                         ("unlock", "clear an account's sign-in failures and backoff")):
+        x = us.add_parser(action, parents=[common, acting], help=what)
         x.add_argument("name")
     ut = us.add_parser("token", parents=[common, acting], help="issue an API token (printed once)")
     ut.add_argument("name")
@@ -188,10 +191,10 @@ def build_parser() -> argparse.ArgumentParser:
     urv = us.add_parser("revoke", parents=[common, acting], help="revoke one API token, or all of an account's")
     urv.add_argument("name")
     urv.add_argument("--token", metavar="ID", help="the token's id from `user tokens` (default: all of NAME's)")
-    ur = us.add_parser("role", parents=[common, acting])
+    ur = us.add_parser("role", parents=[common, acting], help="change an account's role (ends its sign-ins)")
     ur.add_argument("name")
     ur.add_argument("role", choices=["station", "nurse", "director", "admin"])
-    us.add_parser("list", parents=[common, acting])
+    us.add_parser("list", parents=[common, acting], help="list accounts")
 
     sub.add_parser("run", parents=[common], help="supervise ingest + alerts + dashboard")
 
@@ -202,22 +205,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     al = sub.add_parser("alert", help="list, acknowledge or reset alarms")
     als = al.add_subparsers(dest="action", metavar="ACTION", required=True)
-    als.add_parser("list", parents=[common, acting])
-    for action in ("ack", "reset"):
-        x = als.add_parser(action, parents=[common, acting])
+    als.add_parser("list", parents=[common, acting], help="list active alarms")
+    for action, what in (("ack", "acknowledge an alarm"), ("reset", "reset a latched alarm whose condition ended")):
+        x = als.add_parser(action, parents=[common, acting], help=what)
         x.add_argument("alert", help="the alert id (see `vitalwatch alert list`)")
 
     ar = sub.add_parser("archive", help="archive maintenance: backup and purge")
     ars = ar.add_subparsers(dest="action", metavar="ACTION", required=True)
-    bk = ars.add_parser("backup", parents=[common, acting])
+    bk = ars.add_parser("backup", parents=[common, acting], help="write a consistent copy of the archive")
     bk.add_argument("-o", dest="output", required=True, metavar="FILE")
-    ars.add_parser("purge", parents=[common, acting])
+    ars.add_parser("purge", parents=[common, acting], help="delete sessions past the retention period")
 
-    ob = sub.add_parser("outbox", help="outbound queues to the EHR (HL7, FHIR): list, resend")
+    ob = sub.add_parser("outbox", help="outbound queues (HL7, FHIR, pages): list, resend")
     obs_ = ob.add_subparsers(dest="action", metavar="ACTION", required=True)
-    obs_.add_parser("list", parents=[common, acting])
-    obr = obs_.add_parser("resend", parents=[common, acting])
-    obr.add_argument("--dest", required=True, choices=["hl7", "fhir"])
+    obs_.add_parser("list", parents=[common, acting], help="list queued and failed outbound messages")
+    obr = obs_.add_parser("resend", parents=[common, acting], help="send one outbound message again")
+    obr.add_argument("--dest", required=True, choices=["hl7", "fhir", "pager-mqtt", "pager-webhook"])
     obr.add_argument("message", metavar="MESSAGE_ID")
 
     from monitor.app import report_cli  # the `report` subcommand's arguments live beside its code
