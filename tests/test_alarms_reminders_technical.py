@@ -150,7 +150,9 @@ def test_connecting_device_gets_one_quiet_period():
 MONITORING = [
     ("engine and ingest alive", {"alerts:a": 1, "ingest:i": 2, "dashboard:d": 100}, True, []),
     ("engine dead", {"alerts:a": 30, "ingest:i": 1}, False, ["Alert engine not running"]),
-    ("engine never started", {"ingest:i": 1}, False, ["never started"]),
+    # no entry: never started, or stopped cleanly (the entry is removed) — the text must not guess which
+    ("engine without heartbeat entry", {"ingest:i": 1}, False, ["Alert engine not running (no heartbeat)"]),
+    ("ingest without heartbeat entry", {"alerts:a": 1}, False, ["No ingest process running (no heartbeat)"]),
     ("one of two workers dead", {"alerts:a": 1, "alerts:b": 20, "ingest:i": 1}, False, ["Alert worker b stopped"]),
     ("ingest dead", {"alerts:a": 1, "ingest:i": 15}, False, ["No ingest process running", "Ingest process i stopped"]),
     ("one ingest of two dead", {"alerts:a": 1, "ingest:i": 1, "ingest:j": 50}, False, ["Ingest process j stopped"]),

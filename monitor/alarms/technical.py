@@ -131,6 +131,11 @@ class MonitoringState:
                               "newest_age_ms": s.newest_age_ms} for r, s in self.roles.items()}}
 
 
+# No entry for a role: never started, or every instance stopped cleanly (a clean stop removes
+# its entry, e.g. `kill` → exit 0 → the supervisor restarts it). Which one is not known.
+NO_HEARTBEAT = "no heartbeat"
+
+
 def monitoring_state(heartbeats: Mapping[str, str | int], now_ms: int, cfg: Config) -> MonitoringState:
     """Judge the heartbeats hash (`<role>:<instance>` → ms): is the engine and ingest alive?
 
@@ -158,7 +163,7 @@ def monitoring_state(heartbeats: Mapping[str, str | int], now_ms: int, cfg: Conf
     engine: list[str] = []
     alerts = roles.get("alerts", RoleState())
     if not alerts.fresh:
-        when = f"last heartbeat {alerts.newest_age_ms // 1000} s ago" if alerts.newest_age_ms is not None else "never started"
+        when = f"last heartbeat {alerts.newest_age_ms // 1000} s ago" if alerts.newest_age_ms is not None else NO_HEARTBEAT
         problems.append(f"Alert engine not running ({when}): no alarms are being raised")
         engine.append("alert engine not running")
     for inst, age in alerts.stale:
@@ -166,7 +171,7 @@ def monitoring_state(heartbeats: Mapping[str, str | int], now_ms: int, cfg: Conf
             problems.append(f"Alert worker {inst} stopped {age // 1000} s ago; its rooms are being taken over")
     ing = roles.get("ingest", RoleState())
     if cfg.devices() and not ing.fresh:
-        when = f"last heartbeat {ing.newest_age_ms // 1000} s ago" if ing.newest_age_ms is not None else "never started"
+        when = f"last heartbeat {ing.newest_age_ms // 1000} s ago" if ing.newest_age_ms is not None else NO_HEARTBEAT
         problems.append(f"No ingest process running ({when}): no readings are coming in")
         ingest.append("no ingest process running")
     for inst, age in ing.stale:
