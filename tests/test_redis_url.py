@@ -8,7 +8,8 @@ from monitor.model.redis_url import RedisUrlError, parse
 
 
 def test_single_server_urls_pass_through() -> None:
-    for url in ("redis://h:6380/2", "rediss://:pw@h:6380", "unix:///run/r.sock?db=1"):
+    for url in ("redis://h:6380/2", "rediss://:pw@h:6380", "unix:///run/r.sock?db=1", "redis://[::1]:6379/0",
+                "redis://u:p%40ss@h?health_check_interval=2", "redis://localhost"):
         t = parse(url)
         assert (t.kind, t.url) == ("single", url)
     assert parse("rediss://h").tls and not parse("redis://h").tls
@@ -39,6 +40,12 @@ def test_cluster_url_names_seed_nodes() -> None:
     ("redis+cluster://n1:7000/3", "takes no path"),
     ("redis+cluster://n1:port", "bad port"),
     ("redis+cluster://n1,,n2", "empty host"),
+    # a single server's URL went to redis-py unchecked: check-config said OK, every role
+    # then died with a ValueError traceback at start
+    ("redis://h:notaport", "bad port"),
+    ("rediss://:pw@h:99999/0", "bad host:port"),
+    ("redis://h:6379/zero", "bad database number"),
+    ("redis://h1:6379,h2:6379", "one host"),
 ])
 def test_bad_urls_are_refused_with_the_reason(url: str, words: str) -> None:
     with pytest.raises(RedisUrlError, match=words):

@@ -83,6 +83,8 @@ def parse(url: str) -> RedisTarget:
     if not sep or scheme not in SCHEMES:
         raise RedisUrlError(f"unsupported Redis URL scheme {scheme!r}: use one of "
                             + ", ".join(f"{s}://" for s in SCHEMES))
+    if scheme in ("redis", "rediss"):
+        _check_single(rest)
     if scheme in ("redis", "rediss", "unix"):
         return RedisTarget(kind="single", url=url, tls=scheme == "rediss")
     tls = scheme.startswith("rediss")
@@ -115,6 +117,23 @@ def parse(url: str) -> RedisTarget:
         raise RedisUrlError("redis+cluster:// takes no path (a cluster has only db 0)")
     return RedisTarget(kind=kind, url=url, hosts=hosts, master=master, db=db,
                        username=username, password=password, tls=tls, options=options)
+
+
+def _check_single(rest: str) -> None:
+    """redis:// / rediss:// (what follows `://`): one host, a port 1–65535, an optional /<db>.
+
+    The URL itself goes to redis-py's from_url, which would fail only when a role starts
+    (a traceback, not a config error) on a port that is not a number or out of range.
+    """
+    rest = rest.partition("?")[0].partition("#")[0]
+    authority, _, path = rest.partition("/")
+    hostport = authority.rpartition("@")[2]
+    if "," in hostport:
+        raise RedisUrlError("redis:// takes one host; a host list is for redis+sentinel:// or redis+cluster://")
+    if hostport:
+        _hosts(hostport, 6379)
+    if path.strip("/"):
+        _db(path.strip("/"))
 
 
 def _db(s: str) -> int:
