@@ -58,6 +58,8 @@ BAD: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
      "alarms.rooms.room-9", "no room"),
     ("bad clinic id", lambda d: d["clinic"].update(id="Lone Rock"), "clinic.id", "pattern"),
     ("bad redis url", lambda d: d.update(redis={"url": "http://x"}), "redis.url", "redis://"),
+    ("redis url bad port", lambda d: d.update(redis={"url": "redis://h:notaport"}), "redis.url", "bad port"),
+    ("mqtt url bad port", lambda d: d.update(mqtt={"url": "mqtt://h:99999"}), "mqtt.url", "bad port '99999'"),
     ("missing clinic", lambda d: d.pop("clinic"), "clinic", "missing"),
     ("cycle on oximeter", lambda d: d["rooms"][0]["devices"][0].update(cycle_s=60),
      "rooms[0].devices[0].cycle_s", "cycle"),

@@ -102,7 +102,22 @@ def _redis_url(v: str) -> str:
 
 
 RedisUrl = Annotated[str, AfterValidator(_redis_url)]
-MqttUrl = Annotated[str, _embedded_or_url(r"^(mqtt|mqtts|tcp|ssl)://[^/]+", "an mqtt:// or mqtts:// URL")]
+def _mqtt_port(v: str) -> str:
+    """The port of an mqtt:// URL, when given, is a number 1–65535 (else every role using the
+    broker dies at start with a traceback instead of check-config naming the key)."""
+    if v == "embedded" or "://" not in v:
+        return v
+    hostport = v.split("://", 1)[1].partition("/")[0].partition("?")[0].rpartition("@")[2]
+    port = hostport.rpartition("]")[2] if hostport.startswith("[") else hostport
+    if ":" in port:
+        p = port.rpartition(":")[2]
+        if not (p.isdigit() and 0 < int(p) < 65536):
+            raise ValueError(f"bad port {p!r}: a number 1–65535")
+    return v
+
+
+MqttUrl = Annotated[str, _embedded_or_url(r"^(mqtt|mqtts|tcp|ssl)://[^/]+", "an mqtt:// or mqtts:// URL"),
+                    AfterValidator(_mqtt_port)]
 
 
 class RedisConfig(_Model):
