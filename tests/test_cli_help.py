@@ -1,4 +1,4 @@
-"""`vitalwatch … --help` lists every action a subcommand has, and the CLI accepts what docs/cli.md documents."""
+"""The command line as a user meets it: `--help` lists every action, the documented options parse, and a closed stdout is not a Redis outage."""
 
 from __future__ import annotations
 
@@ -42,3 +42,28 @@ def test_outbox_resend_accepts_every_documented_destination(dest: str) -> None:
     pages to MQTT and the webhook are outboxes too (`outbox list` shows them)."""
     args = build_parser().parse_args(["outbox", "resend", "--dest", dest, "1-0"])
     assert args.dest == dest
+
+
+@pytest.mark.parametrize("argv", [["session", "list"], ["outbox", "list"], ["user", "list"]])
+def test_a_closed_stdout_is_not_reported_as_redis_unreachable(argv, rclient, clinic_id, redis_url, tmp_path):
+    """`vitalwatch session list | head`: the reader goes away. A BrokenPipeError is an OSError,
+    which the commands' Redis handlers caught: they printed "Redis unreachable" (with Redis up)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.configs import config_mapping, room_entry, serial_device, write_config
+
+    conf = write_config(tmp_path / "vw.toml", config_mapping(
+        {"id": clinic_id}, redis_url=redis_url, mqtt_url="mqtt://127.0.0.1:1883",
+        archive_url=f"sqlite:///{tmp_path / 'archive.db'}", rooms=[room_entry("room-1", serial_device("oxi-1"))]))
+    r, w = os.pipe()
+    os.close(r)  # nobody reads: the first write gets EPIPE
+    try:
+        proc = subprocess.run([sys.executable, "-m", "monitor", *argv, "-c", str(conf)], stdout=w,
+                              stderr=subprocess.PIPE, timeout=60)
+    finally:
+        os.close(w)
+    err = proc.stderr.decode()
+    assert "Redis unreachable" not in err and "Traceback" not in err, err
+    assert proc.returncode == 1

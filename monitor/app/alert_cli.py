@@ -46,6 +46,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     except actions.NotLatched as e:
         print(f"vitalwatch alert reset: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        raise  # our stdout was closed (`… | head`): not Redis; main() ends quietly
     except REDIS_DOWN as e:
         print(f"vitalwatch alert {args.action}: Redis unreachable at {redis_url}: {e}", file=sys.stderr)
         return EXIT_FAIL

@@ -8,6 +8,7 @@ as `run(args, cfg) -> int`; this file only wires them up.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import logging
 import os
@@ -291,6 +292,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAIL
     except KeyboardInterrupt:
         return EXIT_OK
+    except BrokenPipeError:
+        # whoever read our stdout stopped (`vitalwatch session list | head`): nothing to say,
+        # and the interpreter's last flush must not print a traceback either
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAIL
 
 
 if __name__ == "__main__":

@@ -57,6 +57,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
                      new_message=new_id)
         print(f"{args.message} queued again as {new_id}")
         return EXIT_OK
+    except BrokenPipeError:
+        raise  # our stdout was closed (`… | head`): not Redis; main() ends quietly
     except REDIS_DOWN as e:
         print(f"vitalwatch outbox: Redis unreachable: {e}", file=sys.stderr)
         return EXIT_FAIL

@@ -127,6 +127,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     except sessions.SessionError as e:
         print(f"vitalwatch session {args.action}: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        raise  # our stdout was closed (`… | head`): not Redis; main() ends quietly
     except REDIS_DOWN as e:
         print(f"vitalwatch session {args.action}: Redis unreachable: {e}", file=sys.stderr)
         return EXIT_FAIL

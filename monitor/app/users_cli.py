@@ -44,6 +44,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     except users.UserError as e:
         print(f"vitalwatch user {args.action}: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:
+        raise  # our stdout was closed (`… | head`): not Redis; main() ends quietly
     except REDIS_DOWN as e:
         print(f"vitalwatch user {args.action}: Redis unreachable at {redact_url(redis_url)}: "
               f"{redact_text(str(e))}",
