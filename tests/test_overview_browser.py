@@ -129,6 +129,13 @@ def test_ten_rooms_high_bp_at_1920_readable_marked_and_contrast_in_both_phases(e
                             "return [s.color, s.outlineStyle, b.content]", sbp)
     assert mark == ["rgb(183, 28, 28)", "solid", '"▲"']
     assert sbp.get_attribute("aria-label") == "SBP 197 mmHg, above high limit 180 (high alarm)"
+    # the outline around the marked value stays below its label ("BP mmHg"): it covered the
+    # label's lower half (the inline box and its outline are taller than the 1.05 line)
+    gap = d.execute_script(
+        "var v=arguments[0], h=v.closest('.vw-cell').querySelector('.vw-cellhead'), s=getComputedStyle(v);"
+        "var o=parseFloat(s.outlineWidth)+parseFloat(s.outlineOffset);"
+        "return v.getBoundingClientRect().top - o - h.getBoundingClientRect().bottom", sbp)
+    assert gap >= 0, f"the marked value's outline covers its label by {-gap:.1f} px"
     dbp = d.find_element(By.CSS_SELECTOR, "#ov-tile-room-2 [data-vw-part=value][data-vw-metric=dbp]")
     assert dbp.get_attribute("data-vw-alarm") is None  # only what is out of range
     lay = d.execute_script(LAYOUT_JS)
