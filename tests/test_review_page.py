@@ -187,6 +187,11 @@ def test_director_finds_reviews_signs_and_exports(served, browser, tmp_path):
     _wait_text(browser, "review-signoff-dialog", "Sign off session")
     _click_id(browser, "review-signoff-confirm")
     _wait_text(browser, "review-signoff-status", "Signed off by dr-who")
+    # signed: the button is disabled and looks it (it kept its enabled look beside "locked")
+    signoff = browser.find_element(By.ID, "review-signoff")
+    WebDriverWait(browser, 10).until(lambda d: not signoff.is_enabled())
+    assert browser.execute_script("var s=getComputedStyle(arguments[0]); return [s.cursor, s.borderTopStyle]",
+                                  signoff) == ["not-allowed", "dashed"]
     assert archive.load_session(archive.open_archive(cfg.archive.url), sd.sid).header["signed_by"] == "dr-who"
     browser.find_element(By.ID, "review-addendum-text").send_keys("called patient next day: well")
     _click_id(browser, "review-addendum")
