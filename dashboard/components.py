@@ -24,6 +24,10 @@ LABELS = {"hr": "HR", "spo2": "SpO₂", "rr": "RR", "sbp": "BP", "temp": "Temp"}
 UNITS = {"hr": "/min", "spo2": "%", "rr": "/min", "sbp": "mmHg", "temp": "°C"}
 SOUND_OFF_TEXT = "Sound off — click to enable alarm sound"  # live.js keeps it current
 
+# A dcc.Input(type="number") on a wide screen: two 32-px −/+ steppers and the field's padding
+# take 80 px; a 6em field left ~24 px, and "low" read "lov", "delay s" "de".
+NUMBER_FIELD_WIDTH = "calc(4.5em + 80px)"
+
 
 def dattrs(attrs: dict[str, str]) -> dict[str, Any]:
     """`data-*` attributes for a Dash component's **kwargs (Dash accepts them; its type

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 
 from dash import dcc, html
 
-from dashboard.components import dattrs, devices_div
+from dashboard.components import NUMBER_FIELD_WIDTH, dattrs, devices_div
 from monitor.model.config import RoomConfig
 from monitor.model.readings import METRICS, check_value
 from monitor.sessions.lifecycle import OBSERVATIONS
@@ -174,9 +174,9 @@ def session_controls(rc: RoomConfig, session: Mapping[str, Any] | None, can_act:
             ], className="vw-controls"),
             html.Div([
                 html.Span("Manual BP"),
-                dcc.Input(id="room-bp-sbp", placeholder="SBP", type="number", style={"width": "6em"}),
+                dcc.Input(id="room-bp-sbp", placeholder="SBP", type="number", style={"width": NUMBER_FIELD_WIDTH}),
                 html.Span("/"),
-                dcc.Input(id="room-bp-dbp", placeholder="DBP", type="number", style={"width": "6em"}),
+                dcc.Input(id="room-bp-dbp", placeholder="DBP", type="number", style={"width": NUMBER_FIELD_WIDTH}),
                 html.Span("mmHg"),
                 html.Button("Record BP", id="room-bp", n_clicks=0),
             ], className="vw-controls"),

@@ -34,6 +34,7 @@ from tests.dashboard_support import (
     signed_in,
     wait_page,
 )
+from tests.overview_support import viewport
 
 pytestmark = pytest.mark.browser
 PW = {"nina": "nurse-pass-1", "sta": "station-pass-1"}
@@ -90,11 +91,22 @@ def test_nurse_sets_sbp_high_190_engine_uses_it_and_others_cannot(env: dict[str,
     d, c, k, cfg = env["driver"], env["client"], env["keys"], env["cfg"]
     sid = sessions.start_session(c, k, cfg, ROOM, "P-1", "intranasal", "nina")
     c.xadd(k.vitals(ROOM), {"ts": str(now_ms() - 2000), "dev": "nibp-1", "sbp": "150", "dbp": "90", "map": "110"})
+    viewport(d, 1920, 1080)  # a station screen: Dash shows the number fields' −/+ steppers
     login(d, env["url"], "nina", PW["nina"])
     d.get(env["url"] + f"/room/{ROOM}")
     wait_page(lambda: d.find_element(By.ID, "room-lim-form").is_displayed(), 15, "session limits form")
     wait_page(lambda: limit_line(d, "limit-sbp-high") == 180, 15, "trend limit line at the config's 180")
     assert table_cell(d, "sbp", "high") == ("180", "0")
+    # every number field shows its whole placeholder ("low" read "lov", "delay s" "de": the
+    # −/+ steppers took most of a 6em field), the manual BP fields too
+    fit = d.execute_script(
+        "var out={}; for (const id of arguments[0]) { var e=document.getElementById(id);"
+        " var i=e.tagName==='INPUT'?e:e.querySelector('input'); var s=getComputedStyle(i);"
+        " var g=document.createElement('canvas').getContext('2d'); g.font=s.font;"
+        " out[id]=[g.measureText(i.placeholder).width,"
+        "          i.clientWidth-parseFloat(s.paddingLeft)-parseFloat(s.paddingRight)]; } return out;",
+        ["room-lim-low", "room-lim-high", "room-lim-delay", "room-bp-sbp", "room-bp-dbp"])
+    assert all(need <= room for need, room in fit.values()), fit
     d.execute_script(CAPTURE_JS)
 
     # bad values are refused on screen, in red, and nothing is stored

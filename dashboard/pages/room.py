@@ -18,7 +18,7 @@ import redis
 from dash import ALL, Input, Output, Patch, State, dcc, html, no_update
 from dash import ctx as dash_ctx
 
-from dashboard.components import dattrs, devices_div, room_band, vitals_block
+from dashboard.components import NUMBER_FIELD_WIDTH, dattrs, devices_div, room_band, vitals_block
 from dashboard.context import AppContext, PageContext
 from dashboard.figures import TREND_TRACES, WINDOWS_MIN, alert_episodes, trend_figure, tz_shift_ms
 from dashboard.session_panel import (
@@ -130,11 +130,11 @@ def _limits_section(app: AppContext, room: str, session: dict[str, Any] | None, 
                                    options=[{"label": f"{m.label} ({m.name}, {m.unit})", "value": m.name}
                                             for m in METRICS.values()], style={"width": "16em", "display": "inline-block"}),
                       **dattrs({"data-vw-label": "Metric"})),
-            dcc.Input(id="room-lim-low", type="number", placeholder="low", style={"width": "6em"}),
-            dcc.Input(id="room-lim-high", type="number", placeholder="high", style={"width": "6em"}),
+            dcc.Input(id="room-lim-low", type="number", placeholder="low", style={"width": NUMBER_FIELD_WIDTH}),
+            dcc.Input(id="room-lim-high", type="number", placeholder="high", style={"width": NUMBER_FIELD_WIDTH}),
             html.Span(dcc.Dropdown(id="room-lim-priority", options=list(PRIORITIES), placeholder="priority",
                                    style={"width": "9em", "display": "inline-block"}), **dattrs({"data-vw-label": "Priority"})),
-            dcc.Input(id="room-lim-delay", type="number", placeholder="delay s", style={"width": "6em"}),
+            dcc.Input(id="room-lim-delay", type="number", placeholder="delay s", style={"width": NUMBER_FIELD_WIDTH}),
             html.Button("Apply limit", id="room-lim-apply", n_clicks=0),
             html.Button("Clear override", id="room-lim-clear", n_clicks=0),
         ], id="room-lim-form", className="vw-controls", style=style),
