@@ -225,6 +225,8 @@ def test_session_room_has_a_normal_tile_with_reminders_apart(env: dict[str, Any]
     assert d.execute_script("return getComputedStyle(arguments[0]).backgroundColor", band) == "rgb(236, 239, 241)"
     rem = wait_for(lambda: d.find_element(By.CSS_SELECTOR, "#ov-reminders [data-room='room-6']"), 10, "reminder row")
     assert "BP check due before dosing" in rem.text and not rows(d, "#ov-alerts [data-room='room-6']")
+    # the message begins with its words, not with a separator left at the start of its line
+    assert rem.find_element(By.CSS_SELECTOR, ".vw-msg").text == "BP check due before dosing"
     assert d.execute_script("return VW.audio.playing") is None, d.execute_script(
         "return JSON.stringify([VW.clinic, Object.keys(VW.rooms).map(function(r){return VW.rooms[r].alerts})])") \
         + str(c.hgetall(k.active_alerts("room-5")))  # never sounds

@@ -391,7 +391,9 @@
       '<span class="vw-actions">' + buttons + "</span>";
   }
   function reminderRowHtml(a, t) {
-    return '<span class="vw-alertroom">' + esc(roomName(a.room)) + '</span><span class="vw-msg"> · ' + esc(a.message) +
+    // the separator only for screen readers: the room and the message are apart (flex gap) and a
+    // narrow pane wraps the message under the room, where a visible "·" would begin the line
+    return '<span class="vw-alertroom">' + esc(roomName(a.room)) + '</span><span class="vw-sr"> · </span><span class="vw-msg">' + esc(a.message) +
       '</span><span class="vw-actions"><button type="button" class="vw-btn vw-dismiss" data-act="dismiss">Dismiss</button></span>';
   }
   function renderKeyed(el, list, reminders, t) {
