@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -168,10 +169,13 @@ scenarios = ["desaturation"]
     assert tl.faults_for("oxi-1", "masimo-ascii")[0].at_s == 12
     assert tl.faults_for("oxi-2", "masimo-ascii") == ()
     f.write_text('[[faults]]\nkind = "lightning"\n')
-    with pytest.raises(ScenarioError, match=r"faults\[0\].kind"):
+    with pytest.raises(ScenarioError, match=re.escape(f"{f}: faults[0].kind: unknown fault")):
         parse_scenario(str(f))
     f.write_text('route = "oral"\n')
-    with pytest.raises(ScenarioError, match="unknown route"):
+    with pytest.raises(ScenarioError, match=re.escape(f"{f}: route: unknown route")):
+        parse_scenario(str(f))
+    f.write_text('bogus = 1\n')
+    with pytest.raises(ScenarioError, match=re.escape(f"{f}: unknown key(s) bogus")):
         parse_scenario(str(f))
 
 

@@ -208,7 +208,17 @@ def load_timeline(path: Path) -> Timeline:
         raise ScenarioError(f"{path}: cannot read: {e.strerror or e}") from None
     except tomllib.TOMLDecodeError as e:
         raise ScenarioError(f"{path}: not valid TOML: {e}") from None
-    where = str(path)
+    try:
+        return _timeline(data)
+    except ScenarioError as e:
+        # messages carry the key path (".rooms.r1.route: …", ": unknown key(s) …"); say
+        # "file: key: what", as config errors do
+        msg = str(e).lstrip(".")
+        raise ScenarioError(f"{path}{msg}" if msg.startswith(":") else f"{path}: {msg}") from None
+
+
+def _timeline(data: dict[str, Any]) -> Timeline:
+    where = ""
     _known_keys(data, {"scenarios", "dose_at_min", "route", "dose_mg", "weight_kg", "doses", "faults",
                        "rooms"}, where)
     names = tuple(_get(data, "scenarios", list, where, ["routine"]))

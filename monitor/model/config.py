@@ -96,12 +96,16 @@ def _redis_url(v: str) -> str:
         try:
             parse_redis_url(v)
         except RedisUrlError as e:
-            raise ValueError(f"must be 'embedded' or a redis://, rediss://, unix://, "
-                             f"redis+sentinel:// or redis+cluster:// URL ({e})") from None
+            # the scheme error already lists the forms; the others say what is wrong with it
+            raise ValueError(str(e) if str(e).startswith("unsupported") else
+                             f"{e} (use 'embedded' or a redis://, rediss://, unix://, "
+                             "redis+sentinel:// or redis+cluster:// URL)") from None
     return v
 
 
 RedisUrl = Annotated[str, AfterValidator(_redis_url)]
+
+
 def _mqtt_port(v: str) -> str:
     """The port of an mqtt:// URL, when given, is a number 1–65535 (else every role using the
     broker dies at start with a traceback instead of check-config naming the key)."""

@@ -81,7 +81,7 @@ def parse(url: str) -> RedisTarget:
     """The RedisTarget for `url`; RedisUrlError with a reason if it is not a supported form."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in SCHEMES:
-        raise RedisUrlError(f"unsupported Redis URL scheme {scheme!r}: use one of "
+        raise RedisUrlError(f"unsupported Redis URL scheme {scheme!r}: use 'embedded' or one of "
                             + ", ".join(f"{s}://" for s in SCHEMES))
     if scheme in ("redis", "rediss"):
         _check_single(rest)
