@@ -346,7 +346,7 @@ def test_rooms_are_divided_between_workers(make_config, rclient, keys):
     b = Worker(cfg, rclient, keys, owner="wb", clock=clock)
     a.housekeeping(T0)
     assert len(a.rooms) == 4  # alone: takes everything
-    for step in range(1, 8):  # b appears; a gives rooms back one per lease cycle
+    for step in range(1, 8):  # b appears; a gives its excess back
         clock.ms = T0 + step * 700
         b.housekeeping(clock.ms)
         a.housekeeping(clock.ms)

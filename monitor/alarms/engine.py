@@ -3,15 +3,21 @@
 Several workers may run; they divide the rooms.
 
 Each room is evaluated by exactly one worker at a time: the worker holds the room's lease
-(`keys.room_owner(room)`, SET NX PX, renewed every ~ttl/3). A worker takes free rooms up to
-its fair share (rooms ÷ live workers, from the "alerts" heartbeats) and any room left free
-for a whole lease period; one holding more than its share gives rooms back one at a time.
-A room whose worker died is free once its lease expires (`[alerts] owner_ttl_s`) and is taken
-over within about one more lease period.
+(`keys.room_owner(room)`, SET NX PX, all of a worker's leases renewed together every ~ttl/3
+by one script call). A worker takes free rooms up to its fair share (rooms ÷ live workers,
+from the "alerts" heartbeats) and any room left free for a whole lease period; one holding
+more than its share gives the excess back at once, so a new worker has its share within
+about a heartbeat period of being seen. A room whose worker died is free once its lease
+expires (`[alerts] owner_ttl_s`) and is taken over within about one more lease period.
+
+Round trips do not grow with the number of rooms: one XREAD reads every owned room's new
+readings and one pipeline commits all their outcomes (each room's commit an atomic script
+fenced by its lease, store.py); a tick reads everything it needs in one pipeline and commits
+in one more; housekeeping is one pipeline plus one to take rooms when there are free ones.
 
 Per owned room the worker does only I/O around the pure functions of evaluate.py:
 - readings: XREAD from the room's last applied stream id → `evaluate` → alert changes,
-  committed with the new condition state and last id in one fenced transaction (store.py),
+  committed with the new condition state and last id in one fenced atomic step (store.py),
   so a new owner resumes exactly where the old one stopped and a reading is applied once;
 - every tick (~0.5 s): device silent/offline, session reminders, session limit overrides,
   pause expiry and escalation.
@@ -66,11 +72,13 @@ from .store import (
     Leases,
     LostOwnership,
     OutboxFor,
+    Pending,
     StrHash,
     commit,
+    commit_many,
     latest_ts_of,
     latest_update,
-    load_state,
+    state_of,
 )
 from .technical import device_conditions, monitoring_state
 
@@ -140,6 +148,8 @@ class Worker:
         self._next_lease = 0
         self.holds_clinic = False  # the clinic lease: clinic-wide alarms and action forwarding
         self._unevaluated: dict[str, str] = {}  # room → why no live worker evaluates it
+        self._active: dict[str, dict[str, str]] = {}  # room → its active-alert hash as last read/written
+        self._sids: dict[str, str | None] = {}  # room → its open session at the last tick
         self._clinic_since: dict[str, int] = {}  # clinic cause key → when it began
         self.episode = Episode(f"alert worker {self.owner}", log)
         self.failing_since_ms: int | None = None  # steps failing on Redis since (run())
@@ -148,17 +158,33 @@ class Worker:
     def housekeeping(self, now: int) -> None:
         """Heartbeat; renew, take and give back room leases; forget dead workers' heartbeats.
 
+        One pipelined round trip renews every lease this worker holds (one script call, when
+        due: every ttl/3) and reads every room's owner and the heartbeats; one more takes the
+        free rooms it should have (SET NX each) and one reads the state of the rooms it took.
+        A worker below its fair share (rooms ÷ live workers) takes free rooms at once; one above
+        it gives its excess back at once (the newest rooms first), so a new worker has its
+        share within about one heartbeat period of being seen. A room free for a whole lease
+        period is taken by whoever sees it.
+
         A worker whose steps have kept failing for HONEST_BEAT_MS stops beating: it is not
         evaluating, and its stale heartbeat lets the screens and the other workers see that.
         """
-        if self.failing_since_ms is None or now - self.failing_since_ms < HONEST_BEAT_MS:
-            heartbeat.beat(self.client, self.keys, ROLE, self.owner, now)
-        if now < self._next_lease:
-            return
-        self._next_lease = now + max(200, self.ttl_ms // 3)
+        all_rooms = [r.id for r in self.cfg.rooms]
+        renew = now >= self._next_lease
         mine = list(self.rooms) + ([clinic.CLINIC] if self.holds_clinic else [])
-        if mine:
-            for room, ok in self.leases.renew(mine).items():
+        pipe = self.client.pipeline(transaction=False)
+        if self.failing_since_ms is None or now - self.failing_since_ms < HONEST_BEAT_MS:
+            heartbeat.beat(pipe, self.keys, ROLE, self.owner, now)
+        if renew and mine:
+            self.leases.renew_on(pipe, mine)
+        self.leases.owners_on(pipe, all_rooms)
+        pipe.hgetall(self.keys.heartbeats)
+        res = pipe.execute()
+        beats = cast(StrHash, res[-1])
+        owners: dict[str, str | None] = dict(zip(all_rooms, res[-2], strict=True))
+        if renew:
+            self._next_lease = now + max(200, self.ttl_ms // 3)
+            for room, ok in (Leases.renewed(mine, res[-3]) if mine else {}).items():
                 if ok:
                     continue
                 if room == clinic.CLINIC:
@@ -166,32 +192,39 @@ class Worker:
                     log.info("gave up the clinic lease: lease lost")
                 else:
                     self._drop(room, "lease lost")
-        all_rooms = [r.id for r in self.cfg.rooms]
-        owners = self.leases.owners(all_rooms)
-        beats = cast(StrHash, self.client.hgetall(self.keys.heartbeats))
+        for room in [r for r in self.rooms if owners.get(r) != self.owner]:
+            self._drop(room, f"lease lost (now {owners.get(room) or 'free'})")
         stale_ms = int(self.cfg.alerts.heartbeat_stale_s * 1000)
         live = {f.split(":", 1)[1] for f, v in beats.items()
                 if f.startswith(ROLE + ":") and _age(v, now) <= stale_ms} | {self.owner}
         share = math.ceil(len(all_rooms) / len(live))
+        want: list[str] = []
         for room in all_rooms:
             if owners.get(room) is not None:
                 self._free_since.pop(room, None)
                 continue
             first = self._free_since.setdefault(room, now)
             # below our share: take it now; otherwise only if nobody took it for a lease period
-            if len(self.rooms) < share or now - first >= self.ttl_ms:
-                if self.leases.acquire(room):
-                    self._free_since.pop(room, None)
-                    owners[room] = self.owner
-                    self._adopt(room, now)
-        if not self.holds_clinic and self.leases.acquire(clinic.CLINIC):
+            if len(self.rooms) + len(want) < share or now - first >= self.ttl_ms:
+                want.append(room)
+        won = self.leases.acquire_many(want + ([] if self.holds_clinic else [clinic.CLINIC]))
+        if clinic.CLINIC in won:
+            won.remove(clinic.CLINIC)
             self.holds_clinic = True
+            self._active.pop(clinic.CLINIC, None)  # read at the next tick
             log.info("took the clinic lease: clinic-wide alarms and action forwarding")
+        for room in won:
+            self._free_since.pop(room, None)
+            owners[room] = self.owner
+        self._adopt(won, now)
         self._unevaluated = clinic.unevaluated_rooms(owners, beats, self._free_since, now, self.ttl_ms)
         if len(self.rooms) > share and len(live) > 1:
-            room = next(reversed(self.rooms))  # the most recently taken
-            self._drop(room, f"rebalancing: {len(live)} workers share {len(all_rooms)} rooms")
-            self.leases.release(room)
+            give = list(self.rooms)[share:]  # the most recently taken
+            for room in give:
+                self._drop(room, "rebalancing", quiet=True)
+            self.leases.release_many(give)
+            log.info("gave back %d room(s) (%s): %d workers share %d rooms", len(give), _few(give), len(live),
+                     len(all_rooms))
         # a dead worker's heartbeat is removed once none of its rooms are still leased to it
         held = {o for o in owners.values() if o}
         for f, v in beats.items():
@@ -201,102 +234,134 @@ class Worker:
                             inst, _age(v, now) // 1000)
                 self.client.hdel(self.keys.heartbeats, f)
 
-    def _adopt(self, room: str, now: int) -> None:
-        last_id, conds = load_state(self.client, self.keys, room)
-        if last_id is None:
-            last_id = f"{max(0, now - FIRST_LOOKBACK_MS)}-0"
-        rules, problems = build_rules(self.cfg, room)
-        rr = RoomRun(self.cfg.room(room), last_id, conds, rules)
-        rr.latest_ts = latest_ts_of(cast(StrHash, self.client.hgetall(self.keys.room_latest(room))))
-        tail = cast(Entries, self.client.xrevrange(self.keys.vitals(room), count=50))
-        for _id, f in tail:
-            dev = f.get("dev", "")
-            if dev and dev not in rr.bp_only:
-                rr.bp_only[dev] = _bp_only(f.keys())
-        self.rooms[room] = rr
-        self.stats.takeovers += 1
-        log.info("took room %s; resuming after stream id %s with %d open condition(s)",
-                 room, last_id, len(conds), extra={"room": room})
+    def _adopt(self, rooms: list[str], now: int) -> None:
+        """Start evaluating rooms just taken: their state as the last owner left it, read in one round trip."""
+        if not rooms:
+            return
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        for room in rooms:
+            pipe.hgetall(k.alarm_state(room))
+            pipe.hgetall(k.room_latest(room))
+            pipe.xrevrange(k.vitals(room), count=50)
+            pipe.hgetall(k.active_alerts(room))
+        res = iter(pipe.execute())
+        for room in rooms:
+            state_raw, latest_raw, tail, active = next(res), next(res), next(res), next(res)
+            last_id, conds = state_of(room, state_raw)
+            if last_id is None:
+                last_id = f"{max(0, now - FIRST_LOOKBACK_MS)}-0"
+            rules, _problems = build_rules(self.cfg, room)
+            rr = RoomRun(self.cfg.room(room), last_id, conds, rules)
+            rr.latest_ts = latest_ts_of(latest_raw)
+            for _id, f in cast(Entries, tail):
+                dev = f.get("dev", "")
+                if dev and dev not in rr.bp_only:
+                    rr.bp_only[dev] = _bp_only(f.keys())
+            self.rooms[room] = rr
+            self._active[room] = active
+            self.stats.takeovers += 1
+            log.info("took room %s; resuming after stream id %s with %d open condition(s)",
+                     room, last_id, len(conds), extra={"room": room})
 
-    def _drop(self, room: str, why: str) -> None:
+    def _drop(self, room: str, why: str, quiet: bool = False) -> None:
+        self._active.pop(room, None)
+        self._sids.pop(room, None)
         if self.rooms.pop(room, None) is not None:
             self.stats.lost += 1
-            log.info("gave up room %s: %s", room, why, extra={"room": room})
+            if not quiet:
+                log.info("gave up room %s: %s", room, why, extra={"room": room})
 
     def release_all(self) -> None:
         """Give every room back (clean stop: others take over at once)."""
-        for room in list(self.rooms):
-            self.leases.release(room)
-            self._drop(room, "stopping")
+        rooms = list(self.rooms)
+        self.leases.release_many(rooms)
+        for room in rooms:
+            self._drop(room, "stopping", quiet=True)
         if self.holds_clinic:
             self.leases.release(clinic.CLINIC)
             self.holds_clinic = False
 
     # --- readings -----------------------------------------------------------------------
     def poll(self, block_ms: int) -> int:
-        """Read new readings of owned rooms (blocking up to `block_ms`) and apply them."""
+        """Read new readings of owned rooms (one XREAD, blocking up to `block_ms`) and apply
+        them (one pipelined commit round trip for all rooms with news)."""
         if not self.rooms:
             return 0
         streams = {self.keys.vitals(r): rr.last_id for r, rr in self.rooms.items()}
         resp = cast(list[tuple[str, Entries]],
                     self.client.xread(streams, count=BATCH, block=block_ms) or [])  # type: ignore[arg-type]
-        n = 0
         prefix_len = len(self.keys.vitals(""))
-        for key, entries in resp:
-            room = key[prefix_len:]
-            if room in self.rooms and entries:
-                n += self.apply_entries(room, entries)
-        return n
+        batch = {key[prefix_len:]: entries for key, entries in resp if entries and key[prefix_len:] in self.rooms}
+        return self.apply_batch(batch)
 
     def apply_entries(self, room: str, entries: Entries) -> int:
         """Evaluate one room's new stream entries and commit the outcome."""
-        started = time.perf_counter()
-        rr = self.rooms[room]
-        readings: list[Reading] = []
-        for entry_id, fields in entries:
-            try:
-                readings.append(from_fields(room, fields, entry_id))  # recv_ms: delays on the receive clock
-            except CodecError as e:
-                self.stats.bad_entries += 1  # counted and logged; the stream keeps it for review
-                log.error("unreadable vitals entry %s skipped: %s", entry_id, e, extra={"room": room})
-        for r in readings[-20:]:
-            if r.values:
-                rr.bp_only[r.device] = _bp_only(r.values.keys())
-        out = evaluate(room, rr.rules, self.tech, rr.conds, readings)
-        last_id = entries[-1][0]
-        state: dict[str, str | None] = {k: (c.to_json() if c else None) for k, c in out.changed.items()}
-        state[F_LAST_ID] = last_id
-        latest = latest_update(readings, rr.latest_ts, last_id)
-        now = self.clock()
+        return self.apply_batch({room: entries})
 
-        def build(active: dict[str, dict[str, Any]]) -> Book:
-            book = Book(active)
-            apply_transitions(book, out.transitions, now)
-            return book
-
-        try:
-            book = commit(self.client, self.keys, room, self.owner, build, state, self.retention_ms, now,
-                          latest=latest, outbox=self._outbox(now))
-        except LostOwnership:
-            self._drop(room, "lease lost before commit; the new owner re-applies these readings")
+    def apply_batch(self, batch: dict[str, Entries]) -> int:
+        """Evaluate rooms' new stream entries and commit every room's outcome (each room
+        atomically, fenced by its lease) in one pipelined round trip."""
+        if not batch:
             return 0
-        for k, c in out.changed.items():
-            if c is None:
-                rr.conds.pop(k, None)
-            else:
-                rr.conds[k] = c
-        rr.last_id = last_id
-        rr.latest_ts.update({m: int(json.loads(v)[1]) for m, v in latest.items() if m != LATEST_ID})
-        self.stats.readings += len(readings)
-        self.stats.commits += 1
-        self._observe(out.transitions, book.events, started)
-        self._send(book.events, now)
-        return len(readings)
+        now = self.clock()
+        outbox = self._outbox(now)
+        pending: list[Pending] = []
+        done: dict[str, tuple[Any, str, dict[str, str], int]] = {}
+        for room, entries in batch.items():
+            rr = self.rooms[room]
+            readings: list[Reading] = []
+            for entry_id, fields in entries:
+                try:
+                    readings.append(from_fields(room, fields, entry_id))  # recv_ms: delays on the receive clock
+                except CodecError as e:
+                    self.stats.bad_entries += 1  # counted and logged; the stream keeps it for review
+                    log.error("unreadable vitals entry %s skipped: %s", entry_id, e, extra={"room": room})
+            for r in readings[-20:]:
+                if r.values:
+                    rr.bp_only[r.device] = _bp_only(r.values.keys())
+            out = evaluate(room, rr.rules, self.tech, rr.conds, readings)
+            last_id = entries[-1][0]
+            state: dict[str, str | None] = {k: (c.to_json() if c else None) for k, c in out.changed.items()}
+            state[F_LAST_ID] = last_id
+            latest = latest_update(readings, rr.latest_ts, last_id)
+
+            def build(active: dict[str, dict[str, Any]], transitions: list = out.transitions) -> Book:
+                book = Book(active)
+                apply_transitions(book, transitions, now)
+                return book
+
+            pending.append(Pending(room, build, state, latest, outbox))
+            done[room] = (out, last_id, latest, len(readings))
+        n = 0
+        for room, book in commit_many(self.client, self.keys, self.owner, pending, self._active,
+                                      self.retention_ms, now).items():
+            if book is None:
+                self._drop(room, "lease lost before commit; the new owner re-applies these readings")
+                continue
+            rr = self.rooms[room]
+            out, last_id, latest, count = done[room]
+            for k, c in out.changed.items():
+                if c is None:
+                    rr.conds.pop(k, None)
+                else:
+                    rr.conds[k] = c
+            rr.last_id = last_id
+            rr.latest_ts.update({m: int(json.loads(v)[1]) for m, v in latest.items() if m != LATEST_ID})
+            self.stats.readings += count
+            self.stats.commits += 1
+            self._send(book.events, now)
+            n += count
+        return n
 
     # --- wall-clock conditions ------------------------------------------------------------
     def tick(self, now: int) -> None:
         """Device silence, reminders, session limits, pauses, escalation; with the clinic lease
-        also the clinic-wide alarms and the forwarding of people's actions to the outbound."""
+        also the clinic-wide alarms and the forwarding of people's actions to the outbound.
+
+        One pipelined round trip reads everything (statuses, sessions, every owned room's
+        active alerts); a second one only for rooms whose open session changed since the
+        last tick; one more commits every room's outcome (`commit_many`)."""
         if not self.rooms and not self.holds_clinic:
             return
         k = self.keys
@@ -311,9 +376,30 @@ class Worker:
             [d.id for rr in self.rooms.values() for d in rr.room.devices]
         for d in devs:
             pipe.hgetall(k.device_status(d))
-        res = pipe.execute()
-        beats, self._screens, open_sessions, storage = res[0], res[1], res[2], res[3]
-        statuses = dict(zip(devs, res[4:], strict=True))
+        owned = list(self.rooms) + ([clinic.CLINIC] if self.holds_clinic else [])
+        for room in owned:
+            pipe.hgetall(k.active_alerts(room))
+        guessed = [(room, sid) for room in self.rooms if (sid := self._sids.get(room))]
+        for _room, sid in guessed:
+            self._session_reads(pipe, sid)
+        res = iter(pipe.execute())
+        beats, self._screens, open_sessions, storage = next(res), next(res), next(res), next(res)
+        statuses = {d: next(res) for d in devs}
+        for room in owned:
+            self._active[room] = next(res)
+        sessions: dict[str, tuple[StrHash, StrHash, Entries]] = {}
+        for _room, sid in guessed:
+            sessions[sid] = (next(res), next(res), next(res))
+        sids = {room: open_sessions.get(room) for room in self.rooms}
+        new = sorted({sid for sid in sids.values() if sid and sid not in sessions})
+        if new:  # sessions opened since the last tick
+            pipe = self.client.pipeline(transaction=False)
+            for sid in new:
+                self._session_reads(pipe, sid)
+            res = iter(pipe.execute())
+            for sid in new:
+                sessions[sid] = (next(res), next(res), next(res))
+        self._sids = dict(sids)
         mon = monitoring_state(beats, now, self.cfg)
         if self._first_tick_ms is None:
             self._first_tick_ms = now
@@ -325,9 +411,24 @@ class Worker:
         causes = clinic.clinic_causes(clinic.ClinicInputs(self.cfg, now, mon, statuses, self._unevaluated,
                                                                 storage))
         covered = clinic.covered(causes)
-        self._tick_rooms(now, open_sessions, statuses, covered, starting)
+        pending = self._tick_rooms(now, sids, sessions, statuses, covered, starting)
         if self.holds_clinic:
-            self._tick_clinic(now, causes, starting)
+            pending.append(self._tick_clinic(now, causes, starting))
+        for room, book in commit_many(self.client, self.keys, self.owner, pending, self._active,
+                                      self.retention_ms, now).items():
+            if book is None:
+                if room == clinic.CLINIC:
+                    self.holds_clinic = False
+                    log.info("gave up the clinic lease: lease lost before commit")
+                else:
+                    self._drop(room, "lease lost")
+                continue
+            self._send(book.events, now)
+            if room == clinic.CLINIC:
+                for ev in book.events:  # monitoring stopped (or resumed): paged directly, not through Redis
+                    if _stops_monitoring(ev) and ev.event in ("raised", "cleared") and self.pager is not None:
+                        self.pager.page(ev, 1 if ev.event == "raised" else None)
+        if self.holds_clinic:
             self._forward_actions()
             if self.finished_outages and not starting:
                 self._record_outages(now)
@@ -336,22 +437,24 @@ class Worker:
                      len(self.finished_outages))
             self.finished_outages.clear()
 
-    def _tick_rooms(self, now: int, open_sessions: dict[str, str | None], statuses: dict[str, StrHash],
-                    covered: dict[str, clinic.ClinicCause], starting: bool) -> None:
+    def _session_reads(self, pipe: redis.client.Pipeline, sid: str) -> None:
         k = self.keys
-        sids = {room: open_sessions.get(room) for room in self.rooms}
-        pipe = self.client.pipeline(transaction=False)
-        for sid in sids.values():
-            if sid:
-                pipe.hgetall(k.session_limits(sid))
-                pipe.hgetall(k.session(sid))
-                pipe.xrange(k.session_events(sid))
-        results = iter(pipe.execute())
+        pipe.hgetall(k.session_limits(sid))
+        pipe.hgetall(k.session(sid))
+        pipe.xrange(k.session_events(sid))
+
+    def _tick_rooms(self, now: int, sids: dict[str, str | None],
+                    sessions: dict[str, tuple[StrHash, StrHash, Entries]], statuses: dict[str, StrHash],
+                    covered: dict[str, clinic.ClinicCause], starting: bool) -> list[Pending]:
+        """Each owned room's wall-clock work, to commit."""
+        outbox = self._outbox(now)
+        escalate_ms = int(self.cfg.alerts.escalate_after_s * 1000)
+        pending: list[Pending] = []
         for room, sid in sids.items():
             rr = self.rooms.get(room)
             if rr is None:
                 continue
-            limits, session, events = (next(results), next(results), next(results)) if sid else ({}, {}, [])
+            limits, session, events = sessions[sid] if sid else ({}, {}, [])
             self._refresh_rules(rr, sid, limits)
             rr.session, rr.session_events = session, [dict(f) for _id, f in events]
             mine = {d.id: c for d in rr.room.devices if (c := covered.get(d.id)) is not None}
@@ -367,18 +470,13 @@ class Worker:
                 reconcile(book, room, dev_d, "d:", now, why)
                 reconcile(book, room, {}, "g:", now)  # per-room "degraded" of older versions: now clinic-wide
                 reconcile(book, room, rem_d, "r:", now)
-                apply_timers(book, now, int(self.cfg.alerts.escalate_after_s * 1000))
+                apply_timers(book, now, escalate_ms)
                 return book
 
-            try:
-                book = commit(self.client, self.keys, room, self.owner, build, {}, self.retention_ms, now,
-                              outbox=self._outbox(now))
-            except LostOwnership:
-                self._drop(room, "lease lost")
-                continue
-            self._send(book.events, now)
+            pending.append(Pending(room, build, outbox=outbox))
+        return pending
 
-    def _tick_clinic(self, now: int, causes: dict[str, clinic.ClinicCause], starting: bool) -> None:
+    def _tick_clinic(self, now: int, causes: dict[str, clinic.ClinicCause], starting: bool) -> Pending:
         """Reconcile the clinic-wide alerts (room "*") with the causes that hold now."""
         for key in list(self._clinic_since):
             if key not in causes:
@@ -393,17 +491,7 @@ class Worker:
             apply_timers(book, now, int(self.cfg.alerts.escalate_after_s * 1000))
             return book
 
-        try:
-            book = commit(self.client, self.keys, clinic.CLINIC, self.owner, build, {}, self.retention_ms, now,
-                          outbox=self._outbox(now))
-        except LostOwnership:
-            self.holds_clinic = False
-            log.info("gave up the clinic lease: lease lost before commit")
-            return
-        self._send(book.events, now)
-        for ev in book.events:  # monitoring stopped (or resumed): paged directly, not through Redis
-            if _stops_monitoring(ev) and ev.event in ("raised", "cleared") and self.pager is not None:
-                self.pager.page(ev, 1 if ev.event == "raised" else None)
+        return Pending(clinic.CLINIC, build, outbox=self._outbox(now))
 
     def _record_outages(self, now: int) -> None:
         """Record each outage this worker paged (monitoring stopped: Redis refused its writes or
@@ -598,6 +686,10 @@ class Worker:
 def _stops_monitoring(ev: AlertEvent) -> bool:
     """A clinic-wide "readings are not being stored" event (its pages go out directly)."""
     return ev.room == clinic.CLINIC and ev.alert.startswith(f"{clinic.CLINIC}.-.{COND_NOT_STORED}.")
+
+
+def _few(rooms: list[str]) -> str:
+    return ", ".join(rooms[:5]) + (f" and {len(rooms) - 5} more" if len(rooms) > 5 else "")
 
 
 def _age(value: str, now: int) -> int:

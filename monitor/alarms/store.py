@@ -1,20 +1,29 @@
 """Redis I/O for the alert engine: room ownership leases, condition state, atomic commits.
 
-Every write an owner makes to a room (active-alert records, alert events, condition state
-and the last processed stream id) goes out in ONE MULTI/EXEC that WATCHes the room's owner
-key and active-alert hash. So:
-- a worker that lost its lease (paused, partitioned, taken over) cannot write: its EXEC fails
-  because the owner key changed or expired (`LostOwnership`);
-- state and events never disagree: a crash before EXEC leaves nothing, after EXEC leaves
-  both, and the next owner resumes from the stored last id — a reading is applied once;
-- an acknowledge from the dashboard racing with the engine is retried, not overwritten.
+Every write an owner makes to a room (active-alert records, alert events, their outbound
+messages, condition state, the latest-value summary and the last processed stream id) goes
+out in ONE server-side script (`_COMMIT`, run atomically by Redis) that first checks, inside
+the script, that the room's owner key still names this worker and that the room's
+active-alert hash is exactly what the worker computed from. So:
+- a worker that lost its lease (paused, partitioned, taken over) cannot write: the script
+  finds another owner (or none) and writes nothing (`LostOwnership`);
+- state and events never disagree: the script writes all or nothing of a room's commit, and
+  the next owner resumes from the stored last id — a reading is applied once;
+- an acknowledge from the dashboard racing with the engine (it WATCHes the hash) is
+  retried, not overwritten: the script returns the hash as it is now, and the worker
+  recomputes on it.
+`commit_many` sends the commits of many rooms in ONE pipelined round trip (each room's
+script is still atomic on its own); a room whose hash changed is recomputed and sent again
+in the next round trip. All keys of a commit carry the clinic's `{hash tag}`: one slot.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, cast
 
 import redis
@@ -39,6 +48,56 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+_RENEW_MANY = """
+local out = {}
+for i, k in ipairs(KEYS) do
+  if redis.call('get', k) == ARGV[1] then
+    out[i] = redis.call('pexpire', k, ARGV[2])
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
+# KEYS: owner, active alerts, alarm state, latest summary, alerts stream, outbox
+# destinations, outbox streams…; ARGV: owner, JSON plan. Replies {1} written, {0} not the
+# owner (nothing written), {-1, field, value, …} the active hash changed (nothing written).
+_COMMIT = """
+if redis.call('get', KEYS[1]) ~= ARGV[1] then return {0} end
+local p = cjson.decode(ARGV[2])
+local cur = redis.call('hgetall', KEYS[2])
+local same = true
+local n = 0
+for i = 1, #cur, 2 do
+  n = n + 1
+  if p.expect[cur[i]] ~= cur[i + 1] then same = false break end
+end
+if same then
+  local m = 0
+  for _ in pairs(p.expect) do m = m + 1 end
+  same = (m == n)
+end
+if not same then
+  local out = {-1}
+  for i = 1, #cur do out[#out + 1] = cur[i] end
+  return out
+end
+for _, fv in ipairs(p.put) do redis.call('hset', KEYS[2], fv[1], fv[2]) end
+for _, f in ipairs(p.drop) do redis.call('hdel', KEYS[2], f) end
+for _, ev in ipairs(p.events) do
+  redis.call('xadd', KEYS[5], 'MINID', '~', p.minid, '*', unpack(ev))
+end
+for _, o in ipairs(p.outbox) do
+  redis.call('xadd', KEYS[o[1]], '*', unpack(o[3]))
+  redis.call('sadd', KEYS[6], o[2])
+end
+for _, fv in ipairs(p.state) do redis.call('hset', KEYS[3], fv[1], fv[2]) end
+for _, f in ipairs(p.unstate) do redis.call('hdel', KEYS[3], f) end
+for _, fv in ipairs(p.latest) do redis.call('hset', KEYS[4], fv[1], fv[2]) end
+return {1}
+"""
+RENEW_MANY_SHA = hashlib.sha1(_RENEW_MANY.encode()).hexdigest()
+COMMIT_SHA = hashlib.sha1(_COMMIT.encode()).hexdigest()
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1])
@@ -73,9 +132,42 @@ class Leases:
     def renew(self, rooms: list[str]) -> dict[str, bool]:
         """Extend our leases; room → still ours."""
         pipe = self.client.pipeline(transaction=False)
+        self.renew_on(pipe, rooms)
+        return self.renewed(rooms, pipe.execute()[-1])
+
+    def renew_on(self, pipe: redis.client.Pipeline, rooms: list[str]) -> None:
+        """Queue the renewal of all `rooms` as ONE script call on `pipe` (loading the script
+        first in the same pipeline); read its reply (the last) with `renewed`."""
+        pipe.script_load(_RENEW_MANY)
+        names = [self.keys.room_owner(r) for r in rooms]
+        pipe.evalsha(RENEW_MANY_SHA, len(names), *names, self.owner, self.ttl_ms)
+
+    @staticmethod
+    def renewed(rooms: list[str], reply: list[int]) -> dict[str, bool]:
+        """room → still ours, from the reply of `renew_on`."""
+        return {r: bool(ok) for r, ok in zip(rooms, reply, strict=True)}
+
+    def owners_on(self, pipe: redis.client.Pipeline, rooms: list[str]) -> None:
+        """Queue one MGET of the rooms' owners on `pipe` (reply: owners in `rooms` order)."""
+        pipe.mget([self.keys.room_owner(r) for r in rooms])
+
+    def acquire_many(self, rooms: list[str]) -> list[str]:
+        """Take as many of the free `rooms` as possible in one round trip; the rooms won."""
+        if not rooms:
+            return []
+        pipe = self.client.pipeline(transaction=False)
         for r in rooms:
-            pipeline_script(pipe, self._renew, [self.keys.room_owner(r)], [self.owner, self.ttl_ms])
-        return {r: bool(ok) for r, ok in zip(rooms, pipe.execute(), strict=True)}
+            pipe.set(self.keys.room_owner(r), self.owner, nx=True, px=self.ttl_ms)
+        return [r for r, ok in zip(rooms, pipe.execute(), strict=True) if ok]
+
+    def release_many(self, rooms: list[str]) -> None:
+        """Give rooms up (each only if it is still ours), in one round trip."""
+        if not rooms:
+            return
+        pipe = self.client.pipeline(transaction=False)
+        for r in rooms:
+            self._release(keys=[self.keys.room_owner(r)], args=[self.owner], client=pipe)
+        pipe.execute()
 
     def release(self, room: str) -> None:
         """Give a room up (only if it is still ours)."""
@@ -84,7 +176,11 @@ class Leases:
 
 def load_state(client: redis.Redis, keys: Keys, room: str) -> tuple[str | None, dict[str, Cond]]:
     """(last applied stream id or None, condition state) of a room, as the last owner left it."""
-    raw = cast(StrHash, client.hgetall(keys.alarm_state(room)))
+    return state_of(room, cast(StrHash, client.hgetall(keys.alarm_state(room))))
+
+
+def state_of(room: str, raw: Mapping[str, str]) -> tuple[str | None, dict[str, Cond]]:
+    """`load_state` from the alarm-state hash already read."""
     conds = {}
     for k, v in raw.items():
         if k.startswith(COND_PREFIXES):
@@ -93,12 +189,6 @@ def load_state(client: redis.Redis, keys: Keys, room: str) -> tuple[str | None, 
             except (ValueError, TypeError) as e:
                 log.error("alarm state %s of room %s is unreadable (%s); starting it from normal", k, room, e)
     return raw.get(F_LAST_ID), conds
-
-
-def read_active(client: redis.Redis | redis.client.Pipeline, keys: Keys, room: str) -> dict[str, dict[str, Any]]:
-    """A room's active-alert records."""
-    raw = cast(StrHash, client.hgetall(keys.active_alerts(room)))
-    return {k: json.loads(v) for k, v in raw.items()}
 
 
 def latest_update(readings: Iterable[Reading], have_ts: Mapping[str, int], last_id: str) -> dict[str, str]:
@@ -131,51 +221,135 @@ def latest_ts_of(summary: Mapping[str, str]) -> dict[str, int]:
 OutboxFor = Callable[[list[AlertEvent]], list[tuple[str, dict[str, str]]]]
 
 
+@dataclass
+class Pending:
+    """One room's commit for `commit_many`: `build(active records) -> Book`, the alarm-state
+    changes (`state`: field → value, None deletes), the latest-summary fields and the
+    outbound messages of its events (`outbox`)."""
+
+    room: str
+    build: Callable[[dict[str, dict[str, Any]]], Book]
+    state: Mapping[str, str | None] = field(default_factory=dict)
+    latest: Mapping[str, str] | None = None
+    outbox: OutboxFor | None = None
+
+
+def _plan(keys: Keys, p: Pending, book: Book, raw: Mapping[str, str], min_id: str
+          ) -> tuple[list[str], str, dict[str, str]]:
+    """(KEYS, JSON plan, the active hash after it) of one room's `_COMMIT` call."""
+    room = p.room
+    ks = [keys.room_owner(room), keys.active_alerts(room), keys.alarm_state(room), keys.room_latest(room),
+          keys.alerts, keys.outbox_destinations]
+    after = dict(raw)
+    put, drop = [], []
+    for aid, rec in book.updates.items():
+        if rec is None:
+            drop.append(aid)
+            after.pop(aid, None)
+        else:
+            text = encode_record(rec)
+            put.append([aid, text])
+            after[aid] = text
+    outbox = []
+    for dest, fields in (p.outbox(book.events) if p.outbox is not None and book.events else []):
+        name = keys.outbox(dest)
+        if name not in ks:
+            ks.append(name)
+        outbox.append([ks.index(name) + 1, dest, [x for kv in fields.items() for x in kv]])
+    plan = {
+        "expect": dict(raw) or {},
+        "put": put, "drop": drop,
+        "events": [[x for kv in ev.to_fields().items() for x in kv] for ev in book.events],
+        "minid": min_id, "outbox": outbox,
+        "state": [[k, v] for k, v in p.state.items() if v is not None],
+        "unstate": [k for k, v in p.state.items() if v is None],
+        "latest": [[k, v] for k, v in (p.latest or {}).items()],
+    }
+    # cjson reads an empty JSON object as an empty table: `expect` may be {}
+    return ks, json.dumps(plan), after
+
+
+def commit_many(client: redis.Redis, keys: Keys, owner: str, pending: list[Pending],
+                active: dict[str, dict[str, str]], retention_ms: int, now_ms: int,
+                attempts: int = 20) -> dict[str, Book | None]:
+    """Commit many rooms' `Pending` work, each room atomically and fenced by its lease, in
+    one pipelined round trip (more only for rooms whose active hash changed meanwhile).
+
+    `active` is the worker's copy of each room's active-alert hash (raw JSON text by alert
+    id): the commit is computed on it and applies only if Redis still holds exactly that;
+    it is updated with what was written, or with the hash as Redis returned it on a
+    mismatch (then that room is recomputed and retried). Returns room → Book, or None for a room this worker no longer owns
+    (nothing was written for it).
+    """
+    out: dict[str, Book | None] = {}
+    todo = list(pending)
+    min_id = str(max(0, now_ms - retention_ms))
+    for _ in range(attempts):
+        if not todo:
+            return out
+        calls: list[tuple[Any, ...]] = []
+        sent: list[tuple[Pending, Book, dict[str, str]]] = []
+        for p in todo:
+            raw = active.get(p.room, {})
+            book = p.build({k: json.loads(v) for k, v in raw.items()})
+            if not book.changed and not p.state and not p.latest:
+                out[p.room] = book
+                continue
+            ks, plan, after = _plan(keys, p, book, raw, min_id)
+            calls.append((COMMIT_SHA, len(ks), *ks, owner, plan))
+            sent.append((p, book, after))
+        todo = []
+        if not sent:
+            return out
+        for (p, book, after), reply in zip(sent, _evalsha_all(client, calls, _COMMIT), strict=True):
+            code = int(reply[0])
+            if code == 1:
+                active[p.room] = after
+                out[p.room] = book
+            elif code == 0:
+                out[p.room] = None
+            else:  # an action changed the room's alerts: recompute on the hash as it is
+                active[p.room] = dict(zip(reply[1::2], reply[2::2], strict=True))
+                todo.append(p)
+    if todo:
+        raise redis.WatchError(f"rooms {[p.room for p in todo]}: could not commit after {attempts} attempts")
+    return out
+
+
+def _evalsha_all(client: redis.Redis, calls: list[tuple[Any, ...]], script: str) -> list[Any]:
+    """Run EVALSHA `calls` in one pipeline; if Redis lost the script (restart, failover,
+    SCRIPT FLUSH) — NOSCRIPT fails every call before it runs — load it and run them again."""
+    for attempt in (1, 2):
+        pipe = client.pipeline(transaction=False)
+        for c in calls:
+            pipe.evalsha(*c)
+        try:
+            return cast(list[Any], pipe.execute())
+        except redis.exceptions.NoScriptError:
+            if attempt == 2:
+                raise
+            client.script_load(script)
+    raise AssertionError("unreachable")
+
+
 def commit(client: redis.Redis, keys: Keys, room: str, owner: str,
            build: Callable[[dict[str, dict[str, Any]]], Book],
            state: Mapping[str, str | None], retention_ms: int, now_ms: int,
            attempts: int = 20, latest: Mapping[str, str] | None = None, outbox: OutboxFor | None = None) -> Book:
-    """Apply `build(active records) -> Book` and `state` changes atomically, fenced by ownership.
-
-    `state` maps alarm-state field → new value (None deletes it); `latest` fields go to the
-    room's latest-value summary in the same transaction. `outbox(events)` gives the outbound
-    messages of the events as (destination, outbox stream fields): they are added in the same
-    transaction too, so an event is never stored without its pages (nor the reverse).
-    Raises LostOwnership.
+    """One room's commit (`commit_many` for one room, reading the room's owner and active
+    hash first): `build(active records) -> Book` and `state` changes applied atomically,
+    fenced by ownership; `latest` fields go to the room's latest-value summary and
+    `outbox(events)` messages to the outboxes in the same atomic step. Raises LostOwnership.
     """
-    owner_key, active_key = keys.room_owner(room), keys.active_alerts(room)
-    with client.pipeline(transaction=True) as pipe:
-        for _ in range(attempts):
-            try:
-                pipe.watch(owner_key, active_key)
-                if pipe.get(owner_key) != owner:
-                    raise LostOwnership(room)
-                book = build(read_active(pipe, keys, room))
-                if not book.changed and not state and not latest:
-                    pipe.unwatch()
-                    return book
-                pipe.multi()
-                for aid, rec in book.updates.items():
-                    if rec is None:
-                        pipe.hdel(active_key, aid)
-                    else:
-                        pipe.hset(active_key, aid, encode_record(rec))
-                min_id = str(max(0, now_ms - retention_ms))
-                for ev in book.events:
-                    pipe.xadd(keys.alerts, ev.to_fields(), minid=min_id, approximate=True)  # type: ignore[arg-type]
-                for dest, fields in (outbox(book.events) if outbox is not None and book.events else []):
-                    pipe.xadd(keys.outbox(dest), fields)  # type: ignore[arg-type]
-                    pipe.sadd(keys.outbox_destinations, dest)
-                sets = {k: v for k, v in state.items() if v is not None}
-                dels = [k for k, v in state.items() if v is None]
-                if sets:
-                    pipe.hset(keys.alarm_state(room), mapping=sets)  # type: ignore[arg-type]
-                if dels:
-                    pipe.hdel(keys.alarm_state(room), *dels)
-                if latest:
-                    pipe.hset(keys.room_latest(room), mapping=dict(latest))  # type: ignore[arg-type]
-                pipe.execute()
-                return book
-            except redis.WatchError:
-                continue  # an action or a lease renewal touched the keys: recompute
-    raise redis.WatchError(f"room {room}: could not commit after {attempts} attempts")
+    pipe = client.pipeline(transaction=False)
+    pipe.get(keys.room_owner(room))
+    pipe.hgetall(keys.active_alerts(room))
+    who, raw = pipe.execute()
+    if who != owner:
+        raise LostOwnership(room)
+    got = commit_many(client, keys, owner, [Pending(room, build, state, latest, outbox)], {room: raw},
+                      retention_ms, now_ms, attempts)
+    book = got.get(room)
+    if book is None:
+        raise LostOwnership(room)
+    return book
