@@ -11,12 +11,14 @@ Runs on its own redis-server and mosquitto (tests/servers.py), never the shared 
    in-process Worker (XREAD, decode, evaluate, fenced commit): readings/s. Also the pure
    evaluator alone, for reference.
 
-    .venv/bin/python benchmarks/alert_latency.py [--rooms 100] [--duration 40] [--backlog 2000]
+    .venv/bin/python benchmarks/alert_latency.py [--rooms 100] [--duration 40] [--backlog 2000] [--workers 1]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import os
 import statistics
 import subprocess
 import sys
@@ -79,14 +81,18 @@ def toml_of(d: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def latency(rooms: int, duration_s: float, redis_url: str, mqtt_url: str, tmp: Path) -> list[float]:
-    keys = Keys("bench-lat")
-    cfgd = config_dict("bench-lat", rooms, redis_url, mqtt_url, tmp / "data-lat")
-    path = tmp / "lat.toml"
+def latency(rooms: int, duration_s: float, redis_url: str, mqtt_url: str, tmp: Path, workers: int = 1,
+            cpu: dict[str, float] | None = None, clinic: str = "bench-lat") -> list[float]:
+    """Raise latencies (ms) with `workers` worker processes; their CPU over the feed (% of one
+    core, all workers together) goes to `cpu["alerts"]` when `cpu` is given."""
+    keys = Keys(clinic)
+    cfgd = config_dict(clinic, rooms, redis_url, mqtt_url, tmp / f"data-{clinic}")
+    path = tmp / f"{clinic}.toml"
     path.write_text(toml_of(cfgd))
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    worker = subprocess.Popen([sys.executable, "-m", "monitor", "alerts", "-c", str(path)], cwd=ROOT,
-                              stdout=open(tmp / "lat-worker.log", "wb"), stderr=subprocess.STDOUT)
+    procs = [subprocess.Popen([sys.executable, "-m", "monitor", "alerts", "-c", str(path)], cwd=ROOT,
+                              stdout=open(tmp / f"{clinic}-worker-{i}.log", "wb"), stderr=subprocess.STDOUT)
+             for i in range(workers)]
     try:
         deadline = time.monotonic() + 30
         while not all(client.get(keys.room_owner(f"room-{i}")) for i in range(rooms)):
@@ -111,9 +117,20 @@ def latency(rooms: int, duration_s: float, redis_url: str, mqtt_url: str, tmp: P
 
         th = threading.Thread(target=watch, daemon=True)
         th.start()
+        if workers > 1:  # every worker has its share before the feed starts
+            share = rooms // workers
+
+            def shared() -> bool:
+                held = collections.Counter(client.mget([keys.room_owner(f"room-{i}") for i in range(rooms)]))
+                return len(held) == workers and min(held.values()) >= share
+            deadline = time.monotonic() + 60
+            while not shared() and time.monotonic() < deadline:
+                time.sleep(0.2)
         time.sleep(0.5)
+        cpu0 = _cpu_s([p.pid for p in procs])
         onset: dict[str, int | None] = {}
         start = time.time()
+        t_feed = time.monotonic()
         n_seconds = int(duration_s)
         for i in range(n_seconds):
             for ix in range(rooms):
@@ -125,7 +142,8 @@ def latency(rooms: int, duration_s: float, redis_url: str, mqtt_url: str, tmp: P
                 room = f"room-{ix}"
                 ts = now_ms()
                 v = hr_at(i, ix)
-                client.xadd(keys.vitals(room), to_fields(Reading(room, f"mon-{ix}", ts, {"hr": v})))
+                # entry id = ts (as received now): the alert id's onset is the breach's first id
+                client.xadd(keys.vitals(room), to_fields(Reading(room, f"mon-{ix}", ts, {"hr": v})), id=f"{ts}-*")
                 done = time.perf_counter()
                 if v > 120:
                     if onset.get(room) is None:
@@ -137,6 +155,8 @@ def latency(rooms: int, duration_s: float, redis_url: str, mqtt_url: str, tmp: P
                 else:
                     onset[room] = None
         time.sleep(1.0)
+        if cpu is not None:
+            cpu["alerts"] = (_cpu_s([p.pid for p in procs]) - cpu0) / (time.monotonic() - t_feed) * 100
         stop.set()
         th.join(2)
         lat = [(raised[k] - t) * 1000 for k, t in completed.items() if k in raised]
@@ -146,8 +166,22 @@ def latency(rooms: int, duration_s: float, redis_url: str, mqtt_url: str, tmp: P
               f"{len(raised)} raised, {len(missing)} not raised, {len(early)} raised without completing")
         return lat
     finally:
-        worker.terminate()
-        worker.wait(15)
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait(15)
+
+
+def _cpu_s(pids: list[int]) -> float:
+    """User + system CPU seconds of processes so far (from /proc)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            parts = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(parts[11]) + int(parts[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def throughput(rooms: int, backlog: int, redis_url: str, tmp: Path) -> tuple[float, float, int]:
@@ -199,6 +233,7 @@ def main() -> None:
     ap.add_argument("--rooms", type=int, default=100)
     ap.add_argument("--duration", type=float, default=40)
     ap.add_argument("--backlog", type=int, default=2000)
+    ap.add_argument("--workers", type=int, default=1)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="vw-bench-alerts-"))
     rp = RedisProc(tmp / "redis").start()
@@ -209,7 +244,9 @@ def main() -> None:
         print(f"throughput: one worker applied {args.rooms * args.backlog} readings "
               f"({ev} alert events) at {wr:,.0f} readings/s (target ≥ 20,000); "
               f"pure evaluate() alone {pr:,.0f} readings/s")
-        lat = latency(args.rooms, args.duration, rp.url, mq.url, tmp)
+        cpu: dict[str, float] = {}
+        lat = latency(args.rooms, args.duration, rp.url, mq.url, tmp, args.workers, cpu)
+        print(f"worker CPU during the feed: {cpu.get('alerts', 0):.1f} % of one core ({args.workers} worker(s))")
         if lat:
             lat.sort()
             p99 = lat[min(len(lat) - 1, int(round(0.99 * (len(lat) - 1))))]

@@ -77,6 +77,12 @@ def adapter_missing(status: Mapping[str, str], monitoring: MonitoringState, now_
     return updated is not None and now_ms - updated > cfg.alerts.heartbeat_stale_s * 1000
 
 
+def _in_order(cfg: Config, rooms: set[str]) -> list[str]:
+    """`rooms` in the config's order (unknown ones last)."""
+    order = {r.id: ix for ix, r in enumerate(cfg.rooms)}
+    return sorted(rooms, key=lambda r: (order.get(r, len(order)), r))
+
+
 def _rooms_text(rooms: list[str]) -> str:
     return f"{len(rooms)} room{'s' if len(rooms) != 1 else ''}"
 
@@ -88,7 +94,7 @@ def ingest_down(i: ClinicInputs) -> ClinicCause | None:
                if adapter_missing(i.statuses.get(d.id) or {}, i.monitoring, i.now_ms, i.cfg)]
     if not missing and not i.monitoring.ingest_problems:
         return None
-    rooms = sorted({r for r, _d in missing}, key=[r.id for r in i.cfg.rooms].index)
+    rooms = _in_order(i.cfg, {r for r, _d in missing})
     ingest = i.monitoring.roles.get("ingest")
     if ingest is None or not ingest.fresh:
         message, cause = f"Ingest not running: no readings from {_rooms_text(rooms)}", "ingest not running"
@@ -106,8 +112,7 @@ def engine_gap(i: ClinicInputs) -> ClinicCause | None:
     """Rooms that no alert worker evaluates: their worker stopped and nobody took them yet."""
     if not i.unevaluated:
         return None
-    order = [r.id for r in i.cfg.rooms]
-    rooms = sorted(i.unevaluated, key=lambda r: order.index(r) if r in order else len(order))
+    rooms = _in_order(i.cfg, set(i.unevaluated))
     why = sorted(set(i.unevaluated.values()))
     return ClinicCause("c:engine", "engine", f"Alert engine: {_rooms_text(rooms)} not evaluated ({'; '.join(why)})",
                        "alert engine worker not evaluating", tuple(rooms))
@@ -135,7 +140,7 @@ def not_stored(i: ClinicInputs) -> ClinicCause | None:
     devs = [(r.id, d.id) for r, d in i.cfg.devices()
             if str((i.statuses.get(d.id) or {}).get("detail", "")).startswith(NOT_STORED)] or \
         [(r.id, d.id) for r, d in i.cfg.devices()]
-    rooms = sorted({r for r, _d in devs}, key=[r.id for r in i.cfg.rooms].index)
+    rooms = _in_order(i.cfg, {r for r, _d in devs})
     return ClinicCause("c:storage", "not_stored", f"Readings are not being stored: {'; '.join(why)}",
                        "readings not being stored", tuple(rooms), frozenset(d for _r, d in devs))
 

@@ -80,7 +80,7 @@ from .store import (
     latest_update,
     state_of,
 )
-from .technical import device_conditions, monitoring_state
+from .technical import MonitoringState, device_conditions, monitoring_state
 
 log = logging.getLogger(__name__)
 Entries = list[tuple[str, dict[str, str]]]  # stream entries from a decode_responses client
@@ -88,8 +88,11 @@ Entries = list[tuple[str, dict[str, str]]]  # stream entries from a decode_respo
 ROLE = "alerts"
 BATCH = 1000  # stream entries per room per read
 TICK_MS = 500  # wall-clock conditions and timers
+TICK_PART = 100  # rooms per part of a tick: the run loop reads readings between parts
 HEARTBEAT_MS = 1000
 FIRST_LOOKBACK_MS = 60_000  # a room never evaluated before starts this far back
+COALESCE_MS_PER_ROOM = 0.02  # an XREAD costs ~2 µs per owned room: at most one per 20 ms at 1,000 rooms
+COALESCE_MAX_MS = 20
 HONEST_BEAT_MS = 3000  # steps failing this long: stop claiming to be alive (see housekeeping)
 
 
@@ -107,6 +110,19 @@ class RoomRun:
     session_events: list[dict[str, str]] = field(default_factory=list)
     bp_only: dict[str, bool] = field(default_factory=dict)
     latest_ts: dict[str, int] = field(default_factory=dict)  # metric → ts of the summary's value
+    vkey: str = ""  # its vitals stream's key
+
+
+@dataclass
+class _Round:
+    """What the parts of one tick share (read by its first part)."""
+
+    mon: MonitoringState
+    open_sessions: StrHash
+    storage: StrHash
+    statuses: dict[str, StrHash]  # device id → status hash (every device for the clinic lease holder)
+    starting: bool
+    causes: dict[str, clinic.ClinicCause] | None = None  # the clinic lease holder's, from every device
 
 
 @dataclass
@@ -153,6 +169,10 @@ class Worker:
         self._clinic_since: dict[str, int] = {}  # clinic cause key → when it began
         self.episode = Episode(f"alert worker {self.owner}", log)
         self.failing_since_ms: int | None = None  # steps failing on Redis since (run())
+        self._polled_at = 0.0  # time.monotonic() of the last XREAD (step)
+        self._round: _Round | None = None  # the current tick's shared reads
+        self._parts: list[list[str]] = []  # the current tick's parts (step)
+        self._part_ix = 0  # the next part to do
 
     # --- leases -------------------------------------------------------------------------
     def housekeeping(self, now: int) -> None:
@@ -252,7 +272,7 @@ class Worker:
             if last_id is None:
                 last_id = f"{max(0, now - FIRST_LOOKBACK_MS)}-0"
             rules, _problems = build_rules(self.cfg, room)
-            rr = RoomRun(self.cfg.room(room), last_id, conds, rules)
+            rr = RoomRun(self.cfg.room(room), last_id, conds, rules, vkey=k.vitals(room))
             rr.latest_ts = latest_ts_of(latest_raw)
             for _id, f in cast(Entries, tail):
                 dev = f.get("dev", "")
@@ -288,7 +308,7 @@ class Worker:
         them (one pipelined commit round trip for all rooms with news)."""
         if not self.rooms:
             return 0
-        streams = {self.keys.vitals(r): rr.last_id for r, rr in self.rooms.items()}
+        streams = {rr.vkey: rr.last_id for rr in self.rooms.values()}
         resp = cast(list[tuple[str, Entries]],
                     self.client.xread(streams, count=BATCH, block=block_ms) or [])  # type: ignore[arg-type]
         prefix_len = len(self.keys.vitals(""))
@@ -358,39 +378,75 @@ class Worker:
     def tick(self, now: int) -> None:
         """Device silence, reminders, session limits, pauses, escalation; with the clinic lease
         also the clinic-wide alarms and the forwarding of people's actions to the outbound.
+        All parts at once (the run loop does one part per step, reading readings between)."""
+        for ix, part in enumerate(self._tick_parts()):
+            self.tick_part(now, part, first=ix == 0)
 
-        One pipelined round trip reads everything (statuses, sessions, every owned room's
-        active alerts); a second one only for rooms whose open session changed since the
-        last tick; one more commits every room's outcome (`commit_many`)."""
-        if not self.rooms and not self.holds_clinic:
-            return
+    def _tick_parts(self) -> list[list[str]]:
+        """The owned rooms in parts of TICK_PART (one part, maybe empty, for the clinic lease only)."""
+        rooms = list(self.rooms)
+        if not rooms and not self.holds_clinic:
+            return []
+        return [rooms[i:i + TICK_PART] for i in range(0, len(rooms), TICK_PART)] or [[]]
+
+    def tick_part(self, now: int, rooms: list[str], first: bool) -> None:
+        """One part of a tick: `rooms`' wall-clock work; the `first` part also reads what the
+        whole tick shares (heartbeats, screens, open sessions, storage, and with the clinic
+        lease every device's status) and does the clinic-wide work.
+
+        One pipelined round trip reads everything the part needs (its devices' statuses, its
+        sessions, its rooms' active alerts when they have any); a second one only for rooms
+        whose open session changed since the last tick; one more commits every room's
+        outcome (`commit_many`)."""
         k = self.keys
+        rooms = [r for r in rooms if r in self.rooms]
+        holder = self.holds_clinic
         pipe = self.client.pipeline(transaction=False)
-        pipe.hgetall(k.heartbeats)
-        pipe.hgetall(k.screens)
-        pipe.hgetall(k.open_sessions)
-        pipe.hgetall(k.storage)
-        # the clinic lease holder judges every device (the clinic-wide causes name rooms);
-        # the others only their own rooms' devices (enough to know which of them to hold back)
-        devs = [d.id for _r, d in self.cfg.devices()] if self.holds_clinic else \
-            [d.id for rr in self.rooms.values() for d in rr.room.devices]
+        if first:
+            pipe.hgetall(k.heartbeats)
+            pipe.hgetall(k.screens)
+            pipe.hgetall(k.open_sessions)
+            pipe.hgetall(k.storage)
+        # the clinic lease holder judges every device (the clinic-wide causes name rooms):
+        # it reads them all in the first part; the others only their own rooms' devices
+        # (enough to know which of them to hold back)
+        if holder:
+            devs = [d.id for _r, d in self.cfg.devices()] if first else []
+        else:
+            devs = [d.id for r in rooms for d in self.rooms[r].room.devices]
         for d in devs:
             pipe.hgetall(k.device_status(d))
-        owned = list(self.rooms) + ([clinic.CLINIC] if self.holds_clinic else [])
+        # only a room's owner adds alerts; people's actions change or remove them: a room
+        # whose alerts were none at its last read or commit still has none, the others are
+        # read again (a pause, an acknowledge since) — and every commit checks anyway
+        owned = [r for r in rooms if self._active.get(r)] + ([clinic.CLINIC] if first and holder else [])
         for room in owned:
             pipe.hgetall(k.active_alerts(room))
-        guessed = [(room, sid) for room in self.rooms if (sid := self._sids.get(room))]
+        guessed = [(room, sid) for room in rooms if (sid := self._sids.get(room))]
         for _room, sid in guessed:
             self._session_reads(pipe, sid)
         res = iter(pipe.execute())
-        beats, self._screens, open_sessions, storage = next(res), next(res), next(res), next(res)
-        statuses = {d: next(res) for d in devs}
+        if first:
+            beats, self._screens, open_sessions, storage = next(res), next(res), next(res), next(res)
+            if self._first_tick_ms is None:
+                self._first_tick_ms = now
+            # `run`/`demo`/compose start every role at once: for one heartbeat period after the
+            # engine starts, technical conditions (no ingest heartbeat yet, a port the simulator
+            # has not made yet) are start-up, not faults. They are raised after it if they
+            # persist, with their real onset; screens show NOT MONITORING until ingest beats.
+            self._round = _Round(monitoring_state(beats, now, self.cfg), open_sessions, storage, {},
+                                 now - self._first_tick_ms < self.cfg.alerts.heartbeat_stale_s * 1000)
+        rnd = self._round
+        if rnd is None:
+            return
+        for d in devs:
+            rnd.statuses[d] = next(res)
         for room in owned:
             self._active[room] = next(res)
         sessions: dict[str, tuple[StrHash, StrHash, Entries]] = {}
         for _room, sid in guessed:
             sessions[sid] = (next(res), next(res), next(res))
-        sids = {room: open_sessions.get(room) for room in self.rooms}
+        sids = {room: rnd.open_sessions.get(room) for room in rooms}
         new = sorted({sid for sid in sids.values() if sid and sid not in sessions})
         if new:  # sessions opened since the last tick
             pipe = self.client.pipeline(transaction=False)
@@ -399,21 +455,14 @@ class Worker:
             res = iter(pipe.execute())
             for sid in new:
                 sessions[sid] = (next(res), next(res), next(res))
-        self._sids = dict(sids)
-        mon = monitoring_state(beats, now, self.cfg)
-        if self._first_tick_ms is None:
-            self._first_tick_ms = now
-        # `run`/`demo`/compose start every role at once: for one heartbeat period after the
-        # engine starts, technical conditions (no ingest heartbeat yet, a port the simulator has
-        # not made yet) are start-up, not faults. They are raised after it if they persist,
-        # with their real onset; screens show NOT MONITORING until ingest beats.
-        starting = now - self._first_tick_ms < self.cfg.alerts.heartbeat_stale_s * 1000
-        causes = clinic.clinic_causes(clinic.ClinicInputs(self.cfg, now, mon, statuses, self._unevaluated,
-                                                                storage))
-        covered = clinic.covered(causes)
-        pending = self._tick_rooms(now, sids, sessions, statuses, covered, starting)
-        if self.holds_clinic:
-            pending.append(self._tick_clinic(now, causes, starting))
+        self._sids.update(sids)
+        causes = rnd.causes if holder and rnd.causes is not None else \
+            clinic.clinic_causes(clinic.ClinicInputs(self.cfg, now, rnd.mon, rnd.statuses, self._unevaluated, rnd.storage))
+        if holder and first:
+            rnd.causes = causes
+        pending = self._tick_rooms(now, sids, sessions, rnd.statuses, clinic.covered(causes), rnd.starting)
+        if first and holder:
+            pending.append(self._tick_clinic(now, causes, rnd.starting))
         for room, book in commit_many(self.client, self.keys, self.owner, pending, self._active,
                                       self.retention_ms, now).items():
             if book is None:
@@ -428,9 +477,11 @@ class Worker:
                 for ev in book.events:  # monitoring stopped (or resumed): paged directly, not through Redis
                     if _stops_monitoring(ev) and ev.event in ("raised", "cleared") and self.pager is not None:
                         self.pager.page(ev, 1 if ev.event == "raised" else None)
+        if not first:
+            return
         if self.holds_clinic:
             self._forward_actions()
-            if self.finished_outages and not starting:
+            if self.finished_outages and not rnd.starting:
                 self._record_outages(now)
         elif self.finished_outages:
             log.info("%d outage(s) of this worker are recorded by the holder of the clinic lease",
@@ -606,11 +657,22 @@ class Worker:
         if now >= self._next_house:
             self.housekeeping(now)
             self._next_house = now + HEARTBEAT_MS
-        if now >= self._next_tick:
-            self.tick(now)
+        if now >= self._next_tick and self._part_ix >= len(self._parts):
+            self._parts, self._part_ix = self._tick_parts(), 0
             self._next_tick = now + TICK_MS
-        wait = max(1, min(self._next_house, self._next_tick, now + max_block_ms) - self.clock())
+        if self._part_ix < len(self._parts):  # one part of the tick per step: readings are read between
+            self._part_ix += 1
+            self.tick_part(now, self._parts[self._part_ix - 1], first=self._part_ix == 1)
+        more = self._part_ix < len(self._parts)
+        wait = 1 if more else max(1, min(self._next_house, self._next_tick, now + max_block_ms) - self.clock())
         if self.rooms:
+            # one XREAD names every owned room: with many rooms, readings arriving one by one
+            # are gathered for a few ms so that its cost is paid per batch, not per reading
+            gap = min(COALESCE_MAX_MS, len(self.rooms) * COALESCE_MS_PER_ROOM) / 1000
+            idle = gap - (time.monotonic() - self._polled_at)
+            if idle > 0 and not more:
+                time.sleep(idle)
+            self._polled_at = time.monotonic()
             self.poll(wait)
         elif self.holds_clinic:
             time.sleep(min(wait, 100) / 1000)  # the clinic lease only: ticks do its work
