@@ -67,6 +67,26 @@ ALL_TILES_JS = """
 """
 
 
+# Installed before each page load: counts the bytes the page's WebSockets receive.
+WS_BYTES_JS = """
+(function () {
+  var Orig = window.WebSocket;
+  window.__vwWsBytes = 0;
+  function Counted(url, protocols) {
+    var ws = protocols === undefined ? new Orig(url) : new Orig(url, protocols);
+    ws.addEventListener('message', function (e) {
+      window.__vwWsBytes += typeof e.data === 'string' ? e.data.length : (e.data.byteLength || e.data.size || 0);
+    });
+    return ws;
+  }
+  Counted.prototype = Orig.prototype;
+  Counted.CONNECTING = Orig.CONNECTING; Counted.OPEN = Orig.OPEN;
+  Counted.CLOSING = Orig.CLOSING; Counted.CLOSED = Orig.CLOSED;
+  window.WebSocket = Counted;
+})();
+"""
+
+
 def prefill(client: redis.Redis, keys: Keys, rooms: list[str], minutes: float, end_ms: int) -> int:
     """`minutes` of 1 Hz history per room, ids from the readings' times (as the writer's would be)."""
     n = 0
@@ -103,10 +123,26 @@ def load_overview(driver: Any, url: str, n_rooms: int, timeout_s: float) -> floa
         driver.execute_cdp_cmd("Page.removeScriptToEvaluateOnNewDocument", {"identifier": script["identifier"]})
 
 
+def open_browser(url: str, n_rooms: int, timeout_s: float) -> tuple[Any, float | None]:
+    """A signed-in Chromium showing the overview, counting its WebSocket bytes; (driver, ms
+    until all tiles showed, None if not within `timeout_s`)."""
+    driver = chromium()
+    driver.set_window_size(1920, 1080)
+    driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": WS_BYTES_JS})
+    login(driver, url, "bench", "bench-password", path="/account")
+    try:
+        return driver, load_overview(driver, url, n_rooms, timeout_s)
+    except AssertionError:
+        return driver, None
+
+
 def run_once(n_rooms: int, history_min: float, cpu_s: float, rp: RedisProc, workdir: Path,
-             spread: bool = False) -> dict[str, Any]:
-    """`spread`: each room's reading at its own phase of the second (one socket message each),
-    not all rooms in one write (one message for all)."""
+             spread: bool = False, browsers: int = 1) -> dict[str, Any]:
+    """One dashboard with the overview open in `browsers` headless Chromiums (the first one
+    measured: tile times, CPU; the others opened first, each measured once); all browsers'
+    CPU together and the WebSocket bytes each receives. `spread`: each room's reading at its
+    own phase of the second (one socket message each), not all rooms in one write (one
+    message for all)."""
     rooms = [f"r{i:03d}" for i in range(1, n_rooms + 1)]
     clinic = f"ovbench{n_rooms}x{os.getpid()}"
     keys = Keys(clinic)
@@ -114,7 +150,7 @@ def run_once(n_rooms: int, history_min: float, cpu_s: float, rp: RedisProc, work
     write_config(cfg_path, clinic, rp.url, "mqtt://127.0.0.1:1", rooms, workdir / "data")
     client = redis.Redis.from_url(rp.url, decode_responses=True)
     users.create_user(client, keys, "bench", "nurse", "bench-password")
-    result: dict[str, Any] = {"rooms": n_rooms, "history_min": history_min}
+    result: dict[str, Any] = {"rooms": n_rooms, "history_min": history_min, "browsers": browsers}
     t = time.monotonic()
     result["prefilled_entries"] = prefill(client, keys, rooms, history_min, now_ms())
     result["prefill_s"] = round(time.monotonic() - t, 1)
@@ -155,14 +191,22 @@ def run_once(n_rooms: int, history_min: float, cpu_s: float, rp: RedisProc, work
     port = free_port()
     procs: dict[str, subprocess.Popen[bytes]] = {}
     driver = None
+    others: list[Any] = []
     try:
         procs["alerts"] = spawn(["alerts", "-c", str(cfg_path)], workdir / "alerts.log")
         t_dash = time.monotonic()
         procs["dashboard"] = spawn(["dashboard", "-c", str(cfg_path), "--port", str(port)], workdir / "dashboard.log")
         wait_port(port, 60)
         url = f"http://127.0.0.1:{port}"
+        others_ms = []
+        for _ in range(browsers - 1):
+            d, ms = open_browser(url, n_rooms, 120)
+            others.append(d)
+            others_ms.append(ms)
+        result["tiles_other_browsers_ms"] = [round(x) if x is not None else None for x in others_ms]
         driver = chromium()
         driver.set_window_size(1920, 1080)
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": WS_BYTES_JS})
         login(driver, url, "bench", "bench-password", path="/account")
         result["cold_from_dashboard_start_s"] = None
         loads = [load_overview(driver, url, n_rooms, 120)]
@@ -177,6 +221,9 @@ def run_once(n_rooms: int, history_min: float, cpu_s: float, rp: RedisProc, work
                   "alerts": procs["alerts"].pid, "redis": rp.proc.pid if rp.proc else 0}
         driver.execute_cdp_cmd("Performance.enable", {})
         perf0 = _perf(driver)
+        groups.update({f"chromium{i}": d.service.process.pid for i, d in enumerate(others, 1)})
+        ws_bytes = "return window.__vwWsBytes || 0"
+        bytes0 = [d.execute_script(ws_bytes) for d in [driver, *others]]
         snap0 = cpu_snapshot(groups)
         frames0 = driver.execute_script("return VW.frames")
         time.sleep(cpu_s)
@@ -185,15 +232,21 @@ def run_once(n_rooms: int, history_min: float, cpu_s: float, rp: RedisProc, work
         # the page's main thread, in % of the window: script, style, layout, all its tasks
         result["renderer_main_pct"] = {k: round(100 * (perf1[k] - perf0[k]) / cpu_s, 1)
                                        for k in ("ScriptDuration", "RecalcStyleDuration", "LayoutDuration", "TaskDuration")}
-        result["cpu_pct_of_one_core"] = cpu_report(snap0, snap1)
+        bytes1 = [d.execute_script(ws_bytes) for d in [driver, *others]]
+        result["ws_bytes_per_s_per_browser"] = round(sum(b - a for a, b in zip(bytes0, bytes1, strict=True))
+                                                     / len(bytes0) / cpu_s)
+        cpu = cpu_report(snap0, snap1)
+        cpu["all_browsers"] = round(sum(v for g, v in cpu.items() if g.startswith("chromium")), 1)
+        result["cpu_pct_of_one_core"] = cpu
         result["frames_per_s"] = round((driver.execute_script("return VW.frames") - frames0) / cpu_s, 1)
         result["dom_elements"] = driver.execute_script("return document.getElementsByTagName('*').length")
         result["ws_messages"] = driver.execute_script("return VW.received")
         driver.save_screenshot(str(workdir / f"overview-{n_rooms}.png"))
     finally:
         stop_feed.set()
-        if driver is not None:
-            driver.quit()
+        for d in [driver, *others]:
+            if d is not None:
+                d.quit()
         for p in procs.values():
             stop(p)
         for k in client.scan_iter(match=keys.prefix.replace("{", "\\{").replace("}", "\\}") + "*", count=1000):
