@@ -37,3 +37,46 @@ def test_late_readings_are_topped_up_once_and_signed_sessions_stay_locked(rclien
     rclient.xadd(keys.vitals("room-1"), to_fields(Reading("room-1", "oxi-1", sd.end_ms - 30_000, {"hr": 72.0})))
     assert archive.top_up_session(rclient, keys, cfg, sd.sid) == 0
     assert len(archive.load_session(arch, sd.sid).readings) == n0 + 1
+
+
+def test_retention_never_trims_a_session_the_archive_has_not_taken(rclient, redis_url, keys, make_config, tmp_path):
+    from monitor.store.streams import StreamWriter
+    from tests.configs import room_entry, serial_device
+
+    cfg = make_config(rooms=[room_entry("room-1", serial_device("oxi-1")), room_entry("room-2", serial_device("oxi-2"))],
+                      redis={"retention_hours": 1})
+    now = int(time.time() * 1000)
+    began = now - 3 * 3600_000  # a session opened 3 h ago, never ended (not archived)
+    sid = sessions.start_session(rclient, keys, cfg, "room-1", "p-1", "intranasal", "amy", now_ms=began)
+    # 4 h of readings every 10 s in both rooms, stream ids = measurement times
+    pipe = rclient.pipeline(transaction=False)
+    for ts in range(now - 4 * 3600_000, now - 60_000, 10_000):
+        for room, dev in (("room-1", "oxi-1"), ("room-2", "oxi-2")):
+            pipe.xadd(keys.vitals(room), to_fields(Reading(room, dev, ts, {"hr": 70.0})), id=f"{ts}-0")
+    pipe.execute()
+    in_session = rclient.xrange(keys.vitals("room-1"), min=str(began))
+    floors = archive_topup.update_trim_floors(rclient, keys, now, 3600_000)
+    assert floors[keys.vitals("room-1")] <= began and keys.vitals("room-2") not in floors
+    w = StreamWriter(redis_url, keys, retention_ms=3600_000, spool_path=tmp_path / "spool.jsonl")
+    try:
+        for room, dev in (("room-1", "oxi-1"), ("room-2", "oxi-2")):
+            w.write(Reading(room, dev, now, {"hr": 72.0}))
+        assert w.flush()
+    finally:
+        w.close()
+    # room-2: trimmed to the retention (MINID ~ trims whole nodes: a little older may stay)
+    oldest_2 = int(rclient.xrange(keys.vitals("room-2"), count=1)[0][0].split("-")[0])
+    assert oldest_2 >= now - 3600_000 - 30 * 60_000
+    # room-1: every reading of the session not yet archived is still there
+    assert rclient.xrange(keys.vitals("room-1"), min=str(began), max=str(now - 60_000)) == in_session
+    # once archived, the floor goes and the next write trims room-1 to the retention too
+    sessions.end_session(rclient, keys, cfg, sid, "amy", now_ms=now - 30_000)
+    assert archive_topup.update_trim_floors(rclient, keys, now, 3600_000) == {}
+    w = StreamWriter(redis_url, keys, retention_ms=3600_000, spool_path=tmp_path / "spool2.jsonl")
+    try:
+        w.write(Reading("room-1", "oxi-1", now + 1000, {"hr": 72.0}))
+        assert w.flush()
+    finally:
+        w.close()
+    oldest_1 = int(rclient.xrange(keys.vitals("room-1"), count=1)[0][0].split("-")[0])
+    assert oldest_1 >= now - 3600_000 - 30 * 60_000

@@ -171,6 +171,7 @@ class Worker:
         self.failing_since_ms: int | None = None  # steps failing on Redis since (run())
         self._polled_at = 0.0  # time.monotonic() of the last XREAD (step)
         self._round: _Round | None = None  # the current tick's shared reads
+        self._alerts_floor: int | None = None  # the alerts stream's trim floor (keys.trim_floor)
         self._parts: list[list[str]] = []  # the current tick's parts (step)
         self._part_ix = 0  # the next part to do
 
@@ -193,6 +194,7 @@ class Worker:
         renew = now >= self._next_lease
         mine = list(self.rooms) + ([clinic.CLINIC] if self.holds_clinic else [])
         pipe = self.client.pipeline(transaction=False)
+        pipe.hget(self.keys.trim_floor, self.keys.alerts)
         if self.failing_since_ms is None or now - self.failing_since_ms < HONEST_BEAT_MS:
             heartbeat.beat(pipe, self.keys, ROLE, self.owner, now)
         if renew and mine:
@@ -200,6 +202,7 @@ class Worker:
         self.leases.owners_on(pipe, all_rooms)
         pipe.hgetall(self.keys.heartbeats)
         res = pipe.execute()
+        self._alerts_floor = _int_or_none(res[0])
         beats = cast(StrHash, res[-1])
         owners: dict[str, str | None] = dict(zip(all_rooms, res[-2], strict=True))
         if renew:
@@ -355,7 +358,8 @@ class Worker:
             done[room] = (out, last_id, latest, len(readings))
         n = 0
         for room, book in commit_many(self.client, self.keys, self.owner, pending, self._active,
-                                      self.retention_ms, now).items():
+                                      self.retention_ms, now,
+                                      floor_ms=self._alerts_floor).items():
             if book is None:
                 self._drop(room, "lease lost before commit; the new owner re-applies these readings")
                 continue
@@ -464,7 +468,8 @@ class Worker:
         if first and holder:
             pending.append(self._tick_clinic(now, causes, rnd.starting))
         for room, book in commit_many(self.client, self.keys, self.owner, pending, self._active,
-                                      self.retention_ms, now).items():
+                                      self.retention_ms, now,
+                                      floor_ms=self._alerts_floor).items():
             if book is None:
                 if room == clinic.CLINIC:
                     self.holds_clinic = False
@@ -748,6 +753,13 @@ class Worker:
 def _stops_monitoring(ev: AlertEvent) -> bool:
     """A clinic-wide "readings are not being stored" event (its pages go out directly)."""
     return ev.room == clinic.CLINIC and ev.alert.startswith(f"{clinic.CLINIC}.-.{COND_NOT_STORED}.")
+
+
+def _int_or_none(v: object) -> int | None:
+    try:
+        return int(str(v)) if v is not None else None
+    except ValueError:
+        return None
 
 
 def _few(rooms: list[str]) -> str:

@@ -271,19 +271,21 @@ def _plan(keys: Keys, p: Pending, book: Book, raw: Mapping[str, str], min_id: st
 
 def commit_many(client: redis.Redis, keys: Keys, owner: str, pending: list[Pending],
                 active: dict[str, dict[str, str]], retention_ms: int, now_ms: int,
-                attempts: int = 20) -> dict[str, Book | None]:
+                attempts: int = 20, floor_ms: int | None = None) -> dict[str, Book | None]:
     """Commit many rooms' `Pending` work, each room atomically and fenced by its lease, in
     one pipelined round trip (more only for rooms whose active hash changed meanwhile).
 
     `active` is the worker's copy of each room's active-alert hash (raw JSON text by alert
     id): the commit is computed on it and applies only if Redis still holds exactly that;
     it is updated with what was written, or with the hash as Redis returned it on a
-    mismatch (then that room is recomputed and retried). Returns room → Book, or None for a room this worker no longer owns
+    mismatch (then that room is recomputed and retried). The alerts stream is trimmed to
+    `retention_ms` but never below `floor_ms` (events the archive has not taken). Returns room → Book, or None for a room this worker no longer owns
     (nothing was written for it).
     """
     out: dict[str, Book | None] = {}
     todo = list(pending)
-    min_id = str(max(0, now_ms - retention_ms))
+    horizon = max(0, now_ms - retention_ms)
+    min_id = str(horizon if floor_ms is None else min(horizon, floor_ms))  # never below the trim floor
     for _ in range(attempts):
         if not todo:
             return out

@@ -105,6 +105,12 @@ class Keys:
         return f"{self.prefix}session-events:{session_id}"
 
     @property
+    def trim_floor(self) -> str:
+        """Hash: stream key → ms. Entries from then on are not archived yet (a session not
+        archived began then): writers trim that stream by retention but never below it."""
+        return f"{self.prefix}trim-floor"
+
+    @property
     def open_sessions(self) -> str:
         """Hash: room → id of its open session."""
         return f"{self.prefix}open-sessions"

@@ -28,6 +28,10 @@ The writer is the only way readings, rejects and other entries reach Redis from 
   and `device_backlog(dev)` give the same per device, for device status.
 - An entry stored more than `RX_LAG_MS` after it was accepted carries `rx`, its receive
   time, so consumers measure delays on the receive clock even after an outage.
+- Trimming: each XADD trims its stream to `retention_ms` (MINID ~), but never below the
+  stream's trim floor (`keys.trim_floor`, kept by the archive top-up: the start of the
+  oldest session not archived yet in that room), so no reading leaves Redis before the
+  archive has it.
 - `close()` flushes; what cannot be flushed goes to the spool and is replayed at next start.
 - `min_replicas` > 0 (config `redis.min_replicas`): each batch is MULTI/EXEC + `WAIT n`
   in one round trip on one connection; an entry counts as stored (its callback runs, its
@@ -71,6 +75,7 @@ from monitor.store.spool import Item, Spool, SpoolError
 log = logging.getLogger(__name__)
 
 BATCH_MAX = 1000
+TRIM_FLOOR_EVERY_MS = 10_000  # how often the writer reads the trim floors (`keys.trim_floor`)
 BACKOFF_MIN_S = 0.05
 BACKOFF_MAX_S = 2.0  # once Redis is back, storing resumes within this
 SPILL_AFTER_MS = 1000  # failing this long: memory goes to the spool (survives a crash)
@@ -237,6 +242,8 @@ class StreamWriter:
         self._next_spill_try = 0.0
         self._next_remind = 0.0
         self._tracebacks = RateLimiter(TRACEBACK_EVERY_S)
+        self._floors: dict[str, int] = {}
+        self._floors_due_ms = 0
         if self._spool.count:
             head, _ = self._spool.peek(1)
             self._spool_head_acc = head[0].accepted_ms if head and head[0] else started
@@ -623,13 +630,10 @@ class StreamWriter:
     def _send(self, items: list[tuple[Item | None, Done | None]],
               now: int) -> tuple[list[int | str], list[object], str | None]:
         """One MULTI/EXEC of the entries not already stored; returns per entry its plan
-        ("dup", "bad" or its index in the EXEC results), the results, and — with
-        `min_replicas` — None once WAIT confirmed, else why not (words for people)."""
-        min_id = str(now - self.retention_ms)
-        waiting = self.min_replicas > 0
-        pipe = self._redis.pipeline(transaction=not waiting)
-        if waiting:  # MULTI … EXEC WAIT by hand: one round trip, all on one connection
-            pipe.execute_command("MULTI")
+        ("dup", "bad" or its index in the EXEC results) and the results."""
+        horizon = now - self.retention_ms
+        floors = self._trim_floors(now)
+        pipe = self._redis.pipeline(transaction=True)
         plan: list[int | str] = []
         in_batch: dict[str, set[tuple[str, str]]] = collections.defaultdict(set)
         n = 0
@@ -650,6 +654,8 @@ class StreamWriter:
                 in_batch[it.key].add(ident)
                 if now - it.accepted_ms > RX_LAG_MS:
                     fields = {**fields, F_RX: str(it.accepted_ms)}
+            floor = floors.get(it.key)
+            min_id = str(horizon if floor is None else min(horizon, floor))
             pipe.xadd(it.key, fields, minid=min_id, approximate=True)  # type: ignore[arg-type]
             plan.append(n)
             n += 1
@@ -676,7 +682,20 @@ class StreamWriter:
                                    f"{self.wait_timeout_ms} ms (WAIT: {acks} of {self.min_replicas})")
         return plan, results, None
 
-    def _failed(self, batch: _Batch, fault: Fault, attempt_ms: int, *, unknown: bool = False) -> bool:
+    def _trim_floors(self, now: int) -> dict[str, int]:
+        """stream key → ms below which it must not be trimmed yet (`keys.trim_floor`: data the
+        archive has not taken), read again every TRIM_FLOOR_EVERY_MS."""
+        if now >= self._floors_due_ms:
+            floors: dict[str, int] = {}
+            for k, v in redis_types.str_hash(self._redis.hgetall(self.keys.trim_floor)).items():
+                try:
+                    floors[k] = int(v)
+                except ValueError:
+                    log.error("trim floor of %s is not a time (%r): ignored", k, v)
+            self._floors, self._floors_due_ms = floors, now + TRIM_FLOOR_EVERY_MS
+        return self._floors
+
+    def _failed(self, batch: _Batch, fault: Fault, attempt_ms: int) -> bool:
         with self._cond:
             self._batch = None
             self._give_back(batch, attempt_ms, unknown=unknown or outcome_unknown(fault))
