@@ -206,3 +206,27 @@ def test_round_trips_do_not_grow_with_rooms(make_config, rclient, keys, n):
     counted.trips = 0
     w.housekeeping(clock.ms)
     assert counted.trips == 1
+
+
+def test_a_commit_whose_reply_was_lost_is_not_applied_twice(make_config, rclient, keys):
+    """Two checks in the commit script each prevent it (the stored last id must be the one the
+    commit continues from; the active alerts must be what it computed from): this fails only
+    when both are removed."""
+    import copy
+
+    cfg = rooms_cfg(make_config, 2, delay_s=0)
+    clock = Clock(T0)
+    w = Worker(cfg, rclient, keys, owner="w1", clock=clock)
+    w.housekeeping(clock.ms)
+    feed(rclient, keys, 2, range(0, 2), 130)
+    before = copy.deepcopy((w.rooms, w._active))
+    drain(w)  # both rooms raise; then the connection drops before the replies arrive:
+    w.rooms, w._active = before  # the worker knows nothing of those commits
+    feed(rclient, keys, 2, range(2, 3), 130)
+    drain(w)  # it evaluates the same readings again: the commits are refused, its state reloaded
+    assert sorted(r for r, _a in raised(rclient, keys)) == ["room-0", "room-1"]  # once each
+    feed(rclient, keys, 2, range(3, 5), 80)
+    drain(w)
+    evs = [event_from_fields(f) for _id, f in rclient.xrange(keys.alerts)]
+    assert sorted((e.room, e.event) for e in evs if e.kind == "physiological") == [
+        ("room-0", "cleared"), ("room-0", "raised"), ("room-1", "cleared"), ("room-1", "raised")]

@@ -72,6 +72,7 @@ from .store import (
     Leases,
     LostOwnership,
     OutboxFor,
+    PartialCommit,
     Pending,
     StrHash,
     commit,
@@ -111,6 +112,7 @@ class RoomRun:
     bp_only: dict[str, bool] = field(default_factory=dict)
     latest_ts: dict[str, int] = field(default_factory=dict)  # metric → ts of the summary's value
     vkey: str = ""  # its vitals stream's key
+    stored_id: str = ""  # last_id as stored in its alarm state ("" none yet): what the next commit continues
 
 
 @dataclass
@@ -271,11 +273,11 @@ class Worker:
         res = iter(pipe.execute())
         for room in rooms:
             state_raw, latest_raw, tail, active = next(res), next(res), next(res), next(res)
-            last_id, conds = state_of(room, state_raw)
-            if last_id is None:
-                last_id = f"{max(0, now - FIRST_LOOKBACK_MS)}-0"
+            stored_id, conds = state_of(room, state_raw)
+            last_id = stored_id if stored_id is not None else f"{max(0, now - FIRST_LOOKBACK_MS)}-0"
             rules, _problems = build_rules(self.cfg, room)
-            rr = RoomRun(self.cfg.room(room), last_id, conds, rules, vkey=k.vitals(room))
+            rr = RoomRun(self.cfg.room(room), last_id, conds, rules, vkey=k.vitals(room),
+                         stored_id=stored_id or "")
             rr.latest_ts = latest_ts_of(latest_raw)
             for _id, f in cast(Entries, tail):
                 dev = f.get("dev", "")
@@ -354,12 +356,11 @@ class Worker:
                 apply_transitions(book, transitions, now)
                 return book
 
-            pending.append(Pending(room, build, state, latest, outbox))
+            pending.append(Pending(room, build, state, latest, outbox, after_id=rr.stored_id))
             done[room] = (out, last_id, latest, len(readings))
         n = 0
-        for room, book in commit_many(self.client, self.keys, self.owner, pending, self._active,
-                                      self.retention_ms, now,
-                                      floor_ms=self._alerts_floor).items():
+        results, error, stale = self._commit(pending, now)
+        for room, book in results.items():
             if book is None:
                 self._drop(room, "lease lost before commit; the new owner re-applies these readings")
                 continue
@@ -370,13 +371,30 @@ class Worker:
                     rr.conds.pop(k, None)
                 else:
                     rr.conds[k] = c
-            rr.last_id = last_id
+            rr.last_id = rr.stored_id = last_id
             rr.latest_ts.update({m: int(json.loads(v)[1]) for m, v in latest.items() if m != LATEST_ID})
             self.stats.readings += count
             self.stats.commits += 1
             self._send(book.events, now)
             n += count
+        if stale:  # an earlier commit whose reply was lost did apply: continue from what is stored
+            log.warning("reloading the state of %d room(s) (%s): a commit whose reply was lost had applied",
+                        len(stale), _few(sorted(stale)))
+            for room in stale:
+                self._drop(room, "reloading", quiet=True)
+            self._adopt(sorted(stale), now)
+        if error is not None:
+            raise error
         return n
+
+    def _commit(self, pending: list[Pending], now: int) -> tuple[dict[str, Book | None], Exception | None, set[str]]:
+        """`commit_many` of this worker: (outcomes, the Redis error some rooms met, stale rooms)."""
+        stale: set[str] = set()
+        try:
+            return commit_many(self.client, self.keys, self.owner, pending, self._active, self.retention_ms, now,
+                               floor_ms=self._alerts_floor, stale=stale), None, stale
+        except PartialCommit as e:
+            return e.done, e.error, stale
 
     # --- wall-clock conditions ------------------------------------------------------------
     def tick(self, now: int) -> None:
@@ -467,9 +485,8 @@ class Worker:
         pending = self._tick_rooms(now, sids, sessions, rnd.statuses, clinic.covered(causes), rnd.starting)
         if first and holder:
             pending.append(self._tick_clinic(now, causes, rnd.starting))
-        for room, book in commit_many(self.client, self.keys, self.owner, pending, self._active,
-                                      self.retention_ms, now,
-                                      floor_ms=self._alerts_floor).items():
+        results, error, _stale = self._commit(pending, now)  # wall-clock work continues no stream id
+        for room, book in results.items():
             if book is None:
                 if room == clinic.CLINIC:
                     self.holds_clinic = False
@@ -482,6 +499,8 @@ class Worker:
                 for ev in book.events:  # monitoring stopped (or resumed): paged directly, not through Redis
                     if _stops_monitoring(ev) and ev.event in ("raised", "cleared") and self.pager is not None:
                         self.pager.page(ev, 1 if ev.event == "raised" else None)
+        if error is not None:
+            raise error
         if not first:
             return
         if self.holds_clinic:

@@ -61,10 +61,13 @@ return out
 """
 # KEYS: owner, active alerts, alarm state, latest summary, alerts stream, outbox
 # destinations, outbox streams…; ARGV: owner, JSON plan. Replies {1} written, {0} not the
-# owner (nothing written), {-1, field, value, …} the active hash changed (nothing written).
+# owner (nothing written), {-1, field, value, …} the active hash changed (nothing written),
+# {2} the room's last applied id is not the one this commit continues from (nothing written:
+# an earlier commit whose reply was lost did apply).
 _COMMIT = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return {0} end
 local p = cjson.decode(ARGV[2])
+if p.from ~= nil and (redis.call('hget', KEYS[3], 'last_id') or '') ~= p.from then return {2} end
 local cur = redis.call('hgetall', KEYS[2])
 local same = true
 local n = 0
@@ -232,6 +235,16 @@ class Pending:
     state: Mapping[str, str | None] = field(default_factory=dict)
     latest: Mapping[str, str] | None = None
     outbox: OutboxFor | None = None
+    after_id: str | None = None  # the stored last applied id this continues from ("" none yet; None: no check)
+
+
+class PartialCommit(Exception):
+    """Some rooms of a `commit_many` failed on a Redis error (`error`); `done` holds the
+    outcome of the others, which did commit (or were refused) and must be taken into account."""
+
+    def __init__(self, done: dict[str, Book | None], error: Exception) -> None:
+        super().__init__(str(error))
+        self.done, self.error = done, error
 
 
 def _plan(keys: Keys, p: Pending, book: Book, raw: Mapping[str, str], min_id: str
@@ -256,7 +269,7 @@ def _plan(keys: Keys, p: Pending, book: Book, raw: Mapping[str, str], min_id: st
         if name not in ks:
             ks.append(name)
         outbox.append([ks.index(name) + 1, dest, [x for kv in fields.items() for x in kv]])
-    plan = {
+    plan: dict[str, Any] = {
         "expect": dict(raw) or {},
         "put": put, "drop": drop,
         "events": [[x for kv in ev.to_fields().items() for x in kv] for ev in book.events],
@@ -265,13 +278,16 @@ def _plan(keys: Keys, p: Pending, book: Book, raw: Mapping[str, str], min_id: st
         "unstate": [k for k, v in p.state.items() if v is None],
         "latest": [[k, v] for k, v in (p.latest or {}).items()],
     }
+    if p.after_id is not None:
+        plan["from"] = p.after_id
     # cjson reads an empty JSON object as an empty table: `expect` may be {}
     return ks, json.dumps(plan), after
 
 
 def commit_many(client: redis.Redis, keys: Keys, owner: str, pending: list[Pending],
                 active: dict[str, dict[str, str]], retention_ms: int, now_ms: int,
-                attempts: int = 20, floor_ms: int | None = None) -> dict[str, Book | None]:
+                attempts: int = 20, floor_ms: int | None = None, stale: set[str] | None = None
+                ) -> dict[str, Book | None]:
     """Commit many rooms' `Pending` work, each room atomically and fenced by its lease, in
     one pipelined round trip (more only for rooms whose active hash changed meanwhile).
 
@@ -279,16 +295,20 @@ def commit_many(client: redis.Redis, keys: Keys, owner: str, pending: list[Pendi
     id): the commit is computed on it and applies only if Redis still holds exactly that;
     it is updated with what was written, or with the hash as Redis returned it on a
     mismatch (then that room is recomputed and retried). The alerts stream is trimmed to
-    `retention_ms` but never below `floor_ms` (events the archive has not taken). Returns room → Book, or None for a room this worker no longer owns
-    (nothing was written for it).
+    `retention_ms` but never below `floor_ms` (events the archive has not taken). Returns
+    room → Book, or None for a room this worker no longer owns (nothing was written for it).
+    A room whose stored last applied id is not its `Pending.after_id` (a commit whose reply
+    was lost did apply) writes nothing and goes into `stale`: reload its state. A Redis error
+    for some rooms raises PartialCommit once the others' outcomes are known.
     """
     out: dict[str, Book | None] = {}
+    error: Exception | None = None
     todo = list(pending)
     horizon = max(0, now_ms - retention_ms)
     min_id = str(horizon if floor_ms is None else min(horizon, floor_ms))  # never below the trim floor
     for _ in range(attempts):
         if not todo:
-            return out
+            break
         calls: list[tuple[Any, ...]] = []
         sent: list[tuple[Pending, Book, dict[str, str]]] = []
         for p in todo:
@@ -302,36 +322,45 @@ def commit_many(client: redis.Redis, keys: Keys, owner: str, pending: list[Pendi
             sent.append((p, book, after))
         todo = []
         if not sent:
-            return out
+            break
         for (p, book, after), reply in zip(sent, _evalsha_all(client, calls, _COMMIT), strict=True):
+            if isinstance(reply, Exception):
+                error = error or reply
+                continue
             code = int(reply[0])
             if code == 1:
                 active[p.room] = after
                 out[p.room] = book
             elif code == 0:
                 out[p.room] = None
+            elif code == 2:
+                if stale is not None:
+                    stale.add(p.room)
             else:  # an action changed the room's alerts: recompute on the hash as it is
                 active[p.room] = dict(zip(reply[1::2], reply[2::2], strict=True))
                 todo.append(p)
+    if error is not None:
+        raise PartialCommit(out, error)
     if todo:
-        raise redis.WatchError(f"rooms {[p.room for p in todo]}: could not commit after {attempts} attempts")
+        raise PartialCommit(out, redis.WatchError(f"rooms {[p.room for p in todo]}: could not commit after "
+                                                  f"{attempts} attempts"))
     return out
 
 
 def _evalsha_all(client: redis.Redis, calls: list[tuple[Any, ...]], script: str) -> list[Any]:
-    """Run EVALSHA `calls` in one pipeline; if Redis lost the script (restart, failover,
-    SCRIPT FLUSH) — NOSCRIPT fails every call before it runs — load it and run them again."""
-    for attempt in (1, 2):
+    """Run EVALSHA `calls` in one pipeline; replies in order, an error reply as its exception.
+    If Redis lost the script (restart, failover, SCRIPT FLUSH) — NOSCRIPT fails every call
+    before it runs — load it and run them again."""
+    replies: list[Any] = []
+    for _attempt in (1, 2):
         pipe = client.pipeline(transaction=False)
         for c in calls:
             pipe.evalsha(*c)
-        try:
-            return cast(list[Any], pipe.execute())
-        except redis.exceptions.NoScriptError:
-            if attempt == 2:
-                raise
-            client.script_load(script)
-    raise AssertionError("unreachable")
+        replies = cast(list[Any], pipe.execute(raise_on_error=False))
+        if not any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
+            return replies
+        client.script_load(script)
+    return replies
 
 
 def commit(client: redis.Redis, keys: Keys, room: str, owner: str,
@@ -349,8 +378,11 @@ def commit(client: redis.Redis, keys: Keys, room: str, owner: str,
     who, raw = pipe.execute()
     if who != owner:
         raise LostOwnership(room)
-    got = commit_many(client, keys, owner, [Pending(room, build, state, latest, outbox)], {room: raw},
-                      retention_ms, now_ms, attempts)
+    try:
+        got = commit_many(client, keys, owner, [Pending(room, build, state, latest, outbox)], {room: raw},
+                          retention_ms, now_ms, attempts)
+    except PartialCommit as e:
+        raise e.error from None
     book = got.get(room)
     if book is None:
         raise LostOwnership(room)
