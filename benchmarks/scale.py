@@ -225,14 +225,18 @@ def main() -> int:
             client = redis.Redis.from_url(rp.url, decode_responses=True)
             res: dict[str, Any] = {"rooms": n, "load_avg_start": round(os.getloadavg()[0], 1)}
             try:
+                def add(name: str, got: dict[str, Any], res: dict[str, Any] = res) -> None:
+                    res.update(got)
+                    print(f"  {res['rooms']} rooms, {name}: {json.dumps(got)}", flush=True)
+
                 if "memory" not in args.skip:
-                    res.update(memory(n, history_h, args.retention_h, client))
+                    add("memory", memory(n, history_h, args.retention_h, client))
                 if "ingest" not in args.skip:
-                    res.update(ingest(n, feed_s, rp, mq, work))
+                    add("ingest", ingest(n, feed_s, rp, mq, work))
                 if "alerts" not in args.skip:
-                    res.update(alerts(n, workers, alert_s, rp, mq, work))
+                    add("alerts", alerts(n, workers, alert_s, rp, mq, work))
                 if "dashboard" not in args.skip:
-                    res.update(dashboard(n, browsers, history_h, cpu_s, rp, work))
+                    add("dashboard", dashboard(n, browsers, history_h, cpu_s, rp, work))
             finally:
                 res["load_avg_end"] = round(os.getloadavg()[0], 1)
                 client.close()
