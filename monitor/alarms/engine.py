@@ -201,15 +201,15 @@ class Worker:
             heartbeat.beat(pipe, self.keys, ROLE, self.owner, now)
         if renew and mine:
             self.leases.renew_on(pipe, mine)
-        self.leases.owners_on(pipe, all_rooms)
         pipe.hgetall(self.keys.heartbeats)
+        n_own, owners_of = self.leases.owners_on(pipe, all_rooms)
         res = pipe.execute()
         self._alerts_floor = _int_or_none(res[0])
-        beats = cast(StrHash, res[-1])
-        owners: dict[str, str | None] = dict(zip(all_rooms, res[-2], strict=True))
+        beats = cast(StrHash, res[-n_own - 1])
+        owners: dict[str, str | None] = dict(zip(all_rooms, owners_of(res), strict=True))
         if renew:
             self._next_lease = now + max(200, self.ttl_ms // 3)
-            for room, ok in (Leases.renewed(mine, res[-3]) if mine else {}).items():
+            for room, ok in (Leases.renewed(mine, res[-n_own - 2]) if mine else {}).items():
                 if ok:
                     continue
                 if room == clinic.CLINIC:
@@ -329,6 +329,7 @@ class Worker:
         atomically, fenced by its lease) in one pipelined round trip."""
         if not batch:
             return 0
+        started = time.perf_counter()
         now = self.clock()
         outbox = self._outbox(now)
         pending: list[Pending] = []
@@ -375,8 +376,10 @@ class Worker:
             rr.latest_ts.update({m: int(json.loads(v)[1]) for m, v in latest.items() if m != LATEST_ID})
             self.stats.readings += count
             self.stats.commits += 1
+            self._observe_raised(out.transitions, book.events)
             self._send(book.events, now)
             n += count
+        self.metrics.evaluated(time.perf_counter() - started)
         if stale:  # an earlier commit whose reply was lost did apply: continue from what is stored
             log.warning("reloading the state of %d room(s) (%s): a commit whose reply was lost had applied",
                         len(stale), _few(sorted(stale)))
@@ -650,9 +653,8 @@ class Worker:
         return lambda events: [e for ev in events for e in outbox_entries(
             routes.messages(ev, tier(ev), room_name=self._room_name(ev.room)), ev.alert, now)]
 
-    def _observe(self, transitions: Any, events: list[AlertEvent], started: float) -> None:
-        """Evaluation time of this batch; for each alarm it raised, receive → committed."""
-        self.metrics.evaluated(time.perf_counter() - started)
+    def _observe_raised(self, transitions: Any, events: list[AlertEvent]) -> None:
+        """For each alarm a commit raised: receive → committed (evaluation time: per batch)."""
         raised = {ev.alert for ev in events if ev.event == "raised"}
         if raised:
             done = self.clock()

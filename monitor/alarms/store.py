@@ -30,7 +30,7 @@ import redis
 
 from monitor.model.keys import Keys
 from monitor.model.readings import Reading
-from monitor.store.redis_cluster import pipeline_script
+from monitor.store.redis_cluster import is_cluster, pipeline_script
 
 from .evaluate import Book
 from .model import AlertEvent, Cond, encode_record
@@ -141,8 +141,11 @@ class Leases:
     def renew_on(self, pipe: redis.client.Pipeline, rooms: list[str]) -> None:
         """Queue the renewal of all `rooms` as ONE script call on `pipe` (loading the script
         first in the same pipeline); read its reply (the last) with `renewed`."""
-        pipe.script_load(_RENEW_MANY)
         names = [self.keys.room_owner(r) for r in rooms]
+        if is_cluster(pipe):  # a cluster pipeline refuses SCRIPT LOAD and EVALSHA (one slot: EVAL works)
+            pipe.execute_command("EVAL", _RENEW_MANY, len(names), *names, self.owner, self.ttl_ms)
+            return
+        pipe.script_load(_RENEW_MANY)
         pipe.evalsha(RENEW_MANY_SHA, len(names), *names, self.owner, self.ttl_ms)
 
     @staticmethod
@@ -150,9 +153,18 @@ class Leases:
         """room → still ours, from the reply of `renew_on`."""
         return {r: bool(ok) for r, ok in zip(rooms, reply, strict=True)}
 
-    def owners_on(self, pipe: redis.client.Pipeline, rooms: list[str]) -> None:
-        """Queue one MGET of the rooms' owners on `pipe` (reply: owners in `rooms` order)."""
-        pipe.mget([self.keys.room_owner(r) for r in rooms])
+    def owners_on(self, pipe: redis.client.Pipeline, rooms: list[str]
+                  ) -> tuple[int, Callable[[list[Any]], list[str | None]]]:
+        """Queue the reads of the rooms' owners on `pipe` as its LAST commands (one MGET; a
+        GET each on a Cluster, whose pipelines refuse MGET); returns how many replies they
+        take and what picks the owners, in `rooms` order, out of the pipeline's replies."""
+        names = [self.keys.room_owner(r) for r in rooms]
+        if is_cluster(pipe):
+            for name in names:
+                pipe.get(name)
+            return len(names), lambda res: list(res[len(res) - len(names):])
+        pipe.mget(names)
+        return 1, lambda res: list(res[-1])
 
     def acquire_many(self, rooms: list[str]) -> list[str]:
         """Take as many of the free `rooms` as possible in one round trip; the rooms won."""
@@ -169,7 +181,7 @@ class Leases:
             return
         pipe = self.client.pipeline(transaction=False)
         for r in rooms:
-            self._release(keys=[self.keys.room_owner(r)], args=[self.owner], client=pipe)
+            pipeline_script(pipe, self._release, [self.keys.room_owner(r)], [self.owner])
         pipe.execute()
 
     def release(self, room: str) -> None:
@@ -350,12 +362,16 @@ def commit_many(client: redis.Redis, keys: Keys, owner: str, pending: list[Pendi
 def _evalsha_all(client: redis.Redis, calls: list[tuple[Any, ...]], script: str) -> list[Any]:
     """Run EVALSHA `calls` in one pipeline; replies in order, an error reply as its exception.
     If Redis lost the script (restart, failover, SCRIPT FLUSH) — NOSCRIPT fails every call
-    before it runs — load it and run them again."""
+    before it runs — load it and run them again. On a Cluster (whose pipelines refuse EVALSHA)
+    the script goes with EVAL: every call's keys share the clinic's slot."""
     replies: list[Any] = []
     for _attempt in (1, 2):
         pipe = client.pipeline(transaction=False)
         for c in calls:
-            pipe.evalsha(*c)
+            if is_cluster(pipe):
+                pipe.execute_command("EVAL", script, *c[1:])
+            else:
+                pipe.evalsha(*c)
         replies = cast(list[Any], pipe.execute(raise_on_error=False))
         if not any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
             return replies

@@ -77,7 +77,7 @@ SPECS: tuple[Spec, ...] = (
          "HL7 messages received and not yet answered (their ACK waits for Redis)."),
     # --- alerts: one alert-engine worker ------------------------------------------------
     Spec("vitalwatch_alert_evaluation_seconds", HISTOGRAM, ALERTS, (),
-         "Time to evaluate one batch of a room's readings and commit the outcome."),
+         "Time to evaluate one batch of readings (every room with news since the last read) and commit the outcomes."),
     Spec("vitalwatch_alert_raise_latency_seconds", HISTOGRAM, ALERTS, (),
          "From the receive time of the reading that raised an alarm to the alarm committed."),
     Spec("vitalwatch_alert_readings_evaluated_total", COUNTER, ALERTS, (),

@@ -166,7 +166,7 @@ class AlertMetrics:
         self.raise_latency = _metric("vitalwatch_alert_raise_latency_seconds", buckets=RAISE_BUCKETS)
 
     def evaluated(self, seconds: float) -> None:
-        """One batch of a room's readings evaluated and committed in `seconds`."""
+        """One batch of readings (every room with news) evaluated and committed in `seconds`."""
         self.evaluation.observe(seconds)
 
     def raised(self, seconds: float) -> None:

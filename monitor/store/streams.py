@@ -630,10 +630,14 @@ class StreamWriter:
     def _send(self, items: list[tuple[Item | None, Done | None]],
               now: int) -> tuple[list[int | str], list[object], str | None]:
         """One MULTI/EXEC of the entries not already stored; returns per entry its plan
-        ("dup", "bad" or its index in the EXEC results) and the results."""
+        ("dup", "bad" or its index in the EXEC results), the results, and — with
+        `min_replicas` — None once WAIT confirmed, else why not (words for people)."""
         horizon = now - self.retention_ms
         floors = self._trim_floors(now)
-        pipe = self._redis.pipeline(transaction=True)
+        waiting = self.min_replicas > 0
+        pipe = self._redis.pipeline(transaction=not waiting)
+        if waiting:  # MULTI … EXEC WAIT by hand: one round trip, all on one connection
+            pipe.execute_command("MULTI")
         plan: list[int | str] = []
         in_batch: dict[str, set[tuple[str, str]]] = collections.defaultdict(set)
         n = 0
@@ -695,7 +699,7 @@ class StreamWriter:
             self._floors, self._floors_due_ms = floors, now + TRIM_FLOOR_EVERY_MS
         return self._floors
 
-    def _failed(self, batch: _Batch, fault: Fault, attempt_ms: int) -> bool:
+    def _failed(self, batch: _Batch, fault: Fault, attempt_ms: int, *, unknown: bool = False) -> bool:
         with self._cond:
             self._batch = None
             self._give_back(batch, attempt_ms, unknown=unknown or outcome_unknown(fault))
