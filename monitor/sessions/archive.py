@@ -6,7 +6,8 @@ by monitor/sessions/archive_schema.py (a small migrations table, applied on open
 
 Archiving a session copies, from Redis: its header, every session event, every reading of
 the room's stream whose ts falls between start and end, the room's alert events in that
-span (acknowledgements included) and the audit log (clinic-wide, incrementally). It is
+span (acknowledgements included) — with the clinic-wide alarms (room "*") whose `rooms` name
+the session's room and whose active interval overlaps the session — and the audit log (clinic-wide, incrementally). It is
 idempotent and resumable: rows have unique keys and are inserted with "on conflict do
 nothing"; each batch commits together with a per-(session, part) progress marker, so an
 interrupted archive resumes after the last committed batch and a rerun adds nothing.
@@ -34,6 +35,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from monitor.accounts import audit
 from monitor.accounts.audit import audit_fields
+from monitor.alarms.clinic import CLINIC
 from monitor.model import clock
 from monitor.model.codec import CodecError, from_fields
 from monitor.model.config import Config
@@ -63,6 +65,9 @@ BATCH_SIZE = 2000
 # around the session's span and filter by the reading's own ts.
 SCAN_MARGIN_MS = 10 * 60 * 1000
 READING_METRICS = tuple(METRICS)
+# How far before a session's start to look for a clinic-wide alarm (ingest down, readings
+# not stored…) that was already active when it began and so belongs to its record.
+CLINIC_LOOKBACK_MS = 24 * 3600 * 1000
 
 OnBatch = Callable[[str, int], None]
 # A row builder's answer for an entry that is fine but outside the session (not counted).
@@ -346,15 +351,52 @@ def _copy_data(arch: Archive, client: redis.Redis, keys: Keys, sid: str, room: s
     rd = _copy_stream(arch, client, sid, "readings", keys.vitals(room), lo, hi, readings,
                       reading_in_span, batch_size, on_batch)
 
+    # clinic-wide alarms (room "*") that name this room and were already active when the
+    # session began: their events before the start belong to the record too (the outage
+    # overlaps the session even if it neither began nor ended inside it)
+    carried = clinic_alerts_active_at(client, keys, room, start_ms - 1000)
+
     def alert_in_span(i: str, f: dict[str, str]) -> dict[str, Any] | None:
-        if f.get("room") != room:
+        if not alert_concerns(f, room):
             return OUT_OF_SPAN
         r = alert_row(sid, i, f)
-        return r if start_ms - 1000 <= r["ts_ms"] <= end_ms + 1000 else OUT_OF_SPAN
+        if start_ms - 1000 <= r["ts_ms"] <= end_ms + 1000:
+            return r
+        return r if r["ts_ms"] < start_ms and f.get("alert") in carried else OUT_OF_SPAN
 
-    al = _copy_stream(arch, client, sid, "alerts", keys.alerts, lo, hi, alert_events,
+    first = min([int(x.split("-")[0]) for x in carried.values()] + [int(lo)])
+    al = _copy_stream(arch, client, sid, "alerts", keys.alerts, str(first), hi, alert_events,
                       alert_in_span, batch_size, on_batch)
     return rd, al
+
+
+def alert_concerns(fields: dict[str, str], room: str) -> bool:
+    """True if an alerts-stream entry is about `room`: the room's own alerts, and the
+    clinic-wide ones (room "*", CONTRACT) whose `rooms` list names it (pure)."""
+    if fields.get("room") == room:
+        return True
+    return fields.get("room") == CLINIC and room in (fields.get("rooms") or "").split(",")
+
+
+def clinic_alerts_active_at(client: redis.Redis, keys: Keys, room: str, at_ms: int,
+                            lookback_ms: int = CLINIC_LOOKBACK_MS) -> dict[str, str]:
+    """The clinic-wide alerts naming `room` that were raised within `lookback_ms` before
+    `at_ms` and not yet cleared or reset at `at_ms` (read from the alerts stream): alert id →
+    the stream id of its "raised" event."""
+    active: dict[str, str] = {}
+    cursor = str(max(0, at_ms - lookback_ms))
+    while True:
+        chunk = redis_types.entries(client.xrange(keys.alerts, min=cursor, max=str(at_ms), count=BATCH_SIZE))
+        for i, f in chunk:
+            if f.get("room") != CLINIC or not alert_concerns(f, room) or int(f.get("ts") or 0) > at_ms:
+                continue
+            if f.get("event") == "raised":
+                active.setdefault(f.get("alert") or "", i)
+            elif f.get("event") in ("cleared", "reset"):
+                active.pop(f.get("alert") or "", None)
+        if len(chunk) < BATCH_SIZE:
+            return active
+        cursor = f"({chunk[-1][0]}"
 
 
 def _finish(arch: Archive, sid: str, **values: Any) -> int:

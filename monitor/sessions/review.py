@@ -30,6 +30,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from monitor.alarms.clinic import CLINIC as CLINIC_ROOM
 from monitor.alarms.reminders import OVERDUE_WORD
 from monitor.model.readings import METRICS, short_label
 
@@ -185,6 +186,7 @@ def episodes(rec: SessionRecord) -> list[dict[str, Any]]:
             "dev": a.get("dev"), "message": a.get("message"), "value": a.get("value"), "limit": a.get("limit"),
             "raised_ms": None, "acknowledged_by": None, "acknowledged_ms": None, "ack_s": None,
             "cleared_ms": None, "escalated": False, "paused_by": None, "overdue": False,
+            "clinic_wide": a.get("room") == CLINIC_ROOM,
         })
         if OVERDUE_WORD in (a.get("message") or ""):  # reminders refresh their text ("…, overdue 3 min")
             ep["overdue"] = True

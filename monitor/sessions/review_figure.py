@@ -1,7 +1,9 @@
 """The review chart (pure: SessionRecord + summary → plotly Figure), for page, PNG and PDF.
 
 Every vital on one shared time axis (one panel per kind of vital), the alarm limits in
-force as dashed steps, dose markers, alert episodes as shaded spans with who acknowledged
+force as dashed steps, dose markers, alert episodes as shaded spans (technical ones as a grey
+strip; a clinic-wide outage — ingest down, readings not stored — as a full-height "not
+monitoring" band) with who acknowledged
 and how fast, manual BP checks and notes. Long series are reduced to at most `max_points`
 per trace by keeping each bucket's min and max (extremes survive), and lines break where
 a device was silent so a gap never looks like data.
@@ -38,6 +40,7 @@ HEADROOM = 0.25  # fraction of a panel's span added above its top marker, so "HI
 COLORS = {"sbp": "#c0392b", "dbp": "#e67e22", "map": "#8e44ad", "hr": "#27ae60", "spo2": "#2980b9",
           "rr": "#16a085", "temp": "#7f8c8d", "pi": "#34495e"}
 PRIORITY_COLORS = {"high": "#e74c3c", "medium": "#f1c40f", "low": "#1abc9c"}
+NOT_MONITORING = "not monitoring"  # label of a clinic-wide outage's band
 TECH_COLOR = "#7f8c8d"  # technical alarm episodes: a grey strip, not a full-height shade
 TECH_STRIP = 0.025  # its height, as a fraction of the chart
 MAX_POINTS = 3000
@@ -142,7 +145,17 @@ def build_figure(rec: SessionRecord, summary: dict[str, Any], tz_name: str = "UT
         x0 = ep["raised_ms"]
         x1 = ep["cleared_ms"] or end_ms
         color = PRIORITY_COLORS.get(ep["priority"] or "", "#95a5a6")
-        if ep["kind"] == "technical":
+        if ep.get("clinic_wide"):
+            # a clinic-wide outage (ingest down, readings not stored, engine not evaluating):
+            # nothing was monitored, so the band spans the whole chart, hatched, and says so
+            b0 = max(x0, rec.start_ms)  # it may have begun before the session: clip to the chart
+            shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": loc(b0),
+                           "x1": loc(max(x1, b0 + 1000)), "y0": 0, "y1": 1, "fillcolor": TECH_COLOR,
+                           "opacity": 0.3, "line": {"width": 0}, "layer": "below", "name": NOT_MONITORING})
+            annotations.append({"x": loc(b0), "y": 1, "xref": "x", "yref": "paper", "xanchor": "left",
+                                "yanchor": "bottom", "showarrow": False, "text": NOT_MONITORING,
+                                "font": {"size": 10, "color": "#555"}})
+        elif ep["kind"] == "technical":
             # monitoring trouble (device offline, sensor off), not the patient: a grey strip
             # along the bottom, so a long technical episode never tints the vitals as alarm
             shapes.append({"type": "rect", "xref": "x", "yref": "paper", "x0": loc(x0),
