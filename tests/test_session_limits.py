@@ -16,7 +16,7 @@ from monitor.alarms.engine import Worker
 from monitor.alarms.model import event_from_fields
 from monitor.app.cli import main
 from monitor.model.codec import to_fields
-from monitor.model.config import parse_config
+from monitor.model.config import load_config, parse_config
 from monitor.model.readings import Reading
 from monitor.sessions import lifecycle as sessions
 from monitor.sessions.limits import apply_limit, describe, effective_limits, limit_spec, read_raw
@@ -89,8 +89,10 @@ def test_apply_and_clear_are_audited_and_end_with_the_session(rclient, keys, cfg
     sid = sessions.start_session(rclient, keys, cfg, "room-1", "P", "iv", "amy")
     assert apply_limit(rclient, keys, cfg, sid, "amy", "sbp", high=190) == {"high": 190.0}
     assert json.loads(read_raw(rclient, keys, sid)["sbp"]) == {"high": 190.0}
+    with pytest.raises(sessions.InvalidEvent, match=r"low \(195\) must be below high \(190\)"):
+        apply_limit(rclient, keys, cfg, sid, "amy", "sbp", low=195)  # merged with the session's high 190
     with pytest.raises(sessions.InvalidEvent, match=r"low \(185\) must be below high \(180\)"):
-        apply_limit(rclient, keys, cfg, sid, "amy", "sbp", low=185)  # merged over the room's high 180
+        apply_limit(rclient, keys, cfg, sid, "amy", "sbp", low=185, high="none")  # over the room's high 180
     assert apply_limit(rclient, keys, cfg, sid, "bob", "sbp", clear=True) == {}
     assert apply_limit(rclient, keys, cfg, sid, "bob", "sbp", clear=True) is None  # nothing written
     rows = [(a["user"], a["details"]["metric"], a["details"]["limit"])
@@ -175,7 +177,7 @@ def test_cli_session_limit_set_clear_and_errors(rclient, keys, clinic_id, redis_
 
     assert main([*lim, "--metric", "sbp", "--high", "190", "--delay-s", "5"]) == 0
     out = capsys.readouterr().out
-    assert "session override for sbp set: delay_s=5, high=190" in out
+    assert "session override for sbp is now: delay_s=5, high=190" in out
     assert "in force: sbp: low 90 · high 190* · high priority · delay 5 s*" in out
     assert sessions.session_limits(rclient, keys, sid) == {"sbp": {"high": 190.0, "delay_s": 5.0}}
     (entry,) = [a for a in audit.entries(rclient, keys) if a["action"] == "session.limit"]
@@ -222,3 +224,31 @@ def test_cli_session_limit_redis_down_exit_1(clinic_id, tmp_path, capsys):
     conf = _write_cfg(tmp_path, clinic_id, f"redis://127.0.0.1:{free_port()}/0")
     assert main(["session", "limit", "-c", conf, "--session", "x", "--metric", "sbp", "--high", "190"]) == 1
     assert "Redis unreachable" in capsys.readouterr().err
+
+
+def test_cli_session_limit_merges_field_by_field_and_none_removes_one(rclient, keys, clinic_id, redis_url,
+                                                                        tmp_path, capsys):
+    # a nurse raising SBP high to 190 and then setting the low must not lose the 190
+    conf = _write_cfg(tmp_path, clinic_id, redis_url)
+    base = ["-c", conf, "--user", "amy"]
+    assert main(["session", "start", *base, "--room", "room-1", "--patient", "P-1", "--route", "iv"]) == 0
+    sid = capsys.readouterr().out.strip().splitlines()[-1]
+    lim = ["session", "limit", *base, "--session", sid, "--metric", "sbp"]
+    assert main([*lim, "--high", "190"]) == 0
+    assert main([*lim, "--low", "100"]) == 0
+    out = capsys.readouterr().out
+    assert sessions.session_limits(rclient, keys, sid) == {"sbp": {"low": 100.0, "high": 190.0}}
+    assert "session override for sbp is now: high=190, low=100" in out
+    assert "in force: sbp: low 100* · high 190* · high priority" in out
+    # the merged whole is checked: a low above the kept high is refused, nothing changes
+    assert main([*lim, "--low", "195"]) == 2
+    assert "low (195) must be below high (190)" in capsys.readouterr().err
+    # 'none' removes one field: the room's high (170) applies again, the low stays
+    assert main([*lim, "--high", "none"]) == 0
+    assert "in force: sbp: low 100* · high 170 ·" in capsys.readouterr().out
+    assert sessions.session_limits(rclient, keys, sid) == {"sbp": {"low": 100.0}}
+    # the dashboard form goes through the same call
+    apply_limit(rclient, keys, load_config(conf), sid, "bob", "sbp", priority="medium")
+    assert sessions.session_limits(rclient, keys, sid) == {"sbp": {"low": 100.0, "priority": "medium"}}
+    assert main([*lim, "--low", "none", "--priority", "none"]) == 0
+    assert "cleared" in capsys.readouterr().out and sessions.session_limits(rclient, keys, sid) == {}

@@ -170,6 +170,17 @@ def test_nurse_sets_sbp_high_190_engine_uses_it_and_others_cannot(env: dict[str,
     login(d, env["url"], "nina", PW["nina"])
     d.get(env["url"] + f"/room/{ROOM}")
     wait_page(lambda: d.find_element(By.ID, "room-lim-form").is_displayed(), 15, "form again")
+    # a second change merges into the override: setting the low keeps the session's high 190
+    fill(d, "room-lim-low", "100")
+    click(d, "room-lim-apply")
+    wait_page(lambda: message(d)[0].startswith("Set by nina: sbp: low 100* · high 190*"), 10, "merged")
+    assert json.loads(c.hget(k.session_limits(sid), "sbp")) == {"high": 190.0, "low": 100.0}
+    # "high back to room" removes that one field: the room's 180 applies again, the low stays
+    fill(d, "room-lim-low", "")
+    d.find_element(By.CSS_SELECTOR, "#room-lim-unset input[value=high]").click()
+    click(d, "room-lim-apply")
+    wait_page(lambda: message(d)[0].startswith("Set by nina: sbp: low 100* · high 180 ·"), 10, "high unset")
+    assert json.loads(c.hget(k.session_limits(sid), "sbp")) == {"low": 100.0}
     click(d, "room-lim-clear")
     wait_page(lambda: "cleared by nina" in message(d)[0], 10, "cleared")
     assert c.hgetall(k.session_limits(sid)) == {}

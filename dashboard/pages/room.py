@@ -108,14 +108,28 @@ def _limits_table(eff: dict[str, dict[str, Any]]) -> html.Table:
     return html.Table([html.Thead(head), html.Tbody(rows)], className="vw-limits")
 
 
+UNSET_FIELDS = (("low", "low"), ("high", "high"), ("priority", "priority"), ("delay_s", "delay"))
+
+
+def form_limit_fields(low: Any, high: Any, priority: Any, delay_s: Any, unset: Any) -> dict[str, Any]:
+    """The "Session limits" form as `apply_limit` keywords (pure): empty fields stay None (kept
+    as they are in the session's override), ticked "back to room" ones are `UNSET`."""
+    out: dict[str, Any] = {"low": low, "high": high, "priority": priority or None, "delay_s": delay_s}
+    for name in unset or []:
+        if name in out:
+            out[name] = session_limits.UNSET
+    return out
+
+
 def _limits_state(room: str, session: dict[str, Any] | None, can_act: bool) -> tuple[dict[str, str], str]:
     """(form style, note): the form shows for nurse and up while the room has an open session."""
     if not session:
         return {"display": "none"}, "Limits follow the room's configuration (no open session)."
     if not can_act:
         return {"display": "none"}, "Changing this session's limits needs a nurse sign-in."
-    return {}, (f"Overrides for session {session['id']} only; they end with the session. Fields left "
-                "empty come from the room's limits.")
+    return {}, (f"Overrides for session {session['id']} only; they end with the session. A change is "
+                "merged into the session's override: fields left empty keep their value (the room's "
+                "limits where the session sets none); tick 'back to room' to remove one field.")
 
 
 def _limits_section(app: AppContext, room: str, session: dict[str, Any] | None, can_act: bool) -> html.Div:
@@ -135,6 +149,10 @@ def _limits_section(app: AppContext, room: str, session: dict[str, Any] | None, 
             html.Span(dcc.Dropdown(id="room-lim-priority", options=list(PRIORITIES), placeholder="priority",
                                    style={"width": "9em", "display": "inline-block"}), **dattrs({"data-vw-label": "Priority"})),
             dcc.Input(id="room-lim-delay", type="number", placeholder="delay s", style={"width": NUMBER_FIELD_WIDTH}),
+            html.Span(dcc.Checklist(id="room-lim-unset", inline=True, value=[],
+                                    options=[{"label": f"{label} back to room", "value": f}
+                                             for f, label in UNSET_FIELDS]),
+                      **dattrs({"data-vw-label": "Remove from override"})),
             html.Button("Apply limit", id="room-lim-apply", n_clicks=0),
             html.Button("Clear override", id="room-lim-clear", n_clicks=0),
         ], id="room-lim-form", className="vw-controls", style=style),
@@ -459,8 +477,8 @@ def _register_limit_callbacks(app: dash.Dash, actx: AppContext) -> None:
         Input("room-lim-apply", "n_clicks"), Input("room-lim-clear", "n_clicks"),
         State("room-id", "data"), State("room-lim-metric", "value"), State("room-lim-low", "value"),
         State("room-lim-high", "value"), State("room-lim-priority", "value"), State("room-lim-delay", "value"),
-        State("room-window", "value"), prevent_initial_call=True)
-    def _limit(_a, _c, room, metric, low, high, priority, delay_s, window):  # noqa: ANN001, ANN202
+        State("room-lim-unset", "value"), State("room-window", "value"), prevent_initial_call=True)
+    def _limit(_a, _c, room, metric, low, high, priority, delay_s, unset, window):  # noqa: ANN001, ANN202
         user = actx.current_user()
         if user is None or not user.can(SESSION_ROLE):
             return "Refused: changing a session's limits needs the nurse role.", ERROR_STYLE, no_update, no_update
@@ -472,9 +490,11 @@ def _register_limit_callbacks(app: dash.Dash, actx: AppContext) -> None:
             if sid is None:
                 return ("Refused: this room has no open session; limits can only be changed for an open "
                         "session."), ERROR_STYLE, no_update, no_update
+            clear = trig == "room-lim-clear"
+            given = form_limit_fields(low, high, priority, delay_s, [] if clear else unset)
             stored = session_limits.apply_limit(
-                actx.data.client, actx.keys, actx.cfg, sid, user.name, metric or "", low=low, high=high,
-                priority=priority or None, delay_s=delay_s, clear=trig == "room-lim-clear")
+                actx.data.client, actx.keys, actx.cfg, sid, user.name, metric or "",
+                **({} if clear else given), clear=clear)
             eff = effective_limits(actx, room, sid)
             fig = build_figure(actx, room, window or 15, actx.clock_ms())
         except sessions.SessionError as e:

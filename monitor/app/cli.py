@@ -80,6 +80,16 @@ def _default_user() -> str:
         return "unknown"
 
 
+def _number_or_none(text: str) -> float | str:
+    """A number, or the word "none" (removes that field from a session's limit override)."""
+    if text.strip().lower() == "none":
+        return "none"
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number (or 'none')") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (also used by docs and tests)."""
     common = argparse.ArgumentParser(add_help=False)
@@ -159,11 +169,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="override one metric's alarm limits for an open session (or --clear it)")
     sl.add_argument("--session", required=True)
     sl.add_argument("--metric", required=True, metavar="M", help="hr, spo2, sbp, dbp, map, rr, temp, pi")
-    sl.add_argument("--low", type=float, metavar="N")
-    sl.add_argument("--high", type=float, metavar="N")
-    sl.add_argument("--priority", choices=["high", "medium", "low"])
-    sl.add_argument("--delay-s", type=float, metavar="S")
-    sl.add_argument("--clear", action="store_true", help="remove the session's override for the metric")
+    keep = " (merged into the current override; 'none' removes this field)"
+    sl.add_argument("--low", type=_number_or_none, metavar="N", help="low limit" + keep)
+    sl.add_argument("--high", type=_number_or_none, metavar="N", help="high limit" + keep)
+    sl.add_argument("--priority", choices=["high", "medium", "low", "none"], help="alarm priority" + keep)
+    sl.add_argument("--delay-s", type=_number_or_none, metavar="S", help="condition delay" + keep)
+    sl.add_argument("--clear", action="store_true", help="remove the session's whole override for the metric")
 
     ex = sub.add_parser("export", parents=[common, acting], help="post-session export")
     ex.add_argument("--session", required=True)

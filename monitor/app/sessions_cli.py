@@ -69,8 +69,9 @@ def _limit(client: redis.Redis, keys: Keys, cfg: Config, args: argparse.Namespac
     elif not stored:
         print(f"{args.session}: session override for {args.metric} cleared")
     else:
-        print(f"{args.session}: session override for {args.metric} set: "
-              + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(stored.items())))
+        print(f"{args.session}: session override for {args.metric} is now: "
+              + ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(stored.items()))
+              + " (other fields from the room's limits)")
     room = sessions.get_session(client, keys, args.session)["room"]  # type: ignore[index]
     eff = session_limits.effective_limits(cfg, room, session_limits.read_raw(client, keys, args.session))
     print("in force: " + session_limits.describe(args.metric, eff.get(args.metric)))

@@ -9,13 +9,15 @@ session event and a `session.limit` audit entry). This module is what the CLI
   config would accept — and returns the AlarmSpec fields to store;
 - `effective_limits` (pure) is the layered view config ← room ← session the engine applies
   (`monitor.alarms.rules.build_rules`), with the fields that come from the session marked;
-- `apply_limit` validates, merges over the room's limits (set_limit with `cfg` refuses
-  low ≥ high after the merge) and writes. An override replaces the metric's previous
-  override as a whole: fields left out come from the room's limits again.
+- `apply_limit` merges the change field by field into the metric's current session override
+  (`merged_override`: fields left out keep their value, a field given as "none" is
+  removed), validates the result over the room's limits (set_limit with `cfg` refuses
+  low ≥ high after the merge) and writes it.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -29,6 +31,7 @@ from monitor.model.readings import METRICS
 from monitor.sessions import lifecycle as sessions
 
 SPEC_FIELDS = ("low", "high", "priority", "delay_s")
+UNSET = "none"  # a field given as this word is removed from the override (`--high none`)
 MAX_DELAY_S = 300.0  # AlarmSpec.delay_s accepts 0..300 s
 
 
@@ -119,13 +122,45 @@ def read_raw(client: redis.Redis, keys: Keys, sid: str) -> dict[str, str]:
     return client.hgetall(keys.session_limits(sid))  # type: ignore[return-value]
 
 
-def apply_limit(client: redis.Redis, keys: Keys, cfg: Config, sid: str, user: str, metric: str,
-                low: float | None = None, high: float | None = None, priority: str | None = None,
-                delay_s: float | None = None, clear: bool = False) -> dict[str, Any] | None:
-    """Set (or with `clear`, remove) one metric's override for an open session; audited.
+def is_unset(value: Any) -> bool:
+    """True for the word that removes one field from an override (`--high none`)."""
+    return isinstance(value, str) and value.strip().lower() == UNSET
 
-    Returns the stored override, `{}` when cleared, or None when there was nothing to clear
-    (nothing is written then). Raises UnknownSession, SessionClosed or InvalidEvent.
+
+def merged_override(metric: str, current: Mapping[str, Any], low: Any = None, high: Any = None,
+                    priority: Any = None, delay_s: Any = None) -> dict[str, Any]:
+    """The metric's override after one change (pure): each field given replaces the stored one,
+    a field given as `UNSET` ("none") is removed, every other stored field stays. The result
+    is validated as a whole (low < high). Raises InvalidEvent; `{}` means no override is left."""
+    given = {"low": low, "high": high, "priority": priority, "delay_s": delay_s}
+    if all(v is None for v in given.values()):
+        raise sessions.InvalidEvent(f"nothing to set for {metric}: give a low, high, priority or delay "
+                                    f"(a field as {UNSET!r} removes it; or clear the override)")
+    removed = {k for k, v in given.items() if is_unset(v)}
+    new = {k: v for k, v in given.items() if v is not None and k not in removed}
+    if new:
+        new = limit_spec(metric, **new)  # the typed values, checked on their own
+    elif metric not in METRICS:
+        raise sessions.InvalidEvent(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+    out = {k: v for k, v in current.items() if k not in removed and v is not None}
+    out.update(new)
+    fields = {k: out.get(k) for k in SPEC_FIELDS}
+    if any(v is not None for v in fields.values()):
+        limit_spec(metric, **fields)  # the merged whole: low < high
+    return out
+
+
+def apply_limit(client: redis.Redis, keys: Keys, cfg: Config, sid: str, user: str, metric: str,
+                low: float | str | None = None, high: float | str | None = None,
+                priority: str | None = None, delay_s: float | str | None = None,
+                clear: bool = False) -> dict[str, Any] | None:
+    """Change (or with `clear`, remove) one metric's override for an open session; audited.
+
+    The change merges field by field into the session's current override for the metric:
+    a field left out (None) keeps its stored value, one given as `UNSET` ("none") is removed
+    (the room's value applies again). Returns the stored override, `{}` when none is left, or
+    None when there was nothing to clear (nothing is written then). Raises UnknownSession,
+    SessionClosed or InvalidEvent.
     """
     head = sessions.get_session(client, keys, sid)
     if head is None:
@@ -138,8 +173,16 @@ def apply_limit(client: redis.Redis, keys: Keys, cfg: Config, sid: str, user: st
         if head.get("state") == "open" and not client.hexists(keys.session_limits(sid), metric):
             return None
         return sessions.set_limit(client, keys, sid, user, metric, {}, cfg=cfg)
-    spec = limit_spec(metric, low, high, priority, delay_s)
-    AlarmSpec.model_validate(spec)  # same model the engine decodes with; limit_spec is stricter
+    current: dict[str, Any] = {}
+    if metric in METRICS:
+        try:
+            loaded = json.loads(read_raw(client, keys, sid).get(metric) or "{}")
+        except ValueError:
+            loaded = {}  # an unreadable stored override is replaced, as the engine ignores it
+        current = loaded if isinstance(loaded, dict) else {}
+    spec = merged_override(metric, current, low, high, priority, delay_s)
+    if spec:
+        AlarmSpec.model_validate(spec)  # same model the engine decodes with; limit_spec is stricter
     return sessions.set_limit(client, keys, sid, user, metric, spec, cfg=cfg)
 
 
