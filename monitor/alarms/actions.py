@@ -145,3 +145,37 @@ def active_alerts(client: redis.Redis, keys: Keys, rooms: list[str] | None = Non
         pipe.hvals(n)
     out = [rec for vals in pipe.execute() for v in vals if (rec := json.loads(v)).get("state") != "dismissed"]
     return sort_records(out)
+
+
+def end_session_reminders(client: redis.Redis, keys: Keys, room: str, sid: str, ts_ms: int) -> list[str]:
+    """Clear the active reminders of session `sid` in `room` because it ended, stamped `ts_ms`
+    (the session's end); returns their ids. Called by `session end` after the session is
+    marked ended and before it is archived, so the clear is in the alerts stream when the
+    archive copies it — an export made right away and one made later read the same record.
+
+    Each reminder's record is kept, marked "dismissed", instead of being removed: an engine
+    tick that read the session while it was still open and commits after this must not raise
+    the reminder again (`evaluate.reconcile` never raises an alert whose record exists), and
+    the engine drops the record quietly at its next tick once no session asks for it.
+    """
+    key = keys.active_alerts(room)
+    with client.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                pipe.watch(key)
+                recs = [json.loads(v) for v in pipe.hvals(key)]
+                mine = [r for r in recs if r.get("kind") == "reminder" and r.get("session") == sid
+                        and r.get("state") == "active"]
+                if not mine:
+                    pipe.unwatch()
+                    return []
+                pipe.multi()
+                for rec in mine:
+                    new = {**rec, "state": "dismissed", "dismissed_by": "", "dismissed_ms": ts_ms}
+                    pipe.hset(key, rec["alert"], encode_record(new))
+                    ev = event_for(rec, "cleared", ts_ms, message=f"{rec['message']}: session ended")
+                    pipe.xadd(keys.alerts, ev.to_fields())  # type: ignore[arg-type]
+                pipe.execute()
+                return [r["alert"] for r in mine]
+            except redis.WatchError:
+                continue  # the engine changed the room's alerts meanwhile: redo on fresh data

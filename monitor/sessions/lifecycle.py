@@ -28,6 +28,7 @@ import redis
 from pydantic import ValidationError
 
 from monitor.accounts import audit
+from monitor.alarms.actions import end_session_reminders
 from monitor.model import clock
 from monitor.model.config import AlarmSpec, Config
 from monitor.model.keys import Keys
@@ -315,6 +316,11 @@ def end_session(client: redis.Redis, keys: Keys, cfg: Config, sid: str, user: st
         if client.hget(keys.open_sessions, head["room"]) == sid:
             client.hdel(keys.open_sessions, head["room"])
         audit.record(client, keys, user, "session.end", session=sid)
+        head["state"], head["ended_ms"] = "ended", ts
+    if head.get("state") == "ended":
+        # its reminders clear at the end, in the stream before the archive copies it (also
+        # when resuming after a crash here): the record is final at once, not a minute later
+        end_session_reminders(client, keys, head["room"], sid, int(head["ended_ms"]))
     return archive.archive_session(client, keys, cfg, sid)
 
 
