@@ -340,8 +340,10 @@ def archive_session(client: redis.Redis, keys: Keys, cfg: Config, sid: str, *,
 
 def _copy_data(arch: Archive, client: redis.Redis, keys: Keys, sid: str, room: str, start_ms: int,
                end_ms: int, lo: str, hi: str, batch_size: int = BATCH_SIZE,
-               on_batch: OnBatch | None = None) -> tuple[dict[str, int], dict[str, int]]:
-    """Copy the room's readings and alert events measured within the session span."""
+               on_batch: OnBatch | None = None, carry: bool = True) -> tuple[dict[str, int], dict[str, int]]:
+    """Copy the room's readings and alert events measured within the session span; with
+    `carry`, also the earlier events of clinic-wide alarms already active at its start (a
+    top-up passes False: those were in the stream when the session was archived)."""
     def reading_in_span(i: str, f: dict[str, str]) -> dict[str, Any] | None:
         r = reading_row(sid, i, f)
         if r is None:
@@ -354,7 +356,7 @@ def _copy_data(arch: Archive, client: redis.Redis, keys: Keys, sid: str, room: s
     # clinic-wide alarms (room "*") that name this room and were already active when the
     # session began: their events before the start belong to the record too (the outage
     # overlaps the session even if it neither began nor ended inside it)
-    carried = clinic_alerts_active_at(client, keys, room, start_ms - 1000)
+    carried = clinic_alerts_active_at(client, keys, room, start_ms - 1000) if carry else {}
 
     def alert_in_span(i: str, f: dict[str, str]) -> dict[str, Any] | None:
         if not alert_concerns(f, room):
@@ -457,7 +459,7 @@ def top_up_session(client: redis.Redis, keys: Keys, cfg: Config, sid: str) -> in
                      .values(done=False))
     start_ms, end_ms = int(head["started_ms"]), int(head["ended_ms"])
     _copy_data(arch, client, keys, sid, head["room"], start_ms, end_ms,
-               str(max(0, start_ms - SCAN_MARGIN_MS)), "+")
+               str(max(0, start_ms - SCAN_MARGIN_MS)), "+", carry=False)
     n = _finish(arch, sid)
     added = n - int(row.n_readings or 0)
     if added:
