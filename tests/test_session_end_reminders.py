@@ -5,11 +5,12 @@ after `session end`, the engine's next tick adds nothing, and a later top-up cha
 
 from __future__ import annotations
 
+import json
+
 from monitor.alarms import actions
 from monitor.alarms.engine import Worker
 from monitor.alarms.evaluate import Book, reconcile
 from monitor.alarms.reminders import reminder_conditions
-from monitor.alarms.store import read_active
 from monitor.model.clock import now_ms
 from monitor.sessions import archive, review
 from monitor.sessions import lifecycle as sessions
@@ -56,7 +57,7 @@ def test_an_export_right_after_session_end_equals_a_later_one(make_config, rclie
     # transaction retried on the fresh records) must not raise the reminder again
     stale = reminder_conditions({**open_head, "id": sid}, open_events, end + 100, cfg, "room-1")
     assert any(d.message.startswith("Minimum observation") for d in stale.values())
-    book = Book(read_active(rclient, keys, "room-1"))
+    book = Book({a: json.loads(v) for a, v in rclient.hgetall(keys.active_alerts("room-1")).items()})
     reconcile(book, "room-1", stale, "r:", end + 100)
     assert book.events == []
 
