@@ -318,8 +318,13 @@ class MqttAdapter:
 
     def workers(self) -> list[tuple[str, Callable[[], bool], Callable[[], None]]]:
         """(name, is alive, restart) of this adapter's threads, for ingest's supervisor."""
-        return [("mqtt-adapter", self._thread.is_alive, self._restart_status_thread),
+        return [("mqtt-adapter", self._status_alive, self._restart_status_thread),
                 ("mqtt-network", self._network_alive, self._restart_network)]
+
+    def _status_alive(self) -> bool:
+        # the *current* status thread: a restart replaces it (binding the first thread's
+        # is_alive here made the watchdog start a new one every second after a restart)
+        return self._thread.is_alive()
 
     def _network_alive(self) -> bool:
         t = self.client._thread  # paho keeps its loop_start() thread here

@@ -124,6 +124,24 @@ def test_watchdog_restarts_every_dead_worker_and_nothing_is_lost(
     assert restarted == set(deaths)
 
 
+def test_a_restarted_mqtt_status_thread_counts_as_alive() -> None:
+    """The watchdog asks the *current* status thread: after one restart it must not restart it
+    again every second (the cause of this module's flaky 'restarts == 1')."""
+    adapter = mqtt_adapter.MqttAdapter.__new__(mqtt_adapter.MqttAdapter)
+    release = threading.Event()
+    adapter._run = release.wait  # type: ignore[method-assign]
+    adapter._thread = threading.Thread(target=lambda: None)
+    adapter._thread.start()
+    adapter._thread.join()
+    name, alive, restart = adapter.workers()[0]
+    assert name == "mqtt-adapter" and not alive()
+    restart()
+    try:
+        assert alive()
+    finally:
+        release.set()
+
+
 def _subscribed(client: redis.Redis, keys: Keys, port: int) -> bool:
     probe = now_ms()
     mosquitto_pub(port, T_MON1, json.dumps({"ts": probe, "hr": 50}))
