@@ -276,7 +276,9 @@ def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions,
         head = data.session(sid)
         if head is None:
             raise HTTPException(404, f"no session {sid!r} in Redis (see /review for archived sessions)")
-        end = int(head.get("ended_ms") or now_ms())
+        # an open session reads to the stream's end ("+"), not to this host's clock: stream ids
+        # are Redis's clock, and a Redis host ahead of this one would hide the newest readings
+        end = int(head["ended_ms"]) if head.get("ended_ms") else None
         readings = [{"ts": ts, "dev": dev, **vals, **({"flags": flags} if flags else {})}
                     for ts, dev, vals, flags in data.history(head["room"], int(head["started_ms"]), end)]
         return {"session": head, "events": data.session_events(sid), "readings": readings}

@@ -163,6 +163,18 @@ def test_session_api_and_websocket_hello(env: dict[str, Any]) -> None:
         ws.close()
 
 
+def test_open_session_reads_to_the_stream_end_whatever_this_host_clock_says(env: dict[str, Any]) -> None:
+    """Stream ids are the Redis host's clock: one 60 s ahead of the dashboard's must not hide the
+    newest readings of an open session."""
+    c, k = env["client"], env["keys"]
+    sid = sessions.start_session(c, k, env["cfg"], "room-3", "p-456", "iv", "nina")
+    ahead = now_ms() + 60_000
+    c.xadd(k.vitals("room-3"), {"ts": str(ahead), "dev": "mon-3", "hr": "81"}, id=f"{ahead}-0")
+    body = signed_in(env, "nina").get(env["url"] + f"/api/v1/sessions/{sid}").json()
+    assert [r["ts"] for r in body["readings"] if r.get("hr") == 81] == [ahead]
+    sessions.end_session(c, k, env["cfg"], sid, "nina")
+
+
 def test_login_backoff_one_answer_and_audit(env: dict[str, Any]) -> None:
     c, k = env["client"], env["keys"]
     users.create_user(c, k, "lou", "nurse", "lou-password-1")
