@@ -279,5 +279,8 @@ def test_mqtt_monitor_and_nibp_devices():
     assert bp.tick(ctx(sim_s=0.0)) and bp.tick(ctx(sim_s=1.0)) == []  # BP only on its cycle
     skewed = mon.tick(ctx(sim_s=2.0, clock_skew_ms=600_000))[0]
     assert json.loads(skewed.data)["ts"] == T0_MS + 600_000 and "clock_skew" in skewed.reading.flags
+    behind = mon.tick(ctx(sim_s=2.5, clock_skew_ms=-120_000))[0]  # a clock behind keeps its label
+    assert json.loads(behind.data)["ts"] == T0_MS - 120_000 and "clock_skew" not in behind.reading.flags
+    assert behind.reading.device_ts_ms == T0_MS - 120_000
     off = mon.tick(ctx(sim_s=3.0, sensor_off=True))[0]
     assert json.loads(off.data) == {"ts": T0_MS, "flags": ["sensor_off"]}

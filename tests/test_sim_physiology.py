@@ -168,6 +168,8 @@ scenarios = ["desaturation"]
     assert ph2.doses[0].route == "iv" and ph2.doses[0].dose_mg == 45 and ph2.modifiers == {"hypertensive", "desaturation"}
     assert tl.faults_for("oxi-1", "masimo-ascii")[0].at_s == 12
     assert tl.faults_for("oxi-2", "masimo-ascii") == ()
+    f.write_text('[[faults]]\nkind = "clock-skew"\ndevice = "mon-1"\nat_s = 3\nduration_s = 5\nskew_s = -120\n')
+    assert parse_scenario(str(f)).faults_for("mon-1", "json")[0].skew_s == -120
     f.write_text('[[faults]]\nkind = "lightning"\n')
     with pytest.raises(ScenarioError, match=re.escape(f"{f}: faults[0].kind: unknown fault")):
         parse_scenario(str(f))

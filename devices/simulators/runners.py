@@ -85,6 +85,7 @@ class FaultState:
     speed: float
     active: set[str] = field(default_factory=set)
     noise_rate: float | None = None  # a noisy-line window's own rate, when it sets one
+    skew_ms: int = 0  # the device clock's error while a clock-skew window is on (signed)
 
     def update(self, elapsed_s: float, now_ms: int) -> set[str]:
         """Active fault kinds at elapsed_s (wall s since start)."""
@@ -98,6 +99,8 @@ class FaultState:
         self.active = now
         self.noise_rate = max((w.rate for w in self.spec.faults if w.kind == "noisy-line" and w.rate is not None
                                and w.active(elapsed_s, self.speed)), default=None)
+        skews = [w for w in self.spec.faults if w.kind == "clock-skew" and w.active(elapsed_s, self.speed)]
+        self.skew_ms = (CLOCK_SKEW_MS if skews[0].skew_s is None else int(skews[0].skew_s * 1000)) if skews else 0
         return now
 
 
@@ -126,7 +129,7 @@ class Runner(threading.Thread):
         return Context(
             now_ms=self.clock.now_ms(), sim_s=sim_s, vitals=self.physiology.vitals_at(sim_s),
             sensor_off="sensor-off" in active, noisy=self.noise_rng if "noisy-line" in active else None,
-            clock_skew_ms=CLOCK_SKEW_MS if "clock-skew" in active else 0,
+            clock_skew_ms=self.faults.skew_ms if "clock-skew" in active else 0,
             dose_s=self.physiology.first_dose_s, **rates)
 
     def log_chunk(self, chunk: Chunk, ctx: Context, delivered: bool) -> None:

@@ -58,6 +58,7 @@ class FaultWindow:
     device: str | None = None  # None: every device the fault applies to
     at_min: float | None = None  # simulated minutes instead of at_s (converted at run time)
     rate: float | None = None  # noisy-line only: share of ticks garbled (default 0.10 / 0.06)
+    skew_s: float | None = None  # clock-skew only: the device clock's error, signed (default +10 min)
 
     def start_wall_s(self, speed: float) -> float:
         """Start in wall seconds since the run began."""
@@ -226,7 +227,7 @@ def _timeline(data: dict[str, Any]) -> Timeline:
     windows = list(faults)
     for i, f in enumerate(_get(data, "faults", list, where, [])):
         w = f"{where}.faults[{i}]"
-        _known_keys(f, {"kind", "at_s", "at_min", "duration_s", "every_s", "device", "rate"}, w)
+        _known_keys(f, {"kind", "at_s", "at_min", "duration_s", "every_s", "device", "rate", "skew_s"}, w)
         kind = _get(f, "kind", str, w)
         if kind not in FAULTS:
             raise ScenarioError(f"{w}.kind: unknown fault {kind!r}; expected one of {', '.join(FAULTS)}")
@@ -234,7 +235,7 @@ def _timeline(data: dict[str, Any]) -> Timeline:
             kind, at_s=float(_get(f, "at_s", (int, float), w, 0)),
             duration_s=_get(f, "duration_s", (int, float), w), every_s=_get(f, "every_s", (int, float), w),
             device=_get(f, "device", str, w), at_min=_get(f, "at_min", (int, float), w),
-            rate=_get(f, "rate", (int, float), w)))
+            rate=_get(f, "rate", (int, float), w), skew_s=_get(f, "skew_s", (int, float), w)))
         if windows[-1].rate is not None and not 0 <= windows[-1].rate <= 1:
             raise ScenarioError(f"{w}.rate: must be between 0 and 1")
     rooms: dict[str, dict[str, Any]] = {}

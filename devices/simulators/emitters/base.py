@@ -29,7 +29,7 @@ class Context:
     vitals: Vitals
     sensor_off: bool = False
     noisy: random.Random | None = None  # set while a noisy-line fault is on
-    clock_skew_ms: int = 0  # device clock error while a clock-skew fault is on
+    clock_skew_ms: int = 0  # device clock error while a clock-skew fault is on (signed: + ahead)
     dose_s: float | None = None  # simulated time of the first dose (NIBP schedule)
     garbage_p: float = 0.10  # on a noisy line: share of ticks with garbage bytes
     corrupt_p: float = 0.06  # on a noisy line: share of readings cut or corrupted

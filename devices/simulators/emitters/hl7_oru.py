@@ -21,6 +21,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from devices.simulators.emitters.base import Chunk, Context, TruthReading, garbage, nibp_due
+from monitor.model.readings import settle_ts
 
 PROFILE = "IHE_PCD_001^IHE PCD^1.3.6.1.4.1.19376.1.6.1.1.1^ISO"
 MODEL = "BeneVision N12"
@@ -105,7 +106,8 @@ class Hl7Monitor:
         truth = TruthReading(dict(values), flags)
         if ctx.clock_skew_ms:
             truth.device_ts_ms = device_ts
-            truth.flags = sorted({*flags, "clock_skew"})
+            if settle_ts(device_ts, ctx.now_ms)[1]:  # a clock behind (within 24 h) keeps its label
+                truth.flags = sorted({*flags, "clock_skew"})
         chunks: list[Chunk] = []
         if ctx.noisy is not None and ctx.noisy.random() < ctx.garbage_p:
             chunks.append(Chunk(garbage(ctx.noisy, exclude=b"\x0b\x1c"), noise="garbage"))

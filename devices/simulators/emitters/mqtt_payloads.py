@@ -11,6 +11,7 @@ import json
 from typing import Any
 
 from devices.simulators.emitters.base import Chunk, Context, TruthReading, nibp_due
+from monitor.model.readings import settle_ts
 
 SENML_UNITS = {"hr": "beat/min", "spo2": "%", "sbp": "mmHg", "dbp": "mmHg", "map": "mmHg",
                "rr": "1/min", "temp": "Cel", "pi": "%"}
@@ -87,7 +88,8 @@ class MqttDevice:
         truth = TruthReading(values, flags)
         if ctx.clock_skew_ms:
             truth.device_ts_ms = device_ts
-            truth.flags = sorted({*flags, "clock_skew"})
+            if settle_ts(device_ts, ctx.now_ms)[1]:  # a clock behind (within 24 h) keeps its label
+                truth.flags = sorted({*flags, "clock_skew"})
         payload = self.encode(device_ts, values, flags)
         if ctx.noisy is not None and ctx.noisy.random() < ctx.corrupt_p:
             truth.expect, truth.fault = "refused", "invalid_json"  # a pending BP waits for the next
