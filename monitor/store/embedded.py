@@ -242,6 +242,7 @@ def start_broker(data_dir: Path, *, accounts: Mapping[str, str], acl: list[AclUs
             f"acl_file {bdir / 'acl'}\n"
             "persistence true\n"
             f"persistence_location {bdir}/\n"
+            "autosave_interval 1\n"  # sessions survive a crash (deploy/mosquitto/mosquitto.conf)
             "max_queued_messages 100000\n"
             "log_dest stderr\n"
             "log_type error\nlog_type warning\n"
