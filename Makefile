@@ -3,7 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test test-fast system-deps lint import-graph bench clean
+.PHONY: setup demo test test-fast system-deps lint import-graph bench soak clean
 
 setup: $(VENV)/.installed
 
@@ -35,7 +35,11 @@ import-graph: setup
 	$(BIN)/python scripts/import_graph.py
 
 bench: setup
-	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+	for b in benchmarks/*.py; do case $$b in *soak.py) continue;; esac; echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+# the whole system at 20 rooms for 30 min with faults injected periodically (docs/reliability.md)
+soak: setup
+	nice $(BIN)/python benchmarks/soak.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .hypothesis
