@@ -65,7 +65,7 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[System, S
         wait_page(lambda: banner(driver) == "" and s.health()[0] == 200, 45, "monitoring before any fault")
         screen = Screen(lambda: banner(driver))
         screen.start()
-        s.t0_ms = int(time.time() * 1000)  # type: ignore[attr-defined]
+        s.t0_ms = int(time.time() * 1000)
         yield s, screen
     finally:
         if screen is not None:
@@ -107,7 +107,7 @@ def test_fault(case: str, system: tuple[System, Screen]) -> None:
 
 def test_whole_run_against_the_truth(system: tuple[System, Screen]) -> None:
     s, _screen = system
-    t0 = s.t0_ms  # type: ignore[attr-defined]
+    t0 = s.t0_ms
     end = int(time.time() * 1000) - 2000
     whole = wait_all_stored(s, t0, end, 30)
     assert whole.ok(), whole.line()
