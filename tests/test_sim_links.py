@@ -122,3 +122,13 @@ def test_tcp_listener_mode_for_a_serial_device_server(tmp_path: Path):
     delivered = [r for r in truth.of("reading") if r["expect"] == "stored"]
     hr = int(text.split(b";")[1])
     assert any(r["values"]["hr"] == hr for r in delivered)
+
+
+def test_a_file_backed_truth_log_without_keep_holds_nothing_in_memory(tmp_path: Path):
+    """`vitalwatch simulate` runs for hours: its truth log goes to the file only."""
+    truth = TruthLog(tmp_path / "truth.jsonl", keep=False)
+    for i in range(100):
+        truth.write("reading", device="mon-1", ts_ms=i)
+    truth.close()
+    assert truth.records == [] and truth.of("reading") == []
+    assert len((tmp_path / "truth.jsonl").read_text().splitlines()) == 100

@@ -57,7 +57,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     target = None
     if any(d.transport == "mqtt" for _, d in cfg.devices()):
         target = mqtt_target(cfg, os.environ)  # RuntimeFailure → exit 1 with its message
-    truth = TruthLog(args.truth)
+    truth = TruthLog(args.truth, keep=False)  # the file is the record; memory stays flat
     stop = threading.Event()
 
     def _stop(signum: int, frame: FrameType | None) -> None:

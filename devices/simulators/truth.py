@@ -24,9 +24,12 @@ from typing import IO, Any
 class TruthLog:
     """Thread-safe JSON-lines writer (or an in-memory list when no path is given)."""
 
-    def __init__(self, path: str | Path | None = None) -> None:
+    def __init__(self, path: str | Path | None = None, keep: bool = True) -> None:
         self.path = Path(path) if path else None
-        self.records: list[dict[str, Any]] = []  # kept in memory too, for fixtures and tests
+        # kept in memory too, for fixtures and tests (`keep`); a long-running `vitalwatch
+        # simulate` keeps none (20 rooms would grow ~46 MB an hour: benchmarks/soak.py)
+        self.keep = keep
+        self.records: list[dict[str, Any]] = []
         self._lock = threading.Lock()
         self._fh: IO[str] | None = None
         if self.path:
@@ -38,13 +41,14 @@ class TruthLog:
         rec = {"kind": kind, **fields}
         line = json.dumps(rec, separators=(",", ":"), sort_keys=False)
         with self._lock:
-            self.records.append(rec)
+            if self.keep:
+                self.records.append(rec)
             if self._fh:
                 self._fh.write(line + "\n")
                 self._fh.flush()  # a reader (test, benchmark) may tail it while we run
 
     def of(self, kind: str, device: str | None = None) -> list[dict[str, Any]]:
-        """Records of one kind (optionally one device) written so far."""
+        """Records of one kind (optionally one device) written so far (none unless `keep`)."""
         with self._lock:
             return [r for r in self.records if r["kind"] == kind and (device is None or r.get("device") == device)]
 
