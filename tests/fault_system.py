@@ -103,7 +103,7 @@ class LinkProxy(threading.Thread):
                     if not data:
                         return
                     (b if s is a else a).sendall(data)
-        except OSError:
+        except (OSError, ValueError):  # ValueError: select on a socket `drop` has closed
             return
         finally:
             for s in (a, b):
