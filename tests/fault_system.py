@@ -439,6 +439,7 @@ def inject_ingest_kill_torn(s: System, hold_s: float = 5.0) -> Injected:
     spool = s.data / "spool"
     wait_for(lambda: any(p.stat().st_size for p in spool.glob("*.jsonl")), 15, "ingest spooling")
     time.sleep(max(0.0, t0 + hold_s / 2 - time.monotonic()))
+    killed_ms = int(time.time() * 1000)
     s.procs["ingest"].send_signal(signal.SIGKILL)
     s.procs["ingest"].wait()
     files = [p for p in spool.glob("*.jsonl") if p.stat().st_size]
@@ -452,7 +453,7 @@ def inject_ingest_kill_torn(s: System, hold_s: float = 5.0) -> Injected:
     _hold(t0, hold_s)
     s.redis.start()
     t1, m1 = _now()
-    return Injected(t0, t1, m0, m1, True, note=f"torn tail in {torn} spool file(s)")
+    return Injected(t0, t1, m0, m1, True, note=f"ingest killed at {killed_ms}; torn tail in {torn} spool file(s)")
 
 
 def inject_link_stall(s: System, hold_s: float = 6.0) -> Injected:
