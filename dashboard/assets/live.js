@@ -5,7 +5,9 @@
    built by tiles.js from the same state. Messages only change the state and mark what is
    dirty; values are written right after the socket message (a microtask: one pass per server
    frame), the rest by one requestAnimationFrame flush (single text nodes and attributes, only
-   where the text changed), so 100 rooms at 1 Hz cost a few writes per frame.
+   where the text changed), so 100 rooms at 1 Hz cost a few writes per frame. On an overview
+   of many rooms (VW.coalesce.minRooms) readings are written together at most every
+   VW.coalesce.ms instead (see "coalescing" below); alarm state is never held back.
    No inline scripts, no eval: everything is wired here with addEventListener. */
 (function () {
   "use strict";
@@ -108,6 +110,9 @@
     idx.alerts = Array.prototype.slice.call(document.querySelectorAll("[data-vw-alerts]"));
     idx.reminders = Array.prototype.slice.call(document.querySelectorAll("[data-vw-reminders]"));
     idx.trends = Array.prototype.slice.call(document.querySelectorAll("[data-vw-trend]"));
+    idx.overview = !!document.querySelector("[data-vw-overview]");
+    idx.tiles = 0;
+    for (var t in idx.rooms) { if (idx.rooms[t].tile.length) { idx.tiles++; } }
     VW.idx = idx;
     markAll();
   }
@@ -153,9 +158,48 @@
     dirty.values = {};
   }
   function markAll() { dirty.all = true; schedule(); }
-  function markValue(room, m) {
+  function markValueNow(room, m) {
     (dirty.values[room] || (dirty.values[room] = {}))[m] = true;
     if (!valuesPending) { valuesPending = true; queueMicrotask(flushValues); }
+  }
+  // A new reading: written at once (above), or, on an overview of many rooms, with the other
+  // rooms' readings in one batch at most every VW.coalesce.ms.
+  function markValue(room, m) {
+    if (!coalescing()) { markValueNow(room, m); return; }
+    (slow[room] || (slow[room] = {}))[m] = true;
+    if (slowTimer === null) { slowTimer = setTimeout(flushSlow, Math.max(0, lastSlowMs + VW.coalesce.ms - now())); }
+  }
+
+  // ---------------------------------------------------------------- coalescing (big overview)
+  // Independent monitors send at their own moments in the second, so 100 rooms at 1 Hz are
+  // ~100 socket messages a second; written at once, each makes the browser paint a new frame
+  // (nearly 60 frames a second: ~25 % of a core, mostly painting). On an overview with at
+  // least minRooms tiles, readings are held and written together (only changed text and
+  // attributes) at most every `ms`: a glance display of 1 Hz readings shows each at most that
+  // much later, and the browser paints a few frames a second. Everything about alarm state —
+  // a tile's alarm colour and the alarmed value's marking (an "alerts" message writes the
+  // room's values and tile in the next frame), NOT MONITORED on tiles, the NOT MONITORING
+  // banner, connection lost — keeps the immediate path, as do the room page and an overview
+  // of fewer rooms (benchmarks/overview_scale.py, docs/dashboard.md "Update policy").
+  VW.coalesce = {minRooms: 30, ms: 250};
+  VW.slowFlushes = 0;
+  var slow = {}, slowTimer = null, lastSlowMs = 0;
+  function coalescing() {
+    return !!(VW.idx && VW.idx.overview && VW.idx.tiles >= VW.coalesce.minRooms);
+  }
+  var agesDue = false;
+  function flushSlow() {
+    slowTimer = null; lastSlowMs = now(); VW.slowFlushes++;
+    var held = slow;
+    slow = {};
+    if (agesDue) { agesDue = false; tickAges(); }  // the once-a-second ages in the same frame
+    if (!VW.idx || dirty.all) { return; }  // the full redraw of the next frame writes them
+    for (var room in held) { for (var m in held[room]) { applyValue(room, m); } }
+  }
+  function ages() {
+    if (!coalescing()) { tickAges(); return; }
+    agesDue = true;
+    if (slowTimer === null) { slowTimer = setTimeout(flushSlow, Math.max(0, lastSlowMs + VW.coalesce.ms - now())); }
   }
   function markRoom(room) { dirty.rooms[room] = true; dirty.lists = true; schedule(); }
   function flush() {
@@ -551,7 +595,7 @@
     var st = VW.rooms[room];
     if (!st) { return; }
     st.alerts = alerts;
-    for (var m in NIBP_AND_ALL) { markValue(room, m); }
+    for (var m in NIBP_AND_ALL) { markValueNow(room, m); }  // alarm marks: never coalesced
     markRoom(room);
   }
   var NIBP_AND_ALL = {hr: 1, spo2: 1, sbp: 1, dbp: 1, map: 1, rr: 1, temp: 1, pi: 1};
@@ -794,18 +838,24 @@
   // ---------------------------------------------------------------- flashing (2 Hz high, 0.625 Hz medium)
   var BLINK_HALF_MS = {high: 250, medium: 800};
   VW.blinkHold = null;  // tests pin a phase: {high: "0"|"1", medium: "0"|"1"}
+  // The phase attribute on <html> only flips while something of that priority is on the
+  // page: each flip restyles the page and paints a frame, for nothing when no alarm flashes.
+  var FLASHING = {high: '[data-alert="high"],.vw-alert-high', medium: '[data-alert="medium"],.vw-alert-medium'};
   function blink() {
     var t = now(), root = document.documentElement;
     for (var p in BLINK_HALF_MS) {
       var on = VW.blinkHold ? VW.blinkHold[p] : (Math.floor(t / BLINK_HALF_MS[p]) % 2 ? "1" : "0");
-      if (root.getAttribute("data-blink-" + p) !== on) { root.setAttribute("data-blink-" + p, on); }
+      var was = root.getAttribute("data-blink-" + p);
+      if (was === on) { continue; }
+      if (on === "1" && was !== null && !VW.blinkHold && !document.querySelector(FLASHING[p])) { continue; }
+      root.setAttribute("data-blink-" + p, on);
     }
   }
   VW.blinkHalfMs = BLINK_HALF_MS;
 
   // ---------------------------------------------------------------- timers
   setInterval(function () {
-    tickAges(); banner(); soundButton(); flushTrends();
+    ages(); banner(); soundButton(); flushTrends();
     if (VW.idx) { dirty.lists = true; schedule(); }  // ages in the rows, undo windows closing
   }, 1000);
   setInterval(function () { banner(); soundTick(); }, 250);
