@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.model.codec import escape_raw, from_fields, reject_fields, to_fields
+from monitor.model.codec import escape_raw, from_fields, identity, reading_identity, reject_fields, to_fields
 from monitor.model.readings import FLAGS, METRICS, Reading, Refusal, accept, settle_ts
 
 NOW = 1_795_813_200_123
@@ -89,3 +89,32 @@ def test_reject_fields_truncate_and_escape() -> None:
     assert f["reason"] == "bad_checksum" and f["source"] == "oxi-1" and f["ts"] == str(NOW)
     assert f["raw"].startswith("\\x02\\xff") and f["raw"].endswith("…")
     assert escape_raw(b"ok line") == "ok line"
+
+
+@given(readings, st.integers(0, 2**45))
+def test_identity_is_the_same_queued_and_stored(r: Reading, rx: int) -> None:
+    """The writer checks a queued entry against stored ones: the identity of `to_fields(r)`
+    equals that of the entry read back (fields in another order, with the writer's `rx`
+    note), and that of the reading decoded from it and encoded again."""
+    queued = to_fields(r)
+    stored = dict(reversed([*queued.items(), ("rx", str(rx))]))
+    assert identity(stored) == identity(queued) == reading_identity(r)
+    assert reading_identity(from_fields("room-1", stored, f"{rx}-0")) == reading_identity(r)
+
+
+def test_identity_tells_a_reused_label_from_a_redelivery() -> None:
+    """Same device and ts (a clock stepped back): any other value or flag is another
+    reading; every field equal is the same reading (storing it again says nothing new)."""
+    r = Reading("room-1", "oxi-1", NOW, {"hr": 72.0, "spo2": 97.0})
+    assert reading_identity(Reading("room-1", "oxi-1", NOW, {"spo2": 97.0, "hr": 72.0}, recv_ms=NOW + 9)) \
+        == reading_identity(r)
+    others = [
+        Reading("room-1", "oxi-1", NOW, {"hr": 73.0, "spo2": 97.0}),
+        Reading("room-1", "oxi-1", NOW, {"hr": 72.0}),
+        Reading("room-1", "oxi-1", NOW, {"hr": 72.0, "spo2": 97.0, "pi": 2.5}),
+        Reading("room-1", "oxi-1", NOW, {"hr": 72.0, "spo2": 97.0}, frozenset({"artifact"})),
+        Reading("room-1", "oxi-1", NOW, {"hr": 72.0, "spo2": 97.5}),
+    ]
+    ids = {reading_identity(o) for o in others}
+    assert len(ids) == len(others) and reading_identity(r) not in ids
+    assert all(i[:2] == ("oxi-1", str(NOW)) for i in ids)

@@ -78,6 +78,35 @@ def test_duplicate_identity_is_stored_once(redis_url: str, keys: Keys, rclient: 
     assert w2.stats.duplicates_skipped == 1
 
 
+def test_reused_label_after_clock_step_back_is_stored_redelivery_is_not(
+        redis_url: str, keys: Keys, rclient: redis.Redis, tmp_path: Path) -> None:
+    """A device clock stepped back relabels new readings with ts already stored: with other
+    values they are new readings and stored; a byte-identical redelivery — fresh, or to a
+    new process checking the stream (even a stored copy carrying `rx`) — is stored once."""
+    base = int(time.time() * 1000) // 1000 * 1000  # whole seconds, as a device sends them
+    key = keys.vitals("room-1")
+    first = [Reading("room-1", "oxi-1", base + i * 1000, {"hr": 70 + i, "spo2": 97}) for i in range(3)]
+    again = [Reading("room-1", "oxi-1", base + i * 1000, {"hr": 80 + i, "spo2": 96}) for i in range(3)]
+    rclient.xadd(key, {"ts": str(base - 5000), "dev": "oxi-1", "hr": "65", "rx": str(base)})  # stored late
+    w = _writer(redis_url, keys, tmp_path)
+    for r in first + again + first:  # clock stepped back 3 s, twice; the last 3 are redeliveries
+        w.write(r)
+    assert w.flush(10)
+    w.close()
+    assert w.stats.duplicates_skipped == 3
+    w2 = _writer(redis_url, keys, tmp_path)  # a new process: MQTT redeliveries, checked in the stream
+    for r in [Reading("room-1", "oxi-1", base - 5000, {"hr": 65}), *again,
+              Reading("room-1", "oxi-1", base, {"hr": 70, "spo2": 97}, frozenset({"artifact"}))]:
+        w2.write(r, stored_after_ms=base - 60_000)
+    assert w2.flush(10)
+    w2.close()
+    assert w2.stats.duplicates_skipped == 4
+    stored = list(read_readings(rclient, keys, "room-1"))
+    assert [(r.ts_ms - base, r.values["hr"]) for r in stored] == [
+        (-5000, 65), (0, 70), (1000, 71), (2000, 72), (0, 80), (1000, 81), (2000, 82), (0, 70)]
+    assert stored[-1].flags == {"artifact"}
+
+
 def test_on_stored_runs_after_redis_has_it(redis_url: str, keys: Keys, rclient: redis.Redis, tmp_path: Path) -> None:
     w = _writer(redis_url, keys, tmp_path)
     seen: list[int] = []

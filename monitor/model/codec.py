@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from types import MappingProxyType
@@ -30,6 +31,33 @@ def to_fields(r: Reading) -> dict[str, str]:
     if r.flags:
         fields[F_FLAGS] = ",".join(sorted(r.flags))
     return fields
+
+
+Identity = tuple[str, str, bytes]  # (dev, ts, digest of everything else the entry says)
+
+
+def identity(fields: Mapping[str, str]) -> Identity:
+    """The identity of a vitals-stream entry: its `dev` and `ts` fields, and a stable digest
+    of its other fields (values and `flags`) except `rx`, the writer's receive-time note.
+
+    The digest is taken over the field text, so it is the same for an entry about to be
+    written (`to_fields` of a Reading, or the same fields read back from a spool) and for the
+    entry as stored in Redis: `to_fields` is the only encoder, field order does not matter.
+    A redelivery (same device, ts, values and flags) has the identity of its stored copy; a
+    new reading that reuses a ts label (a device clock stepped back) but says anything
+    different has another. Two entries equal in every one of these fields are one reading.
+    """
+    h = hashlib.blake2b(digest_size=8)
+    for name in sorted(fields):
+        if name not in (F_DEV, F_TS, F_RX):
+            h.update(name.encode("utf-8", "backslashreplace") + b"\0")
+            h.update(fields[name].encode("utf-8", "backslashreplace") + b"\0")
+    return (fields.get(F_DEV, ""), fields.get(F_TS, ""), h.digest())
+
+
+def reading_identity(r: Reading) -> Identity:
+    """`identity` of the entry `to_fields(r)` (recv_ms is not part of it)."""
+    return identity(to_fields(r))
 
 
 def recv_ms_of(entry_id: str, fields: Mapping[str, str]) -> int | None:

@@ -90,7 +90,8 @@ class Reading:
     the reading's label, from the device's clock when it sent a plausible one.
     `recv_ms` is when VitalWatch received it (host clock), known for readings read back
     from a stream (entry id, or `rx`); alarm delays and silence are measured on it. It is
-    not part of a reading's identity or equality.
+    not part of a reading's identity (monitor/model/codec.py `identity`: device, ts and a
+    digest of values and flags) or equality.
     """
 
     room: str
@@ -104,10 +105,6 @@ class Reading:
     def clock_ms(self) -> int:
         """The time to measure delays on: receive time when known, else the label."""
         return self.ts_ms if self.recv_ms is None else self.recv_ms
-
-    def key(self) -> tuple[str, int]:
-        """Identity of a reading per CONTRACT.md: (device, ts)."""
-        return (self.device, self.ts_ms)
 
 
 @dataclass(frozen=True, slots=True)

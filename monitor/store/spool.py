@@ -37,7 +37,7 @@ class Item:
 
     key: str
     fields: dict[str, str]
-    dedup: bool  # identity (dev, ts) must be stored once
+    dedup: bool  # a reading: stored once per identity (dev, ts, digest; model/codec.py)
     accepted_ms: int  # when the writer accepted it (host clock)
     check_from_ms: int | None = None  # may already be stored, no earlier than this; None: never sent
     # (not persisted) read back from a spool an earlier process wrote; and the host time by

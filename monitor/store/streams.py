@@ -15,7 +15,10 @@ The writer is the only way readings, rejects and other entries reach Redis from 
   entries, the memory part moves to the spool (fsynced), so a crash loses nothing accepted
   more than about a second before it, and memory stays bounded. Entries with a completion
   callback spool too; their callbacks wait in memory (in order, run-length packed).
-- Identity (device, ts): an entry that may already be in Redis — sent when the connection
+- Identity (device, ts, digest of values and flags — monitor/model/codec.py `identity`,
+  computed alike from a queued entry's fields and a stored one's): a redelivery repeats all
+  three; a new reading reusing a ts label (a device clock stepped back) differs in the
+  digest and is stored. An entry that may already be in Redis — sent when the connection
   broke, replayed from a spool an earlier process left, redelivered by MQTT
   (`stored_after_ms`), or re-sent by a producer in the first two minutes after a start —
   is checked against the stream itself, from the earliest time a stored copy could have
@@ -60,7 +63,7 @@ from pathlib import Path
 import redis
 
 from monitor.model.clock import now_ms
-from monitor.model.codec import from_fields, reject_fields, to_fields
+from monitor.model.codec import Identity, from_fields, identity, reject_fields, to_fields
 from monitor.model.keys import F_DEV, F_RX, F_TS, Keys
 from monitor.model.ratelimit import RateLimiter
 from monitor.model.readings import MAX_AHEAD_MS, Reading, Refusal
@@ -124,19 +127,19 @@ class WriterStats:
 
 
 class _Seen:
-    """(dev, ts) identities known stored in one stream: what this writer stored recently,
+    """(dev, ts, digest) identities known stored in one stream: what this writer stored recently,
     plus — while maybe-stored entries are being checked — everything in a scanned window."""
 
     def __init__(self) -> None:
-        self.ids: set[tuple[str, str]] = set()
-        self.order: collections.deque[tuple[str, str]] = collections.deque()
+        self.ids: set[Identity] = set()
+        self.order: collections.deque[Identity] = collections.deque()
         self.lo_ms: int | None = None  # the window covers ids ≥ lo_ms …
         self.hi_id: str | None = None  # … up to this id (read again from here on refresh)
         self.read_at_ms = 0  # host time the last read up to "+" began
         self.active_until_ms = 0
         self.unreadable = ""  # XRANGE refused (e.g. WRONGTYPE): cannot check this key
 
-    def add(self, ident: tuple[str, str]) -> None:
+    def add(self, ident: Identity) -> None:
         if ident not in self.ids:
             self.ids.add(ident)
             self.order.append(ident)
@@ -174,7 +177,7 @@ class _Seen:
         for entry_id, fields in read_range(client, key, start, end):
             n += 1
             if F_DEV in fields and F_TS in fields:
-                self.add((fields[F_DEV], fields[F_TS]))
+                self.add(identity(fields))
             if extend_hi:
                 self.hi_id = entry_id
         return n
@@ -567,7 +570,7 @@ class StreamWriter:
             for it, _ in stored:
                 seen = self._seen.setdefault(it.key, _Seen())
                 if it.dedup:
-                    seen.add((it.fields[F_DEV], it.fields[F_TS]))
+                    seen.add(identity(it.fields))
             for it, _ in stored + skipped:
                 self._resolved(it, done_now, stored=True)
             for it, done, why in refused:
@@ -639,7 +642,7 @@ class StreamWriter:
         if waiting:  # MULTI … EXEC WAIT by hand: one round trip, all on one connection
             pipe.execute_command("MULTI")
         plan: list[int | str] = []
-        in_batch: dict[str, set[tuple[str, str]]] = collections.defaultdict(set)
+        in_batch: dict[str, set[Identity]] = collections.defaultdict(set)
         n = 0
         for it, _ in items:
             if it is None:
@@ -650,7 +653,7 @@ class StreamWriter:
                 continue
             fields = it.fields
             if it.dedup:
-                ident = (fields.get(F_DEV, ""), fields.get(F_TS, ""))
+                ident = identity(fields)
                 seen = self._seen.get(it.key)
                 if ident in in_batch[it.key] or (seen is not None and ident in seen.ids):
                     plan.append("dup")
