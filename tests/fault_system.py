@@ -39,6 +39,7 @@ import requests
 
 from devices.simulators.truth import read_truth
 from monitor.accounts import users
+from monitor.model.codec import Identity, reading_identity
 from monitor.model.keys import Keys
 from monitor.model.readings import AHEAD_TOLERANCE_MS
 from monitor.store.embedded import free_port
@@ -525,7 +526,9 @@ def _label(r: dict[str, Any]) -> tuple[int, bool]:
 
 def audit(s: System, from_ms: int, to_ms: int, rooms: list[str] | None = None) -> Audit:
     """Truth readings sent in [from_ms, to_ms] against each room's stream: each one stored once
-    (exact label, or its receive time within 15 s for a clock ahead), in the order sent."""
+    (exact label, or its receive time within 15 s for a clock ahead), in the order sent. A
+    duplicate is one identity (model/codec.py: device, label, values and flags) stored twice;
+    one label with other values is two readings (a device clock stepped back)."""
     out = Audit()
     truth = [r for r in s.truth() if from_ms <= r["ts_ms"] <= to_ms]
     for room in rooms or s.rooms:
@@ -533,11 +536,15 @@ def audit(s: System, from_ms: int, to_ms: int, rooms: list[str] | None = None) -
         got = s.stored(room)
         out.accepted += len(want)
         by_label: dict[int, list[int]] = {}
+        copies: dict[Identity, int] = {}  # stored copies per identity (device, ts, values+flags)
         for i, g in enumerate(got):
             by_label.setdefault(g.ts_ms, []).append(i)
-        for label, idx in by_label.items():
-            if len(idx) > 1 and from_ms - 130_000 <= label <= to_ms + 130_000:
-                out.duplicated.append((room, label, len(idx)))
+            ident = reading_identity(g)
+            copies[ident] = copies.get(ident, 0) + 1
+        for (_dev, label, _digest), n in copies.items():
+            # one label twice with other values is two readings (a device clock stepped back)
+            if n > 1 and from_ms - 130_000 <= int(label) <= to_ms + 130_000:
+                out.duplicated.append((room, int(label), n))
         used: set[int] = set()
         positions: list[int] = []
         for r in want:
