@@ -541,10 +541,10 @@ def audit(s: System, from_ms: int, to_ms: int, rooms: list[str] | None = None) -
             by_label.setdefault(g.ts_ms, []).append(i)
             ident = reading_identity(g)
             copies[ident] = copies.get(ident, 0) + 1
-        for (_dev, label, _digest), n in copies.items():
+        for (_dev, ts_text, _digest), n in copies.items():
             # one label twice with other values is two readings (a device clock stepped back)
-            if n > 1 and from_ms - 130_000 <= int(label) <= to_ms + 130_000:
-                out.duplicated.append((room, int(label), n))
+            if n > 1 and from_ms - 130_000 <= int(ts_text) <= to_ms + 130_000:
+                out.duplicated.append((room, int(ts_text), n))
         used: set[int] = set()
         positions: list[int] = []
         for r in want:
