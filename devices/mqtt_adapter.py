@@ -474,7 +474,8 @@ class MqttAdapter:
                 dev = self.devices[route.device]
                 # A reading without a usable device time gets the receive time; two such
                 # messages in one millisecond (a burst after an outage) must not share a
-                # (device, ts) identity, or the writer would fold the second into the first.
+                # (device, ts) label, or the writer would fold the second into the first when
+                # their values are equal too (identity: device, ts, values and flags).
                 recv_ms = max(recv_ms, dev.next_recv_ms)
             readings, refusals = CODECS[route.protocol](payload, recv_ms, route.room, route.device, topic)
             with self._lock:

@@ -244,8 +244,8 @@ class DeviceSupervisor(threading.Thread):
             self._store(parsed, ts_ms)
 
     def _store(self, parsed: Parsed, ts_ms: int) -> None:
-        # (device, ts) identifies a reading: keep one device's ts strictly increasing so
-        # two readings in the same millisecond are not taken for one redelivered reading.
+        # (device, ts, values+flags) identifies a reading: keep one device's ts strictly
+        # increasing so two equal readings in one millisecond are not taken for a redelivery.
         ts_ms = max(ts_ms, self._last_ts + 1)
         self._last_ts = ts_ms
         reading, refusals = accept(self.room.id, self.dev.id, ts_ms, parsed.values, parsed.flags,

@@ -2,8 +2,8 @@
 
 One System for the module (tests/fault_system.py): our own redis-server and Mosquitto on free
 ports, `vitalwatch simulate --truth` (4 rooms, one MQTT monitor each, desaturation scenario at
-20× so SpO2 crosses the alarm limit ~50–70 s in, mid-module, room-1's device clock stepping +2 min and
--2 min periodically), `vitalwatch ingest` reaching Redis through a stall/drop proxy,
+20× so SpO2 crosses the alarm limit ~50–70 s in, mid-module, room-1's device clock stepping +2 min,
+-2 min and -5 s periodically — the -5 s step re-uses labels sent 5 s before, exactly), `vitalwatch ingest` reaching Redis through a stall/drop proxy,
 `vitalwatch alerts` and `vitalwatch dashboard`, and one headless Chromium signed in as a nurse.
 The faults are independent, so each case injects one into the running system and checks,
 against the simulator's ground-truth log:
@@ -13,7 +13,8 @@ against the simulator's ground-truth log:
 - NOT MONITORING on the signed-in screen within 5 s where monitoring really stopped, and the
   screen clear again after recovery.
 The last test audits the whole run, the clock-stepping device (no false 'silent' alarm; a
-clock ahead stored at receive time, flagged) and prints the table for docs/reliability.md.
+clock ahead stored at receive time, flagged; a clock behind under its own label, a re-used
+label stored as a new reading) and prints the table for docs/reliability.md.
 Waits only bound how long a broken build takes to fail; measured times are printed.
 """
 
@@ -123,10 +124,13 @@ def test_whole_run_against_the_truth(system: tuple[System, Screen]) -> None:
     assert any("clock_skew" in g.flags for g in stored)  # ahead: receive time, flagged
     assert {r["device_ts_ms"] for r in behind} <= {g.ts_ms for g in stored}  # behind: its own label
     assert not silent_alarms(s, clock_dev), silent_alarms(s, clock_dev)
+    labels = [g.ts_ms for g in stored if t0 <= g.ts_ms <= end]
+    reused = len(labels) - len(set(labels))  # new readings under a label already stored
     need, raised = alarms_required(s, 0, end)
     print(f"\n[figures] whole run ({(end - t0) / 1000:.0f} s, 4 rooms): {whole.line()}; "
           f"SpO2 alarms the truth requires {len(need)}, raised {len(raised)}; "
-          f"clock +2 min / -2 min readings {len(ahead)} / {len(behind)}, false silent alarms 0")
+          f"clock +2 min / behind readings {len(ahead)} / {len(behind)}, labels re-used and stored {reused}, "
+          f"false silent alarms 0")
     assert need == raised
     print("| fault | accepted | stored | lost | duplicated | NOT MONITORING on screen | screen clear after recovery "
           "| alarms required/raised |")

@@ -167,7 +167,7 @@ def decode(
         ts_ms, skew = settle_ts(dev_ms, recv_ts_ms)
         if skew:
             # several skewed times all become the receive time; keep them apart by 1 ms so
-            # the writer's (device, ts) identity does not fold distinct readings together
+            # the writer's (device, ts, values+flags) identity does not fold equal ones together
             ts_ms += k
         reading, refs = accept(room, device, ts_ms, g.values, frozenset(g.flags) | skew,
                                source=src, raw=payload)
