@@ -244,7 +244,7 @@ def install_routes(server: FastAPI, cfg: Config, data: Data, sessions: Sessions,
                                for r, d in cfg.devices()}
             storage_raw = redis_types.str_hash(data.client.hgetall(data.keys.storage))
             body["problems"] = ([loop] if loop else []) + monitoring_problems(cfg, beats_raw, now, hub.probe,
-                                                                              hub.info_cause, storage_raw)
+                                                                              hub.info_cause, storage_raw, status)
         except REDIS_ERRORS as e:  # unreachable, or an error reply (LOADING, BUSY, NOAUTH…)
             body["problems"] = ([loop] if loop else []) + [cause(e)]
         body["monitoring"] = not body["problems"]

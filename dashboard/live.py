@@ -41,7 +41,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,7 +53,7 @@ from dashboard.data import Data, decode_vitals
 from dashboard.figures import sparkline_points
 from monitor.accounts import audit
 from monitor.alarms.actions import UNDO_S
-from monitor.alarms.clinic import CLINIC
+from monitor.alarms.clinic import CLINIC, broker_problems
 from monitor.alarms.technical import monitoring_state
 from monitor.model.clock import now_ms
 from monitor.model.config import Config
@@ -88,12 +88,15 @@ BAD_RECORD = (ValueError, TypeError, KeyError)  # what a malformed record raises
 
 def monitoring_view(cfg: Config, beats_raw: dict[str, str], now: int, probe: WriteProbe | None = None,
                     info_cause: str | None = None,
-                    storage_raw: dict[str, str] | None = None) -> tuple[list[str], list[str]]:
+                    storage_raw: dict[str, str] | None = None,
+                    statuses: Mapping[str, Mapping[str, str]] | None = None) -> tuple[list[str], list[str]]:
     """(NOT MONITORING reasons, the ones among them that stop monitoring in every room) from
     the raw heartbeats hash (Redis itself answered) — the alert engine's own pure
     `monitoring_state`, so the screen and the engine agree —, this process's write probe
-    with what Redis's INFO says (`info_cause`), and the live ingest processes' storage
-    records (`storage_raw`, the `storage` hash) (pure).
+    with what Redis's INFO says (`info_cause`), the live ingest processes' storage
+    records (`storage_raw`, the `storage` hash) and the device status hashes (`statuses`:
+    an MQTT broker the adapters cannot reach, monitor.alarms.clinic `broker_down`; only the
+    rooms with MQTT devices, so not "everywhere") (pure).
 
     Readings not being stored is one cause in every room. While Redis refuses writes
     server-wide (monitor.model.liveness) it is the only reason: the heartbeats and storage
@@ -108,13 +111,15 @@ def monitoring_view(cfg: Config, beats_raw: dict[str, str], now: int, probe: Wri
     fresh = {f"ingest:{i}" for i in ingest.fresh} if ingest else set()
     stalled = storage_stalled(storage_raw or {}, fresh, now)
     own = [p] if (p := own_write_problem(probe, "dashboard", now)) else []
-    return own + stalled + list(mon.problems), own + stalled + list(mon.engine_problems)
+    broker = broker_problems(cfg, statuses or {}, mon, now)
+    return own + stalled + list(mon.problems) + broker, own + stalled + list(mon.engine_problems)
 
 
 def monitoring_problems(cfg: Config, beats_raw: dict[str, str], now: int, probe: WriteProbe | None = None,
-                        info_cause: str | None = None, storage_raw: dict[str, str] | None = None) -> list[str]:
+                        info_cause: str | None = None, storage_raw: dict[str, str] | None = None,
+                        statuses: Mapping[str, Mapping[str, str]] | None = None) -> list[str]:
     """Every NOT MONITORING reason (`monitoring_view`), for /health (pure)."""
-    return monitoring_view(cfg, beats_raw, now, probe, info_cause, storage_raw)[0]
+    return monitoring_view(cfg, beats_raw, now, probe, info_cause, storage_raw, statuses)[0]
 
 
 
@@ -138,6 +143,7 @@ class Hub:
         self.state: dict[str, dict[str, Any]] = {r: self._empty_room() for r in self.rooms}
         self.clinic: list[dict[str, Any]] = []  # clinic-wide alerts (room "*")
         self.mon: dict[str, Any] = {"ok": False, "reasons": ["starting"], "everywhere": ["starting"], "ts": now_ms()}
+        self._statuses: dict[str, dict[str, str]] = {}  # device status hashes, last read (broker cause)
         self.last_ids: dict[str, str] = {}
         self.instance = instance_name()
         self.stats = {"readings": 0, "messages": 0, "tabs_dropped": 0, "redis_errors": 0, "loop_failures": 0,
@@ -610,7 +616,7 @@ class Hub:
         pipe.hgetall(self.keys.storage)
         beats, storage = await pipe.execute()
         self._publish_mon(*monitoring_view(self.cfg, redis_types.str_hash(beats), now, self.probe, self.info_cause,
-                                           redis_types.str_hash(storage)))
+                                           redis_types.str_hash(storage), self._statuses))
         await self._guarded("active alerts", self._refresh_alerts(client, [*self.rooms, CLINIC]))
         await self._guarded("device status", self._refresh_devices(client))
         await self._guarded("sessions", self._refresh_sessions(client, now))
@@ -647,6 +653,7 @@ class Hub:
             pipe.hgetall(self.keys.device_status(d))
         statuses = await pipe.execute() if devs else []
         by_room: dict[str, dict[str, Any]] = {r: {} for r in self.rooms}
+        self._statuses = {d: redis_types.str_hash(s) for (_r, d), s in zip(devs, statuses, strict=True)}
         for (r, d), s in zip(devs, statuses, strict=True):
             by_room[r][d] = _device_view(s)
         for r, devices in by_room.items():

@@ -266,6 +266,9 @@ class MqttAdapter:
         self._connected_once = False
         self.subscribed = threading.Event()  # set once the broker answered our SUBSCRIBE
         started = now_ms()
+        # since when the broker link is down (from the start until the first connect):
+        # each device's status says so (`broker_down_ms`), for the clinic-wide `broker` cause
+        self._down_since_ms: int | None = started
         self.devices: dict[str, _Device] = {
             r.device: _Device(r, int((_device_cfg(devices, r.device).silence_s or cfg.mqtt.silence_s) * 1000),
                               since_ms=started)
@@ -381,6 +384,7 @@ class MqttAdapter:
             self._broker_up = True
             self._broker_detail = ""
             self._up_since_ms = now_ms()
+            self._down_since_ms = None
         if flags.session_present:
             self._maybe_redelivered = self.settings.receive_maximum
         log.info("connected to %s (session present: %s)", self.settings.url, flags.session_present)
@@ -402,6 +406,7 @@ class MqttAdapter:
             was_up, self._broker_up = self._broker_up, False
             if was_up:  # else keep the refusal on_connect recorded: it says why
                 self._broker_detail = f"broker connection lost: {reason_text(rc)}"
+                self._down_since_ms = now_ms()
         if was_up and not (self._stopping.is_set() or self._stop_event.is_set()):
             log.warning("MQTT %s; reconnecting", self._broker_detail)
 
@@ -583,7 +588,8 @@ class MqttAdapter:
                 fields: dict[str, str | int] = {
                     "room": d.route.room, "protocol": d.route.protocol, "transport": "mqtt",
                     "state": d.state, "since_ms": d.since_ms, "updated_ms": now, "detail": d.detail,
-                    "topic": d.route.topic, "client_id": self.client_id}
+                    "topic": d.route.topic, "client_id": self.client_id,
+                    "broker_down_ms": 0 if final or self._down_since_ms is None else self._down_since_ms}
                 if d.last_ts is not None:
                     fields["last_ts"] = d.last_ts
                 if d.last_recv_ms is not None:

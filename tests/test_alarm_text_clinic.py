@@ -8,14 +8,15 @@ import json
 
 import pytest
 
+from dashboard.live import monitoring_view
 from monitor.alarms import actions
-from monitor.alarms.clinic import ClinicInputs, clinic_causes, covered, desired, ingest_down
+from monitor.alarms.clinic import ClinicInputs, broker_down, clinic_causes, covered, desired, ingest_down
 from monitor.alarms.rules import technical_rules
 from monitor.alarms.technical import monitoring_state
 from monitor.alarms.text import ago, alarm_line, clean_detail, condition_text
 from monitor.app import alert_cli
 from monitor.model.config import parse_config
-from tests.configs import config_mapping, room_entry, serial_device
+from tests.configs import config_mapping, mqtt_device, room_entry, serial_device
 from tests.dashboard_support import inject_alert, now_ms
 
 T0 = 1_795_813_200_000
@@ -111,6 +112,65 @@ def test_engine_gap_and_desired_record_with_rooms_and_delay():
     assert d.priority == "high" and dict(d.extra)["rooms"] == "room-2" and d.start_ms == T0 - 1000
     slow = {**TECH, "engine": TECH["engine"].__class__("engine", "high", 5000)}
     assert desired(got, slow, {"c:engine": T0 - 1000}, T0) == {}  # its delay not over yet
+
+
+# room-1: an MQTT monitor; room-2: serial only; room-3: an MQTT monitor and a serial oximeter
+MIXED = parse_config(config_mapping("c1", rooms=[
+    room_entry("room-1", mqtt_device("mon-1", "json", "c1/room-1/mon")),
+    room_entry("room-2", serial_device("oxi-2")),
+    room_entry("room-3", mqtt_device("mon-3", "json", "c1/room-3/mon"), serial_device("oxi-3"))]), source="t")
+
+
+def mqtt_status(down_s: float | None, age_s: float = 0.5) -> dict[str, str]:
+    """An MQTT device's status as its adapter writes it: `broker_down_ms` 0 while connected."""
+    down = 0 if down_s is None else T0 - int(down_s * 1000)
+    return {**status(age_s), "state": "connecting" if down else "online", "broker_down_ms": str(down)}
+
+
+def mixed(hb: dict[str, str], **mq: dict[str, str]) -> ClinicInputs:
+    statuses = {"oxi-2": status(), "oxi-3": status(), "mon-1": mqtt_status(None), "mon-3": mqtt_status(None), **mq}
+    return ClinicInputs(MIXED, T0, monitoring_state(hb, T0, MIXED), statuses)
+
+
+LIVE = beats(alerts_a=1, ingest_i=1)
+
+
+@pytest.mark.parametrize("name,hb,mq,rooms", [
+    ("broker connected", LIVE, {}, None),
+    ("a reconnect of 1 s is no outage", LIVE, {"mon-1": mqtt_status(1), "mon-3": mqtt_status(1)}, None),
+    ("broker down 5 s: the rooms with MQTT devices, not the serial-only one", LIVE,
+     {"mon-1": mqtt_status(5), "mon-3": mqtt_status(5)}, ("room-1", "room-3")),
+    ("two ingests, one's link down: only its devices' rooms", LIVE, {"mon-3": mqtt_status(5)}, ("room-3",)),
+    ("an older adapter without the field: nothing claimed", LIVE,
+     {"mon-1": status(), "mon-3": status()}, None),
+    ("adapter stopped writing its status: ingest_down's, not the broker's", LIVE,
+     {"mon-1": mqtt_status(60, age_s=60), "mon-3": mqtt_status(None)}, None),
+    ("no ingest alive: ingest_down's", beats(alerts_a=1), {"mon-1": mqtt_status(5), "mon-3": mqtt_status(5)}, None),
+])
+def test_broker_cause(name, hb, mq, rooms):
+    got = broker_down(mixed(hb, **mq))
+    if rooms is None:
+        assert got is None
+        return
+    assert got is not None and got.rooms == rooms and got.key == "c:broker" and got.cond == "broker"
+    assert got.cause == "MQTT broker unreachable"
+    assert got.message == f"MQTT broker unreachable: no readings from {len(rooms)} room{'s' if len(rooms) > 1 else ''}"
+    assert got.devices == {f"mon-{r.split('-')[1]}" for r in rooms}  # their silent alarms wait; oxi-3's do not
+
+
+def test_broker_cause_is_one_clinic_wide_alarm_after_its_delay_and_on_the_health_reasons():
+    i = mixed(LIVE, **{"mon-1": mqtt_status(5), "mon-3": mqtt_status(5)})
+    got = clinic_causes(i)
+    assert set(got) == {"c:broker"} and set(covered(got)) == {"mon-1", "mon-3"}
+    tech = technical_rules(MIXED)
+    assert tech["broker"].priority == "high"
+    assert desired(got, tech, {"c:broker": T0 - tech["broker"].delay_ms + 1}, T0) == {}  # its delay not over yet
+    d = desired(got, tech, {"c:broker": T0 - tech["broker"].delay_ms}, T0)["c:broker"]
+    assert d.cond == "broker" and dict(d.extra)["rooms"] == "room-1,room-3"
+    reasons, everywhere = monitoring_view(MIXED, LIVE, T0, statuses=i.statuses)
+    assert reasons == ["MQTT broker unreachable: no readings from 2 rooms (room-1, room-3)"]
+    assert everywhere == []  # room-2 (serial only) is monitored
+    assert monitoring_view(MIXED, LIVE, T0, statuses=mixed(LIVE).statuses) == ([], [])
 
 
 def test_alert_cli_list_ack_reset(make_config, rclient, keys, capsys):

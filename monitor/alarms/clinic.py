@@ -1,7 +1,7 @@
 """Clinic-wide technical alarms: one alarm per cause, not one per room.
 
 When one cause stops monitoring in many rooms at once — an ingest process down, the alert
-engine's own workers missing, readings not being stored — the engine raises ONE
+engine's own workers missing, readings not being stored, the MQTT broker unreachable — the engine raises ONE
 technical alert with `room` = "*" and the affected rooms in its `rooms` field (CONTRACT,
 "Alarm actions and clinic-wide alarms"), and the device-level technical alarms that cause
 explains (a device "silent" because its adapter is gone) are not raised while it lasts. The
@@ -145,7 +145,44 @@ def not_stored(i: ClinicInputs) -> ClinicCause | None:
                        "readings not being stored", tuple(rooms), frozenset(d for _r, d in devs))
 
 
-CAUSES: tuple[CauseFn, ...] = (ingest_down, engine_gap, not_stored)
+BROKER_DOWN_AFTER_MS = 2000  # a broker link down this long is an outage, not a reconnect
+
+
+def broker_down_since(status: Mapping[str, str]) -> int | None:
+    """When the MQTT adapter running this device lost its broker link (its status hash's
+    `broker_down_ms`, written by devices/mqtt_adapter.py every second), None while connected."""
+    down = _int(status.get("broker_down_ms"))
+    return down if down else None
+
+
+def broker_down(i: ClinicInputs) -> ClinicCause | None:
+    """MQTT broker unreachable: the live adapters of some MQTT devices report (their status,
+    `broker_down_ms`) that their broker link has been down for over BROKER_DOWN_AFTER_MS.
+    Rooms = those devices' rooms (serial/HL7-only rooms are unaffected); those devices' own
+    silent alarms wait while it lasts. A device whose adapter is gone is `ingest_down`'s."""
+    devs: list[tuple[str, str]] = []
+    for r, d in i.cfg.devices():
+        st = i.statuses.get(d.id) or {}
+        if d.transport != "mqtt" or adapter_missing(st, i.monitoring, i.now_ms, i.cfg):
+            continue
+        since = broker_down_since(st)
+        if since is not None and i.now_ms - since > BROKER_DOWN_AFTER_MS:
+            devs.append((r.id, d.id))
+    if not devs:
+        return None
+    rooms = _in_order(i.cfg, {r for r, _d in devs})
+    return ClinicCause("c:broker", "broker", f"MQTT broker unreachable: no readings from {_rooms_text(rooms)}",
+                       "MQTT broker unreachable", tuple(rooms), frozenset(d for _r, d in devs))
+
+
+def broker_problems(cfg: Config, statuses: Mapping[str, Mapping[str, str]], monitoring: MonitoringState,
+                    now_ms: int) -> list[str]:
+    """The `broker_down` cause's sentence, for /health and the screens' reasons (pure)."""
+    c = broker_down(ClinicInputs(cfg, now_ms, monitoring, statuses))
+    return [f"{c.message} ({', '.join(c.rooms)})"] if c else []
+
+
+CAUSES: tuple[CauseFn, ...] = (ingest_down, engine_gap, not_stored, broker_down)
 OWNER_SILENT_MS = 3000  # workers beat every second: an owner this quiet is not evaluating
 
 

@@ -440,6 +440,7 @@ class ReminderProtocol(_Model):
 TECHNICAL_CONDITIONS = (
     "sensor_off", "no_sensor", "poor_signal", "measurement_failed", "device_alarm",
     "low_battery", "silent", "offline", "degraded", "engine", "not_stored",
+    "broker",
 )
 
 
@@ -465,6 +466,9 @@ TECHNICAL_DEFAULTS: dict[str, dict[str, Any]] = {
     # already wait 3 s before they call it stalled; 2 s more keeps the first storage record
     # after an outage (its backlog flushing) from raising it again.
     "not_stored": {"priority": "high", "delay_s": 2},
+    # clinic-wide: the MQTT broker unreachable (alarms/clinic.py `broker_down`): the adapters'
+    # links have been down 2 s already; 1 s more lets a broker that restarts at once go unseen
+    "broker": {"priority": "high", "delay_s": 1},
 }
 
 
