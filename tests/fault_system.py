@@ -333,6 +333,7 @@ class Injected:
     end_ms: int
     stops_monitoring: bool
     note: str = ""
+    says: str = ""  # words the NOT MONITORING banner must name (the cause), when it stops monitoring
 
 
 def _now() -> tuple[float, int]:
@@ -424,16 +425,17 @@ def inject_spool_full(s: System, hold_s: float = 6.0) -> Injected:
     return Injected(t0, t1, m0, m1, True, note=f"spool limited to {limit} bytes: appends refused, then writable again")
 
 
-def inject_broker_kill(s: System, hold_s: float = 4.0) -> Injected:
+def inject_broker_kill(s: System, hold_s: float = 6.0) -> Injected:
     """Mosquitto kill -9 (no save on exit), down `hold_s`, restarted on the same port and data.
-    Nothing reaches ingest meanwhile; what the screens show is each device's silent alarm
-    (after its `silence_s`), not the clinic-wide NOT MONITORING banner."""
+    Nothing reaches ingest meanwhile: the screens say NOT MONITORING, naming the broker (the
+    clinic-wide `broker` cause, its devices' own silent alarms held back)."""
     t0, m0 = _now()
     s.broker.kill()
     _hold(t0, hold_s)
     s.broker.start()
     t1, m1 = _now()
-    return Injected(t0, t1, m0, m1, False, note="no banner: each device's silent alarm (silence_s) says it")
+    return Injected(t0, t1, m0, m1, True, note="banner names the broker; devices' silent alarms held back",
+                    says="MQTT broker unreachable")
 
 
 def inject_ingest_kill_torn(s: System, hold_s: float = 5.0) -> Injected:

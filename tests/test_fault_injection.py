@@ -107,6 +107,7 @@ def test_fault(case: str, system: tuple[System, Screen]) -> None:
     if inj.stops_monitoring:
         assert shown is not None and shown - inj.started <= NOT_MONITORING_WITHIN_S, \
             f"{case}: NOT MONITORING on screen after {shown and shown - inj.started} s"
+        assert inj.says in screen.at(shown), f"{case}: the banner does not name {inj.says!r}: {screen.at(shown)!r}"
 
 
 def test_whole_run_against_the_truth(system: tuple[System, Screen]) -> None:
