@@ -24,6 +24,7 @@ import redis
 
 from dashboard.live import monitoring_view
 from devices import ingest
+from monitor.alarms import actions
 from monitor.alarms.clinic import ClinicInputs, clinic_causes, covered
 from monitor.alarms.model import event_from_fields
 from monitor.alarms.rules import technical_rules
@@ -98,6 +99,9 @@ def test_broker_killed_is_one_cause_naming_mqtt_in_the_rooms_with_mqtt_devices(
         # the engine records it: one clinic-wide alarm naming room-1 (what every screen shows)
         wait_for(lambda: [e[:2] for e in clinic_events()] == [("raised", "room-1")], 10, "the clinic-wide alarm")
         raised_s = time.monotonic() - t0
+        # what the tiles (overview, room page, /m) read: the active clinic-wide record's rooms and cause
+        active = [(a.get("rooms"), a.get("cause")) for a in actions.active_alerts(rclient, keys, ["*"])]
+        assert ("room-1", "MQTT broker unreachable") in active, active
         # mon-1's own silent alarm would be due now; the cause holds it back, and the engine raised none
         dev = wait_for(lambda: d if (d := state()[3])["own"] else None, 15, "mon-1 silent by its own rules")
         assert dev["held"] == {}
