@@ -16,6 +16,7 @@ import websocket
 from dashboard.auth import session_digest
 from monitor.accounts import tokens, users
 from monitor.sessions import lifecycle as sessions
+from monitor.store.status import publish_status
 from tests import dashboard_support
 from tests.dashboard_support import csrf_of, http_login, inject_alert, now_ms, served_api
 from tests.test_dashboard_browser import make_cfg
@@ -80,6 +81,23 @@ def test_health_is_public_json(env: dict[str, Any]) -> None:
     assert set(body["devices"]) == {"oxi-1", "nibp-2", "mon-3", "mon-4", "nibp-4"}
     assert "alert_engine_heartbeat_age_s" in body
     assert r.status_code == 503 and body["monitoring"] is False  # no engine is running in this test
+
+
+def test_health_names_an_unreachable_mqtt_broker(env: dict[str, Any]) -> None:
+    """mon-3's adapter (alive: its status is fresh) says its broker link has been down 5 s:
+    /health is 503 naming the broker and room-3 (the clinic-wide `broker` cause)."""
+    c, k = env["client"], env["keys"]
+    now = now_ms()
+    c.hset(k.heartbeats, mapping={"alerts:t": now, "ingest:t": now})
+    publish_status(c, k, "mon-3", {"room": "room-3", "transport": "mqtt", "state": "connecting",
+                                   "updated_ms": now, "since_ms": now - 5000, "broker_down_ms": now - 5000})
+    try:
+        r = requests.get(env["url"] + "/health", timeout=10)
+        assert r.status_code == 503
+        assert "MQTT broker unreachable: no readings from 1 room (room-3)" in r.json()["problems"], r.json()
+    finally:
+        c.hdel(k.heartbeats, "alerts:t", "ingest:t")
+        c.delete(k.device_status("mon-3"))
 
 
 def test_roles_on_pages_and_callbacks(env: dict[str, Any]) -> None:
