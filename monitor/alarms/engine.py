@@ -171,6 +171,9 @@ class Worker:
         self._clinic_since: dict[str, int] = {}  # clinic cause key → when it began
         self.episode = Episode(f"alert worker {self.owner}", log)
         self.failing_since_ms: int | None = None  # steps failing on Redis since (run())
+        # a write (heartbeat or probe) landed since the last failed step: only then is an
+        # outage over — steps that only read succeed while Redis still refuses writes
+        self.wrote_since_failure = True
         self._polled_at = 0.0  # time.monotonic() of the last XREAD (step)
         self._round: _Round | None = None  # the current tick's shared reads
         self._alerts_floor: int | None = None  # the alerts stream's trim floor (keys.trim_floor)
@@ -199,11 +202,18 @@ class Worker:
         pipe.hget(self.keys.trim_floor, self.keys.alerts)
         if self.failing_since_ms is None or now - self.failing_since_ms < HONEST_BEAT_MS:
             heartbeat.beat(pipe, self.keys, ROLE, self.owner, now)
+        else:
+            # Not beating (steps kept failing), but a write must still be tried: renewing
+            # leases and reading are allowed under OOM, so without one a Redis that refuses
+            # writes would look recovered here and the outage would never last long enough
+            # to be paged. SET is refused like any write that stores data.
+            pipe.set(f"{self.keys.prefix}write-probe:{ROLE}:{self.owner}", now, px=HEARTBEAT_MS * 10)
         if renew and mine:
             self.leases.renew_on(pipe, mine)
         pipe.hgetall(self.keys.heartbeats)
         n_own, owners_of = self.leases.owners_on(pipe, all_rooms)
         res = pipe.execute()
+        self.wrote_since_failure = True  # the beat or the probe above was stored
         self._alerts_floor = _int_or_none(res[0])
         beats = cast(StrHash, res[-n_own - 1])
         owners: dict[str, str | None] = dict(zip(all_rooms, owners_of(res), strict=True))
@@ -723,10 +733,13 @@ class Worker:
                 if self.episode.since is None:
                     self.failing_since_ms = self.clock()
                 self.episode.failed(e, wait)
+                self.wrote_since_failure = False
                 self._outage_failed(e)
                 stop.wait(wait)
                 continue
             backoff.reset()
+            if not self.wrote_since_failure:
+                continue  # reads work, but no write has landed yet: the outage goes on
             if self.episode.recovered():
                 self.failing_since_ms = None
                 self._outage_over()
