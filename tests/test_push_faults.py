@@ -108,7 +108,9 @@ class HubRun:
         return ts
 
     def pushed(self, ts: int) -> bool:
-        return any(m["ts"] == ts for m in self.got("v"))
+        """A reading labelled `ts` reached the tab: alone ("v") or in a room's catch-up ("vb")."""
+        return (any(m["ts"] == ts for m in self.got("v"))
+                or any(row[0] == ts for m in self.got("vb") for row in m["rows"]))
 
 
 def _not_json(name: str) -> Any:
