@@ -35,13 +35,10 @@ from monitor.store.redis_faults import reply_text as redis_reply_text
 REDIS_ERRORS: tuple[type[BaseException], ...] = (*REDIS_DOWN, *REDIS_FAILURES)
 """Everything a Redis call can raise: no answer (unreachable, timeout) or an error reply."""
 
-# redis-py maps some replies to classes of its own (and strips the word from the text)
+# Replies redis-py turns into connection errors (and strips the word from): the others it
+# maps to classes of its own are named by redis_faults.error_code.
 _CLASS_WORDS: tuple[tuple[type[BaseException], str], ...] = (
-    (redis.exceptions.OutOfMemoryError, "OOM"),
-    (redis.exceptions.ReadOnlyError, "READONLY"),
-    (redis.exceptions.NoPermissionError, "NOPERM"),
     (redis.exceptions.BusyLoadingError, "LOADING"),
-    (redis.exceptions.ExecAbortError, "EXECABORT"),
     (redis.exceptions.AuthenticationError, "NOAUTH"),
 )
 
