@@ -408,6 +408,17 @@ def inject_spool_full(s: System, hold_s: float = 6.0) -> Injected:
     EFBIG (Python ignores SIGXFSZ) — as ENOSPC on a full disk would. Redis is kill -9'd for
     `hold_s` meanwhile so that everything must go through the spool."""
     pid = s.procs["ingest"].pid
+    # Proof the appends were refused: ingest says its spool is writable again, or (Redis back
+    # first and taking what memory held) that nothing waits for it any more — both said only
+    # after an append failed. Counted, since an earlier injection may have said it already.
+    said = ("writable again", "nothing waits for it any more")
+    log_path = s.dir / "ingest.log"
+
+    def refusals() -> int:
+        text = log_path.read_text(errors="replace") if log_path.exists() else ""
+        return sum(text.count(w) for w in said)
+
+    seen = refusals()
     size = sum(p.stat().st_size for p in (s.data / "spool").rglob("*") if p.is_file()) if (s.data / "spool").exists() else 0
     limit = size + 512
     old = resource.prlimit(pid, resource.RLIMIT_FSIZE)
@@ -420,9 +431,10 @@ def inject_spool_full(s: System, hold_s: float = 6.0) -> Injected:
         t1, m1 = _now()
     finally:
         resource.prlimit(pid, resource.RLIMIT_FSIZE, old)
-    wait_for(lambda: "writable again" in (s.dir / "ingest.log").read_text(errors="replace"), 20,
-             "ingest saying its spool is writable again (so appends were refused)")
-    return Injected(t0, t1, m0, m1, True, note=f"spool limited to {limit} bytes: appends refused, then writable again")
+    # proof the appends were refused: ingest said it keeps entries in memory because the spool
+    # cannot be written (whether Redis or a later spill then took them depends on timing)
+    wait_for(lambda: refusals() > seen, 20, "ingest saying its spool could not be written for a while")
+    return Injected(t0, t1, m0, m1, True, note=f"spool limited to {limit} bytes: appends refused")
 
 
 def inject_broker_kill(s: System, hold_s: float = 6.0) -> Injected:

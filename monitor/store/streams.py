@@ -481,6 +481,12 @@ class StreamWriter:
     def _spill_if_due(self, mono: float) -> None:
         """Under the lock, no batch out: move memory to the spool when failing for over
         SPILL_AFTER_MS or when memory is full."""
+        if self._spool_error and not self._mem and self._state != FAILING:
+            # Redis came back before the spool could be written again and took what memory
+            # held: the spool's error no longer keeps anything from being stored
+            log.info("spool %s: nothing waits for it any more (Redis took what memory held)",
+                     self._spool.path)
+            self._spool_error = ""
         if not self._mem or self._batch is not None or mono < self._next_spill_try:
             return
         failing_long = self._state == FAILING and now_ms() - self._since_ms >= SPILL_AFTER_MS
