@@ -25,6 +25,7 @@ from monitor.store.redis_conn import connect
 from monitor.store.streams import StreamWriter
 from tests.configs import config_mapping, parsed, room_entry, serial_device, write_config
 from tests.failover_support import MASTER_NAME, SentinelGroup
+from tests.servers import RedisProc
 from tests.test_mqtt_broker_features import _make_tls_files
 from tests.test_push_faults import HubRun
 from tests.waiting import wait_for
@@ -155,3 +156,61 @@ def test_session_events_say_when_no_replica_confirmed_them(redis_proc, tmp_path:
     out = capsys.readouterr()
     assert redis_proc.admin().exists(keys.session_events(out.out.strip().splitlines()[-1]))
     assert "warning: saved on the Redis primary but not yet confirmed by 1 replica" in out.err
+
+
+@pytest.mark.parametrize("replica_when", ["before", "after"])
+def test_a_writer_stalled_across_a_failover_forgets_the_old_masters_stream(tmp_path: Path, replica_when: str) -> None:
+    """The writer (min_replicas = 1) holds readings the old master has but no replica confirmed,
+    and has read them back there (they are "stored" as far as that master's stream shows).
+    The writer then stalls — a GC pause, a starved CPU — while the master is killed and a replica
+    promoted, so it sees no connection error: redis-py reconnects the dead pooled connection to
+    the new master without a word. What it read on the old master must not count there: every
+    reading it confirms must be on the new master (it once confirmed them as duplicates of
+    entries only the dead master had — 115 of 222 acknowledged readings lost in one run).
+    `replica_when`: the new master has a replica again before the writer wakes (its first try
+    there is confirmed) or only after (its first tries there come up short of a replica)."""
+    group = SentinelGroup(tmp_path / "ha").start()
+    keys = Keys("t-" + uuid.uuid4().hex[:8])
+    writer = StreamWriter(group.url(), keys, retention_ms=3600_000, spool_path=tmp_path / "spool.jsonl",
+                          min_replicas=1, wait_timeout_ms=200)
+    old = group.master
+    confirmed: set[int] = set()
+    try:
+        base = now_ms()
+        writer.write(Reading("room-1", "mon-1", base, {"hr": 70}), lambda: confirmed.add(base))
+        wait_for(lambda: base in confirmed, 10, "a reading confirmed before the replica goes")
+        # the replica's link breaks: what the master takes now, no replica has
+        group.replica.pause()
+        old.admin().client_kill_filter(_type="replica")
+        held = [base + 1 + i for i in range(20)]
+        for ts in held:
+            writer.write(Reading("room-1", "mon-1", ts, {"hr": 71}), lambda ts=ts: confirmed.add(ts))
+        # written to the old master, WAIT short; re-sent after reading the stream back → all
+        # "already stored" there, only confirmation missing
+        wait_for(lambda: writer.stats.unconfirmed >= 3 and writer.stats.scanned >= len(held), 20,
+                 "the held readings written and read back on the old master")
+        assert old.admin().xlen(keys.vitals("room-1")) == 1 + len(held)
+        with writer._cond:
+            n_short = writer.stats.unconfirmed  # the writer stalls here before its next step (white box: a frozen thread)
+            old.kill()
+            group.replica.resume()
+            new = group.wait_failover(old)
+            if replica_when == "before":
+                rejoin(group, old, new)
+        if replica_when == "after":
+            wait_for(lambda: writer.stats.unconfirmed >= n_short + 2, 20, "tries on the new master without a replica")
+            rejoin(group, old, new)
+        wait_for(lambda: set(held) <= confirmed, 30, "the held readings confirmed after the failover")
+        stored = [int(f["ts"]) for _i, f in new.admin().xrange(keys.vitals("room-1"))]
+        assert set(held) <= set(stored), f"confirmed but not on the new master: {sorted(set(held) - set(stored))}"
+        assert len(stored) == len(set(stored))
+    finally:
+        writer.close(2)
+        group.stop()
+
+
+def rejoin(group: SentinelGroup, old: RedisProc, new: RedisProc) -> None:
+    """The old master back as the new one's replica, so WAIT can confirm again."""
+    group.rejoin(old, new)
+    wait_for(lambda: new.admin().info("replication").get("connected_slaves") == 1, 20,
+             "the old master back as the new one's replica")

@@ -43,10 +43,14 @@ The writer is the only way readings, rejects and other entries reach Redis from 
   stream by identity, on whichever server is master by then (a Sentinel failover). A batch
   found wholly stored is confirmed by a propagated no-op (PUBLISH on the clinic's
   `…:writer-sync` channel) + WAIT, since WAIT only covers this connection's own writes.
-- Behind a Sentinel URL or with `min_replicas` the identities this writer remembers are
-  forgotten whenever the connection breaks (only a new connection can reach a new master):
-  a promoted replica may lack what the old master had, so only what the current master's
-  stream shows counts as stored.
+- Behind a Sentinel URL or with `min_replicas` the identities this writer remembers hold
+  only for the connection they were read or written on: a promoted replica may lack what the
+  old master had, so only what the current master's stream shows counts as stored. Only a
+  new connection can reach a new master, and redis-py makes one without raising anything
+  when it finds a pooled connection dead (a writer stalled across a failover wakes up on the
+  new master), so every connection the writer's client makes is counted (`_connects`): a
+  new one forgets the identities, and an attempt during which one was made is re-checked
+  (its scan and its send may have reached different servers).
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -220,7 +225,11 @@ class StreamWriter:
         self.retention_ms = retention_ms
         self.buffer_max = buffer_max
         self.stats = WriterStats()
-        self._redis = client or connect(redis_url)
+        # every connection this client makes (also the silent reconnects of a pool): a new
+        # one may reach another master, see _attempt
+        self._connects = 0
+        self._seen_connects = 0
+        self._redis = client or connect(redis_url, redis_connect_func=self._on_connect)
         self._cond = threading.Condition()
         self._mem: collections.deque[tuple[Item, Done | None]] = collections.deque()
         self._spool = Spool(spool_path)
@@ -253,6 +262,11 @@ class StreamWriter:
             log.info("spool %s holds %d entries from an earlier run: replaying them first",
                      self._spool.path, self._spool.count)
         self._thread = self._start_thread()
+
+    def _on_connect(self, connection: Any) -> None:
+        """redis-py's hook for each new connection: do its handshake, then count it."""
+        connection.on_connect()
+        self._connects += 1
 
     def _start_thread(self) -> threading.Thread:
         t = threading.Thread(target=self._run, name="stream-writer", daemon=True)
@@ -533,6 +547,9 @@ class StreamWriter:
         """Send one batch; resolve what Redis settled; True if nothing must be retried."""
         attempt_ms = now_ms()
         items = batch.items
+        if self._forget_on_failure and self._connects != self._seen_connects:
+            self._forget(self._connects)  # read or written on an earlier connection: may be another master
+        connects = self._connects
         try:
             self._check_identities(items, attempt_ms)
             plan, results, short = self._send(items, attempt_ms)
@@ -540,6 +557,18 @@ class StreamWriter:
             return self._failed(batch, classify(e), attempt_ms)
         except OSError as e:
             return self._failed(batch, classify(e), attempt_ms)
+        if self._forget_on_failure and self._connects != connects and "dup" in plan:
+            # a connection was made during this attempt: what was read back and what was
+            # sent may be on different servers, so what counted as "already stored" may not
+            # be stored where the batch went. Check it all again on the current connection.
+            log.warning("Redis connection renewed while storing (a failover?): re-checking %d entries "
+                        "against the stream on the current master", len(items))
+            with self._cond:
+                self._batch = None
+                self._give_back(batch, attempt_ms, unknown=True)
+                self._forget(self._connects)
+                self._cond.notify_all()
+            return True  # nothing failed: retry at once
         if short is not None:  # written, but fewer replicas than asked confirmed it
             self.stats.unconfirmed += 1
             return self._failed(batch, Fault(REFUSED, "replicas", short), attempt_ms, unknown=True)
@@ -714,8 +743,9 @@ class StreamWriter:
             self._give_back(batch, attempt_ms, unknown=unknown or outcome_unknown(fault))
             if self._forget_on_failure and outcome_unknown(fault):
                 # the connection broke: the next one may reach another master (a replica
-                # WAIT came up short on keeps this master; what was scanned there holds)
-                self._seen.clear()
+                # WAIT came up short on keeps this connection; what was read there holds
+                # until a new one is made — _attempt checks)
+                self._forget(self._connects)
             self._set_failing(fault, now_ms())
             self._cond.notify_all()
         return False
@@ -730,9 +760,14 @@ class StreamWriter:
                 self._batch = None
                 self._give_back(batch, now_ms(), unknown=True)
             if self._forget_on_failure:
-                self._seen.clear()
+                self._forget(self._connects)
             self._set_failing(classify(e), now_ms())
             self._cond.notify_all()
+
+    def _forget(self, connects: int) -> None:
+        """Drop every identity read or written so far; they held for connections up to `connects`."""
+        self._seen.clear()
+        self._seen_connects = connects
 
     # --- resolution (under the lock) ----------------------------------------------------
     def _resolved(self, it: Item, now: int, *, stored: bool) -> None:
