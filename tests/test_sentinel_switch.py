@@ -190,8 +190,8 @@ def test_a_writer_stalled_across_a_failover_forgets_the_old_masters_stream(tmp_p
         wait_for(lambda: writer.stats.unconfirmed >= 3 and writer.stats.scanned >= len(held), 20,
                  "the held readings written and read back on the old master")
         assert old.admin().xlen(keys.vitals("room-1")) == 1 + len(held)
-        with writer._cond:
-            n_short = writer.stats.unconfirmed  # the writer stalls here before its next step (white box: a frozen thread)
+        with writer._cond:  # the writer stalls here before its next step (white box: a frozen thread)
+            n_short = writer.stats.unconfirmed
             old.kill()
             group.replica.resume()
             new = group.wait_failover(old)
@@ -206,6 +206,32 @@ def test_a_writer_stalled_across_a_failover_forgets_the_old_masters_stream(tmp_p
         assert len(stored) == len(set(stored))
     finally:
         writer.close(2)
+        group.stop()
+
+
+def test_a_session_event_saved_on_a_master_that_died_is_not_called_confirmed(tmp_path: Path) -> None:
+    """A session event is written to the master, which dies before any replica has it; the
+    confirmation that follows reaches the promoted replica through redis-py's silent reconnect,
+    where WAIT succeeds. It must say the event may be lost — not confirm it."""
+    group = SentinelGroup(tmp_path / "ha").start()
+    keys = Keys("t-" + uuid.uuid4().hex[:8])
+    client = connect(group.url(), timeout_s=2.0)
+    old = group.master
+    try:
+        assert replicas.confirm(client, keys, 1, since=replicas.server_id(client)) == ""  # same master: confirmed
+        group.replica.pause()
+        old.admin().client_kill_filter(_type="replica")
+        before = replicas.server_id(client)
+        client.xadd(keys.session_events("S-1"), {"type": "note", "text": "written on the old master only"})
+        old.kill()
+        group.replica.resume()
+        new = group.wait_failover(old)
+        rejoin(group, old, new)
+        warn = replicas.confirm(client, keys, 1, since=before)
+        assert not new.admin().exists(keys.session_events("S-1"))  # it really is gone
+        assert "primary changed" in warn and "may be lost" in warn, warn
+        assert replicas.confirm(client, keys, 1, since=replicas.server_id(client)) == ""
+    finally:
         group.stop()
 
 

@@ -328,6 +328,8 @@ def _register_session_callbacks(app: dash.Dash, actx: AppContext) -> None:
         fig: Any = no_update
         bump = False
         try:
+            # which master takes the write: a confirmation from another one would mean nothing
+            before = replicas.server_id(c) if cfg.redis.min_replicas else ""
             sid = actx.data.open_sessions().get(room)
             if trig == "room-start":
                 if DEVICES_OK not in (devices_ok or []):
@@ -370,7 +372,7 @@ def _register_session_callbacks(app: dash.Dash, actx: AppContext) -> None:
             controls, table, key, _sid = _panel(actx, room, True)
             # redis.min_replicas: say so when a replica has not confirmed it (docs/deployment.md)
             try:
-                warn = replicas.confirm(c, k, cfg.redis.min_replicas)
+                warn = replicas.confirm(c, k, cfg.redis.min_replicas, since=before)
             except redis.RedisError as e:  # saved already: do not say "not saved"
                 warn = f"saved, but whether a replica holds it is unknown ({e.__class__.__name__})"
         except (sessions.SessionError, BadInput) as e:

@@ -84,6 +84,8 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
         client = connect(ep.redis_url)
         keys = ep.keys
         a, user = args.action, args.user
+        # which master takes the write: a confirmation from another one would mean nothing
+        before = replicas.server_id(client) if cfg.redis.min_replicas and a != "list" else ""
         if a == "start":
             sid = sessions.start_session(client, keys, cfg, args.room, args.patient, args.route, user,
                                          dose_mg=args.dose_mg, weight_kg=args.weight_kg, protocol=args.protocol)
@@ -116,7 +118,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
             return EXIT_USAGE
         if a != "list":
             try:
-                warn = replicas.confirm(client, keys, cfg.redis.min_replicas)
+                warn = replicas.confirm(client, keys, cfg.redis.min_replicas, since=before)
             except (redis.RedisError, OSError) as e:  # saved already: do not report a failure
                 warn = f"saved, but whether a replica holds it is unknown ({e.__class__.__name__})"
             if warn:
