@@ -381,27 +381,21 @@ class Hub:
                     episode.recovered()
                     if self.loop_error:
                         self.loop_error = ""
-                except AIO_DOWN as e:  # no answer: reconnect (and take a fresh snapshot)
+                except (*AIO_DOWN, redis.RedisError) as e:
+                    # no answer (AIO_DOWN): reconnect, and take a fresh snapshot; an error reply
+                    # (LOADING, BUSY, UNBLOCKED, NOAUTH, …): read again on the same connection
+                    down = isinstance(e, AIO_DOWN)
                     _cancel(poller)
                     poller = None
                     self._polled = time.monotonic()
                     self.stats["redis_errors"] += 1
                     wait = backoff.next()
                     episode.failed(e, wait)
-                    self._set_redis(False, words(e))
-                    await _close(client)
-                    client = None
-                    self._progress = time.monotonic()
-                    await _wait(stop, wait)
-                except redis.RedisError as e:  # an error reply: LOADING, BUSY, UNBLOCKED, NOAUTH, …
-                    _cancel(poller)
-                    poller = None
-                    self._polled = time.monotonic()
-                    self.stats["redis_errors"] += 1
-                    wait = backoff.next()
-                    episode.failed(e, wait)
-                    if reply_code(e) != "UNBLOCKED":  # a failover ended our blocking read: just read again
+                    if down or reply_code(e) != "UNBLOCKED":  # a failover ended our blocking read: just read again
                         self._set_redis(False, words(e))
+                    if down:
+                        await _close(client)
+                        client = None
                     self._progress = time.monotonic()
                     await _wait(stop, wait)
         finally:
