@@ -1,13 +1,16 @@
 """A clinic-wide alarm (room "*", e.g. "Ingest not running") that names a session's room and
 overlaps the session is part of that session's record: archived alerts, review episodes and
-technical counts, the chart's "not monitoring" band and the PDF's alert log. One that names
+technical counts, the chart's "not monitoring" band, the PDF's alert log and the CSV's outage rows. One that names
 other rooms only, or ended before the session began, is not."""
 
 from __future__ import annotations
 
+import csv
+import io
+
 from monitor.sessions import archive, review
 from monitor.sessions import lifecycle as sessions
-from monitor.sessions.export import report_rows
+from monitor.sessions.export import csv_text, report_rows
 from monitor.sessions.review_figure import NOT_MONITORING, build_figure
 from tests.session_seed import MIN, room_config, seed_session
 
@@ -46,3 +49,15 @@ def test_clinic_wide_outages_overlapping_the_session_are_in_its_record(rclient, 
     # the PDF's alert log
     log_text = "\n".join(" ".join(r) for r in report_rows(rec, s, "UTC")["alert_log"])
     assert "Ingest process ingest-1 stopped" in log_text and "not being stored" in log_text
+    # the CSV: the readings as before, and each outage as rows a spreadsheet shows in time order
+    rows = list(csv.DictReader(io.StringIO(csv_text(rec))))
+    assert len([r for r in rows if r["kind"] == "reading"]) == len(rec.readings)
+    marks = [(int(r["ts_ms"]), r["kind"], r["note"]) for r in rows if r["kind"] != "reading"]
+    assert [m[:2] for m in marks] == [
+        (sd.t0_ms, "not monitoring"), (sd.t0_ms + 2 * MIN, "monitoring resumed"),
+        (sd.t0_ms + 10 * MIN, "not monitoring"), (sd.t0_ms + 10 * MIN + 30_000, "monitoring resumed")]
+    assert "disk full" in marks[0][2] and "before the session began" in marks[0][2]
+    assert marks[3][2].startswith("after 30 s: Ingest process ingest-1 stopped")
+    assert [int(r["ts_ms"]) for r in rows] == sorted(int(r["ts_ms"]) for r in rows)
+    outage = next(r for r in rows if r["kind"] == "not monitoring")
+    assert outage["dev"] == "" and outage["flags"] == "" and all(outage[m] == "" for m in review.READING_METRICS)

@@ -1,7 +1,9 @@
 """`vitalwatch export --session ID --format csv|pdf|png|fhir|rems -o FILE` — from the ARCHIVE only.
 
 Works after Redis has been emptied: everything comes from monitor.sessions.archive.load_session.
-- CSV: one row per archived reading (ts_ms, local time, room, device, every metric, flags).
+- CSV: one row per archived reading (ts_ms, local time, room, device, every metric, flags, kind
+  `reading`), and `not monitoring` / `monitoring resumed` rows where a clinic-wide outage
+  overlapped the session (its cause in `note`).
 - FHIR: an R4 Bundle (collection) of vital-signs Observations (monitor/interop/fhir.py).
 - PNG: the review chart (monitor/sessions/review_figure.py) rendered by kaleido 1.x in the system
   Chromium (found on PATH or at CHROMIUM_PATHS; plotly.js comes from the installed plotly
@@ -46,7 +48,11 @@ for _noisy in ("choreographer", "kaleido", "fontTools", "logistro"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
 
 CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
-CSV_COLUMNS = ("ts_ms", "time_local", "room", "dev", *READING_METRICS, "flags")
+# `kind` and `note` come last, so the reading columns keep their places: `reading` rows are the
+# archived readings; `not monitoring` / `monitoring resumed` rows mark a clinic-wide outage
+# (ingest down, readings not stored) — dev, values and flags empty, the cause in `note`
+CSV_COLUMNS = ("ts_ms", "time_local", "room", "dev", *READING_METRICS, "flags", "kind", "note")
+READING, NOT_MONITORING, RESUMED = "reading", "not monitoring", "monitoring resumed"
 
 
 class ExportError(RuntimeError):
@@ -55,17 +61,51 @@ class ExportError(RuntimeError):
 
 # --- CSV ----------------------------------------------------------------------------------
 def csv_text(rec: SessionRecord, tz_name: str = "UTC") -> str:
-    """One row per archived reading, in time order (pure)."""
+    """One row per archived reading, in time order, and where a clinic-wide outage overlapped the
+    session a `not monitoring` row at its start (clipped to the session) and a `monitoring
+    resumed` row at its end when that came before the session's (pure)."""
     tz = ZoneInfo(tz_name)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(CSV_COLUMNS)
     room = rec.header.get("room", "")
+    blank = [""] * len(READING_METRICS)
+
+    def local(ts: int) -> str:
+        return datetime.fromtimestamp(ts / 1000, tz).isoformat(timespec="milliseconds")
+
+    marks = outage_marks(rec, tz)
+    i = 0
     for ts, dev, flags, values in rec.readings:
-        local = datetime.fromtimestamp(ts / 1000, tz).isoformat(timespec="milliseconds")
+        while i < len(marks) and marks[i][0] <= ts:
+            w.writerow([marks[i][0], local(marks[i][0]), room, "", *blank, "", *marks[i][1:]])
+            i += 1
         # the stream's exact decimal text (72, 4.72), not the one-decimal display format
-        w.writerow([ts, local, room, dev, *("" if v is None else stream_value(v) for v in values), flags or ""])
+        w.writerow([ts, local(ts), room, dev, *("" if v is None else stream_value(v) for v in values), flags or "",
+                    READING, ""])
+    for ts, kind, note in marks[i:]:
+        w.writerow([ts, local(ts), room, "", *blank, "", kind, note])
     return buf.getvalue()
+
+
+def outage_marks(rec: SessionRecord, tz: ZoneInfo) -> list[tuple[int, str, str]]:
+    """(ts_ms, kind, note) of the clinic-wide outages in the session's record, in time order:
+    the chart's "not monitoring" bands as CSV rows."""
+    marks: list[tuple[int, str, str]] = []
+    for ep in review.episodes(rec):
+        if not ep["clinic_wide"]:
+            continue
+        raised, cleared = ep["raised_ms"], ep["cleared_ms"]
+        note = ep["message"] or "clinic-wide outage"
+        if raised < rec.start_ms:
+            note += f" (since {_t(raised, tz)}, before the session began)"
+        if cleared is None or cleared > rec.end_ms:
+            note += " (still not monitoring when the session ended)"
+        start = max(raised, rec.start_ms)
+        marks.append((start, NOT_MONITORING, note))
+        if cleared is not None and cleared <= rec.end_ms:
+            marks.append((max(cleared, start), RESUMED, f"after {fmt_duration((cleared - raised) / 1000)}: {note}"))
+    return sorted(marks, key=lambda m: m[0])
 
 
 # --- PNG (kaleido + system Chromium) ---------------------------------------------------------
