@@ -12,7 +12,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import redis
 
 from devices.mqtt_adapter import MqttAdapter, start
@@ -85,46 +84,81 @@ def stream_ts(client: redis.Redis, key: str, dev: str) -> list[int]:
     return [int(f["ts"]) for _id, f in client.xrange(key) if f.get("dev") == dev]
 
 
-class SteadyPublisher(threading.Thread):
-    """Publishes `{"ts": …, "hr": …}` at QoS 1 at a steady rate; every ts is unique."""
+class AckedPublisher(threading.Thread):
+    """A thread publishing to `topic` at QoS 1 on a client of its own (at most `rate_hz` a second:
+    `run` is the subclass's), counting the broker's PUBACKs itself: info.is_published() raises for
+    messages queued while disconnected (paho keeps and sends them on reconnect)."""
 
-    def __init__(self, mqtt_url: str, topic: str, rate_hz: float = 50.0) -> None:
+    def __init__(self, mqtt_url: str, topic: str, rate_hz: float, client_prefix: str) -> None:
         super().__init__(daemon=True)
         self.topic = topic
         self.period_s = 1.0 / rate_hz
-        self.sent_ts: list[int] = []
-        self.infos: list[mqtt.MQTTMessageInfo] = []
-        self._halt = threading.Event()
-        s = MqttSettings(url=mqtt_url, client_id=f"pub-{uuid.uuid4().hex[:8]}")
+        self.mids: list[int] = []
+        self.acked: set[int] = set()
+        self.halt = threading.Event()
+        s = MqttSettings(url=mqtt_url, client_id=f"{client_prefix}-{uuid.uuid4().hex[:8]}")
         self.client = make_client(s)
         self.client.max_inflight_messages_set(100)
-        self.acked: set[int] = set()
-        # info.is_published() raises for messages queued while disconnected (paho keeps and
-        # sends them on reconnect), so count the broker's PUBACKs ourselves
         self.client.on_publish = lambda _c, _u, mid, _rc, _p: self.acked.add(mid)
         connect_async(self.client, s)
         self.client.loop_start()
+
+    def send(self, payload: str) -> None:
+        """Publish once (while the broker is away paho keeps the message and sends it on reconnect)."""
+        self.mids.append(self.client.publish(self.topic, payload, qos=1).mid)
+
+    def stop_acked(self, timeout_s: float = 30.0) -> None:
+        """Stop publishing, wait until the broker acknowledged every message, disconnect."""
+        self.halt.set()
+        self.join()
+        wait_for(lambda: all(m in self.acked for m in self.mids), timeout_s, "publisher PUBACKs")
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class SteadyPublisher(AckedPublisher):
+    """Publishes `{"ts": …, "hr": …}` at QoS 1 at a steady rate; every ts is unique."""
+
+    def __init__(self, mqtt_url: str, topic: str, rate_hz: float = 50.0) -> None:
+        super().__init__(mqtt_url, topic, rate_hz, "pub")
+        self.sent_ts: list[int] = []
 
     def run(self) -> None:
         base = now_ms()
         i = 0
         next_t = time.monotonic()
-        while not self._halt.is_set():
+        while not self.halt.is_set():
             ts = base + i * 20
-            payload = json.dumps({"ts": ts, "hr": 60 + i % 40})
-            # while the broker is away paho keeps the message and sends it on reconnect
-            self.infos.append(self.client.publish(self.topic, payload, qos=1))
+            self.send(json.dumps({"ts": ts, "hr": 60 + i % 40}))
             self.sent_ts.append(ts)
             i += 1
             next_t += self.period_s
-            self._halt.wait(max(0.0, next_t - time.monotonic()))
+            self.halt.wait(max(0.0, next_t - time.monotonic()))
 
     def finish(self, timeout_s: float = 30.0) -> list[int]:
-        """Stop publishing, wait until the broker acknowledged every message, disconnect."""
-        self._halt.set()
-        self.join()
-        wait_for(lambda: all(i.mid in self.acked for i in self.infos), timeout_s, "publisher PUBACKs")
-        self.client.disconnect()
-        self.client.loop_stop()
+        """Stop publishing once every message is acknowledged: the ts sent."""
+        self.stop_acked(timeout_s)
         return self.sent_ts
+
+
+class TslessPublisher(AckedPublisher):
+    """QoS 1 `{"hr": …, "spo2": …}` without ts (receive time is used); each pair unique."""
+
+    def __init__(self, mqtt_url: str, topic: str, rate_hz: float = 200.0) -> None:
+        super().__init__(mqtt_url, topic, rate_hz, "tsless")
+        self.sent: list[tuple[str, str]] = []
+
+    def run(self) -> None:
+        i = 0
+        while not self.halt.is_set():
+            hr, spo2 = 20 + i % 280, 50 + (i // 280) % 50
+            self.send(json.dumps({"hr": hr, "spo2": spo2}))
+            self.sent.append((str(hr), str(spo2)))
+            i += 1
+            self.halt.wait(self.period_s)
+
+    def finish(self) -> list[tuple[str, str]]:
+        """Stop publishing once every message is acknowledged: the (hr, spo2) pairs sent."""
+        self.stop_acked()
+        return self.sent
 

@@ -117,7 +117,7 @@ def test_broker_killed_is_one_cause_naming_mqtt_in_the_rooms_with_mqtt_devices(
         print(f"[figures] broker kill → cause {seen_s:.1f} s, clinic alarm {raised_s:.1f} s; "
               f"broker back → cleared {cleared_s:.1f} s (2 shared cores under load)")
     finally:
-        pub._halt.set()
+        pub.halt.set()
         stop.set()
         runner.join(15)
         kill_quietly(alerts)

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from devices.transports.mqtt import MqttSettings, Publisher, connect_async, make_client
+from devices.transports.mqtt import MqttSettings, Publisher
 from monitor.alarms.engine import Worker
 from monitor.model.clock import now_ms
 from monitor.model.config import parse_config
@@ -34,6 +34,7 @@ from tests.mqtt_support import (
     T_MON2,
     T_NIBP1,
     SteadyPublisher,
+    TslessPublisher,
     mosquitto_pub,
     mqtt_config,
     mqtt_rooms,
@@ -60,41 +61,6 @@ class Peak(threading.Thread):
         self.halt.set()
         self.join(5)
         return self.peak
-
-
-class TslessPublisher(threading.Thread):
-    """QoS 1 `{"hr": …, "spo2": …}` without ts (receive time is used); each pair unique."""
-
-    def __init__(self, mqtt_url: str, topic: str, rate_hz: float = 200.0) -> None:
-        super().__init__(daemon=True)
-        s = MqttSettings(url=mqtt_url, client_id=f"tsless-{time.monotonic_ns()}")
-        self.client = make_client(s)
-        self.client.max_inflight_messages_set(100)
-        self.acked: set[int] = set()
-        self.client.on_publish = lambda _c, _u, mid, _rc, _p: self.acked.add(mid)
-        connect_async(self.client, s)
-        self.client.loop_start()
-        self.topic, self.period_s = topic, 1.0 / rate_hz
-        self.sent: list[tuple[str, str]] = []
-        self.mids: list[int] = []
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        i = 0
-        while not self.halt.is_set():
-            hr, spo2 = 20 + i % 280, 50 + (i // 280) % 50
-            self.mids.append(self.client.publish(self.topic, json.dumps({"hr": hr, "spo2": spo2}), qos=1).mid)
-            self.sent.append((str(hr), str(spo2)))
-            i += 1
-            self.halt.wait(self.period_s)
-
-    def finish(self) -> list[tuple[str, str]]:
-        self.halt.set()
-        self.join()
-        wait_for(lambda: all(m in self.acked for m in self.mids), 30, "publisher PUBACKs")
-        self.client.disconnect()
-        self.client.loop_stop()
-        return self.sent
 
 
 def test_long_redis_outage_holds_at_most_receive_maximum_and_loses_nothing(
