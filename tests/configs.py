@@ -27,6 +27,19 @@ def room_entry(room_id: str, *devices: dict[str, Any], **extra: Any) -> dict[str
     return {"id": room_id, **extra, "devices": list(devices)}
 
 
+def alarm_rule(*, low: float | None = None, high: float | None = None, priority: str = "high",
+               delay_s: float = 0, **extra: Any) -> dict[str, Any]:
+    """One metric's alarm limits: high priority and no delay unless said (`extra`: hysteresis, …)."""
+    bounds = {k: v for k, v in (("low", low), ("high", high)) if v is not None}
+    return {**bounds, "priority": priority, "delay_s": delay_s, **extra}
+
+
+def alarm_defaults(**rules: dict[str, Any]) -> dict[str, Any]:
+    """An [alarms] section of clinic-wide defaults, one `alarm_rule` per metric:
+    `alarms=alarm_defaults(spo2=alarm_rule(low=90))`."""
+    return {"defaults": rules}
+
+
 def config_mapping(clinic: str | dict[str, Any] = "test", *, rooms: list[dict[str, Any]] | None = None,
                    redis_url: str | None = None, mqtt_url: str | None = None, data_dir: str | Path | None = None,
                    archive_url: str | None = None, **sections: Any) -> dict[str, Any]:

@@ -44,7 +44,7 @@ from monitor.model.keys import Keys
 from monitor.model.readings import AHEAD_TOLERANCE_MS
 from monitor.store.embedded import free_port
 from monitor.store.streams import read_readings
-from tests.configs import config_mapping, mqtt_device, room_entry, write_config
+from tests.configs import alarm_defaults, alarm_rule, config_mapping, mqtt_device, room_entry, write_config
 from tests.fault_support import DEBUG_ARGS, oom, readonly
 from tests.servers import MosquittoProc, RedisProc, kill_quietly
 from tests.waiting import wait_for
@@ -184,7 +184,7 @@ class System:
             archive_url=f"sqlite:///{self.dir / 'archive.db'}",
             rooms=[room_entry(r, mqtt_device(self.device(r), "json", self.topic(r), silence_s=5)) for r in self.rooms],
             alerts={"heartbeat_stale_s": 3},
-            alarms={"defaults": {"spo2": {"low": SPO2_LOW, "priority": "high", "delay_s": 0}}})
+            alarms=alarm_defaults(spo2=alarm_rule(low=SPO2_LOW)))
 
     def start(self) -> System:
         self.redis.start()
@@ -344,24 +344,25 @@ def _hold(t0: float, seconds: float) -> None:
     time.sleep(max(0.0, t0 + seconds - time.monotonic()))  # the fault lasts this long (not a sync)
 
 
+def _for(hold_s: float, begin: Callable[[], object], end: Callable[[], object], note: str = "",
+         says: str = "") -> Injected:
+    """Begin a fault that stops monitoring, hold it `hold_s`, end it: when it began and ended."""
+    t0, m0 = _now()
+    begin()
+    _hold(t0, hold_s)
+    end()
+    t1, m1 = _now()
+    return Injected(t0, t1, m0, m1, True, note=note, says=says)
+
+
 def inject_redis_kill(s: System, hold_s: float = 4.0) -> Injected:
     """redis-server kill -9, down `hold_s`, restarted on the same port and AOF."""
-    t0, m0 = _now()
-    s.redis.kill()
-    _hold(t0, hold_s)
-    s.redis.start()
-    t1, m1 = _now()
-    return Injected(t0, t1, m0, m1, True)
+    return _for(hold_s, s.redis.kill, s.redis.start)
 
 
 def inject_redis_sigstop(s: System, hold_s: float = 10.0) -> Injected:
     """redis-server SIGSTOP for `hold_s` (hung: connections open, nothing answers), SIGCONT."""
-    t0, m0 = _now()
-    s.redis.pause()
-    _hold(t0, hold_s)
-    s.redis.resume()
-    t1, m1 = _now()
-    return Injected(t0, t1, m0, m1, True)
+    return _for(hold_s, s.redis.pause, s.redis.resume)
 
 
 def _refusal(fault: Callable[[RedisProc], Any]) -> Callable[[System, float], Injected]:
@@ -424,30 +425,21 @@ def inject_spool_full(s: System, hold_s: float = 6.0) -> Injected:
     old = resource.prlimit(pid, resource.RLIMIT_FSIZE)
     resource.prlimit(pid, resource.RLIMIT_FSIZE, (limit, old[1]))
     try:
-        t0, m0 = _now()
-        s.redis.kill()
-        _hold(t0, hold_s)
-        s.redis.start()
-        t1, m1 = _now()
+        injected = _for(hold_s, s.redis.kill, s.redis.start, note=f"spool limited to {limit} bytes: appends refused")
     finally:
         resource.prlimit(pid, resource.RLIMIT_FSIZE, old)
     # proof the appends were refused: ingest said it keeps entries in memory because the spool
     # cannot be written (whether Redis or a later spill then took them depends on timing)
     wait_for(lambda: refusals() > seen, 20, "ingest saying its spool could not be written for a while")
-    return Injected(t0, t1, m0, m1, True, note=f"spool limited to {limit} bytes: appends refused")
+    return injected
 
 
 def inject_broker_kill(s: System, hold_s: float = 6.0) -> Injected:
     """Mosquitto kill -9 (no save on exit), down `hold_s`, restarted on the same port and data.
     Nothing reaches ingest meanwhile: the screens say NOT MONITORING, naming the broker (the
     clinic-wide `broker` cause, its devices' own silent alarms held back)."""
-    t0, m0 = _now()
-    s.broker.kill()
-    _hold(t0, hold_s)
-    s.broker.start()
-    t1, m1 = _now()
-    return Injected(t0, t1, m0, m1, True, note="banner names the broker; devices' silent alarms held back",
-                    says="MQTT broker unreachable")
+    return _for(hold_s, s.broker.kill, s.broker.start,
+                note="banner names the broker; devices' silent alarms held back", says="MQTT broker unreachable")
 
 
 def inject_ingest_kill_torn(s: System, hold_s: float = 5.0) -> Injected:
@@ -479,23 +471,13 @@ def inject_link_stall(s: System, hold_s: float = 6.0) -> Injected:
     """The TCP link ingest → Redis stalls for `hold_s` (bytes held both ways, connections open), then
     flows again, delivering what it held."""
     assert s.proxy is not None
-    t0, m0 = _now()
-    s.proxy.stall()
-    _hold(t0, hold_s)
-    s.proxy.resume()
-    t1, m1 = _now()
-    return Injected(t0, t1, m0, m1, True)
+    return _for(hold_s, s.proxy.stall, s.proxy.resume)
 
 
 def inject_link_drop(s: System, hold_s: float = 4.0) -> Injected:
     """The TCP link ingest → Redis drops: connections reset, new ones refused for `hold_s`."""
     assert s.proxy is not None
-    t0, m0 = _now()
-    s.proxy.drop()
-    _hold(t0, hold_s)
-    s.proxy.restore()
-    t1, m1 = _now()
-    return Injected(t0, t1, m0, m1, True)
+    return _for(hold_s, s.proxy.drop, s.proxy.restore)
 
 
 INJECTORS: dict[str, Callable[..., Injected]] = {

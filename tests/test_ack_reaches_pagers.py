@@ -26,6 +26,7 @@ from monitor.alarms.engine import Worker
 from monitor.alarms.outbound import DEST_MQTT, MqttSender, Routes, start_senders
 from monitor.model.config import parse_config
 from monitor.model.keys import Keys
+from tests.configs import alarm_defaults, alarm_rule
 from tests.dashboard_support import now_ms
 from tests.overview_support import FakeIngest
 from tests.test_alarms_outbound import subscriber
@@ -57,7 +58,7 @@ def test_acknowledge_on_a_screen_reaches_the_pager(redis_url: str, mosquitto_pro
         "clinic": {"id": clinic, "name": "Test"}, "redis": {"url": redis_url},
         "mqtt": {"url": mosquitto_proc.url, "alerts_topic": topic}, "data": {"dir": str(tmp_path)},
         "alerts": {"heartbeat_stale_s": 1},
-        "alarms": {"defaults": {"spo2": {"low": 90, "priority": "high", "delay_s": 0}}},
+        "alarms": alarm_defaults(spo2=alarm_rule(low=90)),
         "rooms": [{"id": "room-1", "name": "Room 1", "devices": [
             {"id": "oxi-1", "protocol": "json", "transport": "mqtt", "topic": "vw-test/oxi"}]}]}, source="t.toml")
     keys = Keys(clinic)

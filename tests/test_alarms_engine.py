@@ -23,6 +23,7 @@ from monitor.model.codec import to_fields
 from monitor.model.readings import Reading
 from monitor.store import heartbeat
 from monitor.store.status import publish_status
+from tests.configs import alarm_defaults, alarm_rule
 from tests.waiting import wait_for
 
 T0 = 1_795_813_200_000
@@ -75,8 +76,7 @@ def setup(make_config, rclient, keys):
                     {"id": "oxi-1", "protocol": "masimo-ascii", "transport": "serial", "port": "/dev/null"}]},
                {"id": "room-2", "devices": [
                     {"id": "oxi-2", "protocol": "nonin-df7", "transport": "serial", "port": "/dev/null"}]}],
-        alarms={"defaults": {"spo2": {"low": 90, "priority": "high", "delay_s": 3},
-                             "hr": {"low": 50, "high": 120, "priority": "medium", "delay_s": 0}}},
+        alarms=alarm_defaults(spo2=alarm_rule(low=90, delay_s=3), hr=alarm_rule(low=50, high=120, priority="medium")),
         alerts={"escalate_after_s": 60, "owner_ttl_s": 2})
     clock = Clock(T0)
     rec = Recorder(rclient, keys)

@@ -22,7 +22,7 @@ from monitor.alarms.model import alert_id, event_from_fields
 from monitor.model.clock import now_ms
 from monitor.model.codec import to_fields
 from monitor.model.readings import Reading
-from tests.configs import config_mapping, mqtt_device, room_entry
+from tests.configs import alarm_defaults, alarm_rule, config_mapping, mqtt_device, room_entry
 from tests.configs import write_config as write_config_file
 from tests.servers import kill_quietly
 from tests.waiting import wait_for
@@ -40,7 +40,7 @@ def write_config(tmp: Path, clinic: str, redis_url: str, mqtt_url: str) -> Path:
         rooms=[room_entry(r, mqtt_device(f"oxi-{r[-1]}", "json", f"vw-live/{r}")) for r in ROOMS],
         mqtt={"alerts_topic": "vw-live/alerts"},
         alerts={"owner_ttl_s": 1.5, "heartbeat_stale_s": 3},
-        alarms={"defaults": {"hr": {"low": 50, "high": 120, "priority": "medium", "delay_s": 3, "hysteresis": 3}}}))
+        alarms=alarm_defaults(hr=alarm_rule(low=50, high=120, priority="medium", delay_s=3, hysteresis=3))))
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from monitor.model.codec import to_fields
 from monitor.model.readings import Reading
 from monitor.store import heartbeat
 from monitor.store.status import publish_status
+from tests.configs import alarm_defaults, alarm_rule
 from tests.waiting import wait_for
 
 T0 = 1_795_813_200_000
@@ -39,7 +40,7 @@ def rooms_cfg(make_config, n: int, ttl_s: float = 2, delay_s: float = 3):
     return make_config(
         rooms=[{"id": f"room-{i}", "devices": [
             {"id": f"mon-{i}", "protocol": "json", "transport": "mqtt", "topic": f"t/mon-{i}"}]} for i in range(n)],
-        alarms={"defaults": {"hr": {"low": 50, "high": 120, "priority": "high", "delay_s": delay_s}}},
+        alarms=alarm_defaults(hr=alarm_rule(low=50, high=120, delay_s=delay_s)),
         alerts={"owner_ttl_s": ttl_s, "heartbeat_stale_s": 5})
 
 

@@ -30,7 +30,7 @@ from monitor.accounts import users
 from monitor.model.clock import now_ms
 from monitor.model.keys import Keys
 from monitor.store.embedded import free_port
-from tests.configs import config_mapping, mqtt_device, room_entry, write_config
+from tests.configs import alarm_defaults, alarm_rule, config_mapping, mqtt_device, room_entry, write_config
 from tests.dashboard_support import chromium, login, wait_page
 from tests.fault_support import oom, readonly
 from tests.servers import MosquittoProc, RedisProc, kill_quietly
@@ -92,7 +92,7 @@ def test_redis_refusing_writes_for_6_s_with_every_process_running(fault: Any, wo
         archive_url=f"sqlite:///{tmp_path / 'archive.db'}",
         rooms=[room_entry(r, mqtt_device(f"mon-{r[-1]}", "json", f"vw-e2e/{r}/mon")) for r in ROOMS],
         mqtt={"alerts_topic": "vw-e2e/alerts"}, alerts={"heartbeat_stale_s": 3},
-        alarms={"defaults": {"spo2": {"low": 90, "priority": "high", "delay_s": 0}}}))
+        alarms=alarm_defaults(spo2=alarm_rule(low=90))))
     keys = Keys(clinic_id)
     client = redis.Redis.from_url(fault_redis.url, decode_responses=True)
     users.create_user(client, keys, "nina", "nurse", "nurse-pass-1")

@@ -28,6 +28,7 @@ from monitor.alarms.engine import Worker
 from monitor.alarms.text import alarm_line
 from monitor.model.config import Config, parse_config
 from monitor.sessions import lifecycle as sessions
+from tests.configs import alarm_defaults, alarm_rule
 from tests.dashboard_support import click, click_css, inject_alert, login, now_ms, served_dashboard
 from tests.dashboard_support import wait_page as wait_for  # a page redrawn under a check is "not yet"
 from tests.overview_support import LAYOUT_JS, FakeIngest, contrast, viewport
@@ -45,8 +46,7 @@ def make_cfg(clinic: str, redis_url: str, tmp: str, rooms: int) -> Config:
         "archive": {"url": f"sqlite:///{tmp}/archive.db"},
         # a short heartbeat period: the engine's start-up grace and "ingest stopped" within seconds
         "alerts": {"heartbeat_stale_s": 2, "owner_ttl_s": 2},
-        "alarms": {"defaults": {"spo2": {"low": 90, "priority": "high", "delay_s": 0},
-                                "sbp": {"low": 90, "high": 180, "priority": "high", "delay_s": 0}}},
+        "alarms": alarm_defaults(spo2=alarm_rule(low=90), sbp=alarm_rule(low=90, high=180)),
         "rooms": [{"id": f"room-{i}", "name": f"Room {i}", "devices": [
             {"id": f"mon-{i}", "protocol": "json", "transport": "mqtt", "topic": f"vw-test/{i}/mon"},
             {"id": f"bp-{i}", "protocol": "json", "transport": "mqtt", "topic": f"vw-test/{i}/bp",

@@ -23,7 +23,7 @@ from monitor.model.clock import now_ms
 from monitor.store import heartbeat
 from monitor.store.outbox import Outbox
 from monitor.store.status import publish_status
-from tests.configs import config_mapping, room_entry, serial_device, write_config
+from tests.configs import alarm_defaults, alarm_rule, config_mapping, room_entry, serial_device, write_config
 from tests.servers import kill_quietly
 from tests.test_alarms_outbound import Hook, subscriber
 from tests.waiting import wait_for
@@ -40,7 +40,7 @@ def test_page_survives_kill_9_of_the_alerts_process_during_a_broker_outage(tmp_p
         archive_url=f"sqlite:///{tmp_path / 'archive.db'}", rooms=[room_entry("room-1", serial_device("mon-1"))],
         mqtt={"alerts_topic": "vw-dur/alerts"},
         alerts={"owner_ttl_s": 2, "webhook_url": hook.url, "webhook_timeout_s": 2},
-        alarms={"defaults": {"sbp": {"high": 180, "priority": "high", "delay_s": 0}}}))
+        alarms=alarm_defaults(sbp=alarm_rule(high=180))))
     pager, got = subscriber(mosquitto_proc.port, "vw-dur/alerts/page", client_id=f"pager-{clinic_id}",
                             persistent=True)
     stop = threading.Event()

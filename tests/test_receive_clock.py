@@ -24,6 +24,7 @@ from monitor.model.keys import Keys
 from monitor.model.readings import Reading
 from monitor.store import heartbeat
 from monitor.store.status import publish_status
+from tests.configs import alarm_defaults, alarm_rule
 
 T0 = 1_795_813_200_000
 SPO2 = Rule("spo2", low=90, high=None, priority="high", delay_ms=15000, hysteresis=1, latching=True)
@@ -87,7 +88,7 @@ def test_engine_raises_on_time_after_a_reading_stamped_290_s_ahead(
     """SpO2 85 stamped +290 s (stored as an older ingest allowed, within 5 min), then 82
     with honest stamps, one a second: the high-priority alarm is raised at the reading
     received 15 s (its delay) after the first — not 290 s later."""
-    cfg = make_config(alarms={"defaults": {"spo2": {"low": 90, "priority": "high", "delay_s": 15}}})
+    cfg = make_config(alarms=alarm_defaults(spo2=alarm_rule(low=90, delay_s=15)))
     clock_ms = [T0]
     w = Worker(cfg, rclient, keys, owner="w1", clock=lambda: clock_ms[0])
     publish_status(rclient, keys, "oxi-1", {"room": "room-1", "state": "online", "last_ts": T0, "since_ms": T0})

@@ -38,7 +38,7 @@ from monitor.model.keys import Keys
 from monitor.store.embedded import free_port
 from monitor.store.redis_conn import connect
 from monitor.store.redis_faults import classify
-from tests.configs import config_mapping, mqtt_device, room_entry, write_config
+from tests.configs import alarm_defaults, alarm_rule, config_mapping, mqtt_device, room_entry, write_config
 from tests.servers import MosquittoProc, RedisClusterProc, RedisProc, kill_quietly
 from tests.waiting import wait_for
 
@@ -152,7 +152,7 @@ def running(tmp: Path, cluster: RedisClusterProc, clinic_ids: list[str]) -> Iter
                 archive_url=f"sqlite:///{tmp / f'{cid}-archive.db'}",
                 rooms=[room_entry(ROOM, mqtt_device("mon-1", "json", f"{cid}/{ROOM}/mon"))],
                 alerts={"heartbeat_stale_s": 5, "owner_ttl_s": 3},
-                alarms={"defaults": {"spo2": {"low": 90, "priority": "high", "delay_s": 0}}}))
+                alarms=alarm_defaults(spo2=alarm_rule(low=90))))
             users.create_user(client, keys, "robot", "nurse", "robot-pass-12")
             token = tokens.issue_token(client, keys, "robot", scopes=["read"])
             port = free_port()

@@ -27,7 +27,7 @@ from monitor.store import heartbeat
 from monitor.store.outbox import Delivered, Outbox
 from monitor.store.redis_conn import connect
 from monitor.store.status import publish_status
-from tests.configs import config_mapping, parsed, room_entry, serial_device
+from tests.configs import alarm_defaults, alarm_rule, config_mapping, parsed, room_entry, serial_device
 from tests.fault_support import FAULTS, oom, unblock_xread
 from tests.servers import RedisProc
 from tests.waiting import wait_for
@@ -38,8 +38,7 @@ def make_cfg(url: str, tmp_path: Path, **extra: Any) -> Config:
     args: dict[str, Any] = {
         "redis_url": url, "data_dir": tmp_path / "data", "archive_url": f"sqlite:///{tmp_path / 'archive.db'}",
         "rooms": [room_entry("room-1", serial_device("mon-1"))],
-        "alarms": {"defaults": {"sbp": {"high": 180, "priority": "high", "delay_s": 0},
-                                "dbp": {"high": 110, "priority": "medium", "delay_s": 0}}},
+        "alarms": alarm_defaults(sbp=alarm_rule(high=180), dbp=alarm_rule(high=110, priority="medium")),
         "alerts": {"owner_ttl_s": 2},
     }
     return parsed(config_mapping("t-" + uuid.uuid4().hex[:8], **{**args, **extra}))

@@ -32,7 +32,7 @@ from monitor.model.clock import now_ms
 from monitor.model.keys import Keys
 from monitor.store.embedded import free_port
 from monitor.store.redis_conn import connect
-from tests.configs import config_mapping, mqtt_device, room_entry, write_config
+from tests.configs import alarm_defaults, alarm_rule, config_mapping, mqtt_device, room_entry, write_config
 from tests.failover_support import SentinelGroup
 from tests.servers import MosquittoProc, kill_quietly
 from tests.waiting import wait_for
@@ -158,7 +158,7 @@ def test_master_killed_9_under_mqtt_load(tmp_path: Path, clinic_id: str) -> None
         archive_url=f"sqlite:///{tmp_path / 'archive.db'}",
         rooms=[room_entry(r, mqtt_device(f"mon-{r[-1]}", "json", f"vw-ha/{r}/mon")) for r in ROOMS],
         redis={"min_replicas": 1}, alerts={"owner_ttl_s": OWNER_TTL_S, "heartbeat_stale_s": 5},
-        alarms={"defaults": {"spo2": {"low": 90, "priority": "high", "delay_s": 2}}}))
+        alarms=alarm_defaults(spo2=alarm_rule(low=90, delay_s=2))))
     keys = Keys(clinic_id)
     procs: dict[str, subprocess.Popen[bytes]] = {}
     logs = []
