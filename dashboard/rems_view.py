@@ -48,9 +48,10 @@ def due_table(states: list[FormState], total: int, tz: ZoneInfo, table_id: str, 
     body = []
     for s in states:
         body.append(html.Tr([
-            html.Td(_t(s.treatment_ms, tz, "%Y-%m-%d %H:%M")), html.Td(s.patient),
+            # dates never wrap at their hyphens (vw-date: white-space nowrap); " OVERDUE" may
+            html.Td(html.Span(_t(s.treatment_ms, tz, "%Y-%m-%d %H:%M"), className="vw-date")), html.Td(s.patient),
             html.Td(dcc.Link(s.session, href=f"{href_prefix}{s.session}")),
-            html.Td(_t(s.due_ms, tz) + (" OVERDUE" if s.overdue else ""),
+            html.Td([html.Span(_t(s.due_ms, tz), className="vw-date"), " OVERDUE" if s.overdue else ""],
                     className="vw-alert-high" if s.overdue else ""),
             html.Td("ready to submit" if not s.missing else "form incomplete: missing " + ", ".join(s.missing),
                     className=status_class(s)),

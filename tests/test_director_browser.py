@@ -76,6 +76,15 @@ def test_nurse_completes_a_rems_form(site):
     wait_page(lambda: d.find_elements(By.ID, f"rems-due-row-{a2.sid}"), 20, "the forms-due list")
     assert "form incomplete" in text_of(d, f"rems-due-row-{a1.sid}") and "OVERDUE" in text_of(d, f"rems-due-row-{a1.sid}")
     assert "3 form(s) not yet submitted, 1 overdue" in text_of(d, "rems-due-count")
+    # a narrow window (a tablet, half a screen): no date breaks at its hyphens or its space —
+    # an inline span the browser wrapped has more than one client rectangle
+    d.set_window_size(480, 1000)
+    try:
+        lines = d.execute_script("return [...document.querySelectorAll('#rems-due .vw-date')]"
+                                 ".map(e => e.getClientRects().length)")
+        assert lines == [1] * 6, lines  # treatment and due date of each of the 3 forms
+    finally:
+        d.set_window_size(1400, 1000)
     click_css(d, f"#rems-due-row-{a2.sid} a")
     wait_page(lambda: "Form incomplete" in text_of(d, "rems-status"), 20, "the form")
     assert text_of(d, "rems-value-bp_pre").startswith("128/80 mmHg at")  # the manual pre-dose check
