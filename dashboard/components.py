@@ -97,9 +97,12 @@ def devices_div(room: str, status: Mapping[str, Mapping[str, str]]) -> html.Div:
     return html.Div(chips, className="vw-devices", **_attrs(room, "devices"))
 
 
-def room_band(room: str, name: str, session: Mapping[str, Any] | None, now_ms: int) -> list[Any]:
-    """A room's band (name, phase) and its "not monitored" strip, as on an overview tile."""
-    return [html.Div([html.Span(name, className="vw-roomname"), phase_span(room, session, now_ms)], className="vw-band"),
+def room_band(room: str, name: str, session: Mapping[str, Any] | None, now_ms: int,
+              heading: bool = False) -> list[Any]:
+    """A room's band (name, phase) and its "not monitored" strip, as on an overview tile;
+    `heading`: the name is the page's heading (the room page names the room once, here)."""
+    label = html.H2(name, className="vw-roomname vw-h") if heading else html.Span(name, className="vw-roomname")
+    return [html.Div([label, phase_span(room, session, now_ms)], className="vw-band"),
             html.Div(className="vw-notmon", **_attrs(room, "notmon"))]
 
 

@@ -103,6 +103,12 @@ def test_no_critical_or_serious_violations_and_keyboard_actions(served: dict[str
     page.goto(url + "/room/room-3")
     page.wait_for_selector("#room-trend .js-plotly-plot")
     page.wait_for_selector("#room-open-form", state="visible")
+    # the room is named once, by the page's heading, in its alarm-coloured band (it was named
+    # twice: a heading above the band and the band's own name)
+    names = page.evaluate("[...document.querySelectorAll('h1, h2, .vw-roomname')]"
+                          ".filter(e => e.offsetParent !== null).map(e => e.tagName + ' ' + e.textContent)")
+    assert names == ["H2 Treatment Room 3"], names
+    assert page.locator(".vw-roomtop .vw-band h2").inner_text() == "Treatment Room 3"
     checked["room"] = violations(page)
     page.goto(url + "/review")
     page.wait_for_selector("#review-table")

@@ -182,9 +182,8 @@ def layout(ctx: PageContext, room: str = "", **_params: str) -> html.Div:
     return html.Div([
         dcc.Store(id="room-id", data=room),
         dcc.Store(id="room-rev", data=0),
-        html.Div([html.H2(rc.name or rc.id, className="vw-h")], className="vw-roomhead"),
         html.Div([
-            *room_band(room, rc.name or rc.id, head, now),
+            *room_band(room, rc.name or rc.id, head, now, heading=True),
             vitals_block(room, data.latest(room), now, ctx.cfg.dashboard.stale_s,
                          nibp[0].nibp_cycle_s if nibp else None),
             html.Div([devices_div(room, status),
