@@ -18,7 +18,7 @@ from monitor.sessions import archive, review
 from monitor.sessions.archive_schema import alert_events, sessions
 from monitor.sessions.export import report_rows
 from monitor.sessions.review import READING_METRICS, SessionRecord
-from monitor.sessions.review_figure import build_figure
+from monitor.sessions.review_figure import ALERT_LABEL, build_figure
 from monitor.sessions.review_list import with_alarm_counts
 from tests.archive_fixtures import sqlite_url  # noqa: F401
 
@@ -162,7 +162,8 @@ def test_chart_high_label_has_headroom_and_is_not_clipped() -> None:
                         base_limits={"sbp": {"low": 90, "high": 180}})
     fig = build_figure(rec, review.summarize(rec))
     marker = next(t for t in fig.data if t.name == "alert")
-    assert marker.text == ("HIGH",) and marker.cliponaxis is False
+    label = next(a for a in fig.layout.annotations if a.name == ALERT_LABEL)
+    assert label.text == "HIGH" and label.x == marker.x[0] and marker.cliponaxis is False
     lo, hi = fig.layout.yaxis.range
     assert hi >= 192 + 0.2 * (192 - 80)  # room above the top marker for its label
 

@@ -36,7 +36,9 @@ PANELS: tuple[tuple[str, tuple[str, ...]], ...] = (
     (f"{short_label('temp')} °C", ("temp",)),
     (f"{short_label('pi')} %", ("pi",)),
 )
-HEADROOM = 0.25  # fraction of a panel's span added above its top marker, so "HIGH" is not clipped
+HEADROOM = 0.25  # fraction of a panel's span added above its top marker: the alert labels' band
+ALERT_LABEL = "alert label"  # name of the annotations that say an alert marker's priority
+LABEL_FONT_PX = 10
 COLORS = {"sbp": "#c0392b", "dbp": "#e67e22", "map": "#8e44ad", "hr": "#27ae60", "spo2": "#2980b9",
           "rr": "#16a085", "temp": "#7f8c8d", "pi": "#34495e"}
 PRIORITY_COLORS = {"high": "#e74c3c", "medium": "#f1c40f", "low": "#1abc9c"}
@@ -176,13 +178,18 @@ def build_figure(rec: SessionRecord, summary: dict[str, Any], tz_name: str = "UT
         if not crowded:
             labelled[row] = x0
         fig.add_trace(go.Scatter(
-            x=[loc(x0)], y=[yval], mode="markers" if crowded else "markers+text",
-            text=[f"{(ep['priority'] or '').upper()}"],
-            cliponaxis=False,
-            textposition="top center", marker={"symbol": "triangle-up", "size": 12, "color": color,
-                                               "line": {"color": "black", "width": 1}},
+            x=[loc(x0)], y=[yval], mode="markers", cliponaxis=False,
+            marker={"symbol": "triangle-up", "size": 12, "color": color, "line": {"color": "black", "width": 1}},
             hovertext=[f"{ep['message'] or ep['metric']} — {ack}"], hoverinfo="text", showlegend=False,
             name="alert"), row=row, col=1)
+        if not crowded and yval is not None:
+            # the priority word at the panel's top edge, straight above its marker: in the
+            # headroom kept clear of every line (HEADROOM). Drawn as the marker's text it lay
+            # over the vital's own line, which passes through the marker.
+            annotations.append({"x": loc(x0), "y": 1, "xref": "x", "yref": f"{_yaxis(row)} domain",
+                                "xanchor": "center", "yanchor": "top", "showarrow": False,
+                                "text": (ep["priority"] or "").upper(), "name": ALERT_LABEL,
+                                "font": {"size": LABEL_FONT_PX, "color": "#263238"}})
     for e in summary["doses"]:
         shapes.append({"type": "line", "xref": "x", "yref": "paper", "x0": loc(e["ts"]), "x1": loc(e["ts"]),
                        "y0": 0, "y1": 1, "line": {"color": "#2c3e50", "width": 2, "dash": "dot"}})
@@ -209,13 +216,18 @@ def build_figure(rec: SessionRecord, summary: dict[str, Any], tz_name: str = "UT
             mid = (max(values) + min(values)) / 2
             fig.update_yaxes(range=[mid - least / 2, mid + least / 2], row=row, col=1)
     for row, tops in marked.items():
-        # plotly's autorange fits the marker, not the "HIGH" text above it: the label was cut
-        # off at the panel's top edge. Give the panel explicit headroom above its top marker.
+        # headroom above the panel's highest line or marker: the alert labels sit in it, at
+        # the panel's top edge, never over a line
         values = span.get(row, []) + tops
         lo, hi = min(values), max(values)
         pad = (hi - lo) * HEADROOM or max(abs(hi) * HEADROOM, 1.0)
         fig.update_yaxes(range=[lo - pad / 3, hi + pad], row=row, col=1)
     return fig
+
+
+def _yaxis(row: int) -> str:
+    """The y axis of subplot `row` as a reference: "y", "y2", …"""
+    return "y" if row == 1 else f"y{row}"
 
 
 def _num(v: Any) -> float | None:
