@@ -64,7 +64,7 @@ from monitor.sessions.records import decode_header
 from monitor.store import redis_types
 from monitor.store.heartbeat import instance_name
 from monitor.store.redis_cluster import node_info_async
-from monitor.store.redis_conn import REDIS_DOWN, connect_async
+from monitor.store.redis_conn import REDIS_DOWN, connect_async, master_moved
 from monitor.store.redis_health import refusal_from_info
 from monitor.store.retry import REDIS_ERRORS, Backoff, Episode, cause, reply_code, reply_text, words
 
@@ -591,6 +591,8 @@ class Hub:
                 self.broadcast({"t": "alerts", "room": r, "alerts": mine})
 
     async def _poll_and_housekeep(self, client: aioredis.Redis) -> None:
+        if await master_moved(client):  # the old master may still be up: read the new one afresh
+            raise redis.ConnectionError("Redis Sentinel names a new master")
         await self._poll(client)
         self._polled = time.monotonic()
         if time.monotonic() >= self._next_housekeeping:

@@ -9,6 +9,7 @@ their own (`sentinel_password` in the URL). The CLI and the archive top-up work 
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -240,3 +241,62 @@ def rejoin(group: SentinelGroup, old: RedisProc, new: RedisProc) -> None:
     group.rejoin(old, new)
     wait_for(lambda: new.admin().info("replication").get("connected_slaves") == 1, 20,
              "the old master back as the new one's replica")
+
+
+def test_clients_leave_a_replaced_master_that_is_still_up(tmp_path: Path) -> None:
+    """A partition between the Sentinels and the master: the Sentinels cannot reach it (made
+    here by changing its password and dropping their connections), promote the replica, and
+    can never turn the old master into a replica — but clients' open connections to it still
+    work, and it takes writes the new master never sees (in the kill test an alert worker kept
+    committing to an abandoned master for 10 s and raised its alarm again afterwards). Clients
+    must move to the master the Sentinels name by themselves within about a second: a sync
+    client (every role's) and the dashboard's asyncio push loop."""
+    group = SentinelGroup(tmp_path / "ha", password="ha-pass").start()
+    url = group.url()
+    cfg = parsed(config_mapping("t-" + uuid.uuid4().hex[:8], redis_url=url, data_dir=tmp_path / "data",
+                                mqtt_url="mqtt://127.0.0.1:1", rooms=[room_entry("room-1", serial_device("mon-1"))]))
+    keys = Keys(cfg.clinic.id)
+    client = connect(url, timeout_s=5.0)
+    hub = HubRun(cfg, url)
+    old = group.master
+    try:
+        hub.start()
+        ts = hub.reading(hr=70)
+        wait_for(lambda: hub.pushed(ts), 15, "the push loop delivering from the first master")
+        client.set(keys.prefix + "probe", "first")  # a pooled connection to the first master
+        adm = old.admin()
+        adm.config_set("requirepass", "not-what-sentinels-know")  # open connections stay signed in
+        for c in adm.client_list():
+            if c.get("name", "").startswith("sentinel-"):
+                adm.client_kill_filter(_id=c["id"])
+        new = group.wait_failover(old)
+        assert adm.info("replication")["role"] == "master"  # cut off, still a master
+        feeder = new.admin()
+        moved_at = time.monotonic()
+
+        def sync_moved() -> bool:
+            client.set(keys.prefix + "probe", "after")  # where does the pooled client write?
+            return feeder.get(keys.prefix + "probe") == "after"
+
+        def push_moved() -> bool:
+            ts = now_ms()
+            feeder.xadd(keys.vitals("room-1"), {"ts": str(ts), "dev": "mon-1", "hr": "71"})
+            return _pushed_soon(hub, ts)
+        wait_for(sync_moved, 5, "the sync client writing to the new master")
+        sync_s = time.monotonic() - moved_at
+        wait_for(push_moved, 5, "the push loop reading from the new master")
+        print(f"\n[figures] after the Sentinels named the new master: sync client on it {sync_s:.1f} s, "
+              f"push loop {time.monotonic() - moved_at:.1f} s")
+    finally:
+        hub.close()
+        group.stop()
+
+
+def _pushed_soon(hub: HubRun, ts: int) -> bool:
+    """Whether the reading labelled `ts` reaches the tab within 0.5 s."""
+    end = time.monotonic() + 0.5
+    while time.monotonic() < end:
+        if hub.pushed(ts):
+            return True
+        time.sleep(0.05)
+    return False

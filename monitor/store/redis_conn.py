@@ -8,6 +8,10 @@ sync (`connect`) and asyncio (`connect_async`) clients every role uses.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+import weakref
 from typing import Any
 
 import redis
@@ -64,10 +68,15 @@ def connect(url: str, *, timeout_s: float = 5.0, retries: int = 0, **kw: Any) ->
     if target.kind == "sentinel":
         from redis.sentinel import Sentinel
 
-        sentinel = Sentinel(list(target.hosts), sentinel_kwargs=_sentinel_kwargs(target, common),
+        # no retries with backoff on a Sentinel that does not answer: discovery asks the next
+        # one (redis-py's default would sleep seconds per dead Sentinel, per question)
+        sentinel = Sentinel(list(target.hosts),
+                            sentinel_kwargs=_sentinel_kwargs(target, common) | {"retry": Retry(NoBackoff(), 0)},
                             **common)
-        return sentinel.master_for(target.master, db=target.db,
-                                   retry=Retry(NoBackoff(), retries))
+        client = sentinel.master_for(target.master, db=target.db,
+                                     retry=Retry(NoBackoff(), retries))
+        _follow(client.connection_pool)
+        return client
     from redis.cluster import ClusterNode, RedisCluster
 
     # `retries` as for one server: redis-py's cluster client would otherwise re-send a
@@ -88,9 +97,11 @@ def connect_async(url: str, *, timeout_s: float = 5.0, **kw: Any) -> Any:
                                        socket_connect_timeout=min(timeout_s, 3.0), **kw)
     common = _common(target, timeout_s) | kw
     if target.kind == "sentinel":
+        from redis.asyncio.retry import Retry as AioRetry
         from redis.asyncio.sentinel import Sentinel as AioSentinel
 
-        sentinel = AioSentinel(list(target.hosts), sentinel_kwargs=_sentinel_kwargs(target, common),
+        sentinel = AioSentinel(list(target.hosts),
+                               sentinel_kwargs=_sentinel_kwargs(target, common) | {"retry": AioRetry(NoBackoff(), 0)},
                                **common)
         return sentinel.master_for(target.master, db=target.db)
     from redis.asyncio.cluster import ClusterNode as AioNode
@@ -114,6 +125,63 @@ def _sentinel_kwargs(target: RedisTarget, common: dict[str, Any]) -> dict[str, A
             if opts[f"sentinel_{name}"]:
                 kw[name] = opts[f"sentinel_{name}"]
     return kw
+
+
+# --- following Sentinel's choice of master ------------------------------------------------
+# redis-py asks the Sentinels where the master is only when it opens a connection (or gets
+# READONLY). A pooled connection to a master the Sentinels have replaced but that is still up
+# — for the seconds before Sentinel turns it into a replica, or for as long as a partition
+# keeps Sentinel from reaching it — goes on taking writes that the new master never sees
+# (an alert raised there is raised again later). So every Sentinel-managed client is asked
+# again every FOLLOW_EVERY_S: redis-py's get_master_address() drops idle connections to a
+# master that is no longer named, and connections in use are dropped when they come back
+# to the pool.
+FOLLOW_EVERY_S = 0.5
+log = logging.getLogger(__name__)
+_followed: weakref.WeakSet[Any] = weakref.WeakSet()
+_follow_lock = threading.Lock()
+_follower: threading.Thread | None = None
+
+
+def _follow(pool: Any) -> None:
+    """Keep `pool` (a sync SentinelConnectionPool) on the master the Sentinels name."""
+    global _follower
+    with _follow_lock:
+        _followed.add(pool)
+        if _follower is None or not _follower.is_alive():
+            _follower = threading.Thread(target=_follow_loop, name="sentinel-follow", daemon=True)
+            _follower.start()
+
+
+def _follow_loop() -> None:
+    while True:
+        time.sleep(FOLLOW_EVERY_S)
+        with _follow_lock:
+            pools = list(_followed)
+        for pool in pools:
+            before = pool.master_address
+            try:
+                now = pool.get_master_address()
+            except (redis.RedisError, OSError):  # no master named (a failover under way): next time
+                continue
+            if before is not None and now != before:
+                log.warning("Redis Sentinel names a new master %s:%s (was %s:%s): moving to it",
+                            *now, *before)
+
+
+async def master_moved(client: Any) -> bool:
+    """For an asyncio Sentinel client: ask the Sentinels again; True when they name another
+    master than the one its connections were opened to (idle ones are dropped already; the
+    caller should reconnect and read afresh). False for other clients or while none is named."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is None or not hasattr(pool, "get_master_address"):
+        return False
+    before = pool.master_address
+    try:
+        now = await pool.get_master_address()
+    except (redis.RedisError, OSError):  # no master named (a failover under way): the reads will say
+        return False
+    return before is not None and now != before
 
 
 REDIS_DOWN = (redis.ConnectionError, redis.TimeoutError, ConnectionError, OSError)
