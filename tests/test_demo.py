@@ -135,6 +135,15 @@ def test_demo_runs_everything_and_stops_cleanly(demo) -> None:
     assert [e["message"] for e in events if e.get("kind") == "technical"] == []
     assert not [e for e in events if "Errno" in e.get("message", "") or "/tmp" in e.get("message", "")]
 
+    # every role's /metrics, at the addresses the demo printed
+    urls = re.search(r"^metrics: (\S+) \(dashboard\), (\S+) \(ingest\), (\S+) \(alerts\)$", out, re.M)
+    assert urls, out
+    scraped = {role: urllib.request.urlopen(u).read().decode() for role, u in zip(
+        ("dashboard", "ingest", "alerts"), urls.groups(), strict=True)}
+    assert "vitalwatch_ws_clients" in scraped["dashboard"]
+    assert "vitalwatch_readings_stored_total" in scraped["ingest"]
+    assert "vitalwatch_alert_rooms_owned" in scraped["alerts"]
+
     health = urllib.request.urlopen(f"http://127.0.0.1:{port}/health").read().decode()
     assert '"redis":true' in health.replace(" ", "")
 

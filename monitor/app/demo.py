@@ -26,6 +26,7 @@ from monitor.model.config import Config, load_config
 from monitor.model.keys import Keys
 from monitor.model.redact import redact_url
 from monitor.sessions import lifecycle as sessions
+from monitor.store.embedded import free_port
 from monitor.store.redis_conn import connect
 from monitor.store.runtime import RuntimeFailure, resolve
 
@@ -161,13 +162,16 @@ def run(args: argparse.Namespace, cfg: Config | None) -> int:
     try:
         accounts = _demo_accounts(endpoints.redis_url, cfg)
         conf = ["-c", str(conf_path)]
+        # every role's /metrics reachable, as a deployment would have them (docs/operations.md)
+        ingest_metrics, alerts_metrics = free_port(), free_port()
         children = [
             Child("simulate", vitalwatch_argv("simulate", *conf, "--seed", str(args.seed),
                                               "--speed", str(speed), "--scenario", str(timeline))),
             # ingest opens the serial ports once the simulator has made them: no device is
             # "offline" (and no alarm in every archived session's log) for a port not there yet
-            Child("ingest", vitalwatch_argv("ingest", *conf), ready=lambda: ports_ready(cfg)),
-            Child("alerts", vitalwatch_argv("alerts", *conf)),
+            Child("ingest", vitalwatch_argv("ingest", *conf, "--metrics-port", str(ingest_metrics)),
+                  ready=lambda: ports_ready(cfg)),
+            Child("alerts", vitalwatch_argv("alerts", *conf, "--metrics-port", str(alerts_metrics))),
             Child("dashboard", vitalwatch_argv("dashboard", *conf, "--port", str(args.port))),
         ]
         url = f"http://127.0.0.1:{args.port}/"
@@ -180,6 +184,8 @@ def run(args: argparse.Namespace, cfg: Config | None) -> int:
             print(f"dashboard: {url}", flush=True)
             print(f"redis: {redact_url(endpoints.redis_url)}", flush=True)
             print(f"mqtt: {redact_url(endpoints.mqtt_url)} (MQTT {endpoints.mqtt_version})", flush=True)
+            print(f"metrics: {url}metrics (dashboard), http://127.0.0.1:{ingest_metrics}/metrics (ingest), "
+                  f"http://127.0.0.1:{alerts_metrics}/metrics (alerts)", flush=True)
             for user, password in accounts:
                 print(f"login: {user} / {password}", flush=True)
             print("Press Ctrl-C to stop.", flush=True)
