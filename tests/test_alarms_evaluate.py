@@ -13,6 +13,7 @@ from monitor.alarms.evaluate import (
     evaluate,
     phys_key,
     reconcile,
+    timers_due_ms,
 )
 from monitor.alarms.model import Cond, Desired, Rule, TechRule, alert_id, room_of
 from monitor.alarms.rules import build_rules, technical_rules
@@ -206,6 +207,30 @@ def test_timers(name, over, now, expected):
     if "escalated" in expected:
         (rec,) = book.records.values()
         assert rec["escalated"] is True
+
+
+DUE_CASES = [(name, over) for name, over, _now, _ev in TIMER_TABLE] + [
+    ("medium priority", {"priority": "medium"}),
+    ("reminder", {"kind": "reminder"}),
+    ("dismissed", {"state": "dismissed"}),
+    ("paused medium", {"priority": "medium", "paused_until_ms": T0 + 5_000}),
+]
+
+
+@pytest.mark.parametrize("name,over", DUE_CASES, ids=[c[0] for c in DUE_CASES])
+def test_timers_due_is_the_first_time_apply_timers_changes_anything(name, over):
+    """The engine skips a room's tick while nothing it reads changed and no timer is due
+    (engine._tick_rooms): before `timers_due_ms` apply_timers must change nothing, at it something."""
+    records = {**_one_record(**over), **_one_record(alert="room-1.oxi-1.hr.1", priority="low")}
+    due = timers_due_ms(records, 120_000)
+    for now in [T0 - 1, T0 + 60_000, T0 + 10**7] if due is None else [due - 1, due - 60_000]:
+        book = Book(records)
+        apply_timers(book, now, 120_000)
+        assert not book.changed, (name, now - T0)
+    if due is not None:
+        book = Book(records)
+        apply_timers(book, due, 120_000)
+        assert book.changed, name
 
 
 def test_medium_priority_never_escalates():

@@ -305,6 +305,27 @@ def reconcile(book: Book, room: str, desired: Mapping[str, Desired], scope: str,
         book.emit(event_for(rec, "raised", now_ms))
 
 
+def timers_due_ms(records: Mapping[str, Mapping[str, Any]], escalate_after_ms: int) -> int | None:
+    """The earliest time at which `apply_timers` would change any of `records` (a pause
+    running out, an escalation falling due); None when no timer is set. Before it,
+    `apply_timers` on these records changes nothing."""
+    due: int | None = None
+    for rec in records.values():
+        until = rec.get("paused_until_ms")
+        if until is not None:
+            due = int(until) if due is None else min(due, int(until))
+        if _escalates(rec) and rec.get("raised_ms"):
+            at = int(rec["raised_ms"]) + escalate_after_ms
+            due = at if due is None else min(due, at)
+    return due
+
+
+def _escalates(rec: Mapping[str, Any]) -> bool:
+    """An alert that escalates once unacknowledged for long enough."""
+    return (rec["priority"] == "high" and rec.get("acknowledged_ms") is None and not rec.get("escalated")
+            and rec.get("kind") != "reminder" and rec.get("state") != "dismissed")
+
+
 def apply_timers(book: Book, now_ms: int, escalate_after_ms: int) -> None:
     """Pause expiry (`pause_ended`) and escalation of unacknowledged high-priority alerts."""
     for aid in sorted(book.records):
@@ -315,9 +336,7 @@ def apply_timers(book: Book, now_ms: int, escalate_after_ms: int) -> None:
             book.put(rec)
             if rec.get("acknowledged_ms") is None:
                 book.emit(event_for(rec, "pause_ended", now_ms, message=f"{rec['message']}: audio pause ended"))
-        if (rec["priority"] == "high" and rec.get("acknowledged_ms") is None and not rec.get("escalated")
-                and rec.get("kind") != "reminder" and rec.get("state") != "dismissed"
-                and now_ms - int(rec.get("raised_ms") or now_ms) >= escalate_after_ms):
+        if _escalates(rec) and now_ms - int(rec.get("raised_ms") or now_ms) >= escalate_after_ms:
             rec = {**rec, "escalated": True, "escalated_ms": now_ms}
             book.put(rec)
             book.emit(event_for(rec, "escalated", now_ms,

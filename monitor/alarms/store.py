@@ -19,6 +19,7 @@ in the next round trip. All keys of a commit carry the clinic's `{hash tag}`: on
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -61,29 +62,32 @@ return out
 """
 # KEYS: owner, active alerts, alarm state, latest summary, alerts stream, outbox
 # destinations, outbox streams…; ARGV: owner, JSON plan. Replies {1} written, {0} not the
-# owner (nothing written), {-1, field, value, …} the active hash changed (nothing written),
+# owner (nothing written), {-1, field, value, …} the active hash changed (nothing written;
+# checked only when the plan has `expect`: a plan without it writes no alert record or event),
 # {2} the room's last applied id is not the one this commit continues from (nothing written:
 # an earlier commit whose reply was lost did apply).
 _COMMIT = """
 if redis.call('get', KEYS[1]) ~= ARGV[1] then return {0} end
 local p = cjson.decode(ARGV[2])
 if p.from ~= nil and (redis.call('hget', KEYS[3], 'last_id') or '') ~= p.from then return {2} end
-local cur = redis.call('hgetall', KEYS[2])
-local same = true
-local n = 0
-for i = 1, #cur, 2 do
-  n = n + 1
-  if p.expect[cur[i]] ~= cur[i + 1] then same = false break end
-end
-if same then
-  local m = 0
-  for _ in pairs(p.expect) do m = m + 1 end
-  same = (m == n)
-end
-if not same then
-  local out = {-1}
-  for i = 1, #cur do out[#out + 1] = cur[i] end
-  return out
+if p.expect ~= nil then
+  local cur = redis.call('hgetall', KEYS[2])
+  local same = true
+  local n = 0
+  for i = 1, #cur, 2 do
+    n = n + 1
+    if p.expect[cur[i]] ~= cur[i + 1] then same = false break end
+  end
+  if same then
+    local m = 0
+    for _ in pairs(p.expect) do m = m + 1 end
+    same = (m == n)
+  end
+  if not same then
+    local out = {-1}
+    for i = 1, #cur do out[#out + 1] = cur[i] end
+    return out
+  end
 end
 for _, fv in ipairs(p.put) do redis.call('hset', KEYS[2], fv[1], fv[2]) end
 for _, f in ipairs(p.drop) do redis.call('hdel', KEYS[2], f) end
@@ -240,10 +244,12 @@ OutboxFor = Callable[[list[AlertEvent]], list[tuple[str, dict[str, str]]]]
 class Pending:
     """One room's commit for `commit_many`: `build(active records) -> Book`, the alarm-state
     changes (`state`: field → value, None deletes), the latest-summary fields and the
-    outbound messages of its events (`outbox`)."""
+    outbound messages of its events (`outbox`). `build` None: the commit changes no alert
+    record (a reading batch without transitions) — the room's active alerts are then neither
+    decoded nor sent for comparison, as nothing written depends on them."""
 
     room: str
-    build: Callable[[dict[str, dict[str, Any]]], Book]
+    build: Callable[[dict[str, dict[str, Any]]], Book] | None
     state: Mapping[str, str | None] = field(default_factory=dict)
     latest: Mapping[str, str] | None = None
     outbox: OutboxFor | None = None
@@ -282,7 +288,6 @@ def _plan(keys: Keys, p: Pending, book: Book, raw: Mapping[str, str], min_id: st
             ks.append(name)
         outbox.append([ks.index(name) + 1, dest, [x for kv in fields.items() for x in kv]])
     plan: dict[str, Any] = {
-        "expect": dict(raw) or {},
         "put": put, "drop": drop,
         "events": [[x for kv in ev.to_fields().items() for x in kv] for ev in book.events],
         "minid": min_id, "outbox": outbox,
@@ -292,8 +297,22 @@ def _plan(keys: Keys, p: Pending, book: Book, raw: Mapping[str, str], min_id: st
     }
     if p.after_id is not None:
         plan["from"] = p.after_id
-    # cjson reads an empty JSON object as an empty table: `expect` may be {}
+    if p.build is not None:  # what the records were computed from (a plan without writes none)
+        # cjson reads an empty JSON object as an empty table: `expect` may be {}
+        plan["expect"] = dict(raw)
     return ks, json.dumps(plan), after
+
+
+@functools.lru_cache(maxsize=16384)
+def _record(text: str) -> dict[str, Any]:
+    return cast(dict[str, Any], json.loads(text))
+
+
+def records_of(raw: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """The active-alert records of a room's hash (alert id → record), each a fresh dict.
+    Decoding is memoised on the record's text: a tick rebuilds every room with alerts from
+    texts that rarely change."""
+    return {k: dict(_record(v)) for k, v in raw.items()}
 
 
 def commit_many(client: redis.Redis, keys: Keys, owner: str, pending: list[Pending],
@@ -325,7 +344,7 @@ def commit_many(client: redis.Redis, keys: Keys, owner: str, pending: list[Pendi
         sent: list[tuple[Pending, Book, dict[str, str]]] = []
         for p in todo:
             raw = active.get(p.room, {})
-            book = p.build({k: json.loads(v) for k, v in raw.items()})
+            book = Book({}) if p.build is None else p.build(records_of(raw))
             if not book.changed and not p.state and not p.latest:
                 out[p.room] = book
                 continue
