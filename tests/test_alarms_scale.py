@@ -231,3 +231,72 @@ def test_a_commit_whose_reply_was_lost_is_not_applied_twice(make_config, rclient
     evs = [event_from_fields(f) for _id, f in rclient.xrange(keys.alerts)]
     assert sorted((e.room, e.event) for e in evs if e.kind == "physiological") == [
         ("room-0", "cleared"), ("room-0", "raised"), ("room-1", "cleared"), ("room-1", "raised")]
+
+
+def test_a_batch_without_transitions_is_fenced_too(make_config, rclient, keys):
+    """Readings that change no alert commit without comparing the room's alerts (nothing
+    written depends on them), but still only while the lease is this worker's: a worker that
+    lost the room writes neither its condition state, last id nor latest values."""
+    n = 2
+    cfg = rooms_cfg(make_config, n)
+    clock = Clock(T0)
+    a = Worker(cfg, rclient, keys, owner="wa", clock=clock)
+    a.housekeeping(clock.ms)
+    feed(rclient, keys, n, range(0, 2), 80)
+    drain(a)
+    before = [(rclient.hgetall(keys.alarm_state(f"room-{i}")), rclient.hgetall(keys.room_latest(f"room-{i}")))
+              for i in range(n)]
+    assert all(state.get("last_id") and latest for state, latest in before)
+    rclient.set(keys.room_owner("room-0"), "wb")  # taken behind a's back
+    feed(rclient, keys, n, range(2, 4), 130)  # a breach begins: condition state, no transition yet
+    assert a.poll(5) == 2  # room-1's two readings; room-0's refused
+    assert "room-0" not in a.rooms
+    assert (rclient.hgetall(keys.alarm_state("room-0")), rclient.hgetall(keys.room_latest("room-0"))) == before[0]
+    state1 = rclient.hgetall(keys.alarm_state("room-1"))
+    assert state1["last_id"] != before[1][0]["last_id"] and "p:mon-1:hr" in state1
+    assert raised(rclient, keys) == []
+
+
+def test_the_clinic_lease_holder_reads_every_device_once_a_tick_in_shares(make_config, rclient, keys, monkeypatch):
+    """The holder of the clinic lease judges every device, also those of rooms another worker
+    evaluates: it reads them a share per part of its tick, so that each is read once a tick
+    (a device whose adapter stops writing its status is seen within a tick, and one that
+    keeps writing never looks late)."""
+    from monitor.alarms import engine
+
+    monkeypatch.setattr(engine, "TICK_PART", 2)  # several parts with a few rooms
+    n = 12
+    cfg = rooms_cfg(make_config, n)
+    clock = Clock(T0)
+    a = Worker(cfg, rclient, keys, owner="wa", clock=clock)
+    b = Worker(cfg, rclient, keys, owner="wb", clock=clock)
+
+    def fresh(skip: str = "") -> None:
+        heartbeat.beat(rclient, keys, "ingest", "i1", clock.ms)
+        for i in range(n):
+            if f"mon-{i}" != skip:
+                publish_status(rclient, keys, f"mon-{i}", {"room": f"room-{i}", "state": "online",
+                                                           "last_recv_ms": clock.ms, "updated_ms": clock.ms,
+                                                           "since_ms": T0 - 1000})
+
+    fresh()
+    a.housekeeping(clock.ms)
+    while len(b.rooms) < n // 2:  # b takes its half; a holds the clinic lease
+        clock.ms += HEARTBEAT_MS
+        b.housekeeping(clock.ms)
+        a.housekeeping(clock.ms)
+    assert a.holds_clinic and not b.holds_clinic and len(b.rooms) == n // 2
+    other = sorted(b.rooms, key=lambda r: int(r.split("-")[1]))[-1]  # in the last share
+    dev = f"mon-{other.split('-')[1]}"
+    stale_ms = int(cfg.alerts.heartbeat_stale_s * 1000)
+    for _ in range(2 * stale_ms // 500):  # well past the start-up grace, everything fresh
+        clock.ms += 500
+        fresh()
+        a.tick(clock.ms)
+    assert [f for _i, f in rclient.xrange(keys.alerts) if f["room"] == "*"] == []
+    for _ in range(2 * stale_ms // 500):  # one adapter stops writing its device's status
+        clock.ms += 500
+        fresh(skip=dev)
+        a.tick(clock.ms)
+    clinic = [f for _i, f in rclient.xrange(keys.alerts) if f["room"] == "*"]
+    assert [(f["event"], f["rooms"]) for f in clinic] == [("raised", other)], clinic

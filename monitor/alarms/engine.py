@@ -60,7 +60,7 @@ from monitor.store.redis_health import refusal_from_info
 from monitor.store.retry import REDIS_ERRORS, Backoff, Episode, cause, reply_code, reply_text, words
 
 from . import clinic
-from .evaluate import BP_METRICS, Book, apply_timers, apply_transitions, evaluate, reconcile
+from .evaluate import BP_METRICS, Book, apply_timers, apply_transitions, evaluate, reconcile, timers_due_ms
 from .model import AlertEvent, Cond, Desired, Rule, TechRule, event_from_fields
 from .outage import COND_NOT_STORED, Outage, OutageTracker, record, resumed_event, stopped_event
 from .outbound import DirectPager, Routes, outbox_entries, page_tier, unattended
@@ -113,6 +113,12 @@ class RoomRun:
     latest_ts: dict[str, int] = field(default_factory=dict)  # metric → ts of the summary's value
     vkey: str = ""  # its vitals stream's key
     stored_id: str = ""  # last_id as stored in its alarm state ("" none yet): what the next commit continues
+    # a tick's inputs (active hash, desired device and reminder conditions) when it changed
+    # nothing, and when a timer of its records falls due: until either changes, the next
+    # ticks would change nothing either and are skipped (_tick_rooms)
+    tick_seen: tuple[Any, ...] | None = None
+    tick_due: int | None = None
+    tick_try: tuple[Any, ...] | None = None  # the inputs of the tick being committed
 
 
 @dataclass
@@ -122,9 +128,10 @@ class _Round:
     mon: MonitoringState
     open_sessions: StrHash
     storage: StrHash
-    statuses: dict[str, StrHash]  # device id → status hash (every device for the clinic lease holder)
+    statuses: dict[str, StrHash]  # device id → status hash as last read (Worker._statuses)
     starting: bool
     causes: dict[str, clinic.ClinicCause] | None = None  # the clinic lease holder's, from every device
+    covered: dict[str, clinic.ClinicCause] | None = None  # clinic.covered(causes)
 
 
 @dataclass
@@ -178,6 +185,10 @@ class Worker:
         self._round: _Round | None = None  # the current tick's shared reads
         self._alerts_floor: int | None = None  # the alerts stream's trim floor (keys.trim_floor)
         self._parts: list[list[str]] = []  # the current tick's parts (step)
+        # device id → its status hash as last read: a part reads its own rooms' devices; the
+        # clinic lease holder also reads one share of the other devices per part
+        self._statuses: dict[str, StrHash] = {}
+        self._others: list[str] | None = None  # the devices of the rooms it does not evaluate (this tick)
         self._part_ix = 0  # the next part to do
 
     # --- leases -------------------------------------------------------------------------
@@ -323,9 +334,13 @@ class Worker:
         them (one pipelined commit round trip for all rooms with news)."""
         if not self.rooms:
             return 0
-        streams = {rr.vkey: rr.last_id for rr in self.rooms.values()}
-        resp = cast(list[tuple[str, Entries]],
-                    self.client.xread(streams, count=BATCH, block=block_ms) or [])  # type: ignore[arg-type]
+        runs = list(self.rooms.values())
+        names = [rr.vkey for rr in runs]
+        # XREAD as redis-py's xread() sends it, without its per-call argument checks and
+        # streaming-lag bookkeeping (a few ms a call at 1,000 rooms)
+        resp = cast(list[tuple[str, Entries]], self.client.execute_command(
+            "XREAD", "BLOCK", block_ms, "COUNT", BATCH, "STREAMS", *names, *[rr.last_id for rr in runs],
+            keys=names) or [])
         prefix_len = len(self.keys.vitals(""))
         batch = {key[prefix_len:]: entries for key, entries in resp if entries and key[prefix_len:] in self.rooms}
         return self.apply_batch(batch)
@@ -367,7 +382,9 @@ class Worker:
                 apply_transitions(book, transitions, now)
                 return book
 
-            pending.append(Pending(room, build, state, latest, outbox, after_id=rr.stored_id))
+            # no transition: the commit moves only the condition state, last id and summary
+            pending.append(Pending(room, build if out.transitions else None, state, latest, outbox,
+                                   after_id=rr.stored_id))
             done[room] = (out, last_id, latest, len(readings))
         n = 0
         results, error, stale = self._commit(pending, now)
@@ -414,8 +431,9 @@ class Worker:
         """Device silence, reminders, session limits, pauses, escalation; with the clinic lease
         also the clinic-wide alarms and the forwarding of people's actions to the outbound.
         All parts at once (the run loop does one part per step, reading readings between)."""
-        for ix, part in enumerate(self._tick_parts()):
-            self.tick_part(now, part, first=ix == 0)
+        parts = self._tick_parts()
+        for ix, part in enumerate(parts):
+            self.tick_part(now, part, ix, len(parts))
 
     def _tick_parts(self) -> list[list[str]]:
         """The owned rooms in parts of TICK_PART (one part, maybe empty, for the clinic lease only)."""
@@ -424,7 +442,16 @@ class Worker:
             return []
         return [rooms[i:i + TICK_PART] for i in range(0, len(rooms), TICK_PART)] or [[]]
 
-    def tick_part(self, now: int, rooms: list[str], first: bool) -> None:
+    def _others_share(self, ix: int, parts: int) -> list[str]:
+        """The devices of rooms this worker does not evaluate that the clinic lease holder reads
+        in part `ix` of `parts`: all that it has never read in the first part, then a share each."""
+        if ix == 0 or self._others is None:  # once a tick (a room given up meanwhile: read from the next)
+            self._others = [d.id for r in self.cfg.rooms if r.id not in self.rooms for d in r.devices]
+            if ix == 0 and any(d not in self._statuses for d in self._others):
+                return self._others
+        return self._others[ix::max(1, parts)]
+
+    def tick_part(self, now: int, rooms: list[str], ix: int = 0, parts: int = 1) -> None:
         """One part of a tick: `rooms`' wall-clock work; the `first` part also reads what the
         whole tick shares (heartbeats, screens, open sessions, storage, and with the clinic
         lease every device's status) and does the clinic-wide work.
@@ -434,6 +461,7 @@ class Worker:
         whose open session changed since the last tick; one more commits every room's
         outcome (`commit_many`)."""
         k = self.keys
+        first = ix == 0
         rooms = [r for r in rooms if r in self.rooms]
         holder = self.holds_clinic
         pipe = self.client.pipeline(transaction=False)
@@ -442,13 +470,18 @@ class Worker:
             pipe.hgetall(k.screens)
             pipe.hgetall(k.open_sessions)
             pipe.hgetall(k.storage)
-        # the clinic lease holder judges every device (the clinic-wide causes name rooms):
-        # it reads them all in the first part; the others only their own rooms' devices
-        # (enough to know which of them to hold back)
+        # every worker reads its part's rooms' devices (enough to know which of them to hold
+        # back); the clinic lease holder judges every device (the clinic-wide causes name
+        # rooms): it also reads the other rooms' devices, a share per part, so every device
+        # is read once a tick without one part reading them all — and all of them at once
+        # only when it has never read some (it just took the clinic lease)
+        devs = [d.id for r in rooms for d in self.rooms[r].room.devices]
         if holder:
-            devs = [d.id for _r, d in self.cfg.devices()] if first else []
-        else:
-            devs = [d.id for r in rooms for d in self.rooms[r].room.devices]
+            devs += self._others_share(ix, parts)
+        elif first:  # what the others' devices looked like is the clinic lease holder's business
+            mine = {d.id for rr in self.rooms.values() for d in rr.room.devices}
+            for d in [d for d in self._statuses if d not in mine]:
+                del self._statuses[d]
         for d in devs:
             pipe.hgetall(k.device_status(d))
         # only a room's owner adds alerts; people's actions change or remove them: a room
@@ -469,13 +502,13 @@ class Worker:
             # engine starts, technical conditions (no ingest heartbeat yet, a port the simulator
             # has not made yet) are start-up, not faults. They are raised after it if they
             # persist, with their real onset; screens show NOT MONITORING until ingest beats.
-            self._round = _Round(monitoring_state(beats, now, self.cfg), open_sessions, storage, {},
+            self._round = _Round(monitoring_state(beats, now, self.cfg), open_sessions, storage, self._statuses,
                                  now - self._first_tick_ms < self.cfg.alerts.heartbeat_stale_s * 1000)
         rnd = self._round
         if rnd is None:
             return
         for d in devs:
-            rnd.statuses[d] = next(res)
+            self._statuses[d] = next(res)
         for room in owned:
             self._active[room] = next(res)
         sessions: dict[str, tuple[StrHash, StrHash, Entries]] = {}
@@ -494,12 +527,18 @@ class Worker:
         causes = rnd.causes if holder and rnd.causes is not None else \
             clinic.clinic_causes(clinic.ClinicInputs(self.cfg, now, rnd.mon, rnd.statuses, self._unevaluated, rnd.storage))
         if holder and first:
-            rnd.causes = causes
-        pending = self._tick_rooms(now, sids, sessions, rnd.statuses, clinic.covered(causes), rnd.starting)
+            rnd.causes, rnd.covered = causes, clinic.covered(causes)
+        covered = rnd.covered if holder and rnd.covered is not None else clinic.covered(causes)
+        pending = self._tick_rooms(now, sids, sessions, rnd.statuses, covered, rnd.starting)
         if first and holder:
             pending.append(self._tick_clinic(now, causes, rnd.starting))
         results, error, _stale = self._commit(pending, now)  # wall-clock work continues no stream id
+        escalate_ms = int(self.cfg.alerts.escalate_after_s * 1000)
         for room, book in results.items():
+            if book is not None and (rr := self.rooms.get(room)) is not None:
+                unchanged = not book.changed
+                rr.tick_seen = rr.tick_try if unchanged else None
+                rr.tick_due = timers_due_ms(book.records, escalate_ms) if unchanged else None
             if book is None:
                 if room == clinic.CLINIC:
                     self.holds_clinic = False
@@ -551,6 +590,10 @@ class Worker:
             why = {f"d:{d}": f"part of the clinic-wide alarm now ({c.cause})" for d, c in mine.items()}
             rem_d = reminder_conditions({**session, "id": sid or ""} if session else None, rr.session_events,
                                         now, self.cfg, room)
+            seen = (self._active.get(room) or {}, dev_d, why, rem_d)
+            if seen == rr.tick_seen and (rr.tick_due is None or now < rr.tick_due):
+                continue  # as at a tick that changed nothing, and no timer due: nothing to change
+            rr.tick_try = seen
 
             def build(active: dict[str, dict[str, Any]], room: str = room, dev_d: dict = dev_d,
                       rem_d: dict = rem_d, why: dict = why) -> Book:
@@ -681,6 +724,8 @@ class Worker:
     def _room_name(self, room: str) -> str:
         if room == clinic.CLINIC:
             return "All rooms"
+        if (rr := self.rooms.get(room)) is not None:
+            return rr.room.name or room
         try:
             return self.cfg.room(room).name or room
         except KeyError:
@@ -698,7 +743,7 @@ class Worker:
             self._next_tick = now + TICK_MS
         if self._part_ix < len(self._parts):  # one part of the tick per step: readings are read between
             self._part_ix += 1
-            self.tick_part(now, self._parts[self._part_ix - 1], first=self._part_ix == 1)
+            self.tick_part(now, self._parts[self._part_ix - 1], self._part_ix - 1, len(self._parts))
         more = self._part_ix < len(self._parts)
         wait = 1 if more else max(1, min(self._next_house, self._next_tick, now + max_block_ms) - self.clock())
         if self.rooms:
