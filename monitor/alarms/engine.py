@@ -14,6 +14,10 @@ Round trips do not grow with the number of rooms: one XREAD reads every owned ro
 readings and one pipeline commits all their outcomes (each room's commit an atomic script
 fenced by its lease, store.py); a tick reads everything it needs in one pipeline and commits
 in one more; housekeeping is one pipeline plus one to take rooms when there are free ones.
+What delays a raise is kept small: a reading batch that changes no alert commits without
+the room's alerts (store.py), a tick goes in parts of TICK_PART rooms with readings read
+between them, and a tick skips rooms where nothing it reads has changed since a tick that
+changed nothing (until one of their timers falls due).
 
 Per owned room the worker does only I/O around the pure functions of evaluate.py:
 - readings: XREAD from the room's last applied stream id → `evaluate` → alert changes,
@@ -452,9 +456,11 @@ class Worker:
         return self._others[ix::max(1, parts)]
 
     def tick_part(self, now: int, rooms: list[str], ix: int = 0, parts: int = 1) -> None:
-        """One part of a tick: `rooms`' wall-clock work; the `first` part also reads what the
-        whole tick shares (heartbeats, screens, open sessions, storage, and with the clinic
-        lease every device's status) and does the clinic-wide work.
+        """Part `ix` of `parts` of a tick: `rooms`' wall-clock work; the first part also reads
+        what the whole tick shares (heartbeats, screens, open sessions, storage) and does the
+        clinic-wide work. With the clinic lease each part also reads its share of the other
+        workers' rooms' devices (`_others_share`). A room whose inputs are as at a tick that
+        changed nothing, with no timer due, is not rebuilt (`_tick_rooms`).
 
         One pipelined round trip reads everything the part needs (its devices' statuses, its
         sessions, its rooms' active alerts when they have any); a second one only for rooms
