@@ -19,7 +19,6 @@ in the next round trip. All keys of a commit carry the clinic's `{hash tag}`: on
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -303,16 +302,9 @@ def _plan(keys: Keys, p: Pending, book: Book, raw: Mapping[str, str], min_id: st
     return ks, json.dumps(plan), after
 
 
-@functools.lru_cache(maxsize=16384)
-def _record(text: str) -> dict[str, Any]:
-    return cast(dict[str, Any], json.loads(text))
-
-
 def records_of(raw: Mapping[str, str]) -> dict[str, dict[str, Any]]:
-    """The active-alert records of a room's hash (alert id → record), each a fresh dict.
-    Decoding is memoised on the record's text: a tick rebuilds every room with alerts from
-    texts that rarely change."""
-    return {k: dict(_record(v)) for k, v in raw.items()}
+    """The active-alert records of a room's hash (alert id → record)."""
+    return {k: json.loads(v) for k, v in raw.items()}
 
 
 def commit_many(client: redis.Redis, keys: Keys, owner: str, pending: list[Pending],

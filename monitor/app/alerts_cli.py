@@ -75,7 +75,7 @@ def run(args: argparse.Namespace, cfg: Config) -> int:
     # HL7/FHIR to the EHR: every worker runs the loop; a lease lets one send per destination
     interop = interop_outbound.start(cfg, endpoints.redis_url, endpoints.keys, owner, stop)
     try:
-        worker.run(stop)
+        worker.run(stop, freeze_gc=True)
     finally:
         stop.set()
         for t in [*pagers, topup, *([interop] if interop is not None else [])]:
