@@ -844,7 +844,7 @@ class Worker:
 def _freeze_long_lived() -> None:
     """Keep what the worker holds for as long as it runs (config, rooms, rules: ~93,000
     objects at 1,000 rooms) out of Python's full garbage collections: at 1,000 rooms each
-    stopped the loop for 60-90 ms about every 10 s (readings waiting); now 1-2 ms."""
+    stopped the loop (readings waiting) for 50-90 ms every few seconds; now 1-2 ms."""
     gc.collect()
     gc.freeze()
 
