@@ -229,7 +229,9 @@ class StreamWriter:
         # one may reach another master, see _attempt
         self._connects = 0
         self._seen_connects = 0
-        self._redis = client or connect(redis_url, redis_connect_func=self._on_connect)
+        # (only where it matters: a Cluster client runs its own connect hook, and calls ours after it)
+        hook = {"redis_connect_func": self._on_connect} if self._forget_on_failure else {}
+        self._redis = client or connect(redis_url, **hook)
         self._cond = threading.Condition()
         self._mem: collections.deque[tuple[Item, Done | None]] = collections.deque()
         self._spool = Spool(spool_path)
