@@ -230,7 +230,7 @@ class StreamWriter:
         self._connects = 0
         self._seen_connects = 0
         # (only where it matters: a Cluster client runs its own connect hook, and calls ours after it)
-        hook = {"redis_connect_func": self._on_connect} if self._forget_on_failure else {}
+        hook: dict[str, Any] = {"redis_connect_func": self._on_connect} if self._forget_on_failure else {}
         self._redis = client or connect(redis_url, **hook)
         self._cond = threading.Condition()
         self._mem: collections.deque[tuple[Item, Done | None]] = collections.deque()
