@@ -137,7 +137,7 @@ def open_browser(url: str, n_rooms: int, timeout_s: float) -> tuple[Any, float |
 
 
 def run_once(n_rooms: int, history_min: float, cpu_s: float, rp: RedisProc, workdir: Path,
-             spread: bool = False, browsers: int = 1) -> dict[str, Any]:
+             spread: bool = False, browsers: int = 1, coalesce_ms: int | None = None) -> dict[str, Any]:
     """One dashboard with the overview open in `browsers` headless Chromiums (the first one
     measured: tile times, CPU; the others opened first, each measured once); all browsers'
     CPU together and the WebSocket bytes each receives. `spread`: each room's reading at its
@@ -227,6 +227,9 @@ def run_once(n_rooms: int, history_min: float, cpu_s: float, rp: RedisProc, work
         result["tiles_ms"] = [round(x) for x in loads]
         result["tiles_cold_ms"] = round(loads[0])
         result["tiles_warm_ms"] = round(statistics.median(loads[1:]))
+        if coalesce_ms is not None:  # the overview's batching interval for this run (0: write at once)
+            driver.execute_script("if (arguments[0] === 0) { VW.coalesce.minRooms = 1e9; } "
+                                  "else { VW.coalesce.ms = arguments[0]; }", coalesce_ms)
         time.sleep(3)  # settle: first sparklines, ages
         groups = {"chromium": driver.service.process.pid, "dashboard": procs["dashboard"].pid,
                   "alerts": procs["alerts"].pid, "redis": rp.proc.pid if rp.proc else 0}
@@ -277,6 +280,8 @@ def main() -> int:
     ap.add_argument("--cpu-s", type=float, default=30.0)
     ap.add_argument("--spread", action="store_true",
                     help="feed each room at its own phase of the second (else all rooms at once)")
+    ap.add_argument("--coalesce-ms", type=int, help="the overview's batching interval for the run "
+                    "(0: every reading written at once), instead of dashboard/assets/live.js's")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="vw-overview-"))
@@ -286,7 +291,7 @@ def main() -> int:
         for n in args.rooms:
             workdir = base / f"n{n}"
             workdir.mkdir()
-            res = run_once(n, args.history_min, args.cpu_s, rp, workdir, args.spread)
+            res = run_once(n, args.history_min, args.cpu_s, rp, workdir, args.spread, coalesce_ms=args.coalesce_ms)
             results.append(res)
             cpu = res["cpu_pct_of_one_core"]
             print(f"{n} rooms x 1 Hz{' (spread over the second)' if args.spread else ''}, {args.history_min:g} min of history each ({res['prefilled_entries']} entries): "
