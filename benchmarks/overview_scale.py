@@ -137,7 +137,7 @@ def open_browser(url: str, n_rooms: int, timeout_s: float) -> tuple[Any, float |
 
 
 def run_once(n_rooms: int, history_min: float, cpu_s: float, rp: RedisProc, workdir: Path,
-             spread: bool = False, browsers: int = 1, coalesce_ms: int | None = None) -> dict[str, Any]:
+             spread: bool = False, browsers: int = 1, frames_per_s: float | None = None) -> dict[str, Any]:
     """One dashboard with the overview open in `browsers` headless Chromiums (the first one
     measured: tile times, CPU; the others opened first, each measured once); all browsers'
     CPU together and the WebSocket bytes each receives. `spread`: each room's reading at its
@@ -227,9 +227,9 @@ def run_once(n_rooms: int, history_min: float, cpu_s: float, rp: RedisProc, work
         result["tiles_ms"] = [round(x) for x in loads]
         result["tiles_cold_ms"] = round(loads[0])
         result["tiles_warm_ms"] = round(statistics.median(loads[1:]))
-        if coalesce_ms is not None:  # the overview's batching interval for this run (0: write at once)
-            driver.execute_script("if (arguments[0] === 0) { VW.coalesce.minRooms = 1e9; } "
-                                  "else { VW.coalesce.ms = arguments[0]; }", coalesce_ms)
+        if frames_per_s is not None:  # the overview's frame budget for this run (0: every reading at once)
+            driver.execute_script("if (arguments[0] === 0) { VW.frameBudget.minRooms = 1e9; } "
+                                  "else { VW.frameBudget.perSecond = arguments[0]; }", frames_per_s)
         time.sleep(3)  # settle: first sparklines, ages
         groups = {"chromium": driver.service.process.pid, "dashboard": procs["dashboard"].pid,
                   "alerts": procs["alerts"].pid, "redis": rp.proc.pid if rp.proc else 0}
@@ -239,7 +239,7 @@ def run_once(n_rooms: int, history_min: float, cpu_s: float, rp: RedisProc, work
         ws_bytes = "return window.__vwWsBytes || 0"
         bytes0 = [d.execute_script(ws_bytes) for d in [driver, *others]]
         snap0 = cpu_snapshot(groups)
-        frames0, slow0 = driver.execute_script("return [VW.frames, VW.slowFlushes || 0]")
+        frames0, slow0, held0 = driver.execute_script("return [VW.frames, VW.slowFlushes, VW.heldFlushes]")
         time.sleep(cpu_s)
         snap1 = cpu_snapshot(groups)
         perf1 = _perf(driver)
@@ -252,10 +252,12 @@ def run_once(n_rooms: int, history_min: float, cpu_s: float, rp: RedisProc, work
         cpu = cpu_report(snap0, snap1)
         cpu["all_browsers"] = round(sum(v for g, v in cpu.items() if g.startswith("chromium")), 1)
         result["cpu_pct_of_one_core"] = cpu
-        frames1, slow1 = driver.execute_script("return [VW.frames, VW.slowFlushes || 0]")
+        frames1, slow1, held1 = driver.execute_script("return [VW.frames, VW.slowFlushes, VW.heldFlushes]")
         result["frames_per_s"] = round((frames1 - frames0) / cpu_s, 1)
-        # readings written in batches (an overview of VW.coalesce.minRooms rooms or more)
+        # frames that wrote readings under the frame budget (an overview of VW.frameBudget.minRooms
+        # rooms or more), and of those, the ones that had waited for the budget
         result["batches_per_s"] = round((slow1 - slow0) / cpu_s, 1)
+        result["held_batches_per_s"] = round((held1 - held0) / cpu_s, 1)
         result["dom_elements"] = driver.execute_script("return document.getElementsByTagName('*').length")
         result["ws_messages"] = driver.execute_script("return VW.received")
         result["feed_errors"] = len(feed_errors)
@@ -280,8 +282,8 @@ def main() -> int:
     ap.add_argument("--cpu-s", type=float, default=30.0)
     ap.add_argument("--spread", action="store_true",
                     help="feed each room at its own phase of the second (else all rooms at once)")
-    ap.add_argument("--coalesce-ms", type=int, help="the overview's batching interval for the run "
-                    "(0: every reading written at once), instead of dashboard/assets/live.js's")
+    ap.add_argument("--frames-per-s", type=float, help="the overview's frame budget for readings for the run "
+                    "(0: every reading written at once), instead of dashboard/assets/live.js's VW.frameBudget")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     base = Path(tempfile.mkdtemp(prefix="vw-overview-"))
@@ -291,14 +293,14 @@ def main() -> int:
         for n in args.rooms:
             workdir = base / f"n{n}"
             workdir.mkdir()
-            res = run_once(n, args.history_min, args.cpu_s, rp, workdir, args.spread, coalesce_ms=args.coalesce_ms)
+            res = run_once(n, args.history_min, args.cpu_s, rp, workdir, args.spread, frames_per_s=args.frames_per_s)
             results.append(res)
             cpu = res["cpu_pct_of_one_core"]
             print(f"{n} rooms x 1 Hz{' (spread over the second)' if args.spread else ''}, {args.history_min:g} min of history each ({res['prefilled_entries']} entries): "
                   f"all tiles visible cold {res['tiles_cold_ms'] / 1000:.2f} s, warm {res['tiles_warm_ms'] / 1000:.2f} s "
                   f"(loads {res['tiles_ms']} ms); browser CPU {cpu['chromium']:.1f} % of a core, dashboard "
                   f"{cpu['dashboard']:.1f} %, alerts {cpu['alerts']:.1f} %, redis {cpu['redis']:.1f} % over "
-                  f"{args.cpu_s:g} s; {res['frames_per_s']} frame flushes/s, {res['batches_per_s']} reading batches/s; {res['dom_elements']} elements; page main thread "
+                  f"{args.cpu_s:g} s; {res['frames_per_s']} frame flushes/s, {res['batches_per_s']} budgeted reading writes/s ({res['held_batches_per_s']} held for the budget); {res['dom_elements']} elements; page main thread "
                   f"(% of the window) {res['renderer_main_pct']}", flush=True)
     finally:
         rp.kill()

@@ -149,9 +149,12 @@ def marker_value(i: int) -> str:
     return str(141 + i % 150)
 
 
-def run_once(path: str, n_rooms: int, markers: int, warmup_s: float, timeout_s: float, workdir: Path) -> dict[str, Any]:
+def run_once(path: str, n_rooms: int, markers: int, warmup_s: float, timeout_s: float, workdir: Path,
+             spread: bool = False) -> dict[str, Any]:
     """`path` "xadd" or "mqtt"; or "both": ingest runs and feeds every room over MQTT, and the
-    markers alternate, XADD (even) and MQTT publish (odd), each path's figures apart."""
+    markers alternate, XADD (even) and MQTT publish (odd), each path's figures apart. `spread`:
+    each room's reading at its own moment of the second (as independent monitors send), not
+    all rooms together once a second (as a gateway forwards them, and as the peer's feed does)."""
     rooms = [f"r{i:02d}" for i in range(1, n_rooms + 1)]
     clinic = f"bench{os.getpid()}"
     keys = Keys(clinic)
@@ -194,12 +197,15 @@ def run_once(path: str, n_rooms: int, markers: int, warmup_s: float, timeout_s: 
         def feed() -> None:
             rnd = random.Random(3)
             while not stop_feed.is_set():
-                for r in rooms:
+                start = time.monotonic()
+                for i, r in enumerate(rooms):
+                    if spread:
+                        stop_feed.wait(max(0.0, start + i / len(rooms) - time.monotonic()))
                     if r not in held:
                         send(r, rnd.randint(60, 90), now_ms())
                 if path == "xadd":  # no ingest process in this path: say ingest is alive, as it would
                     heartbeat.beat(client, keys, "ingest", "bench-feeder", now_ms())
-                stop_feed.wait(1)
+                stop_feed.wait(max(0.0, start + 1 - time.monotonic()) if spread else 1)
 
         threading.Thread(target=feed, daemon=True).start()
         driver = chromium()
@@ -294,6 +300,8 @@ def main() -> int:
     ap.add_argument("--markers", type=int, default=20)
     ap.add_argument("--warmup", type=float, default=10.0)
     ap.add_argument("--timeout", type=float, default=5.0)
+    ap.add_argument("--spread", action="store_true",
+                    help="feed each room at its own moment of the second (else all rooms together once a second)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     if args.path == "all":
@@ -304,7 +312,7 @@ def main() -> int:
     for path, n in plan:
         workdir = Path(tempfile.mkdtemp(prefix=f"vw-screen-{path}-{n}-"))
         try:
-            res = run_once(path, n, args.markers, args.warmup, args.timeout, workdir)
+            res = run_once(path, n, args.markers, args.warmup, args.timeout, workdir, spread=args.spread)
         finally:
             keep = os.environ.get("VW_BENCH_KEEP")
             if not keep:

@@ -46,9 +46,23 @@ PEER_DIR = Path(os.environ.get("VW_PEER_DIR") or next(
 PEER_PY = Path("/tmp/vw-peer/venv/bin/python")
 # the peer's measure.py, imported with its ROOMS list set to `n` rooms, run with `argv`
 PEER_RUN = """
-import sys
+import sys, types
 sys.path.insert(0, {dir!r})
-import measure
+src = open({dir!r} + "/measure.py").read()
+if {spread!r}:  # its feed loop, with each room at its own moment of the second
+    burst = ('                for rm in ROOMS:\\n'
+             '                    if rm in held:\\n'
+             '                        continue\\n')
+    assert src.count(burst) == 1 and src.count("                stop_feed.wait(1)\\n") == 1, "measure.py's feed changed"
+    src = src.replace(burst, '                t_feed = time.time()\\n'
+                             '                for k, rm in enumerate(ROOMS):\\n'
+                             '                    stop_feed.wait(max(0.0, t_feed + k / len(ROOMS) - time.time()))\\n'
+                             '                    if rm in held:\\n'
+                             '                        continue\\n')
+    src = src.replace("                stop_feed.wait(1)\\n", "                stop_feed.wait(max(0.0, t_feed + 1 - time.time()))\\n")
+measure = types.ModuleType("measure")
+measure.__file__ = {dir!r} + "/measure.py"
+exec(compile(src, measure.__file__, "exec"), measure.__dict__)
 measure.ROOMS = [f"r{{i:02d}}" for i in range(1, {n} + 1)]
 sys.argv = ["measure.py"] + {argv!r}
 measure.main()
@@ -61,9 +75,9 @@ def load() -> str:
     return f"load {a:.2f} {b:.2f} {c:.2f} on {os.cpu_count()} cores"
 
 
-def peer_batch(n_rooms: int, markers: int, warmup_s: float, workdir: Path) -> dict[str, Any]:
+def peer_batch(n_rooms: int, markers: int, warmup_s: float, workdir: Path, spread: bool = False) -> dict[str, Any]:
     out = workdir / f"peer-{n_rooms}-{time.monotonic_ns()}.json"
-    code = PEER_RUN.format(dir=str(PEER_DIR), n=n_rooms,
+    code = PEER_RUN.format(dir=str(PEER_DIR), n=n_rooms, spread=spread,
                            argv=["--markers", str(markers), "--warmup", str(warmup_s), "--json", str(out)])
     proc = subprocess.run([str(PEER_PY), "-c", code], capture_output=True, text=True, cwd=str(PEER_DIR), timeout=1800)
     if proc.returncode != 0 or not out.exists():
@@ -72,10 +86,10 @@ def peer_batch(n_rooms: int, markers: int, warmup_s: float, workdir: Path) -> di
     return res
 
 
-def ours_batch(n_rooms: int, markers: int, warmup_s: float) -> dict[str, Any]:
+def ours_batch(n_rooms: int, markers: int, warmup_s: float, spread: bool = False) -> dict[str, Any]:
     workdir = Path(tempfile.mkdtemp(prefix=f"vw-versus-{n_rooms}-"))
     try:
-        return run_once("both", n_rooms, markers, warmup_s, 5.0, workdir)
+        return run_once("both", n_rooms, markers, warmup_s, 5.0, workdir, spread=spread)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -94,40 +108,48 @@ def main() -> int:
     ap.add_argument("--markers", type=int, default=200, help="timed markers per series (peer, XADD, MQTT) and room count")
     ap.add_argument("--batches", type=int, default=2, help="alternating batches per room count")
     ap.add_argument("--warmup", type=float, default=5.0)
+    ap.add_argument("--spread", action="store_true", help="both feeds with each room at its own moment of the "
+                    "second (independent monitors), instead of all rooms together once a second (the peer's feed)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     if not PEER_PY.exists():
         sys.exit(f"missing {PEER_PY}: run {PEER_DIR}/setup.sh first")
     per_batch = -(-args.markers // args.batches)
     results: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                               "nice": os.nice(0), "rooms": {}}
+                               "nice": os.nice(0), "spread": args.spread, "rooms": {}}
     workdir = Path(tempfile.mkdtemp(prefix="vw-versus-"))
     try:
         for n in [int(x) for x in args.rooms.split(",")]:
             series: dict[str, list[float]] = {"peer": [], "xadd": [], "mqtt": []}
             missed = {"peer": 0, "xadd": 0, "mqtt": 0}
+            browser_cpu: dict[str, list[float]] = {"peer": [], "ours": []}  # % of a core, per batch
             loads: list[str] = []
             for b in range(args.batches):
                 loads.append(load())
                 print(f"{n} rooms, batch {b + 1}/{args.batches}: peer ({loads[-1]})", flush=True)
-                peer = peer_batch(n, per_batch, args.warmup, workdir)
+                peer = peer_batch(n, per_batch, args.warmup, workdir, args.spread)
+                browser_cpu["peer"].append(peer.get("cpu", {}).get("groups", {}).get("chromium-total", {}).get("cpu_pct"))
                 series["peer"] += peer.get("latencies_ms", [])
                 missed["peer"] += int(peer.get("missed", 0))
                 loads.append(load())
                 print(f"{n} rooms, batch {b + 1}/{args.batches}: VitalWatch ({loads[-1]})", flush=True)
                 # ours alternates XADD and MQTT markers: twice the markers for the same count each
-                ours = ours_batch(n, 2 * per_batch, args.warmup)
+                ours = ours_batch(n, 2 * per_batch, args.warmup, args.spread)
+                browser_cpu["ours"].append(ours.get("cpu_pct_of_one_core", {}).get("chromium"))
                 for how in ("xadd", "mqtt"):
                     series[how] += ours.get(f"{how}_to_screen_ms", [])
                     missed[how] += int(ours.get(f"{how}_missed", 0))
             loads.append(load())
             results["rooms"][str(n)] = {"series": {k: {**summary(v), "missed": missed[k], "ms": v}
-                                                   for k, v in series.items()}, "loads": loads}
+                                                   for k, v in series.items()}, "loads": loads,
+                                        "browser_cpu_pct": browser_cpu}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     names = {"peer": "Node-RED publish → screen", "xadd": "VitalWatch XADD → screen",
              "mqtt": "VitalWatch MQTT publish → screen (ingest)"}
-    print(f"\nscreen latency, ms (headless Chromium, text checked every animation frame); nice {results['nice']}")
+    feed = "each room at its own moment of the second" if args.spread else "all rooms together once a second"
+    print(f"\nscreen latency, ms (headless Chromium, text checked every animation frame); feed: {feed}; "
+          f"nice {results['nice']}")
     for n, r in results["rooms"].items():
         print(f"{n} rooms x 1 Hz; {r['loads'][0]} at the start, {r['loads'][-1]} at the end")
         print(f"  {'series':44s} {'n':>4s} {'p50':>6s} {'p95':>6s} {'p99':>6s} {'max':>6s} missed")
@@ -137,6 +159,8 @@ def main() -> int:
                       f" {s['missed']}")
             else:
                 print(f"  {names[k]:44s}    0  (none seen; {s['missed']} missed)")
+        print(f"  browser CPU over each batch's marker window, % of a core: peer {r['browser_cpu_pct']['peer']}, "
+              f"VitalWatch {r['browser_cpu_pct']['ours']}")
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

@@ -6,8 +6,9 @@
    dirty; values are written right after the socket message (a microtask: one pass per server
    frame), the rest by one requestAnimationFrame flush (single text nodes and attributes, only
    where the text changed), so 100 rooms at 1 Hz cost a few writes per frame. On an overview
-   of many rooms (VW.coalesce.minRooms) readings are written together at most every
-   VW.coalesce.ms instead (see "coalescing" below); alarm state is never held back.
+   of many rooms (VW.frameBudget.minRooms) the frames that write readings are also limited to
+   VW.frameBudget.perSecond: past that, readings wait for the next allowed frame (see "frame
+   budget" below); alarm state is never held back.
    No inline scripts, no eval: everything is wired here with addEventListener. */
 (function () {
   "use strict";
@@ -162,44 +163,68 @@
     (dirty.values[room] || (dirty.values[room] = {}))[m] = true;
     if (!valuesPending) { valuesPending = true; queueMicrotask(flushValues); }
   }
-  // A new reading: written at once (above), or, on an overview of many rooms, with the other
-  // rooms' readings in one batch at most every VW.coalesce.ms.
+  // A new reading: written at once (above) — on an overview of many rooms too, as long as the
+  // page is within its frame budget (below); past it, with the other rooms' readings in the
+  // next frame the budget allows.
   function markValue(room, m) {
-    if (!coalescing()) { markValueNow(room, m); return; }
-    (slow[room] || (slow[room] = {}))[m] = true;
-    if (slowTimer === null) { slowTimer = setTimeout(flushSlow, Math.max(0, lastSlowMs + VW.coalesce.ms - now())); }
+    if (!budgeted()) { markValueNow(room, m); return; }
+    (held[room] || (held[room] = {}))[m] = true;
+    requestHeldFlush();
   }
 
-  // ---------------------------------------------------------------- coalescing (big overview)
-  // Independent monitors send at their own moments in the second, so 100 rooms at 1 Hz are
-  // ~100 socket messages a second; written at once, each makes the browser paint a new frame
-  // (nearly 60 frames a second: ~25 % of a core, mostly painting). On an overview with at
-  // least minRooms tiles, readings are held and written together (only changed text and
-  // attributes) at most every `ms`: a glance display of 1 Hz readings shows each at most that
-  // much later, and the browser paints a few frames a second. Everything about alarm state —
-  // a tile's alarm colour and the alarmed value's marking (an "alerts" message writes the
-  // room's values and tile in the next frame), NOT MONITORED on tiles, the NOT MONITORING
-  // banner, connection lost — keeps the immediate path, as do the room page and an overview
-  // of fewer rooms (benchmarks/overview_scale.py, docs/dashboard.md "Update policy").
-  VW.coalesce = {minRooms: 30, ms: 250};
-  VW.slowFlushes = 0;
-  var slow = {}, slowTimer = null, lastSlowMs = 0;
-  function coalescing() {
-    return !!(VW.idx && VW.idx.overview && VW.idx.tiles >= VW.coalesce.minRooms);
+  // ---------------------------------------------------------------- frame budget (big overview)
+  // Every frame in which a value changes costs the browser a paint and a composite (~3.5 ms of
+  // CPU on these machines, whatever the number of tiles changed). Readings that arrive
+  // together (a gateway forwarding its monitors at once) take one or two frames a second,
+  // however many rooms; independent monitors sending at their own moments of the second make
+  // ~100 socket messages a second at 100 rooms, and written at once nearly every 16-ms frame
+  // had a change: 25-30 % of a core. So on an overview of at least minRooms tiles, frames that
+  // write readings are counted against a budget of perSecond (a token bucket holding at most
+  // one second's worth): while tokens are left a reading is written in the very next frame, as
+  // on the room page; when they run out, readings are held and written together as soon as the
+  // next token comes (every 1000/perSecond ms), only changed text and attributes. So a reading
+  // arriving alone, or with its burst, is never held; under a continuous spread the tiles are
+  // at most 1000/perSecond ms behind. Everything about alarm state — a tile's alarm colour and
+  // the alarmed value's marking (an "alerts" message writes the room's values and tile in the
+  // next frame), NOT MONITORED on tiles, the NOT MONITORING banner, connection lost — never
+  // waits for the budget (benchmarks/overview_scale.py, docs/dashboard.md "Update policy").
+  VW.frameBudget = {minRooms: 30, perSecond: 8};
+  VW.slowFlushes = 0;  // budgeted writes (benchmarks count them)
+  VW.heldFlushes = 0;  // of which held for a token
+  var held = {}, heldPending = false, heldTimer = null, agesDue = false;
+  var tokens = null, tokensAtMs = 0;
+  function budgeted() {
+    return !!(VW.idx && VW.idx.overview && VW.idx.tiles >= VW.frameBudget.minRooms);
   }
-  var agesDue = false;
-  function flushSlow() {
-    slowTimer = null; lastSlowMs = now(); VW.slowFlushes++;
-    var held = slow;
-    slow = {};
+  function refill(t) {
+    var rate = VW.frameBudget.perSecond;
+    tokens = tokens === null ? rate : Math.min(rate, tokens + (t - tokensAtMs) * rate / 1000);
+    tokensAtMs = t;
+  }
+  function requestHeldFlush() {
+    if (heldPending) { return; }
+    heldPending = true;
+    var t = now();
+    refill(t);
+    if (tokens >= 1) { queueMicrotask(flushHeld); return; }
+    heldTimer = setTimeout(flushHeld, Math.ceil((1 - tokens) * 1000 / VW.frameBudget.perSecond));
+  }
+  function flushHeld() {
+    var t = now();
+    if (heldTimer !== null) { clearTimeout(heldTimer); heldTimer = null; VW.heldFlushes++; }
+    heldPending = false; VW.slowFlushes++;
+    refill(t);
+    tokens -= 1;  // a burst split over a few socket messages costs a few: a second's worth is kept
+    var batch = held;
+    held = {};
     if (agesDue) { agesDue = false; tickAges(); }  // the once-a-second ages in the same frame
     if (!VW.idx || dirty.all) { return; }  // the full redraw of the next frame writes them
-    for (var room in held) { for (var m in held[room]) { applyValue(room, m); } }
+    for (var room in batch) { for (var m in batch[room]) { applyValue(room, m); } }
   }
   function ages() {
-    if (!coalescing()) { tickAges(); return; }
+    if (!budgeted()) { tickAges(); return; }
     agesDue = true;
-    if (slowTimer === null) { slowTimer = setTimeout(flushSlow, Math.max(0, lastSlowMs + VW.coalesce.ms - now())); }
+    requestHeldFlush();
   }
   function markRoom(room) { dirty.rooms[room] = true; dirty.lists = true; schedule(); }
   function flush() {
@@ -595,7 +620,7 @@
     var st = VW.rooms[room];
     if (!st) { return; }
     st.alerts = alerts;
-    for (var m in NIBP_AND_ALL) { markValueNow(room, m); }  // alarm marks: never coalesced
+    for (var m in NIBP_AND_ALL) { markValueNow(room, m); }  // alarm marks: never held
     markRoom(room);
   }
   var NIBP_AND_ALL = {hr: 1, spo2: 1, sbp: 1, dbp: 1, map: 1, rr: 1, temp: 1, pi: 1};
