@@ -12,9 +12,13 @@ signed in as a nurse:
   dashboard started (`cold`, its push hub fills its cache meanwhile), two more (`warm`).
 - `browser CPU`: the whole Chromium process tree over `--cpu-s` seconds with the overview open
   and the feed running, in % of one core (from /proc, as benchmarks/screen_latency.py).
+- `hold`: for 10 s after that, each HR's time from its socket message reaching the page to its
+  tile's text (0 when written in the message's own task): what the overview's frame budget
+  holds readings (dashboard/assets/live.js `VW.frameBudget`; `--frames-per-s` to vary it).
 
     .venv/bin/python benchmarks/overview_scale.py                       # 20, 100, 300 rooms, 60 min history
     .venv/bin/python benchmarks/overview_scale.py --rooms 100 --history-min 240 --json out.json
+    .venv/bin/python benchmarks/overview_scale.py --rooms 100 --history-min 10 --spread   # independent monitors
 """
 
 from __future__ import annotations
@@ -105,6 +109,31 @@ def prefill(client: redis.Redis, keys: Keys, rooms: list[str], minutes: float, e
                 pipe.execute()
         pipe.execute()
     return n
+
+
+# Installed after the CPU window: for each HR written to a tile, the ms since its reading's socket
+# message reached the page (a listener beside live.js's; a write in the message's own task, before
+# this listener ran, counts as 0). What the frame budget holds a reading, timed in the page.
+HOLD_JS = """
+window.VWH = {late: [], msg: {}};
+VW.ws.addEventListener('message', function (ev) {
+  var d = JSON.parse(ev.data), l = Array.isArray(d) ? d : [d];
+  for (var i = 0; i < l.length; i++) {
+    if (l[i].t === 'v' && l[i].vals.hr !== undefined) { VWH.msg[l[i].room + ':' + l[i].vals.hr + ':' + l[i].ts] = performance.now(); }
+  }
+});
+new MutationObserver(function (muts) {
+  var t = performance.now();
+  for (var i = 0; i < muts.length; i++) {
+    var el = muts[i].target.nodeType === 3 ? muts[i].target.parentElement : muts[i].target;
+    if (!el || el.getAttribute('data-vw-part') !== 'value' || el.getAttribute('data-vw-metric') !== 'hr') { continue; }
+    var k = el.getAttribute('data-vw-room') + ':' + el.textContent + ':' + el.getAttribute('data-vw-ts'), at = VWH.msg[k];
+    VWH.late.push(at === undefined ? 0 : t - at);
+    delete VWH.msg[k];
+  }
+}).observe(document.querySelector('[data-vw-grid]'), {subtree: true, characterData: true, childList: true});
+"""
+HOLD_S = 10
 
 
 def _perf(driver: Any) -> dict[str, float]:
@@ -258,6 +287,13 @@ def run_once(n_rooms: int, history_min: float, cpu_s: float, rp: RedisProc, work
         # rooms or more), and of those, the ones that had waited for the budget
         result["batches_per_s"] = round((slow1 - slow0) / cpu_s, 1)
         result["held_batches_per_s"] = round((held1 - held0) / cpu_s, 1)
+        driver.execute_script(HOLD_JS)
+        time.sleep(HOLD_S)
+        late = sorted(driver.execute_script("return VWH.late"))
+        result["hr_writes_timed"] = len(late)
+        if late:
+            result["hold_ms"] = {"p50": round(statistics.median(late)), "p95": round(late[int(0.95 * (len(late) - 1))]),
+                                 "max": round(late[-1])}
         result["dom_elements"] = driver.execute_script("return document.getElementsByTagName('*').length")
         result["ws_messages"] = driver.execute_script("return VW.received")
         result["feed_errors"] = len(feed_errors)
@@ -300,7 +336,7 @@ def main() -> int:
                   f"all tiles visible cold {res['tiles_cold_ms'] / 1000:.2f} s, warm {res['tiles_warm_ms'] / 1000:.2f} s "
                   f"(loads {res['tiles_ms']} ms); browser CPU {cpu['chromium']:.1f} % of a core, dashboard "
                   f"{cpu['dashboard']:.1f} %, alerts {cpu['alerts']:.1f} %, redis {cpu['redis']:.1f} % over "
-                  f"{args.cpu_s:g} s; {res['frames_per_s']} frame flushes/s, {res['batches_per_s']} budgeted reading writes/s ({res['held_batches_per_s']} held for the budget); {res['dom_elements']} elements; page main thread "
+                  f"{args.cpu_s:g} s; {res['frames_per_s']} frame flushes/s, {res['batches_per_s']} budgeted reading writes/s ({res['held_batches_per_s']} held for the budget); socket message → tile, ms (over {HOLD_S} s after, {res.get('hr_writes_timed')} HR writes): {res.get('hold_ms')}; {res['dom_elements']} elements; page main thread "
                   f"(% of the window) {res['renderer_main_pct']}", flush=True)
     finally:
         rp.kill()

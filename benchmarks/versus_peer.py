@@ -15,6 +15,15 @@ ROOMS list replaced (its markers still go to r01…r20, as its own loop picks th
     bash ../shared/peers/node-red/setup.sh          # once: Node-RED (npm), a venv with playwright
     nice -n -5 .venv/bin/python benchmarks/versus_peer.py                       # 20 and 100 rooms, 200 markers each
     .venv/bin/python benchmarks/versus_peer.py --rooms 20 --markers 40 --batches 2   # a quick look
+    .venv/bin/python benchmarks/versus_peer.py --rooms 100 --spread         # each room at its own moment
+    .venv/bin/python benchmarks/versus_peer.py --rooms 100 --peer-frame-probe   # peer timed by our probe
+
+The peer's feed sends all rooms together once a second; `--spread` runs both feeds with each
+room at its own moment of the second (independent monitors) — the peer's feed loop patched
+in the copy it runs. The peer's marker wait (Playwright's wait_for_function) also counts a
+marker already in the page when the call arrives, without a frame; `--peer-frame-probe`
+times it with our animation-frame probe instead (PEER_WAIT_OLD/NEW below). Both print the
+browsers' CPU over each batch's marker window.
 
 Prints p50/p95/p99/max per series and room count, with the machine's load (uptime) at each
 batch: these figures move with what else runs on the machine.
@@ -60,6 +69,9 @@ if {spread!r}:  # its feed loop, with each room at its own moment of the second
                              '                    if rm in held:\\n'
                              '                        continue\\n')
     src = src.replace("                stop_feed.wait(1)\\n", "                stop_feed.wait(max(0.0, t_feed + 1 - time.time()))\\n")
+if {frame_probe!r}:  # its marker wait, timed by the same in-page probe as ours (see PEER_WAIT_*)
+    assert src.count({wait_old!r}) == 1, "measure.py's marker wait changed"
+    src = src.replace({wait_old!r}, {wait_new!r})
 measure = types.ModuleType("measure")
 measure.__file__ = {dir!r} + "/measure.py"
 exec(compile(src, measure.__file__, "exec"), measure.__dict__)
@@ -69,15 +81,41 @@ measure.main()
 """
 
 
+# The peer's measure.py waits for a marker with Playwright's wait_for_function(polling="raf"),
+# which evaluates its predicate once as soon as the call reaches the page and then on each
+# animation frame: a marker already in the DOM by then counts without waiting for a frame.
+# Ours (screen_latency.py) installs its probe before the write and checks only on animation
+# frames, so every figure includes the wait for the frame that shows it. `--peer-frame-probe`
+# times the peer with that same probe (Date.now() in the page on the first animation frame
+# whose text holds the marker, minus the publish time), so both sides measure one thing.
+PEER_WAIT_OLD = (
+    "                t = time.time()\n"
+    '                cli.publish(f"peer/{rm}/m", json.dumps({"ts": int(t * 1000), "hr": int(marker)}))\n'
+    "                try:\n"
+    "                    page.wait_for_function(f\"document.body.innerText.includes('{marker}')\", polling=\"raf\",\n"
+    "                                           timeout=args.timeout * 1000)\n"
+    "                    lat.append((time.time() - t) * 1000)\n")
+PEER_WAIT_NEW = (
+    '                page.evaluate("m => { window.__vwSeen = null; (function poll() { if (document.body.innerText'
+    '.includes(m)) { window.__vwSeen = Date.now(); return; } requestAnimationFrame(poll); })(); }", marker)\n'
+    "                t = time.time()\n"
+    '                cli.publish(f"peer/{rm}/m", json.dumps({"ts": int(t * 1000), "hr": int(marker)}))\n'
+    "                try:\n"
+    '                    page.wait_for_function("window.__vwSeen !== null", polling="raf", timeout=args.timeout * 1000)\n'
+    '                    lat.append(page.evaluate("window.__vwSeen") - t * 1000)\n')
+
+
 def load() -> str:
     """The machine's load averages (1, 5, 15 min) and core count."""
     a, b, c = os.getloadavg()
     return f"load {a:.2f} {b:.2f} {c:.2f} on {os.cpu_count()} cores"
 
 
-def peer_batch(n_rooms: int, markers: int, warmup_s: float, workdir: Path, spread: bool = False) -> dict[str, Any]:
+def peer_batch(n_rooms: int, markers: int, warmup_s: float, workdir: Path, spread: bool = False,
+               frame_probe: bool = False) -> dict[str, Any]:
     out = workdir / f"peer-{n_rooms}-{time.monotonic_ns()}.json"
-    code = PEER_RUN.format(dir=str(PEER_DIR), n=n_rooms, spread=spread,
+    code = PEER_RUN.format(dir=str(PEER_DIR), n=n_rooms, spread=spread, frame_probe=frame_probe,
+                           wait_old=PEER_WAIT_OLD, wait_new=PEER_WAIT_NEW,
                            argv=["--markers", str(markers), "--warmup", str(warmup_s), "--json", str(out)])
     proc = subprocess.run([str(PEER_PY), "-c", code], capture_output=True, text=True, cwd=str(PEER_DIR), timeout=1800)
     if proc.returncode != 0 or not out.exists():
@@ -110,13 +148,16 @@ def main() -> int:
     ap.add_argument("--warmup", type=float, default=5.0)
     ap.add_argument("--spread", action="store_true", help="both feeds with each room at its own moment of the "
                     "second (independent monitors), instead of all rooms together once a second (the peer's feed)")
+    ap.add_argument("--peer-frame-probe", action="store_true", help="time the peer's markers with our in-page "
+                    "animation-frame probe instead of its Playwright wait (see PEER_WAIT_OLD)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     if not PEER_PY.exists():
         sys.exit(f"missing {PEER_PY}: run {PEER_DIR}/setup.sh first")
     per_batch = -(-args.markers // args.batches)
     results: dict[str, Any] = {"started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                               "nice": os.nice(0), "spread": args.spread, "rooms": {}}
+                               "nice": os.nice(0), "spread": args.spread,
+                               "peer_frame_probe": args.peer_frame_probe, "rooms": {}}
     workdir = Path(tempfile.mkdtemp(prefix="vw-versus-"))
     try:
         for n in [int(x) for x in args.rooms.split(",")]:
@@ -127,7 +168,7 @@ def main() -> int:
             for b in range(args.batches):
                 loads.append(load())
                 print(f"{n} rooms, batch {b + 1}/{args.batches}: peer ({loads[-1]})", flush=True)
-                peer = peer_batch(n, per_batch, args.warmup, workdir, args.spread)
+                peer = peer_batch(n, per_batch, args.warmup, workdir, args.spread, args.peer_frame_probe)
                 browser_cpu["peer"].append(peer.get("cpu", {}).get("groups", {}).get("chromium-total", {}).get("cpu_pct"))
                 series["peer"] += peer.get("latencies_ms", [])
                 missed["peer"] += int(peer.get("missed", 0))
@@ -148,7 +189,9 @@ def main() -> int:
     names = {"peer": "Node-RED publish → screen", "xadd": "VitalWatch XADD → screen",
              "mqtt": "VitalWatch MQTT publish → screen (ingest)"}
     feed = "each room at its own moment of the second" if args.spread else "all rooms together once a second"
+    probe = "our in-page frame probe" if args.peer_frame_probe else "its own measure.py (Playwright wait)"
     print(f"\nscreen latency, ms (headless Chromium, text checked every animation frame); feed: {feed}; "
+          f"peer timed by {probe}; "
           f"nice {results['nice']}")
     for n, r in results["rooms"].items():
         print(f"{n} rooms x 1 Hz; {r['loads'][0]} at the start, {r['loads'][-1]} at the end")
