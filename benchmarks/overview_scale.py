@@ -268,7 +268,7 @@ def run_once(n_rooms: int, history_min: float, cpu_s: float, rp: RedisProc, work
         ws_bytes = "return window.__vwWsBytes || 0"
         bytes0 = [d.execute_script(ws_bytes) for d in [driver, *others]]
         snap0 = cpu_snapshot(groups)
-        frames0, slow0, held0 = driver.execute_script("return [VW.frames, VW.slowFlushes, VW.heldFlushes]")
+        frames0, slow0, held0 = driver.execute_script("return [VW.frames, VW.budgetFlushes, VW.heldFlushes]")
         time.sleep(cpu_s)
         snap1 = cpu_snapshot(groups)
         perf1 = _perf(driver)
@@ -281,7 +281,7 @@ def run_once(n_rooms: int, history_min: float, cpu_s: float, rp: RedisProc, work
         cpu = cpu_report(snap0, snap1)
         cpu["all_browsers"] = round(sum(v for g, v in cpu.items() if g.startswith("chromium")), 1)
         result["cpu_pct_of_one_core"] = cpu
-        frames1, slow1, held1 = driver.execute_script("return [VW.frames, VW.slowFlushes, VW.heldFlushes]")
+        frames1, slow1, held1 = driver.execute_script("return [VW.frames, VW.budgetFlushes, VW.heldFlushes]")
         result["frames_per_s"] = round((frames1 - frames0) / cpu_s, 1)
         # frames that wrote readings under the frame budget (an overview of VW.frameBudget.minRooms
         # rooms or more), and of those, the ones that had waited for the budget

@@ -53,25 +53,15 @@ PEER_DIR = Path(os.environ.get("VW_PEER_DIR") or next(
     (p for p in (_REPO.parent / "shared/peers/node-red", _REPO.parents[1] / "shared/peers/node-red")
      if (p / "measure.py").exists()), _REPO.parent / "shared/peers/node-red"))
 PEER_PY = Path("/tmp/vw-peer/venv/bin/python")
-# the peer's measure.py, imported with its ROOMS list set to `n` rooms, run with `argv`
+# the peer's measure.py, loaded with `patches` applied (pairs of its exact text and the
+# replacement), its ROOMS list set to `n` rooms, run with `argv`
 PEER_RUN = """
 import sys, types
 sys.path.insert(0, {dir!r})
 src = open({dir!r} + "/measure.py").read()
-if {spread!r}:  # its feed loop, with each room at its own moment of the second
-    burst = ('                for rm in ROOMS:\\n'
-             '                    if rm in held:\\n'
-             '                        continue\\n')
-    assert src.count(burst) == 1 and src.count("                stop_feed.wait(1)\\n") == 1, "measure.py's feed changed"
-    src = src.replace(burst, '                t_feed = time.time()\\n'
-                             '                for k, rm in enumerate(ROOMS):\\n'
-                             '                    stop_feed.wait(max(0.0, t_feed + k / len(ROOMS) - time.time()))\\n'
-                             '                    if rm in held:\\n'
-                             '                        continue\\n')
-    src = src.replace("                stop_feed.wait(1)\\n", "                stop_feed.wait(max(0.0, t_feed + 1 - time.time()))\\n")
-if {frame_probe!r}:  # its marker wait, timed by the same in-page probe as ours (see PEER_WAIT_*)
-    assert src.count({wait_old!r}) == 1, "measure.py's marker wait changed"
-    src = src.replace({wait_old!r}, {wait_new!r})
+for old, new in {patches!r}:  # see PEER_FEED_* and PEER_WAIT_*
+    assert src.count(old) == 1, "measure.py changed: " + old.strip().splitlines()[0]
+    src = src.replace(old, new)
 measure = types.ModuleType("measure")
 measure.__file__ = {dir!r} + "/measure.py"
 exec(compile(src, measure.__file__, "exec"), measure.__dict__)
@@ -79,6 +69,19 @@ measure.ROOMS = [f"r{{i:02d}}" for i in range(1, {n} + 1)]
 sys.argv = ["measure.py"] + {argv!r}
 measure.main()
 """
+
+# `--spread`: the peer's feed loop with each room at its own moment of the second
+PEER_FEED_PATCHES = (
+    ("                for rm in ROOMS:\n"
+     "                    if rm in held:\n"
+     "                        continue\n",
+     "                t_feed = time.time()\n"
+     "                for k, rm in enumerate(ROOMS):\n"
+     "                    stop_feed.wait(max(0.0, t_feed + k / len(ROOMS) - time.time()))\n"
+     "                    if rm in held:\n"
+     "                        continue\n"),
+    ("                stop_feed.wait(1)\n", "                stop_feed.wait(max(0.0, t_feed + 1 - time.time()))\n"),
+)
 
 
 # The peer's measure.py waits for a marker with Playwright's wait_for_function(polling="raf"),
@@ -114,8 +117,8 @@ def load() -> str:
 def peer_batch(n_rooms: int, markers: int, warmup_s: float, workdir: Path, spread: bool = False,
                frame_probe: bool = False) -> dict[str, Any]:
     out = workdir / f"peer-{n_rooms}-{time.monotonic_ns()}.json"
-    code = PEER_RUN.format(dir=str(PEER_DIR), n=n_rooms, spread=spread, frame_probe=frame_probe,
-                           wait_old=PEER_WAIT_OLD, wait_new=PEER_WAIT_NEW,
+    patches = [*(PEER_FEED_PATCHES if spread else ()), *([(PEER_WAIT_OLD, PEER_WAIT_NEW)] if frame_probe else [])]
+    code = PEER_RUN.format(dir=str(PEER_DIR), n=n_rooms, patches=patches,
                            argv=["--markers", str(markers), "--warmup", str(warmup_s), "--json", str(out)])
     proc = subprocess.run([str(PEER_PY), "-c", code], capture_output=True, text=True, cwd=str(PEER_DIR), timeout=1800)
     if proc.returncode != 0 or not out.exists():

@@ -540,7 +540,6 @@ def audit(s: System, from_ms: int, to_ms: int, rooms: list[str] | None = None) -
     for room in rooms or s.rooms:
         want = [r for r in truth if r["room"] == room]
         got = s.stored(room)
-        out.accepted += sum(1 for r in want if r["ts_ms"] >= from_ms)
         by_label: dict[int, list[int]] = {}
         copies: dict[Identity, int] = {}  # stored copies per identity (device, ts, values+flags)
         for i, g in enumerate(got):
@@ -555,6 +554,7 @@ def audit(s: System, from_ms: int, to_ms: int, rooms: list[str] | None = None) -
         positions: list[int] = []
         for r in want:
             counted = r["ts_ms"] >= from_ms
+            out.accepted += counted
             label, exact = _label(r)
             values = {k: float(v) for k, v in r["values"].items()}
             if exact:

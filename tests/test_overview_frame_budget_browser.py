@@ -207,7 +207,7 @@ def test_a_reading_between_a_gateways_bursts_is_written_at_once(env: dict[str, A
             marker_room, str(markers[-1])), 20, "the last marker on its tile")
         writes = d.execute_script("var room = arguments[0]; return VWT.hrWrites.filter(function (w) { return w[0] === room; })",
                                   marker_room)
-        budget_used = d.execute_script("return [VW.slowFlushes, VW.heldFlushes]")
+        budget_used = d.execute_script("return [VW.budgetFlushes, VW.heldFlushes]")
     finally:
         stop.set()
         feeder.join(5)
