@@ -562,11 +562,13 @@ class MqttAdapter:
         storage = self.writer.storage()
         with self._lock:
             for d in self.devices.values():
-                # liveness from storage: what Redis confirmed, not what was parsed
+                # liveness from storage: what Redis confirmed (or holds on its way there for
+                # less than the silence time, see DeviceBacklog.heard_ms), not what was parsed
                 mark = self.writer.last_stored(d.route.device)
                 if mark is not None:
                     d.last_ts, d.last_recv_ms = mark.ts_ms, mark.recv_ms
-                waited_ms = self.writer.device_backlog(d.route.device).age_ms(now)
+                backlog = self.writer.device_backlog(d.route.device)
+                waited_ms = backlog.age_ms(now)
                 not_stored = ""
                 if waited_ms > d.silence_ms:
                     not_stored = ("readings not being stored: "
@@ -592,8 +594,9 @@ class MqttAdapter:
                     "broker_down_ms": 0 if final or self._down_since_ms is None else self._down_since_ms}
                 if d.last_ts is not None:
                     fields["last_ts"] = d.last_ts
-                if d.last_recv_ms is not None:
-                    fields["last_recv_ms"] = d.last_recv_ms
+                heard = backlog.heard_ms(d.last_recv_ms)
+                if heard is not None:
+                    fields["last_recv_ms"] = heard
                 counters = {"frames": d.frames, "reconnects": d.reconnects,
                             **{f"rejects:{k}": n for k, n in d.rejects.items()}}
                 publish_status(pipe, self.keys, d.route.device, fields, counters)

@@ -13,9 +13,11 @@ status counters `rejects:<reason>` count every one. Each device runs in its own 
 nothing here waits on Redis except the NIBP request/session look-ups (short timeouts).
 
 Liveness comes from storage: `last_ts` / `last_recv_ms` in the status are those of the
-newest reading Redis *confirmed* (the writer's `last_stored`), and a device whose readings
-have waited longer than its quiet time to be stored is `silent` ("readings not being
-stored: <cause>") even while its frames parse — to monitoring, that is silence.
+newest reading Redis *confirmed* (the writer's `last_stored`; `last_recv_ms` that of the
+oldest reading still waiting to be stored when it is newer, DeviceBacklog.heard_ms), and a
+device whose readings have waited longer than its quiet time to be stored is `silent`
+("readings not being stored: <cause>") even while its frames parse — to monitoring, that
+is silence.
 """
 
 from __future__ import annotations
@@ -90,6 +92,7 @@ class DeviceSupervisor(threading.Thread):
         self._went_online = False
         self._log_extra = {"room": room.id, "device": dev.id}
         self._mark: StoredMark | None = None  # newest stored reading already published
+        self._heard: int | None = None  # and the `last_recv_ms` published with it
         self._not_stored = ""  # why readings have waited too long to be stored ("" if not)
         self._init_args = (room, dev, writer, board, stop)
         self._init_kw = {"keys": keys, "client": client, "opener": opener, "mono": mono, "wall_ms": wall_ms}
@@ -98,7 +101,7 @@ class DeviceSupervisor(threading.Thread):
         """A new supervisor for the same device (this one's thread died), keeping its NIBP
         schedule and its identity clock so readings stay strictly increasing."""
         new = DeviceSupervisor(*self._init_args, **self._init_kw)  # type: ignore[arg-type]
-        new.poller, new._last_ts, new._mark = self.poller, self._last_ts, self._mark
+        new.poller, new._last_ts, new._mark, new._heard = self.poller, self._last_ts, self._mark, self._heard
         return new
 
     # --- lifecycle ----------------------------------------------------------------
@@ -260,9 +263,14 @@ class DeviceSupervisor(threading.Thread):
         """Put the newest reading Redis confirmed into the status (cheap when unchanged;
         also called by ingest at shutdown, after the writer's last flush)."""
         mark = self.writer.last_stored(self.dev.id)
-        if mark is not None and mark is not self._mark:
-            self._mark = mark
-            self.board.set(self.dev.id, {"last_ts": mark.ts_ms, "last_recv_ms": mark.recv_ms})
+        heard = self.writer.device_backlog(self.dev.id).heard_ms(mark.recv_ms if mark else None)
+        if (mark, heard) != (self._mark, self._heard):
+            self._mark, self._heard = mark, heard
+            fields: dict[str, int] = {} if mark is None else {"last_ts": mark.ts_ms}
+            if heard is not None:
+                fields["last_recv_ms"] = heard
+            if fields:
+                self.board.set(self.dev.id, fields)
 
     def _check_storage(self, quiet_s: float, linked: bool) -> None:
         """`silent` while readings wait longer than the quiet time to be stored; back to

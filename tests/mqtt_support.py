@@ -55,11 +55,12 @@ def write_toml(path: Path, clinic: str, redis_url: str, mqtt_url: str, data_dir:
 
 @contextlib.contextmanager
 def running_adapter(cfg: Config, redis_url: str, mqtt_url: str, version: str = "5",
-                    username: str = "", password: str = "") -> Iterator[MqttAdapter]:
-    """The MQTT adapter for all of `cfg`'s devices, with its own StreamWriter, in-process."""
+                    username: str = "", password: str = "", writer_url: str | None = None) -> Iterator[MqttAdapter]:
+    """The MQTT adapter for all of `cfg`'s devices, with its own StreamWriter, in-process
+    (`writer_url`: the writer's Redis, e.g. through a LinkProxy, if not the adapter's)."""
     keys = Keys(cfg.clinic.id)
     ep = Endpoints(redis_url, mqtt_url, version, keys, mqtt_username=username, mqtt_password=password)
-    writer = StreamWriter(redis_url, keys, retention_ms=24 * 3600_000,
+    writer = StreamWriter(writer_url or redis_url, keys, retention_ms=24 * 3600_000,
                           spool_path=cfg.data_dir / "spool" / "test.jsonl")
     stop = threading.Event()
     handle = start(cfg, ep, writer, cfg.devices(), stop)

@@ -10,7 +10,7 @@ import pytest
 import redis
 
 from monitor.model.liveness import WriteProbe, not_storing, own_write_problem, storage_stalled
-from monitor.model.storage import StorageState
+from monitor.model.storage import DeviceBacklog, StorageState
 from monitor.store.retry import Backoff, Episode, cause, keep_running, reply_code, words
 
 R = redis.exceptions
@@ -164,3 +164,16 @@ def test_outage_of_an_unreachable_redis_is_about_this_worker() -> None:
     o = t.failed("", "Redis unreachable", T + 3000)
     assert o is not None and not o.not_stored and o.cond == "engine"
     assert o.sentence("w1") == "alarms are not being evaluated: Redis unreachable (alert worker w1)"
+
+
+@pytest.mark.parametrize(("stored", "backlog", "want"), [
+    (None, DeviceBacklog(), None),  # nothing stored, nothing waiting: never heard
+    (1_000, DeviceBacklog(), 1_000),  # nothing waiting: the newest stored reading
+    (1_000, DeviceBacklog(3, 5_000), 5_000),  # waiting behind others (a replay): heard then
+    (None, DeviceBacklog(1, 5_000), 5_000),  # a fresh process, nothing of its own stored yet
+    (6_000, DeviceBacklog(1, 5_000), 6_000),  # the stored one is newer
+    (1_000, DeviceBacklog(0, 5_000), 1_000),  # an empty backlog's time means nothing
+])
+def test_a_device_is_heard_when_its_reading_is_stored_or_on_its_way(
+        stored: int | None, backlog: DeviceBacklog, want: int | None) -> None:
+    assert backlog.heard_ms(stored) == want

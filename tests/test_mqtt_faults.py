@@ -7,7 +7,9 @@
 - a SenML-heavy redelivery to a fresh process (stored but never acknowledged, deep in a
   busy stream) is recognised reading by reading;
 - hostile payloads are refusals with a reason, never a traceback per message;
-- a device clock 60 s behind does not make the device look silent.
+- a device clock 60 s behind does not make the device look silent;
+- nor do readings that wait briefly to be stored after ingest restarts (a replay, a slow
+  link): its status says when it was last heard, not only when Redis last confirmed.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from devices.mqtt_adapter import MqttAdapter
 from devices.transports.mqtt import MqttSettings, Publisher
 from monitor.alarms.engine import Worker
 from monitor.model.clock import now_ms
@@ -29,6 +32,7 @@ from monitor.model.config import parse_config
 from monitor.model.keys import Keys
 from monitor.store import heartbeat, streams
 from monitor.store.status import read_status
+from tests.fault_system import LinkProxy
 from tests.mqtt_support import (
     T_MON1,
     T_MON2,
@@ -209,3 +213,87 @@ def test_device_clock_60_s_behind_raises_no_silent_alarm(
         pub.close()
     active = [json.loads(v) for v in rclient.hgetall(keys.active_alerts("room-1")).values()]
     assert not [a for a in active if a.get("dev") == "mon-1"], active
+
+
+def test_readings_waiting_briefly_after_a_restart_raise_no_silent_alarm(
+        mosquitto_proc: MosquittoProc, redis_proc: RedisProc, tmp_path: Path) -> None:
+    """Ingest stopped for longer than the quiet time, then started again while its link to
+    Redis is stalled: the status still holds the receive time the first process stored, the
+    new process connects, then the device sends and its readings wait to be stored. The
+    engine must not call the device silent while it connects (one quiet period) nor while its
+    readings wait less than the silence time — and must say "readings not being
+    stored" (clinic-wide) once they wait longer (the soak's false "silent: no reading for
+    over 5 s", seen about a minute after ingest was killed and restarted in a Redis outage)."""
+    quiet_s = 3
+    rclient = redis.Redis.from_url(redis_proc.url, decode_responses=True)
+    keys = Keys("restart-gap")
+    cfg = parse_config({
+        "clinic": {"id": keys.clinic}, "redis": {"url": redis_proc.url},
+        "mqtt": {"url": mosquitto_proc.url, "silence_s": quiet_s}, "data": {"dir": str(tmp_path / "data")},
+        # heartbeat_stale_s: the engine's start-up grace for clinic-wide causes (default 10 s)
+        "alerts": {"quiet_s": quiet_s, "heartbeat_stale_s": 2}, "rooms": mqtt_rooms()}, source="test.toml")
+
+    def status() -> dict[str, str]:
+        return read_status(rclient, keys, ["mon-1"])["mon-1"]
+
+    def mon1_alerts(worker: Worker, ingest: MqttAdapter) -> list[str]:
+        # as the ingest process's heartbeat thread does: its writer's storage record with it
+        heartbeat.beat(rclient, keys, "ingest", "i1", now_ms(), storage=ingest.writer.storage())
+        worker.housekeeping(now_ms())
+        worker.tick(now_ms())
+        assert "room-1" in worker.rooms
+        return [a["message"] for a in (json.loads(v) for v in rclient.hgetall(keys.active_alerts("room-1")).values())
+                if a.get("dev") == "mon-1"]
+
+    with running_adapter(cfg, redis_proc.url, mosquitto_proc.url) as first:
+        first.subscribed.wait(10)
+        once = Publisher(MqttSettings(url=mosquitto_proc.url, client_id="once"))
+        once.publish(T_MON1, json.dumps({"ts": now_ms(), "hr": 70}))
+        once.close()
+        wait_for(lambda: "last_recv_ms" in status(), what="the first process stored a reading")
+    heard_before = int(status()["last_recv_ms"])
+    worker = Worker(cfg, rclient, keys, owner="w1")
+    worker.housekeeping(now_ms())  # takes the rooms…
+    worker.tick(t_worker := now_ms())  # …and starts its start-up grace (heartbeat_stale_s)
+    wait_for(lambda: now_ms() - heard_before > (quiet_s + 0.5) * 1000 and now_ms() - t_worker > 2500,
+             timeout_s=10, what="a gap over the quiet time, and the engine past its start-up grace")
+
+    proxy = LinkProxy(redis_proc.port)
+    proxy.start()
+    proxy.stall()
+    pub = SteadyPublisher(mosquitto_proc.url, T_MON1, rate_hz=5)
+    t_restart = now_ms()
+    try:
+        with running_adapter(cfg, redis_proc.url, mosquitto_proc.url,
+                             writer_url=f"redis://127.0.0.1:{proxy.port}/0") as second:
+            second.subscribed.wait(10)
+            # connecting, nothing heard yet: the old receive time does not count for one quiet period
+            wait_for(lambda: status().get("state") == "connecting" and int(status().get("updated_ms", 0)) >= t_restart,
+                     what="the second process connecting mon-1")
+            assert mon1_alerts(worker, second) == []
+            t_first = now_ms()
+            pub.start()
+            wait_for(lambda: status().get("state") == "online" and int(status().get("updated_ms", 0)) > t_first,
+                     what="the second process calls mon-1 online")
+            st = status()
+            assert int(st["last_recv_ms"]) >= t_first  # heard now, not when the first process stored
+            assert len(stream_ts(rclient, keys.vitals("room-1"), "mon-1")) == 1, \
+                "the new readings were stored already: the link was not stalled"
+            assert mon1_alerts(worker, second) == []
+            # still waiting past the silence time: that is a fault, and it is said
+            wait_for(lambda: status().get("detail", "").startswith("readings not being stored"), timeout_s=15,
+                     what="mon-1 reported as not being stored")
+            def clinic_alerts() -> list[dict[str, str]]:
+                assert mon1_alerts(worker, second) == []  # the clinic-wide cause covers the room's devices…
+                return [json.loads(v) for v in rclient.hgetall(keys.active_alerts("*")).values()]
+            # …and says so on every screen, after its 2 s delay
+            wait_for(lambda: [(a["cause"], a["rooms"]) for a in clinic_alerts()] == [("readings not being stored", "room-1")],
+                     timeout_s=10, what="the clinic-wide not_stored alarm for room-1")
+            assert clinic_alerts()[0]["message"].startswith("Readings are not being stored")
+            proxy.resume()
+            pub.finish()
+    finally:
+        pub.halt.set()
+        proxy.resume()
+        proxy.halt = True
+        rclient.close()

@@ -83,6 +83,22 @@ def test_silence_is_judged_on_the_receive_time_of_the_last_stored_reading(make_c
     assert got.cond == "silent" and "Redis out of memory" in got.message
 
 
+def test_a_reconnecting_device_gets_one_quiet_period_before_its_old_reading_counts(make_config) -> None:
+    """Ingest restarted after a gap: the status still holds the previous process's receive
+    time (a minute old) while the new adapter connects. No silent alarm for one quiet period
+    from when it began connecting; after that the old reading's age counts again."""
+    cfg = make_config(alerts={"quiet_s": 10})
+    room = cfg.room("room-1")
+    now = T0 + 1_000_000
+    tech = technical_rules(cfg)
+    restarted = {"oxi-1": {"state": "connecting", "since_ms": str(now - 2_000), "updated_ms": str(now),
+                           "last_ts": str(now - 60_000), "last_recv_ms": str(now - 60_000)}}
+    assert device_conditions(room, cfg, restarted, now, tech) == {}
+    still = {"oxi-1": {**restarted["oxi-1"], "since_ms": str(now - 10_001)}}
+    got = device_conditions(room, cfg, still, now, tech)["d:oxi-1"]
+    assert got.cond == "silent" and got.message == "oxi-1 silent: no reading for over 10 s"
+
+
 def test_engine_raises_on_time_after_a_reading_stamped_290_s_ahead(
         make_config, rclient: redis.Redis, keys: Keys) -> None:
     """SpO2 85 stamped +290 s (stored as an older ingest allowed, within 5 min), then 82

@@ -59,7 +59,8 @@ def device_conditions(room: RoomConfig, cfg: Config, statuses: Mapping[str, Mapp
     Devices in `skip` (their silence is a clinic-wide cause's, see clinic.py), devices with
     no status hash (no adapter runs them: the clinic-wide ingest cause) and devices whose
     adapter is late writing their status (it may be gone: the clinic-wide cause decides) get
-    no alarm of their own. A condition is raised once it has lasted its `delay_s`. The text
+    no alarm of their own; a device whose adapter is (re)connecting gets one quiet period from
+    then before the age of its last reading counts. A condition is raised once it has lasted its `delay_s`. The text
     never carries a port path or an errno (`text.clean_detail`).
     """
     out: dict[str, Desired] = {}
@@ -79,6 +80,11 @@ def device_conditions(room: RoomConfig, cfg: Config, statuses: Mapping[str, Mapp
             if now_ms - since < quiet_s * 1000:
                 continue  # connecting: give it one quiet period to send its first reading
             cond, msg, start = "silent", f"{dev.id}: no reading since it connected ({state or 'unknown'})", since
+        elif state == "connecting" and now_ms - (_int(st.get("since_ms")) or now_ms) < quiet_s * 1000:
+            # (re)connecting — e.g. ingest just restarted: the status still holds the receive
+            # time the previous process stored, older than the quiet time by the length of the
+            # restart. As for a first reading, one quiet period before that age counts.
+            continue
         elif state == "silent" and detail.startswith(NOT_STORED):
             # readings arrive but Redis does not take them: say why (stable text, no age)
             cond, msg, start = "silent", f"{dev.id} silent: {detail}", _int(st.get("since_ms"))

@@ -149,6 +149,19 @@ class DeviceBacklog:
         """How long the oldest waited (0 when nothing is pending)."""
         return max(0, now_ms - self.oldest_ms) if self.pending and self.oldest_ms is not None else 0
 
+    def heard_ms(self, stored_recv_ms: int | None) -> int | None:
+        """When the device was last heard from, as far as storage goes (its status's
+        `last_recv_ms`): the receive time of its newest stored reading — or, if newer, of the
+        oldest reading still waiting to be stored. A waiting reading is on its way: once it
+        has waited longer than the device's silence time the adapter reports "readings not
+        being stored" instead. Without this, a device that keeps sending looked silent while
+        its readings queued briefly behind others (a spool replayed after a restart, a
+        reconnect), and the status still carried a receive time from before the gap."""
+        waiting = self.oldest_ms if self.pending else None
+        if waiting is None or (stored_recv_ms is not None and stored_recv_ms >= waiting):
+            return stored_recv_ms
+        return waiting
+
 
 def storage_problems(records: Mapping[str, str], fresh: set[str] | None, now_ms: int,
                      after_ms: int = STALL_AFTER_MS) -> list[str]:
