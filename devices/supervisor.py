@@ -266,7 +266,7 @@ class DeviceSupervisor(threading.Thread):
         heard = self.writer.device_backlog(self.dev.id).heard_ms(mark.recv_ms if mark else None)
         if (mark, heard) != (self._mark, self._heard):
             self._mark, self._heard = mark, heard
-            fields: dict[str, int] = {} if mark is None else {"last_ts": mark.ts_ms}
+            fields: dict[str, str | int | float] = {} if mark is None else {"last_ts": mark.ts_ms}
             if heard is not None:
                 fields["last_recv_ms"] = heard
             if fields:
