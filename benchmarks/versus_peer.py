@@ -26,7 +26,9 @@ times it with our animation-frame probe instead (PEER_WAIT_OLD/NEW below). Both 
 browsers' CPU over each batch's marker window.
 
 Prints p50/p95/p99/max per series and room count, with the machine's load (uptime) at each
-batch: these figures move with what else runs on the machine.
+batch: these figures move with what else runs on the machine. For the same markers it also
+prints the time until the page's text was written (a MutationObserver on both sides, no
+frame): the pipeline alone, without the frame wait (PEER_WRITTEN_* below).
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ measure = types.ModuleType("measure")
 measure.__file__ = {dir!r} + "/measure.py"
 exec(compile(src, measure.__file__, "exec"), measure.__dict__)
 measure.ROOMS = [f"r{{i:02d}}" for i in range(1, {n} + 1)]
+measure.WRITTEN = []  # publish → text written, ms (see PEER_WRITTEN_*)
 sys.argv = ["measure.py"] + {argv!r}
 measure.main()
 """
@@ -108,6 +111,37 @@ PEER_WAIT_NEW = (
     '                    lat.append(page.evaluate("window.__vwSeen") - t * 1000)\n')
 
 
+# Both sides also time the write itself, free of any frame: the peer's copy installs a
+# MutationObserver before each publish (it requests no frame, so the peer's own wait is
+# unchanged) that notes when the page's text first holds the marker; ours notes when the
+# tile's text node is written (screen_latency.py WATCH_JS). Publish → text written is the
+# pipeline (broker, server, socket, page script); the rest of "→ screen" is the wait for a
+# frame, which depends on how the probe and headless Chromium schedule frames.
+PEER_WRITTEN_INSTALL = (
+    "                t = time.time()\n"
+    '                cli.publish(f"peer/{rm}/m", json.dumps({"ts": int(t * 1000), "hr": int(marker)}))\n',
+    '                page.evaluate("m => { window.__vwWritten = null; const mo = new MutationObserver(() => { '
+    "if (document.body.textContent.includes(m)) { window.__vwWritten = Date.now(); mo.disconnect(); } }); "
+    'mo.observe(document.body, {characterData: true, childList: true, subtree: true}); }", marker)\n'
+    "                t = time.time()\n"
+    '                cli.publish(f"peer/{rm}/m", json.dumps({"ts": int(t * 1000), "hr": int(marker)}))\n')
+PEER_WRITTEN_READ = {  # after the line that records the marker's latency, by wait
+    False: "                    lat.append((time.time() - t) * 1000)\n",
+    True: '                    lat.append(page.evaluate("window.__vwSeen") - t * 1000)\n'}
+PEER_WRITTEN_RESULT = ('    result.update({"widget": args.widget,',
+                       '    result["written_ms"] = WRITTEN\n    result.update({"widget": args.widget,')
+
+
+def peer_written_patches(frame_probe: bool) -> list[tuple[str, str]]:
+    """The patches that time the peer's publish → text written (applied after PEER_WAIT_*)."""
+    read = PEER_WRITTEN_READ[frame_probe]
+    return [PEER_WRITTEN_INSTALL,
+            (read, read + '                    w = page.evaluate("window.__vwWritten")\n'
+                          "                    if w is not None:\n"
+                          "                        WRITTEN.append(round(w - t * 1000, 1))\n"),
+            PEER_WRITTEN_RESULT]
+
+
 def load() -> str:
     """The machine's load averages (1, 5, 15 min) and core count."""
     a, b, c = os.getloadavg()
@@ -117,7 +151,8 @@ def load() -> str:
 def peer_batch(n_rooms: int, markers: int, warmup_s: float, workdir: Path, spread: bool = False,
                frame_probe: bool = False) -> dict[str, Any]:
     out = workdir / f"peer-{n_rooms}-{time.monotonic_ns()}.json"
-    patches = [*(PEER_FEED_PATCHES if spread else ()), *([(PEER_WAIT_OLD, PEER_WAIT_NEW)] if frame_probe else [])]
+    patches = [*(PEER_FEED_PATCHES if spread else ()), *([(PEER_WAIT_OLD, PEER_WAIT_NEW)] if frame_probe else []),
+               *peer_written_patches(frame_probe)]
     code = PEER_RUN.format(dir=str(PEER_DIR), n=n_rooms, patches=patches,
                            argv=["--markers", str(markers), "--warmup", str(warmup_s), "--json", str(out)])
     proc = subprocess.run([str(PEER_PY), "-c", code], capture_output=True, text=True, cwd=str(PEER_DIR), timeout=1800)
@@ -165,6 +200,7 @@ def main() -> int:
     try:
         for n in [int(x) for x in args.rooms.split(",")]:
             series: dict[str, list[float]] = {"peer": [], "xadd": [], "mqtt": []}
+            written: dict[str, list[float]] = {"peer": [], "xadd": [], "mqtt": []}  # → text written
             missed = {"peer": 0, "xadd": 0, "mqtt": 0}
             browser_cpu: dict[str, list[float]] = {"peer": [], "ours": []}  # % of a core, per batch
             loads: list[str] = []
@@ -174,6 +210,7 @@ def main() -> int:
                 peer = peer_batch(n, per_batch, args.warmup, workdir, args.spread, args.peer_frame_probe)
                 browser_cpu["peer"].append(peer.get("cpu", {}).get("groups", {}).get("chromium-total", {}).get("cpu_pct"))
                 series["peer"] += peer.get("latencies_ms", [])
+                written["peer"] += peer.get("written_ms", [])
                 missed["peer"] += int(peer.get("missed", 0))
                 loads.append(load())
                 print(f"{n} rooms, batch {b + 1}/{args.batches}: VitalWatch ({loads[-1]})", flush=True)
@@ -182,10 +219,13 @@ def main() -> int:
                 browser_cpu["ours"].append(ours.get("cpu_pct_of_one_core", {}).get("chromium"))
                 for how in ("xadd", "mqtt"):
                     series[how] += ours.get(f"{how}_to_screen_ms", [])
+                    written[how] += ours.get(f"{how}_to_dom_write_ms", [])
                     missed[how] += int(ours.get(f"{how}_missed", 0))
             loads.append(load())
             results["rooms"][str(n)] = {"series": {k: {**summary(v), "missed": missed[k], "ms": v}
-                                                   for k, v in series.items()}, "loads": loads,
+                                                   for k, v in series.items()},
+                                        "written": {k: {**summary(v), "ms": v} for k, v in written.items()},
+                                        "loads": loads,
                                         "browser_cpu_pct": browser_cpu}
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -205,6 +245,11 @@ def main() -> int:
                       f" {s['missed']}")
             else:
                 print(f"  {names[k]:44s}    0  (none seen; {s['missed']} missed)")
+        print("  the same markers, publish/XADD → text written in the page (no frame wait):")
+        for k, s in r["written"].items():
+            if s["n"]:
+                print(f"  {names[k].replace('screen', 'text written'):44s} {s['n']:4d} {s['p50']:6.1f} {s['p95']:6.1f}"
+                      f" {s['p99']:6.1f} {s['max']:6.1f}")
         print(f"  browser CPU over each batch's marker window, % of a core: peer {r['browser_cpu_pct']['peer']}, "
               f"VitalWatch {r['browser_cpu_pct']['ours']}")
     if args.json:
