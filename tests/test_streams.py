@@ -11,6 +11,7 @@ import redis
 
 from monitor.model.keys import Keys
 from monitor.model.readings import Reading, Refusal
+from monitor.store import streams
 from monitor.store.streams import StreamWriter, read_range, read_readings, tail
 from tests.servers import RedisProc
 from tests.waiting import wait_for
@@ -192,6 +193,23 @@ def test_outage_longer_than_memory_spools_to_disk_and_survives_restart(tmp_path:
         assert (tmp_path / "spool" / "w.jsonl").stat().st_size == 0
     finally:
         proc.kill()
+
+
+def test_identities_stored_are_remembered_for_a_while_not_for_ever() -> None:
+    """A re-sent reading is caught by the identities the writer stored in the last RECENT_MS;
+    older ones are forgotten (a count alone let ingest hold 20,000 per room: ~14 MB/h of growth
+    at 20 rooms × 1 Hz for 5.5 h, ~1.2 GB at 300 rooms)."""
+    seen = streams._Seen()
+    seen.add(("oxi-1", 1_000, 7), 0)
+    seen.add(("oxi-1", 2_000, 7), streams.RECENT_MS)
+    seen.trim(streams.RECENT_MS)
+    assert seen.ids == {("oxi-1", 1_000, 7), ("oxi-1", 2_000, 7)}  # both within the window
+    seen.trim(streams.RECENT_MS + 1)
+    assert seen.ids == {("oxi-1", 2_000, 7)}  # the first is older than the window
+    for i in range(streams.RECENT_KEYS_MAX + 5):  # and never more than the cap, however recent
+        seen.add(("oxi-1", 10_000 + i, 7), streams.RECENT_MS + 2)
+    seen.trim(streams.RECENT_MS + 2)
+    assert len(seen.ids) == len(seen.order) == streams.RECENT_KEYS_MAX
 
 
 def test_tail_continues_from_last_id(redis_url: str, keys: Keys, rclient: redis.Redis) -> None:

@@ -25,7 +25,7 @@ The writer is the only way readings, rejects and other entries reach Redis from 
   been written up to now (read with XRANGE, cached while needed).
   The window follows from what can be redelivered, not from an entry count, so no pack
   size or outage length can outrun it. Fresh entries are checked against the identities
-  this writer stored recently (a device re-publishing a reading).
+  this writer stored in the last RECENT_MS (a device re-publishing a reading).
 - `storage()` tells the truth about all this: `storing` or `failing` with the cause, since
   when, how many entries wait and since when (monitor/model/storage.py). `last_stored(dev)`
   and `device_backlog(dev)` give the same per device, for device status.
@@ -100,7 +100,13 @@ SCAN_IDLE_MS = 30_000  # a stream's scanned window is dropped this long after la
 # STARTUP_LOOKBACK_MS before the start.
 STARTUP_CHECK_MS = 120_000
 STARTUP_LOOKBACK_MS = 600_000
-RECENT_KEYS_MAX = 20_000  # identities this writer stored, remembered per stream
+# Identities this writer stored, remembered per stream to store a device's re-sent reading
+# once: for RECENT_MS (a re-send comes within seconds or minutes — an unacknowledged publish
+# repeated, a clock stepped back), and never more than RECENT_KEYS_MAX. Only a count (20,000
+# a stream) was ~200 B × 20,000 × rooms once full: ingest grew ~14 MB/h at 20 rooms × 1 Hz
+# for 5.5 h, and would have held ~1.2 GB at 300 rooms.
+RECENT_MS = 600_000
+RECENT_KEYS_MAX = 20_000
 TRACEBACK_EVERY_S = 10.0
 REJECT_REASON = "store_refused"
 WAIT_TIMEOUT_MS = 1000  # min_replicas: how long WAIT may block before the batch is retried
@@ -137,25 +143,27 @@ class _Seen:
 
     def __init__(self) -> None:
         self.ids: set[Identity] = set()
-        self.order: collections.deque[Identity] = collections.deque()
+        self.order: collections.deque[tuple[Identity, int]] = collections.deque()  # (id, host ms added)
         self.lo_ms: int | None = None  # the window covers ids ≥ lo_ms …
         self.hi_id: str | None = None  # … up to this id (read again from here on refresh)
         self.read_at_ms = 0  # host time the last read up to "+" began
         self.active_until_ms = 0
         self.unreadable = ""  # XRANGE refused (e.g. WRONGTYPE): cannot check this key
 
-    def add(self, ident: Identity) -> None:
+    def add(self, ident: Identity, now: int) -> None:
         if ident not in self.ids:
             self.ids.add(ident)
-            self.order.append(ident)
+            self.order.append((ident, now))
 
     def trim(self, now: int) -> None:
-        """Drop the scanned window once unused; keep at most RECENT_KEYS_MAX identities."""
+        """Drop the scanned window once unused; keep the identities added in the last
+        RECENT_MS, at most RECENT_KEYS_MAX of them."""
         if self.lo_ms is not None and now > self.active_until_ms:
             self.lo_ms = self.hi_id = None
         if self.lo_ms is None:
-            while len(self.order) > RECENT_KEYS_MAX:
-                self.ids.discard(self.order.popleft())
+            horizon = now - RECENT_MS
+            while self.order and (len(self.order) > RECENT_KEYS_MAX or self.order[0][1] < horizon):
+                self.ids.discard(self.order.popleft()[0])
 
     def cover(self, client: redis.Redis, key: str, lo_ms: int, now: int, until_ms: int | None) -> int:
         """Make the window cover stream ids from `lo_ms` up to what was stored by host time
@@ -165,24 +173,24 @@ class _Seen:
         n = 0
         if self.lo_ms is None:
             self.read_at_ms = now
-            n += self._scan(client, key, str(lo_ms), "+", extend_hi=True)
+            n += self._scan(client, key, str(lo_ms), "+", now, extend_hi=True)
             self.lo_ms = lo_ms
             return n
         if lo_ms < self.lo_ms:
-            n += self._scan(client, key, str(lo_ms), str(self.lo_ms - 1), extend_hi=False)
+            n += self._scan(client, key, str(lo_ms), str(self.lo_ms - 1), now, extend_hi=False)
             self.lo_ms = lo_ms
         if until_ms is None or until_ms >= self.read_at_ms:
             self.read_at_ms = now
             start = f"({self.hi_id}" if self.hi_id else str(self.lo_ms)
-            n += self._scan(client, key, start, "+", extend_hi=True)
+            n += self._scan(client, key, start, "+", now, extend_hi=True)
         return n
 
-    def _scan(self, client: redis.Redis, key: str, start: str, end: str, *, extend_hi: bool) -> int:
+    def _scan(self, client: redis.Redis, key: str, start: str, end: str, now: int, *, extend_hi: bool) -> int:
         n = 0
         for entry_id, fields in read_range(client, key, start, end):
             n += 1
             if F_DEV in fields and F_TS in fields:
-                self.add(identity(fields))
+                self.add(identity(fields), now)
             if extend_hi:
                 self.hi_id = entry_id
         return n
@@ -607,7 +615,7 @@ class StreamWriter:
             for it, _ in stored:
                 seen = self._seen.setdefault(it.key, _Seen())
                 if it.dedup:
-                    seen.add(identity(it.fields))
+                    seen.add(identity(it.fields), done_now)
             for it, _ in stored + skipped:
                 self._resolved(it, done_now, stored=True)
             for it, done, why in refused:
