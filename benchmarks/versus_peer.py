@@ -94,21 +94,25 @@ PEER_FEED_PATCHES = (
 # frames, so every figure includes the wait for the frame that shows it. `--peer-frame-probe`
 # times the peer with that same probe (Date.now() in the page on the first animation frame
 # whose text holds the marker, minus the publish time), so both sides measure one thing.
-PEER_WAIT_OLD = (
+PEER_PUBLISH = (  # its marker's publish, and the time it is measured from
     "                t = time.time()\n"
-    '                cli.publish(f"peer/{rm}/m", json.dumps({"ts": int(t * 1000), "hr": int(marker)}))\n'
-    "                try:\n"
+    '                cli.publish(f"peer/{rm}/m", json.dumps({"ts": int(t * 1000), "hr": int(marker)}))\n')
+PEER_LAT = {  # the line that records a marker's latency: its own wait (False), our probe (True)
+    False: "                    lat.append((time.time() - t) * 1000)\n",
+    True: '                    lat.append(page.evaluate("window.__vwSeen") - t * 1000)\n'}
+PEER_WAIT_OLD = (
+    PEER_PUBLISH
+    + "                try:\n"
     "                    page.wait_for_function(f\"document.body.innerText.includes('{marker}')\", polling=\"raf\",\n"
     "                                           timeout=args.timeout * 1000)\n"
-    "                    lat.append((time.time() - t) * 1000)\n")
+    + PEER_LAT[False])
 PEER_WAIT_NEW = (
     '                page.evaluate("m => { window.__vwSeen = null; (function poll() { if (document.body.innerText'
     '.includes(m)) { window.__vwSeen = Date.now(); return; } requestAnimationFrame(poll); })(); }", marker)\n'
-    "                t = time.time()\n"
-    '                cli.publish(f"peer/{rm}/m", json.dumps({"ts": int(t * 1000), "hr": int(marker)}))\n'
-    "                try:\n"
+    + PEER_PUBLISH
+    + "                try:\n"
     '                    page.wait_for_function("window.__vwSeen !== null", polling="raf", timeout=args.timeout * 1000)\n'
-    '                    lat.append(page.evaluate("window.__vwSeen") - t * 1000)\n')
+    + PEER_LAT[True])
 
 
 # Both sides also time the write itself, free of any frame: the peer's copy installs a
@@ -118,23 +122,18 @@ PEER_WAIT_NEW = (
 # pipeline (broker, server, socket, page script); the rest of "→ screen" is the wait for a
 # frame, which depends on how the probe and headless Chromium schedule frames.
 PEER_WRITTEN_INSTALL = (
-    "                t = time.time()\n"
-    '                cli.publish(f"peer/{rm}/m", json.dumps({"ts": int(t * 1000), "hr": int(marker)}))\n',
+    PEER_PUBLISH,
     '                page.evaluate("m => { window.__vwWritten = null; const mo = new MutationObserver(() => { '
     "if (document.body.textContent.includes(m)) { window.__vwWritten = Date.now(); mo.disconnect(); } }); "
     'mo.observe(document.body, {characterData: true, childList: true, subtree: true}); }", marker)\n'
-    "                t = time.time()\n"
-    '                cli.publish(f"peer/{rm}/m", json.dumps({"ts": int(t * 1000), "hr": int(marker)}))\n')
-PEER_WRITTEN_READ = {  # after the line that records the marker's latency, by wait
-    False: "                    lat.append((time.time() - t) * 1000)\n",
-    True: '                    lat.append(page.evaluate("window.__vwSeen") - t * 1000)\n'}
+    + PEER_PUBLISH)
 PEER_WRITTEN_RESULT = ('    result.update({"widget": args.widget,',
                        '    result["written_ms"] = WRITTEN\n    result.update({"widget": args.widget,')
 
 
 def peer_written_patches(frame_probe: bool) -> list[tuple[str, str]]:
     """The patches that time the peer's publish → text written (applied after PEER_WAIT_*)."""
-    read = PEER_WRITTEN_READ[frame_probe]
+    read = PEER_LAT[frame_probe]  # the written time is read right after it
     return [PEER_WRITTEN_INSTALL,
             (read, read + '                    w = page.evaluate("window.__vwWritten")\n'
                           "                    if w is not None:\n"

@@ -60,8 +60,8 @@ def device_conditions(room: RoomConfig, cfg: Config, statuses: Mapping[str, Mapp
     no status hash (no adapter runs them: the clinic-wide ingest cause) and devices whose
     adapter is late writing their status (it may be gone: the clinic-wide cause decides) get
     no alarm of their own; a device whose adapter is (re)connecting gets one quiet period from
-    then before the age of its last reading counts. A condition is raised once it has lasted its `delay_s`. The text
-    never carries a port path or an errno (`text.clean_detail`).
+    then before the age of its last reading counts. A condition is raised once it has lasted
+    its `delay_s`. The text never carries a port path or an errno (`text.clean_detail`).
     """
     out: dict[str, Desired] = {}
     for dev in room.devices:
@@ -73,26 +73,27 @@ def device_conditions(room: RoomConfig, cfg: Config, statuses: Mapping[str, Mapp
         last_ms = _int(st.get("last_recv_ms")) or _int(st.get("last_ts"))
         state = st.get("state", "")
         detail = clean_detail(st.get("detail", ""))
+        since = _int(st.get("since_ms"))  # when the adapter's state began
+        first_quiet = now_ms - (since or now_ms) < quiet_s * 1000  # still in one quiet period of it
         if state == "offline":
-            cond, msg, start = "offline", f"{dev.id} offline" + (f": {detail}" if detail else ""), _int(st.get("since_ms"))
+            cond, msg, start = "offline", f"{dev.id} offline" + (f": {detail}" if detail else ""), since
         elif last_ms is None:
-            since = _int(st.get("since_ms")) or now_ms
-            if now_ms - since < quiet_s * 1000:
+            if first_quiet:
                 continue  # connecting: give it one quiet period to send its first reading
             cond, msg, start = "silent", f"{dev.id}: no reading since it connected ({state or 'unknown'})", since
-        elif state == "connecting" and now_ms - (_int(st.get("since_ms")) or now_ms) < quiet_s * 1000:
+        elif state == "connecting" and first_quiet:
             # (re)connecting — e.g. ingest just restarted: the status still holds the receive
             # time the previous process stored, older than the quiet time by the length of the
             # restart. As for a first reading, one quiet period before that age counts.
             continue
         elif state == "silent" and detail.startswith(NOT_STORED):
             # readings arrive but Redis does not take them: say why (stable text, no age)
-            cond, msg, start = "silent", f"{dev.id} silent: {detail}", _int(st.get("since_ms"))
+            cond, msg, start = "silent", f"{dev.id} silent: {detail}", since
         elif now_ms - last_ms > quiet_s * 1000:
             # no age in the text: the record would change every tick; the dashboard shows ages
             cond, msg, start = "silent", f"{dev.id} silent: no reading for over {quiet_s:g} s", last_ms + int(quiet_s * 1000)
         elif state == "silent":  # the adapter's own, shorter quiet time (e.g. 3 s for an oximeter)
-            cond, msg, start = "silent", f"{dev.id} silent: no valid data", _int(st.get("since_ms"))
+            cond, msg, start = "silent", f"{dev.id} silent: no valid data", since
         else:
             continue
         rule = tech[cond]
